@@ -1,0 +1,174 @@
+//! The command line: clap definitions and the `check`/`dump` front ends (mount and repair live in their modules).
+
+use crate::dump::{dump, DumpOptions};
+use crate::format::takhin::DEFAULT_MAX_RECORD_BYTES;
+use crate::log_dir::{check_path, total_log_bytes, AnalyzeOptions, Policy};
+use crate::scan::ScanOptions;
+use clap::{Args, Parser, Subcommand};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code: everything clean.
+pub const EXIT_CLEAN: u8 = 0;
+/// Exit code: damage found (the view differs from the source).
+pub const EXIT_DAMAGE: u8 = 1;
+/// Exit code: could not check (missing path, usage error, I/O failure).
+pub const EXIT_ERROR: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "recoverfs",
+    version,
+    about = "Show a damaged Takhin log directory as it would look after a correct recovery, without changing a byte of it.",
+    long_about = "Show a damaged Takhin log directory as it would look after a correct recovery, without changing a byte of it.\n\n\
+Takhin keeps each partition as segments: <base>.log (records), <base>.index and <base>.timeindex (dense indexes). \
+recoverfs finds each segment's valid prefix (the records before the first damage), rebuilds its indexes, and \
+reports, mounts or writes out the result. The originals are never opened for writing.",
+    after_help = "Typical session:\n  recoverfs check /var/lib/takhin            what is damaged, and where\n  recoverfs dump  /var/lib/takhin/t/partition-0/00000000000000000000.log --limit 20\n  recoverfs mount /var/lib/takhin /mnt/view   inspect the repaired view read-only\n  recoverfs repair /var/lib/takhin --output /var/lib/takhin.repaired"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Report every log's damage, fsck-style (exit 0 clean, 1 damage found, 2 could not check).
+    #[command(
+        after_help = "Exit status: 0 when the policy's view equals the source, 1 when it differs \
+(bytes cut, segments hidden, indexes rebuilt, orphans left out, files unreadable; under strict any anomaly, \
+gaps included), 2 when PATH could not be checked.\n\nExamples:\n  recoverfs check /var/lib/takhin\n  recoverfs check /var/lib/takhin/orders/partition-0 --policy point-in-time\n  recoverfs check /var/lib/takhin --json | jq .summary"
+    )]
+    Check(CheckArgs),
+    /// Print one segment's records, one per line, then where and why its valid prefix ends.
+    #[command(
+        after_help = "Examples:\n  recoverfs dump 00000000000000000000.log --limit 10\n  recoverfs dump 00000000000000000375.log --from-offset 700 --json"
+    )]
+    Dump(DumpArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Which segments the view keeps: per-segment (every valid prefix), point-in-time
+    /// (stop at the first damage or gap), strict (repair nothing; damaged segments fail).
+    #[arg(long, default_value = "per-segment", value_parser = parse_policy)]
+    pub policy: Policy,
+    /// A record whose size field exceeds this many bytes is damage (bad-size).
+    #[arg(long, default_value_t = DEFAULT_MAX_RECORD_BYTES, value_name = "N")]
+    pub max_record_bytes: u64,
+}
+
+impl EngineArgs {
+    pub fn analyze_options(&self) -> AnalyzeOptions {
+        AnalyzeOptions {
+            scan: ScanOptions {
+                max_record_bytes: self.max_record_bytes,
+            },
+            policy: self.policy,
+            threads: 0,
+        }
+    }
+}
+
+fn parse_policy(s: &str) -> Result<Policy, String> {
+    s.parse()
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// A data directory, one partition directory, or one <20 digits>.log file.
+    pub path: PathBuf,
+    /// Print the schema-1 JSON report instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// The segment file (<20 digits>.log).
+    pub segment: PathBuf,
+    /// Print JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip records below this offset.
+    #[arg(long, value_name = "N")]
+    pub from_offset: Option<u64>,
+    /// Print at most N records.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// A record whose size field exceeds this many bytes is damage (bad-size).
+    #[arg(long, default_value_t = DEFAULT_MAX_RECORD_BYTES, value_name = "N")]
+    pub max_record_bytes: u64,
+}
+
+/// Bytes above which `check` shows a progress bar (on a terminal).
+const PROGRESS_ABOVE: u64 = 256 << 20;
+
+pub fn run_check(a: &CheckArgs) -> ExitCode {
+    let opts = a.engine.analyze_options();
+    let bar = indicatif::ProgressBar::hidden();
+    let progress = |n: u64| bar.inc(n);
+    if std::io::IsTerminal::is_terminal(&io::stderr()) {
+        if let Ok(t) = crate::log_dir::resolve_target(&a.path) {
+            let total = total_log_bytes(&crate::log_dir::discover(&t.root), t.only_segment);
+            if total > PROGRESS_ABOVE {
+                bar.set_length(total);
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "checking {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .expect("valid template"),
+                );
+            }
+        }
+    }
+    let result = check_path(&a.path, &opts, &progress);
+    bar.finish_and_clear();
+    let report = match result {
+        Ok((_, r)) => r,
+        Err(e) => {
+            eprintln!("recoverfs check: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let text = if a.json {
+        report.to_json() + "\n"
+    } else {
+        report.render_human()
+    };
+    if io::stdout().write_all(text.as_bytes()).is_err() {
+        return ExitCode::from(EXIT_ERROR);
+    }
+    ExitCode::from(if report.summary.view_differs {
+        EXIT_DAMAGE
+    } else {
+        EXIT_CLEAN
+    })
+}
+
+pub fn run_dump(a: &DumpArgs) -> ExitCode {
+    let opts = DumpOptions {
+        json: a.json,
+        from_offset: a.from_offset,
+        limit: a.limit,
+        scan: ScanOptions {
+            max_record_bytes: a.max_record_bytes,
+        },
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let r = dump(&a.segment, &opts, &mut out).and_then(|clean| out.flush().map(|_| clean));
+    match r {
+        Ok(true) => ExitCode::from(EXIT_CLEAN),
+        Ok(false) => ExitCode::from(EXIT_DAMAGE),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::from(EXIT_CLEAN),
+        Err(e) => {
+            eprintln!("recoverfs dump: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The `recoverfs` binary: parses the command line and hands off to a front end.
+
+use clap::Parser;
+use recoverfs::cli::{run_check, run_dump, Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Check(a) => run_check(a),
+        Command::Dump(a) => run_dump(a),
+    }
+}

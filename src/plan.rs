@@ -1,0 +1,105 @@
+//! The repaired tree's shape: which entries of a source directory the view shows, and as what.
+//!
+//! Shared by `mount` (lazily, one directory at a time) and `repair` (the whole
+//! tree), so that what is inspected is exactly what gets committed. Which
+//! segments a policy hides needs the log's analysis; [`visible_children`]
+//! applies it.
+
+use crate::format::takhin::{classify_name, segment_file_name, FileKind, NameMatch};
+use crate::log_dir::{classify_dir, LogLayout};
+use crate::report::{LogReport, ViewAction};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::FileType;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// What a view entry is and where its bytes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    /// A directory, mirrored.
+    Dir,
+    /// An opaque regular file, passed through unchanged.
+    File,
+    /// A symlink, shown as a symlink (its target text), never followed.
+    Symlink,
+    /// A segment's `.log`: its valid prefix.
+    Log { base: u64 },
+    /// A segment's `.index` or `.timeindex`: rebuilt from the valid prefix
+    /// (present even when the original is missing).
+    Index { base: u64, kind: FileKind },
+}
+
+impl Node {
+    /// The segment this entry belongs to, if any.
+    pub fn segment(self) -> Option<u64> {
+        match self {
+            Node::Log { base } | Node::Index { base, .. } => Some(base),
+            _ => None,
+        }
+    }
+}
+
+/// The children of one source directory as the view shows them, by name,
+/// before any policy hides segments. FIFOs, sockets and devices are left out,
+/// and so are orphan `.index`/`.timeindex` files. Also returns the directory's
+/// log layout when it is a log.
+pub fn dir_children(
+    rel: &Path,
+    entries: &[(OsString, FileType)],
+) -> (BTreeMap<OsString, Node>, Option<LogLayout>) {
+    let layout = classify_dir(rel, entries);
+    let mut out = BTreeMap::new();
+    for (name, ft) in entries {
+        let node = if ft.is_dir() {
+            Node::Dir
+        } else if ft.is_symlink() {
+            Node::Symlink
+        } else if ft.is_file() {
+            match classify_name(name.as_bytes()) {
+                NameMatch::Segment(base, FileKind::Log) => Node::Log { base },
+                // Indexes are added below from the segments, so orphans drop out.
+                NameMatch::Segment(_, _) => continue,
+                _ => Node::File,
+            }
+        } else {
+            continue; // FIFO, socket, device: never opened, never shown.
+        };
+        out.insert(name.clone(), node);
+    }
+    if let Some(l) = &layout {
+        for s in &l.segments {
+            for kind in [FileKind::Index, FileKind::TimeIndex] {
+                out.insert(
+                    segment_file_name(s.base, kind).into(),
+                    Node::Index { base: s.base, kind },
+                );
+            }
+        }
+    }
+    (out, layout)
+}
+
+/// What the view does with segment `base` of a log, from the log's report.
+pub fn segment_action(report: &LogReport, base: u64) -> Option<ViewAction> {
+    report
+        .segments
+        .iter()
+        .find(|s| s.base_offset == base)
+        .map(|s| s.view)
+}
+
+/// Drops the entries of segments the policy hides.
+pub fn visible_children(
+    children: BTreeMap<OsString, Node>,
+    report: Option<&LogReport>,
+) -> BTreeMap<OsString, Node> {
+    let Some(r) = report else { return children };
+    children
+        .into_iter()
+        .filter(|(_, n)| {
+            n.segment()
+                .is_none_or(|b| segment_action(r, b).is_none_or(|a| a.listed()))
+        })
+        .collect()
+}

@@ -1,0 +1,438 @@
+//! The schema-1 report: its types, JSON form, and the short human form.
+
+use crate::log_dir::{Policy, SegmentAnalysis};
+use crate::scan::{IndexKind, SegmentScan};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The report's schema version.
+pub const SCHEMA: u32 = 1;
+
+/// A path as report text: UTF-8 as is, any other byte as `\xNN` (and a backslash as `\\`),
+/// so non-UTF-8 names stay distinct and readable.
+pub fn escape_path(p: &Path) -> String {
+    let bytes = p.as_os_str().as_bytes();
+    match std::str::from_utf8(bytes) {
+        Ok(s) if !s.contains('\\') => s.to_string(),
+        _ => {
+            let mut out = String::new();
+            for chunk in bytes.utf8_chunks() {
+                out.push_str(&chunk.valid().replace('\\', "\\\\"));
+                for b in chunk.invalid() {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
+            }
+            out
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SegmentStatus {
+    Clean,
+    Truncated,
+    Unreadable,
+}
+
+/// Tail damage is the normal trace of an unclean shutdown; mid-log damage lost data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DamageClass {
+    Tail,
+    MidLog,
+}
+
+/// What the view does with a segment under the report's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ViewAction {
+    /// Shown whole, as on disk.
+    Kept,
+    /// Shown up to its valid prefix.
+    Truncated,
+    /// Left out of the view (policy).
+    Hidden,
+    /// Listed, but opening it fails with EIO (strict, or unreadable).
+    Eio,
+}
+
+impl ViewAction {
+    /// True when the view serves the segment's bytes.
+    pub fn serves(self) -> bool {
+        matches!(self, ViewAction::Kept | ViewAction::Truncated)
+    }
+    pub fn listed(self) -> bool {
+        self != ViewAction::Hidden
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DamageReport {
+    pub kind: crate::scan::DamageKind,
+    pub class: DamageClass,
+    /// Byte position in the `.log` where the first bad record starts.
+    pub position: u64,
+    /// Index of the first bad record in its segment.
+    pub record: u64,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentReport {
+    pub path: String,
+    pub base_offset: u64,
+    pub status: SegmentStatus,
+    pub original_bytes: u64,
+    pub valid_bytes: u64,
+    pub records: u64,
+    pub first_offset: Option<u64>,
+    pub last_offset: Option<u64>,
+    pub min_timestamp: Option<i64>,
+    pub max_timestamp: Option<i64>,
+    pub damage: Option<DamageReport>,
+    /// Why the `.log` could not be read, for `unreadable` segments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub index: String,
+    pub timeindex: String,
+    pub visible: bool,
+    pub view: ViewAction,
+    /// The scan behind this entry, for the front ends (not serialized).
+    #[serde(skip)]
+    pub scan: Option<Arc<SegmentScan>>,
+    /// True when the original `.index` and `.timeindex` both match the rebuilt ones.
+    #[serde(skip)]
+    pub indexes_match: bool,
+}
+
+impl SegmentReport {
+    pub fn from_analysis(
+        rel: &Path,
+        a: &SegmentAnalysis,
+        view: ViewAction,
+        is_last_of_log: bool,
+    ) -> Self {
+        let scan = a.scan.as_ref().ok().cloned();
+        let damage = scan
+            .as_ref()
+            .and_then(|s| s.damage.as_ref())
+            .map(|d| DamageReport {
+                kind: d.kind,
+                class: if is_last_of_log && d.kind.is_tail_like() {
+                    DamageClass::Tail
+                } else {
+                    DamageClass::MidLog
+                },
+                position: d.position,
+                record: d.record,
+                detail: d.detail.clone(),
+            });
+        SegmentReport {
+            path: escape_path(rel),
+            base_offset: a.base,
+            status: a.status(),
+            original_bytes: a.stamp.size,
+            valid_bytes: scan.as_ref().map_or(0, |s| s.valid_bytes),
+            records: scan.as_ref().map_or(0, |s| s.records),
+            first_offset: scan.as_ref().and_then(|s| s.first_offset()),
+            last_offset: scan.as_ref().and_then(|s| s.last_offset()),
+            min_timestamp: scan.as_ref().and_then(|s| s.min_timestamp),
+            max_timestamp: scan.as_ref().and_then(|s| s.max_timestamp),
+            damage,
+            error: a.scan.as_ref().err().cloned(),
+            index: a.index.describe(IndexKind::Offset),
+            timeindex: a.timeindex.describe(IndexKind::Time),
+            visible: view.listed(),
+            view,
+            indexes_match: a.index.is_match() && a.timeindex.is_match(),
+            scan,
+        }
+    }
+
+    pub fn bytes_cut(&self) -> u64 {
+        self.original_bytes.saturating_sub(self.valid_bytes)
+    }
+}
+
+/// Offsets no segment holds: between the end of `after`'s valid prefix and `before`'s base.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gap {
+    pub after: String,
+    pub before: String,
+    pub from_offset: u64,
+    pub to_offset: u64,
+    pub missing: u64,
+}
+
+/// Offsets claimed by two segments: `segment` starts before `previous` ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Overlap {
+    pub segment: String,
+    pub previous: String,
+    pub base_offset: u64,
+    pub previous_next_offset: u64,
+    pub offsets: u64,
+}
+
+/// A path that could not be examined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub path: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogReport {
+    pub path: String,
+    /// The offset a broker would assign next: the end of the last served segment's prefix.
+    pub next_offset: u64,
+    pub gaps: Vec<Gap>,
+    pub overlaps: Vec<Overlap>,
+    pub orphans: Vec<String>,
+    pub unrecognized: Vec<String>,
+    pub segments: Vec<SegmentReport>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub logs: u64,
+    pub segments: u64,
+    pub clean: u64,
+    pub truncated: u64,
+    pub unreadable: u64,
+    /// Records the view serves.
+    pub records: u64,
+    /// `.log` bytes the view serves.
+    pub bytes_kept: u64,
+    /// `.log` bytes the view leaves out: damaged tails, and hidden segments whole.
+    pub bytes_cut: u64,
+    pub hidden: u64,
+    pub indexes_rebuilt: u64,
+    pub gaps: u64,
+    pub overlaps: u64,
+    pub orphans: u64,
+    pub unrecognized: u64,
+    /// Whether the policy's view differs from the source (what `check`'s exit code says).
+    pub view_differs: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    pub source: String,
+    pub policy: Policy,
+    pub summary: Summary,
+    pub logs: Vec<LogReport>,
+    /// Directories that could not be listed.
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    pub fn new(source: &str, policy: Policy, logs: Vec<LogReport>, problems: Vec<Problem>) -> Self {
+        let mut s = Summary {
+            logs: logs.len() as u64,
+            ..Default::default()
+        };
+        for log in &logs {
+            s.gaps += log.gaps.len() as u64;
+            s.overlaps += log.overlaps.len() as u64;
+            s.orphans += log.orphans.len() as u64;
+            s.unrecognized += log.unrecognized.len() as u64;
+            for seg in &log.segments {
+                s.segments += 1;
+                match seg.status {
+                    SegmentStatus::Clean => s.clean += 1,
+                    SegmentStatus::Truncated => s.truncated += 1,
+                    SegmentStatus::Unreadable => s.unreadable += 1,
+                }
+                if !seg.indexes_match && seg.status != SegmentStatus::Unreadable {
+                    s.indexes_rebuilt += 1;
+                }
+                match seg.view {
+                    ViewAction::Kept | ViewAction::Truncated => {
+                        s.records += seg.records;
+                        s.bytes_kept += seg.valid_bytes;
+                        s.bytes_cut += seg.bytes_cut();
+                    }
+                    ViewAction::Hidden => {
+                        s.hidden += 1;
+                        s.bytes_cut += seg.original_bytes;
+                    }
+                    ViewAction::Eio => {}
+                }
+            }
+        }
+        s.view_differs = s.truncated > 0
+            || s.unreadable > 0
+            || s.hidden > 0
+            || s.indexes_rebuilt > 0
+            || s.orphans > 0
+            || !problems.is_empty()
+            || (policy == Policy::Strict && (s.gaps > 0 || s.overlaps > 0 || s.unrecognized > 0));
+        Report {
+            schema: SCHEMA,
+            source: source.to_string(),
+            policy,
+            summary: s,
+            logs,
+            problems,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the report serializes")
+    }
+
+    /// Every segment, with its log.
+    pub fn segments(&self) -> impl Iterator<Item = (&LogReport, &SegmentReport)> {
+        self.logs
+            .iter()
+            .flat_map(|l| l.segments.iter().map(move |s| (l, s)))
+    }
+
+    /// The short human form: a line per log, a line per anomaly, totals, what next.
+    pub fn render_human(&self) -> String {
+        let mut o = String::new();
+        let s = &self.summary;
+        let _ = writeln!(
+            o,
+            "recoverfs check {} (policy {})",
+            self.source, self.policy
+        );
+        for p in &self.problems {
+            let _ = writeln!(o, "  UNREADABLE  {}/: {}", p.path, p.error);
+        }
+        for log in &self.logs {
+            let damaged = log
+                .segments
+                .iter()
+                .filter(|x| x.status != SegmentStatus::Clean)
+                .count();
+            let records: u64 = log.segments.iter().map(|x| x.records).sum();
+            let verdict = if damaged == 0
+                && log.gaps.is_empty()
+                && log.overlaps.is_empty()
+                && log.orphans.is_empty()
+                && log.segments.iter().all(|x| x.indexes_match)
+            {
+                "ok".to_string()
+            } else {
+                format!("{damaged} damaged")
+            };
+            let _ = writeln!(
+                o,
+                "{}: {} segment(s), {} record(s), next offset {}: {verdict}",
+                log.path,
+                log.segments.len(),
+                records,
+                log.next_offset
+            );
+            for seg in &log.segments {
+                if let Some(d) = &seg.damage {
+                    let class = match d.class {
+                        DamageClass::Tail => "tail",
+                        DamageClass::MidLog => "MID-LOG",
+                    };
+                    let _ = writeln!(
+                        o,
+                        "  TRUNCATED   {}: {} ({class}) at byte {}, record {}: {} bytes cut, {} record(s) kept; {}",
+                        seg.path, d.kind, d.position, d.record, seg.bytes_cut(), seg.records, d.detail
+                    );
+                }
+                if let Some(e) = &seg.error {
+                    let _ = writeln!(o, "  UNREADABLE  {}: {e}", seg.path);
+                }
+                if seg.status != SegmentStatus::Unreadable {
+                    for (what, v) in [("index", &seg.index), ("timeindex", &seg.timeindex)] {
+                        if v != "match" {
+                            let _ = writeln!(
+                                o,
+                                "  INDEX       {} .{what}: {v} (rebuilt in the view)",
+                                seg.path
+                            );
+                        }
+                    }
+                }
+                match seg.view {
+                    ViewAction::Hidden => {
+                        let _ = writeln!(
+                            o,
+                            "  HIDDEN      {}: left out under {}",
+                            seg.path, self.policy
+                        );
+                    }
+                    ViewAction::Eio if seg.status != SegmentStatus::Unreadable => {
+                        let _ = writeln!(o, "  EIO         {}: refused under strict", seg.path);
+                    }
+                    _ => {}
+                }
+            }
+            for g in &log.gaps {
+                let _ = writeln!(
+                    o,
+                    "  GAP         offsets {}..={} ({} missing) between {} and {}",
+                    g.from_offset, g.to_offset, g.missing, g.after, g.before
+                );
+            }
+            for v in &log.overlaps {
+                let _ = writeln!(
+                    o,
+                    "  OVERLAP     {} starts at {} but {} already reaches {} ({} offsets claimed twice)",
+                    v.segment, v.base_offset, v.previous, v.previous_next_offset, v.offsets
+                );
+            }
+            for p in &log.orphans {
+                let _ = writeln!(
+                    o,
+                    "  ORPHAN      {p}: index with no .log (left out of the view)"
+                );
+            }
+            for p in &log.unrecognized {
+                let _ = writeln!(
+                    o,
+                    "  UNRECOGNIZED {p}: named like a segment file, but is not one"
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "{} log(s), {} segment(s): {} clean, {} truncated, {} unreadable; {} record(s); {} bytes kept, {} bytes cut; {} gap(s), {} overlap(s), {} orphan(s), {} index set(s) rebuilt, {} hidden",
+            s.logs, s.segments, s.clean, s.truncated, s.unreadable, s.records, s.bytes_kept, s.bytes_cut,
+            s.gaps, s.overlaps, s.orphans, s.indexes_rebuilt, s.hidden
+        );
+        let _ = writeln!(o, "{}", self.next_steps());
+        o
+    }
+
+    fn next_steps(&self) -> String {
+        let s = &self.summary;
+        let src = &self.source;
+        if !s.view_differs {
+            if s.gaps > 0 || s.overlaps > 0 {
+                return format!("Next: the segments are intact but offsets are missing or doubled (see GAP/OVERLAP); nothing to repair under {}.", self.policy);
+            }
+            return "Next: nothing to do; the log is clean.".into();
+        }
+        let mid = self.segments().any(|(_, x)| {
+            x.damage
+                .as_ref()
+                .is_some_and(|d| d.class == DamageClass::MidLog)
+        });
+        let mut n = String::from("Next: ");
+        if mid {
+            n.push_str("MID-LOG damage lost data; keep the originals as evidence. ");
+        } else if s.truncated > 0 {
+            n.push_str("only tail damage (the trace of an unclean shutdown). ");
+        }
+        let _ = write!(
+            n,
+            "Inspect with `recoverfs mount {src} /mnt/view --policy {p}`, then `recoverfs repair {src} --output NEW_DIR --policy {p}`.",
+            p = self.policy
+        );
+        n
+    }
+}

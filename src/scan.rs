@@ -1,0 +1,857 @@
+//! The valid prefix of one segment: the record scanner, its damage verdict, and rebuilt indexes.
+//!
+//! The scanner reads through a bounded window (never the whole file), checks
+//! each record in the order DESIGN.md §2 gives, and stops at the first damage.
+//! It keeps only a sparse table of record positions (one per
+//! [`CHECKPOINT_EVERY`] records), so a 4 GiB segment costs kilobytes, and the
+//! rebuilt `.index`/`.timeindex` bytes of any entry range are produced on
+//! demand by re-walking from the nearest checkpoint.
+
+use crate::format::takhin::{
+    be_i64, be_u32, be_u64, index_entry, timeindex_entry, DEFAULT_MAX_RECORD_BYTES, HEADER_LEN,
+    INDEX_ENTRY_LEN, KEY_AT, KEY_LEN_AT, OFFSET_AT, RECORD_OVERHEAD, SIZE_FIELD_LEN, TIMESTAMP_AT,
+};
+use serde::Serialize;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::ops::ControlFlow;
+use std::os::unix::fs::FileExt;
+
+/// Records between two entries of the sparse position table.
+pub const CHECKPOINT_EVERY: u64 = 1024;
+/// Bytes read from the source at a time. Large enough that syscalls are rare,
+/// small enough to stay in cache; shrunk to the file's size for small files.
+pub const WINDOW_BYTES: usize = 1 << 20;
+
+/// Anything the scanner can read at an absolute position.
+pub trait ReadAt {
+    /// Like `pread`: may return fewer bytes than asked, 0 at end of file.
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
+}
+
+impl ReadAt for File {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        FileExt::read_at(self, buf, pos)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        let Ok(pos) = usize::try_from(pos) else {
+            return Ok(0);
+        };
+        if pos >= self.len() {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.len() - pos);
+        buf[..n].copy_from_slice(&self[pos..pos + n]);
+        Ok(n)
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        self.as_slice().read_at(buf, pos)
+    }
+}
+
+/// Reads exactly `buf.len()` bytes at `pos`; a short file is an `UnexpectedEof`.
+pub fn read_exact_at<S: ReadAt + ?Sized>(
+    src: &S,
+    mut buf: &mut [u8],
+    mut pos: u64,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        match src.read_at(buf, pos) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("file ended at byte {pos}, before the bytes it claimed"),
+                ))
+            }
+            Ok(n) => {
+                buf = &mut buf[n..];
+                pos += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Scanner settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanOptions {
+    /// A `size` above this is `bad-size`, not an allocation.
+    pub max_record_bytes: u64,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
+}
+
+/// What ended the valid prefix, in the order they are checked (DESIGN.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DamageKind {
+    /// Fewer than 4 bytes remain, or the record runs past the end of the file.
+    IncompleteRecord,
+    /// `size < 28` and every byte to the end is zero: preallocated, never written.
+    ZeroFill,
+    /// `size < 28` with non-zero bytes after, or `size` above the maximum.
+    BadSize,
+    /// `28 + key_len + value_len != size`.
+    BadLengths,
+    /// The record's offset is not the base offset plus the records before it.
+    OffsetMismatch,
+}
+
+impl DamageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DamageKind::IncompleteRecord => "incomplete-record",
+            DamageKind::ZeroFill => "zero-fill",
+            DamageKind::BadSize => "bad-size",
+            DamageKind::BadLengths => "bad-lengths",
+            DamageKind::OffsetMismatch => "offset-mismatch",
+        }
+    }
+
+    /// Kinds an unclean shutdown leaves at the end of the last segment.
+    pub fn is_tail_like(self) -> bool {
+        matches!(self, DamageKind::IncompleteRecord | DamageKind::ZeroFill)
+    }
+}
+
+impl fmt::Display for DamageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the valid prefix of one segment ends, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentDamage {
+    pub kind: DamageKind,
+    /// Byte position in the `.log` where the first bad record starts.
+    pub position: u64,
+    /// Number of records before it (the bad record's index in the segment).
+    pub record: u64,
+    /// What was found, in words, with the numbers.
+    pub detail: String,
+}
+
+/// A valid record's header fields, as handed to a visitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// Index of the record in its segment (0-based).
+    pub index: u64,
+    pub offset: u64,
+    pub timestamp: i64,
+    /// Byte position of the record in the `.log`.
+    pub position: u64,
+    pub key_len: u32,
+    pub value_len: u32,
+}
+
+impl RecordMeta {
+    /// Bytes the record occupies, size field included.
+    pub fn encoded_len(&self) -> u64 {
+        SIZE_FIELD_LEN + RECORD_OVERHEAD + self.key_len as u64 + self.value_len as u64
+    }
+    /// Position of the key in the `.log`.
+    pub fn key_position(&self) -> u64 {
+        self.position + KEY_AT as u64
+    }
+    /// Position of the value in the `.log`.
+    pub fn value_position(&self) -> u64 {
+        self.key_position() + self.key_len as u64 + 4
+    }
+}
+
+/// The scanner's verdict on one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentScan {
+    pub base_offset: u64,
+    /// Size of the `.log` when it was scanned.
+    pub original_bytes: u64,
+    /// Length of the valid prefix.
+    pub valid_bytes: u64,
+    /// Records in the valid prefix.
+    pub records: u64,
+    pub min_timestamp: Option<i64>,
+    pub max_timestamp: Option<i64>,
+    pub damage: Option<SegmentDamage>,
+    /// Position of record `k * CHECKPOINT_EVERY`, for every such record in the prefix.
+    pub checkpoints: Vec<u64>,
+}
+
+impl SegmentScan {
+    pub fn is_clean(&self) -> bool {
+        self.damage.is_none()
+    }
+    pub fn first_offset(&self) -> Option<u64> {
+        (self.records > 0).then_some(self.base_offset)
+    }
+    pub fn last_offset(&self) -> Option<u64> {
+        (self.records > 0).then(|| self.base_offset + self.records - 1)
+    }
+    /// The offset the next segment should start at.
+    pub fn next_offset(&self) -> u64 {
+        self.base_offset.saturating_add(self.records)
+    }
+    /// Bytes of each rebuilt index file.
+    pub fn index_bytes(&self) -> u64 {
+        self.records * INDEX_ENTRY_LEN
+    }
+    pub fn bytes_cut(&self) -> u64 {
+        self.original_bytes - self.valid_bytes
+    }
+}
+
+/// A sliding window over a source, refilled in large sequential reads.
+struct Window<'a, S: ?Sized> {
+    src: &'a S,
+    /// Bytes of the source the scan may look at (its size when scanning began).
+    len: u64,
+    buf: Vec<u8>,
+    /// Source position of `buf[0]`.
+    start: u64,
+    filled: usize,
+}
+
+impl<'a, S: ReadAt + ?Sized> Window<'a, S> {
+    fn new(src: &'a S, len: u64) -> Self {
+        // Never allocate beyond what the file holds.
+        let cap = (WINDOW_BYTES as u64).min(len.max(64)) as usize;
+        Window {
+            src,
+            len,
+            buf: vec![0; cap],
+            start: 0,
+            filled: 0,
+        }
+    }
+
+    /// Returns the `n` bytes at `pos`. The caller guarantees `pos + n <= len`
+    /// and `n <= 64`; a source shorter than `len` is an `UnexpectedEof`.
+    #[inline]
+    fn get(&mut self, pos: u64, n: usize) -> io::Result<&[u8]> {
+        if pos >= self.start && pos + n as u64 <= self.start + self.filled as u64 {
+            let at = (pos - self.start) as usize;
+            return Ok(&self.buf[at..at + n]);
+        }
+        self.refill(pos, n)?;
+        Ok(&self.buf[..n])
+    }
+
+    #[cold]
+    fn refill(&mut self, pos: u64, n: usize) -> io::Result<()> {
+        // Keep the bytes we already hold from `pos` on, so sequential scans read each byte once.
+        let keep = if pos >= self.start && pos < self.start + self.filled as u64 {
+            let at = (pos - self.start) as usize;
+            self.buf.copy_within(at..self.filled, 0);
+            self.filled - at
+        } else {
+            0
+        };
+        self.start = pos;
+        self.filled = keep;
+        let want = ((self.len - pos) as usize).min(self.buf.len());
+        while self.filled < want {
+            let read_pos = self.start + self.filled as u64;
+            match self.src.read_at(&mut self.buf[self.filled..want], read_pos) {
+                Ok(0) => break,
+                Ok(k) => self.filled += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.filled < n {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "file shrank while being read: byte {} was expected to exist",
+                    pos + n as u64 - 1
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// True when every byte in `[pos, len)` is zero.
+    fn all_zero_from(&mut self, mut pos: u64) -> io::Result<bool> {
+        while pos < self.len {
+            let n = ((self.len - pos) as usize).min(self.buf.len());
+            self.refill(pos, n)?;
+            if self.buf[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            pos += n as u64;
+        }
+        Ok(true)
+    }
+}
+
+/// Where a walk through records begins.
+#[derive(Debug, Clone, Copy)]
+pub struct WalkStart {
+    pub position: u64,
+    pub index: u64,
+}
+
+/// The outcome of walking records from a start point.
+#[derive(Debug)]
+pub struct Walk {
+    /// Position after the last valid record visited.
+    pub end: u64,
+    /// Records visited (from the start point).
+    pub visited: u64,
+    pub damage: Option<SegmentDamage>,
+    /// True when the visitor asked to stop early.
+    pub stopped: bool,
+}
+
+/// Walks records of a segment with base offset `base` from `start`, up to byte
+/// `len`, checking each in the order of DESIGN.md §2, calling `visit` for each
+/// valid record. Stops at the first damage, at `len`, or when `visit` breaks.
+pub fn walk<S: ReadAt + ?Sized>(
+    src: &S,
+    len: u64,
+    base: u64,
+    start: WalkStart,
+    opts: &ScanOptions,
+    mut visit: impl FnMut(&RecordMeta) -> ControlFlow<()>,
+) -> io::Result<Walk> {
+    let mut w = Window::new(src, len);
+    let mut p = start.position;
+    let mut i = start.index;
+    let max = opts.max_record_bytes;
+    let damage = |kind, position, record, detail: String| SegmentDamage {
+        kind,
+        position,
+        record,
+        detail,
+    };
+    loop {
+        if p >= len {
+            return Ok(Walk {
+                end: p,
+                visited: i - start.index,
+                damage: None,
+                stopped: false,
+            });
+        }
+        let remain = len - p;
+        if remain < SIZE_FIELD_LEN {
+            let d = damage(
+                DamageKind::IncompleteRecord,
+                p,
+                i,
+                format!("only {remain} byte(s) remain at the end of the file; a record needs at least 4"),
+            );
+            return Ok(Walk {
+                end: p,
+                visited: i - start.index,
+                damage: Some(d),
+                stopped: false,
+            });
+        }
+        let size = be_u32(w.get(p, 4)?, 0) as u64;
+        if size < RECORD_OVERHEAD {
+            let d = if w.all_zero_from(p)? {
+                damage(
+                    DamageKind::ZeroFill,
+                    p,
+                    i,
+                    format!("{remain} zero byte(s) to the end of the file (preallocated, never written)"),
+                )
+            } else {
+                damage(
+                    DamageKind::BadSize,
+                    p,
+                    i,
+                    format!(
+                        "size {size} is below the smallest possible record ({RECORD_OVERHEAD})"
+                    ),
+                )
+            };
+            return Ok(Walk {
+                end: p,
+                visited: i - start.index,
+                damage: Some(d),
+                stopped: false,
+            });
+        }
+        if size > max {
+            let d = damage(
+                DamageKind::BadSize,
+                p,
+                i,
+                format!("size {size} exceeds the maximum record size {max} (--max-record-bytes)"),
+            );
+            return Ok(Walk {
+                end: p,
+                visited: i - start.index,
+                damage: Some(d),
+                stopped: false,
+            });
+        }
+        let total = SIZE_FIELD_LEN + size;
+        if total > remain {
+            let d = damage(
+                DamageKind::IncompleteRecord,
+                p,
+                i,
+                format!(
+                    "record of {total} bytes would end at byte {}, past the end of the file ({len}): a torn write",
+                    p + total
+                ),
+            );
+            return Ok(Walk {
+                end: p,
+                visited: i - start.index,
+                damage: Some(d),
+                stopped: false,
+            });
+        }
+        // size >= 28 and the record lies inside the file, so its header does too.
+        let h = w.get(p, HEADER_LEN)?;
+        let offset = be_u64(h, OFFSET_AT);
+        let timestamp = be_i64(h, TIMESTAMP_AT);
+        let key_len = be_u32(h, KEY_LEN_AT) as u64;
+        if RECORD_OVERHEAD + key_len > size {
+            let d = damage(
+                DamageKind::BadLengths,
+                p,
+                i,
+                format!("key_len {key_len} does not fit in a record of size {size}"),
+            );
+            return Ok(Walk {
+                end: p,
+                visited: i - start.index,
+                damage: Some(d),
+                stopped: false,
+            });
+        }
+        // key_len fits, so the value_len field lies inside the record.
+        let value_len = be_u32(w.get(p + KEY_AT as u64 + key_len, 4)?, 0) as u64;
+        if RECORD_OVERHEAD + key_len + value_len != size {
+            let d = damage(
+                DamageKind::BadLengths,
+                p,
+                i,
+                format!(
+                    "28 + key_len {key_len} + value_len {value_len} = {} but size says {size}",
+                    RECORD_OVERHEAD + key_len + value_len
+                ),
+            );
+            return Ok(Walk {
+                end: p,
+                visited: i - start.index,
+                damage: Some(d),
+                stopped: false,
+            });
+        }
+        let expected = base.wrapping_add(i);
+        if offset != expected {
+            let d = damage(
+                DamageKind::OffsetMismatch,
+                p,
+                i,
+                format!("record holds offset {offset}, expected {expected} (base {base} + {i} records before it)"),
+            );
+            return Ok(Walk {
+                end: p,
+                visited: i - start.index,
+                damage: Some(d),
+                stopped: false,
+            });
+        }
+        let meta = RecordMeta {
+            index: i,
+            offset,
+            timestamp,
+            position: p,
+            key_len: key_len as u32,
+            value_len: value_len as u32,
+        };
+        p += total;
+        i += 1;
+        if visit(&meta).is_break() {
+            return Ok(Walk {
+                end: p,
+                visited: i - start.index,
+                damage: None,
+                stopped: true,
+            });
+        }
+    }
+}
+
+/// Scans a whole segment: its valid prefix, damage, timestamps and checkpoints.
+/// `visit` sees every valid record (the index comparison hooks in here).
+pub fn scan_segment<S: ReadAt + ?Sized>(
+    src: &S,
+    len: u64,
+    base: u64,
+    opts: &ScanOptions,
+    mut visit: impl FnMut(&RecordMeta),
+) -> io::Result<SegmentScan> {
+    let mut min_ts: Option<i64> = None;
+    let mut max_ts: Option<i64> = None;
+    let mut checkpoints = Vec::new();
+    let walk = walk(
+        src,
+        len,
+        base,
+        WalkStart {
+            position: 0,
+            index: 0,
+        },
+        opts,
+        |m| {
+            if m.index % CHECKPOINT_EVERY == 0 {
+                checkpoints.push(m.position);
+            }
+            min_ts = Some(min_ts.map_or(m.timestamp, |t| t.min(m.timestamp)));
+            max_ts = Some(max_ts.map_or(m.timestamp, |t| t.max(m.timestamp)));
+            visit(m);
+            ControlFlow::Continue(())
+        },
+    )?;
+    Ok(SegmentScan {
+        base_offset: base,
+        original_bytes: len,
+        valid_bytes: walk.end,
+        records: walk.visited,
+        min_timestamp: min_ts,
+        max_timestamp: max_ts,
+        damage: walk.damage,
+        checkpoints,
+    })
+}
+
+/// Visits the valid records `first..first+count` of a scanned segment,
+/// starting from the nearest checkpoint. Fails if the source no longer holds
+/// the records the scan found (it changed since).
+pub fn visit_records<S: ReadAt + ?Sized>(
+    src: &S,
+    scan: &SegmentScan,
+    first: u64,
+    count: u64,
+    mut visit: impl FnMut(&RecordMeta),
+) -> io::Result<()> {
+    let end = first.saturating_add(count).min(scan.records);
+    if first >= end {
+        return Ok(());
+    }
+    let cp = (first / CHECKPOINT_EVERY) as usize;
+    let start = WalkStart {
+        position: scan.checkpoints[cp],
+        index: cp as u64 * CHECKPOINT_EVERY,
+    };
+    let opts = ScanOptions {
+        max_record_bytes: u64::MAX,
+    };
+    let w = walk(src, scan.valid_bytes, scan.base_offset, start, &opts, |m| {
+        if m.index >= first {
+            visit(m);
+        }
+        if m.index + 1 >= end {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    if !w.stopped {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "segment {} changed since it was validated: records end at {} of the {} found",
+                scan.base_offset,
+                start.index + w.visited,
+                scan.records
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Which rebuilt index file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IndexKind {
+    Offset,
+    Time,
+}
+
+/// The rebuilt entry of one record in the given index.
+#[inline]
+pub fn entry_for(kind: IndexKind, m: &RecordMeta) -> [u8; 16] {
+    match kind {
+        IndexKind::Offset => index_entry(m.offset, m.position),
+        IndexKind::Time => timeindex_entry(m.timestamp, m.offset),
+    }
+}
+
+/// Bytes `[pos, pos+len)` of a rebuilt index, clamped to its size.
+pub fn read_rebuilt_index<S: ReadAt + ?Sized>(
+    src: &S,
+    scan: &SegmentScan,
+    kind: IndexKind,
+    pos: u64,
+    len: u64,
+) -> io::Result<Vec<u8>> {
+    let total = scan.index_bytes();
+    if pos >= total || len == 0 {
+        return Ok(Vec::new());
+    }
+    let end = pos.saturating_add(len).min(total);
+    let first = pos / INDEX_ENTRY_LEN;
+    let last = (end - 1) / INDEX_ENTRY_LEN;
+    let mut out = Vec::with_capacity(((last - first + 1) * INDEX_ENTRY_LEN) as usize);
+    visit_records(src, scan, first, last - first + 1, |m| {
+        out.extend_from_slice(&entry_for(kind, m))
+    })?;
+    let skip = (pos - first * INDEX_ENTRY_LEN) as usize;
+    out.drain(..skip);
+    out.truncate((end - pos) as usize);
+    Ok(out)
+}
+
+/// Both rebuilt index files whole (for repair and tests; the mount reads ranges).
+pub fn rebuild_indexes<S: ReadAt + ?Sized>(
+    src: &S,
+    scan: &SegmentScan,
+) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    let n = scan.index_bytes() as usize;
+    let mut index = Vec::with_capacity(n);
+    let mut timeindex = Vec::with_capacity(n);
+    visit_records(src, scan, 0, scan.records, |m| {
+        index.extend_from_slice(&entry_for(IndexKind::Offset, m));
+        timeindex.extend_from_slice(&entry_for(IndexKind::Time, m));
+    })?;
+    Ok((index, timeindex))
+}
+
+/// How an original index file compares with the rebuilt one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexVerdict {
+    Match,
+    Missing,
+    /// The original could not be read.
+    Unreadable(String),
+    /// Entry `entry` differs: `found` is what the original holds, `expected` what it should.
+    Differs {
+        entry: u64,
+        found: [u8; 16],
+        expected: [u8; 16],
+    },
+    /// The original ends inside or before entry `entries` of `expected_entries`.
+    TooShort {
+        bytes: u64,
+        expected_entries: u64,
+    },
+    /// The original holds bytes past the `expected_entries` entries it should have.
+    TooLong {
+        bytes: u64,
+        expected_entries: u64,
+    },
+}
+
+impl IndexVerdict {
+    pub fn is_match(&self) -> bool {
+        matches!(self, IndexVerdict::Match)
+    }
+
+    /// The report's one-line form.
+    pub fn describe(&self, kind: IndexKind) -> String {
+        let show = |e: &[u8; 16]| match kind {
+            IndexKind::Offset => format!("offset {} at position {}", be_u64(e, 0), be_u64(e, 8)),
+            IndexKind::Time => format!("timestamp {} for offset {}", be_i64(e, 0), be_u64(e, 8)),
+        };
+        match self {
+            IndexVerdict::Match => "match".into(),
+            IndexVerdict::Missing => "missing".into(),
+            IndexVerdict::Unreadable(e) => format!("unreadable: {e}"),
+            IndexVerdict::Differs {
+                entry,
+                found,
+                expected,
+            } => format!(
+                "differs at entry {entry}: holds {}, should hold {}",
+                show(found),
+                show(expected)
+            ),
+            IndexVerdict::TooShort {
+                bytes,
+                expected_entries,
+            } => format!(
+                "too short: {bytes} bytes ({} entries{}), should be {expected_entries} entries",
+                bytes / INDEX_ENTRY_LEN,
+                if bytes % INDEX_ENTRY_LEN != 0 {
+                    " and a partial one"
+                } else {
+                    ""
+                }
+            ),
+            IndexVerdict::TooLong {
+                bytes,
+                expected_entries,
+            } => format!(
+                "too long: {bytes} bytes, should be {expected_entries} entries ({} bytes)",
+                expected_entries * INDEX_ENTRY_LEN
+            ),
+        }
+    }
+}
+
+/// Compares an original index file with the rebuilt entries as they stream by.
+pub struct IndexComparer<'a, S: ?Sized> {
+    kind: IndexKind,
+    window: Window<'a, S>,
+    entries: u64,
+    verdict: Option<IndexVerdict>,
+}
+
+impl<'a, S: ReadAt + ?Sized> IndexComparer<'a, S> {
+    pub fn new(kind: IndexKind, original: &'a S, original_len: u64) -> Self {
+        IndexComparer {
+            kind,
+            window: Window::new(original, original_len),
+            entries: 0,
+            verdict: None,
+        }
+    }
+
+    /// Feeds the next rebuilt entry's record.
+    #[inline]
+    pub fn push(&mut self, m: &RecordMeta) {
+        if self.verdict.is_some() {
+            return;
+        }
+        let at = self.entries * INDEX_ENTRY_LEN;
+        let expected = entry_for(self.kind, m);
+        if at + INDEX_ENTRY_LEN > self.window.len {
+            // The original ends here; finish() reports how short it is.
+            self.verdict = Some(IndexVerdict::TooShort {
+                bytes: self.window.len,
+                expected_entries: 0,
+            });
+        } else {
+            match self.window.get(at, 16) {
+                Ok(found) if found == expected => {}
+                Ok(found) => {
+                    self.verdict = Some(IndexVerdict::Differs {
+                        entry: self.entries,
+                        found: found.try_into().expect("16 bytes"),
+                        expected,
+                    })
+                }
+                Err(e) => self.verdict = Some(IndexVerdict::Unreadable(e.to_string())),
+            }
+        }
+        self.entries += 1;
+    }
+
+    /// The verdict once every rebuilt entry was pushed (`total` of them).
+    pub fn finish(self, total: u64) -> IndexVerdict {
+        match self.verdict {
+            Some(IndexVerdict::TooShort { bytes, .. }) => IndexVerdict::TooShort {
+                bytes,
+                expected_entries: total,
+            },
+            Some(v) => v,
+            None if self.window.len > total * INDEX_ENTRY_LEN => IndexVerdict::TooLong {
+                bytes: self.window.len,
+                expected_entries: total,
+            },
+            None => IndexVerdict::Match,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::takhin::SegmentWriter;
+
+    fn seg(n: u64) -> SegmentWriter {
+        let mut w = SegmentWriter::new(100);
+        for i in 0..n {
+            w.append(1000 + i as i64, b"k", &vec![i as u8; (i % 7) as usize]);
+        }
+        w
+    }
+
+    #[test]
+    fn clean_segment_rebuilds_its_indexes() {
+        let w = seg(3000);
+        let s = scan_segment(
+            &w.log,
+            w.log.len() as u64,
+            100,
+            &ScanOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert!(s.is_clean());
+        assert_eq!(s.records, 3000);
+        assert_eq!(s.checkpoints.len(), 3);
+        let (i, t) = rebuild_indexes(&w.log, &s).unwrap();
+        assert_eq!(i, w.index);
+        assert_eq!(t, w.timeindex);
+        let part = read_rebuilt_index(&w.log, &s, IndexKind::Offset, 16 * 1500 + 5, 40).unwrap();
+        assert_eq!(part, w.index[16 * 1500 + 5..16 * 1500 + 45]);
+    }
+
+    #[test]
+    fn torn_tail_is_incomplete() {
+        let w = seg(10);
+        let cut = w.log.len() - 3;
+        let s = scan_segment(
+            &w.log[..cut],
+            cut as u64,
+            100,
+            &ScanOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(s.records, 9);
+        assert!(matches!(
+            s.damage,
+            Some(SegmentDamage {
+                kind: DamageKind::IncompleteRecord,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn comparer_reports_short_and_long() {
+        let w = seg(5);
+        let s = scan_segment(
+            &w.log,
+            w.log.len() as u64,
+            100,
+            &ScanOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        for (orig, want) in [
+            (w.index[..40].to_vec(), "too short"),
+            ([w.index.clone(), vec![0; 16]].concat(), "too long"),
+        ] {
+            let mut c = IndexComparer::new(IndexKind::Offset, &orig, orig.len() as u64);
+            visit_records(&w.log, &s, 0, s.records, |m| c.push(m)).unwrap();
+            let v = c.finish(s.records);
+            assert!(v.describe(IndexKind::Offset).starts_with(want), "{v:?}");
+        }
+    }
+}
