@@ -1,0 +1,138 @@
+//! Shared test helpers: fixture paths, temporary copies, and snapshots proving a source tree was not touched.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// `tests/fixtures/takhin`, the copy of the reference Takhin engine's logs.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/takhin")
+}
+
+/// The `recoverfs` binary built for the integration tests.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_recoverfs"))
+}
+
+/// Copies a directory tree (regular files, dirs and symlinks) into `dst`.
+pub fn copy_tree(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap();
+    for e in fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let ft = e.file_type().unwrap();
+        let to = dst.join(e.file_name());
+        if ft.is_dir() {
+            copy_tree(&e.path(), &to);
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(e.path()).unwrap(), &to).unwrap();
+        } else if ft.is_file() {
+            fs::copy(e.path(), &to).unwrap();
+            let mut p = fs::metadata(&to).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o644);
+            fs::set_permissions(&to, p).unwrap();
+        }
+    }
+}
+
+/// A fresh writable copy of a fixture directory (e.g. "data", "seed-example").
+pub fn fixture_copy(name: &str) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures().join(name), t.path());
+    t
+}
+
+/// Everything about a file that the engine must not change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSnap {
+    pub bytes: Option<Vec<u8>>,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+    pub atime: (i64, i64),
+}
+
+/// Sets every regular file's atime well before its mtime, so that under the usual
+/// `relatime` any read of it would move its atime, and a snapshot would show it.
+pub fn age_atimes(root: &Path) {
+    for p in walk(root) {
+        let m = fs::symlink_metadata(&p).unwrap();
+        if m.file_type().is_file() {
+            let mtime = filetime::FileTime::from_last_modification_time(&m);
+            let old = filetime::FileTime::from_unix_time(mtime.unix_seconds() - 100_000, 0);
+            filetime::set_file_atime(&p, old).unwrap();
+        }
+    }
+}
+
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Snapshots every entry under `root`. Stats are taken before reading the bytes, and
+/// the bytes are read with O_NOATIME, so snapshotting itself changes nothing.
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, FileSnap> {
+    let mut out = BTreeMap::new();
+    for p in walk(root) {
+        let m = fs::symlink_metadata(&p).unwrap();
+        let bytes = if m.file_type().is_file() {
+            use std::io::Read;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOATIME)
+                .open(&p)
+                .unwrap();
+            let mut b = vec![];
+            f.read_to_end(&mut b).unwrap();
+            Some(b)
+        } else {
+            None
+        };
+        out.insert(
+            p.strip_prefix(root).unwrap().to_path_buf(),
+            FileSnap {
+                bytes,
+                size: m.size(),
+                mode: m.mode(),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                ctime: (m.ctime(), m.ctime_nsec()),
+                atime: (m.atime(), m.atime_nsec()),
+            },
+        );
+    }
+    out
+}
+
+/// Asserts two snapshots are equal, naming the first file and field that differ.
+pub fn assert_unchanged(before: &BTreeMap<PathBuf, FileSnap>, after: &BTreeMap<PathBuf, FileSnap>) {
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "the set of source files changed"
+    );
+    for (p, b) in before {
+        let a = &after[p];
+        assert!(b.bytes == a.bytes, "{}: content changed", p.display());
+        assert_eq!(b.size, a.size, "{}: size changed", p.display());
+        assert_eq!(b.mode, a.mode, "{}: mode changed", p.display());
+        assert_eq!(b.mtime, a.mtime, "{}: mtime changed", p.display());
+        assert_eq!(b.ctime, a.ctime, "{}: ctime changed", p.display());
+        assert_eq!(b.atime, a.atime, "{}: atime changed", p.display());
+    }
+}
