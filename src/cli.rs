@@ -46,6 +46,17 @@ gaps included), 2 when PATH could not be checked.\n\nExamples:\n  recoverfs chec
         after_help = "Examples:\n  recoverfs dump 00000000000000000000.log --limit 10\n  recoverfs dump 00000000000000000375.log --from-offset 700 --json"
     )]
     Dump(DumpArgs),
+    /// Mount the repaired view read-only (FUSE): repaired segments, rebuilt indexes, `.recoverfs/`.
+    #[command(
+        after_help = "The view is lazy: a segment is validated when one of its files is first looked up.\n\
+`.recoverfs/` at the root holds report.json (the whole-tree report), raw/ (the untouched originals) and \
+tails/ (the bytes cut from each truncated segment). Unmount with `umount MOUNTPOINT`.\n\nExamples:\n  \
+recoverfs mount /var/lib/takhin /mnt/view\n  recoverfs mount /var/lib/takhin /mnt/view --policy point-in-time -o allow_other\n  \
+recoverfs mount /var/lib/takhin /mnt/view --foreground --log-file /var/log/recoverfs.log"
+    )]
+    Mount(crate::mount::MountArgs),
+    /// Write a small damaged Takhin log, mount its repaired view, and show around.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -5,9 +5,12 @@
 //! write it out (`repair`).
 
 pub mod cli;
+pub mod demo;
 pub mod dump;
 pub mod format;
+pub mod fuse;
 pub mod log_dir;
+pub mod mount;
 pub mod plan;
 pub mod report;
 pub mod scan;

@@ -9,5 +9,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Check(a) => run_check(a),
         Command::Dump(a) => run_dump(a),
+        Command::Mount(a) => recoverfs::mount::run_mount(a),
+        Command::Demo(a) => recoverfs::demo::run_demo(a),
     }
 }

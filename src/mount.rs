@@ -1,0 +1,430 @@
+//! The `mount` front end: argument and `-o` parsing, pre-mount checks, daemonizing, signals, logging.
+
+use crate::cli::{EngineArgs, EXIT_ERROR};
+use crate::fuse::{raise_readahead, start_session, SessionOptions};
+use crate::log_dir::Policy;
+use crate::scan::ScanOptions;
+use crate::view::{View, ViewConfig};
+use clap::{ArgAction, Args};
+use fuser::MountOption;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+
+/// Set in the environment of the background daemon the parent starts.
+const CHILD_ENV: &str = "RECOVERFS_DAEMON_CHILD";
+/// The line the daemon prints once the mount is live.
+const READY_LINE: &str = "recoverfs: mount ready";
+/// Default bytes of segment verdicts kept in memory.
+pub const DEFAULT_CACHE_MB: u64 = 64;
+
+#[derive(Args, Debug, Clone)]
+pub struct MountArgs {
+    /// The Takhin data directory to show repaired.
+    pub data_dir: PathBuf,
+    /// An empty directory to mount the view on.
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Stay in the foreground (logs to stderr); otherwise return once the mount is live.
+    #[arg(long, short = 'f')]
+    pub foreground: bool,
+    /// Let other users read the view (needs user_allow_other in /etc/fuse.conf unless root).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// FUSE worker threads (0: one per core; at least 2).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+    /// Memory for cached segment verdicts, in MiB (least recently used ones are dropped and revalidated when needed).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CACHE_MB)]
+    pub cache_mb: u64,
+    /// Mount options, comma-separated: policy=P, cache_mb=N, threads=N, allow_other,
+    /// max_record_bytes=N, log_file=F, fsname=S, noexec, noatime; ro, rw, defaults, auto,
+    /// noauto, user, nofail, _netdev and x-* are accepted and ignored.
+    #[arg(short = 'o', value_name = "OPTS", action = ArgAction::Append)]
+    pub options: Vec<String>,
+    /// Append logs here (default: stderr in the foreground, nowhere in the background).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+/// Everything `mount` needs once the options are merged.
+#[derive(Debug, Clone)]
+struct Settings {
+    source: PathBuf,
+    mountpoint: PathBuf,
+    policy: Policy,
+    scan: ScanOptions,
+    cache_mb: u64,
+    threads: usize,
+    allow_other: bool,
+    log_file: Option<PathBuf>,
+    fsname: Option<String>,
+    extra: Vec<MountOption>,
+}
+
+fn settings(a: &MountArgs) -> Result<Settings, String> {
+    let mut s = Settings {
+        source: a.data_dir.clone(),
+        mountpoint: a.mountpoint.clone(),
+        policy: a.engine.policy,
+        scan: ScanOptions {
+            max_record_bytes: a.engine.max_record_bytes,
+        },
+        cache_mb: a.cache_mb,
+        threads: a.threads,
+        allow_other: a.allow_other,
+        log_file: a.log_file.clone(),
+        fsname: None,
+        extra: Vec::new(),
+    };
+    for o in a.options.iter().flat_map(|x| x.split(',')) {
+        let num = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("-o {o}: not a number"))
+        };
+        match o.split_once('=') {
+            Some(("policy", v)) => s.policy = v.parse()?,
+            Some(("cache_mb", v)) => s.cache_mb = num(v)?,
+            Some(("threads", v)) => s.threads = num(v)? as usize,
+            Some(("max_record_bytes", v)) => s.scan.max_record_bytes = num(v)?,
+            Some(("log_file", v)) => s.log_file = Some(v.into()),
+            Some(("fsname", v)) => s.fsname = Some(v.into()),
+            // mount(8) and fstab conventions with no meaning here.
+            Some(("subtype" | "comment" | "context" | "uid" | "gid", _)) => {}
+            Some((k, _)) if k.starts_with("x-") => {}
+            Some(_) => return Err(format!("-o {o}: unknown mount option")),
+            None => match o {
+                "" => {}
+                "allow_other" | "allow_root" => s.allow_other = true,
+                "noexec" => s.extra.push(MountOption::NoExec),
+                "noatime" => s.extra.push(MountOption::NoAtime),
+                // Always ro, nodev, nosuid; the rest are mount(8)'s business.
+                "ro" | "rw" | "defaults" | "auto" | "noauto" | "user" | "nouser" | "users"
+                | "owner" | "nofail" | "_netdev" | "nodev" | "nosuid" | "dev" | "suid"
+                | "exec" | "atime" | "relatime" | "norelatime" | "strictatime" | "lazytime"
+                | "async" | "sync" | "silent" | "loud" | "default_permissions" => {}
+                x if x.starts_with("x-") => {}
+                _ => return Err(format!("-o {o}: unknown mount option")),
+            },
+        }
+    }
+    Ok(s)
+}
+
+/// Checks that mounting can work, so a failure is one line before anything is mounted.
+fn precheck(s: &mut Settings) -> Result<(), String> {
+    let src = &s.source;
+    let m = fs::metadata(src).map_err(|e| format!("source {}: {e}", src.display()))?;
+    if !m.is_dir() {
+        return Err(format!("source {}: not a directory", src.display()));
+    }
+    s.source = fs::canonicalize(src).map_err(|e| format!("source {}: {e}", src.display()))?;
+    let mp = s.mountpoint.clone();
+    let m = match fs::metadata(&mp) {
+        Ok(m) => m,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(format!(
+                "mountpoint {}: a dead FUSE mount is still there ({e}); clean it with `umount -l {}`",
+                mp.display(),
+                mp.display()
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(format!("mountpoint {}: does not exist", mp.display()))
+        }
+        Err(e) => return Err(format!("mountpoint {}: {e}", mp.display())),
+    };
+    if !m.is_dir() {
+        return Err(format!("mountpoint {}: not a directory", mp.display()));
+    }
+    s.mountpoint = fs::canonicalize(&mp).map_err(|e| format!("mountpoint {}: {e}", mp.display()))?;
+    if is_mount_point(&s.mountpoint) {
+        return Err(format!(
+            "mountpoint {}: already a mount point",
+            mp.display()
+        ));
+    }
+    let mut entries =
+        fs::read_dir(&s.mountpoint).map_err(|e| format!("mountpoint {}: {e}", mp.display()))?;
+    if entries.next().is_some() {
+        return Err(format!("mountpoint {}: not empty", mp.display()));
+    }
+    if s.mountpoint.starts_with(&s.source) {
+        return Err(format!(
+            "mountpoint {}: inside the source {}; the view would contain itself",
+            mp.display(),
+            s.source.display()
+        ));
+    }
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(|e| format!("/dev/fuse: {e} (is the fuse module loaded and the device present?)"))?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 && which("fusermount3").is_none() {
+        return Err(
+            "not permitted: mounting needs root, or fusermount3 (Debian: apt install fuse3)".into(),
+        );
+    }
+    Ok(())
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(bin))
+            .find(|c| c.is_file())
+    })
+}
+
+/// True when `path` (canonical) is the mount point of some mount.
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = fs::read("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.split(|&b| b == b'\n').any(|line| {
+        line.split(|&b| b == b' ')
+            .nth(4)
+            .is_some_and(|mp| unescape_mountinfo(mp) == path.as_os_str().as_bytes())
+    })
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\' && i + 3 < s.len() && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn init_tracing(log_file: Option<&Path>) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    let r = match log_file {
+        Some(p) => {
+            let f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| format!("log file {}: {e}", p.display()))?;
+            b.with_writer(std::sync::Mutex::new(f)).try_init()
+        }
+        None => b.with_writer(io::stderr).try_init(),
+    };
+    // Already initialised (the demo, tests): keep the existing subscriber.
+    let _ = r;
+    Ok(())
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts
+/// afterwards, so that one thread can take them with [`wait_signal`].
+pub fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-set calls on a local, zero-initialised set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits for one of the blocked signals; returns its number.
+pub fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: `set` is a valid signal set and `sig` a valid out pointer.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+/// Detaches a mount even if it is busy (the fallback when a clean unmount fails).
+pub fn lazy_unmount(mountpoint: &Path) -> io::Result<()> {
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())?;
+    // SAFETY: `c` is a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub fn run_mount(a: &MountArgs) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("recoverfs mount: {msg}");
+        ExitCode::from(EXIT_ERROR)
+    };
+    let mut s = match settings(a) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = precheck(&mut s) {
+        return fail(e);
+    }
+    let child = std::env::var_os(CHILD_ENV).is_some();
+    if !a.foreground && !child {
+        return match spawn_daemon() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        };
+    }
+    match serve(&s, child) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// Starts the daemon in the background and returns once its mount is live,
+/// or with its error message.
+fn spawn_daemon() -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding my own binary: {e}"))?;
+    let (mut r, w) = io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let w2 = w.try_clone().map_err(|e| format!("pipe: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .env(CHILD_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(w)
+        .stderr(w2);
+    // SAFETY: setsid is async-signal-safe; the daemon leaves our session so
+    // that the terminal's Ctrl-C does not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| format!("starting the daemon: {e}"))?;
+    drop(cmd); // closes our copies of the pipe's write end
+    let mut out = Vec::new();
+    let _ = r.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    if out.lines().any(|l| l == READY_LINE) {
+        return Ok(());
+    }
+    drop(child);
+    let msg: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.strip_prefix("recoverfs mount: ").unwrap_or(l))
+        .collect();
+    Err(if msg.is_empty() {
+        "the daemon exited before the mount was ready".into()
+    } else {
+        msg.join("; ")
+    })
+}
+
+/// Mounts and serves until unmounted (by `umount`, or by a signal).
+fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
+    let sigs = block_signals();
+    init_tracing(s.log_file.as_deref())?;
+    let threads = if s.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        s.threads
+    }
+    .max(2);
+    let view = Arc::new(View::new(ViewConfig {
+        root: s.source.clone(),
+        source_label: s.source.display().to_string(),
+        policy: s.policy,
+        scan: s.scan,
+        cache_bytes: s.cache_mb.saturating_mul(1 << 20),
+    }));
+    let opts = SessionOptions {
+        fsname: s
+            .fsname
+            .clone()
+            .unwrap_or_else(|| s.source.display().to_string()),
+        allow_other: s.allow_other,
+        threads,
+        extra: s.extra.clone(),
+    };
+    let mut session = start_session(view, &s.mountpoint, &opts)
+        .map_err(|e| format!("mounting on {}: {e}", s.mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let mp = s.mountpoint.clone();
+    std::thread::Builder::new()
+        .name("recoverfs-signals".into())
+        .spawn(move || {
+            let sig = wait_signal(&sigs);
+            tracing::info!("signal {sig}: unmounting {}", mp.display());
+            if let Err(e) = unmounter.unmount() {
+                tracing::warn!("unmounting {}: {e}; detaching it lazily", mp.display());
+                if let Err(e) = lazy_unmount(&mp) {
+                    tracing::error!("detaching {}: {e}", mp.display());
+                }
+            }
+        })
+        .map_err(|e| format!("starting the signal thread: {e}"))?;
+    let mp = s.mountpoint.clone();
+    let (policy, source) = (s.policy, s.source.clone());
+    let has_log_file = s.log_file.is_some();
+    std::thread::Builder::new()
+        .name("recoverfs-ready".into())
+        .spawn(move || {
+            // Needs the session loop running: it stats the mount.
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                raise_readahead(&mp);
+            }
+            tracing::info!(
+                "mounted {} on {} (policy {policy}, read-only)",
+                source.display(),
+                mp.display()
+            );
+            if daemon_child {
+                println!("{READY_LINE}");
+                let _ = io::stdout().flush();
+                detach_stdio(has_log_file);
+            }
+        })
+        .map_err(|e| format!("starting the ready thread: {e}"))?;
+    session
+        .run()
+        .map_err(|e| format!("serving {}: {e}", s.mountpoint.display()))?;
+    tracing::info!("unmounted {}", s.mountpoint.display());
+    Ok(())
+}
+
+/// Points the daemon's stdout and stderr at /dev/null so the parent sees EOF and returns.
+fn detach_stdio(_logs_to_file: bool) {
+    if let Ok(null) = fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto the standard descriptors with a valid open fd.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo(br"/a\040b"), b"/a b");
+        assert_eq!(unescape_mountinfo(br"/x\\"), br"/x\\");
+    }
+}
