@@ -63,7 +63,10 @@ pub fn write_demo_data(root: &Path) -> io::Result<()> {
     let w = segment(200, 40, ts + 200);
     w.write_to(&p0)?;
     let torn = w.log.len() - 30;
-    fs::write(p0.join(segment_file_name(200, FileKind::Log)), &w.log[..torn])?;
+    fs::write(
+        p0.join(segment_file_name(200, FileKind::Log)),
+        &w.log[..torn],
+    )?;
     // Partition 1: a preallocated, zero-filled tail.
     let mut w = segment(0, 30, ts);
     w.write_to(&p1)?;
@@ -129,7 +132,11 @@ fn demo(a: &DemoArgs) -> Result<(), String> {
         );
         let _ = crate::mount::lazy_unmount(&view_dir);
     }
-    println!("Unmounted {} and removed {}.", view_dir.display(), tmp.path().display());
+    println!(
+        "Unmounted {} and removed {}.",
+        view_dir.display(),
+        tmp.path().display()
+    );
     Ok(())
 }
 
@@ -160,7 +167,11 @@ fn tour(data: &Path, view: &Path, policy: Policy) -> String {
                 .map(|m| m.len().to_string())
                 .unwrap_or_else(|e| format!("({e})"));
             let why = match &s.damage {
-                Some(d) => format!("{} damage: {}", serde_json::json!(d.class).as_str().unwrap_or(""), d.kind),
+                Some(d) => format!(
+                    "{} damage: {}",
+                    serde_json::json!(d.class).as_str().unwrap_or(""),
+                    d.kind
+                ),
                 None => format!("index {}: rebuilt", s.index),
             };
             let _ = writeln!(

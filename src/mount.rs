@@ -104,10 +104,32 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
                 "noexec" => s.extra.push(MountOption::NoExec),
                 "noatime" => s.extra.push(MountOption::NoAtime),
                 // Always ro, nodev, nosuid; the rest are mount(8)'s business.
-                "ro" | "rw" | "defaults" | "auto" | "noauto" | "user" | "nouser" | "users"
-                | "owner" | "nofail" | "_netdev" | "nodev" | "nosuid" | "dev" | "suid"
-                | "exec" | "atime" | "relatime" | "norelatime" | "strictatime" | "lazytime"
-                | "async" | "sync" | "silent" | "loud" | "default_permissions" => {}
+                "ro"
+                | "rw"
+                | "defaults"
+                | "auto"
+                | "noauto"
+                | "user"
+                | "nouser"
+                | "users"
+                | "owner"
+                | "nofail"
+                | "_netdev"
+                | "nodev"
+                | "nosuid"
+                | "dev"
+                | "suid"
+                | "exec"
+                | "atime"
+                | "relatime"
+                | "norelatime"
+                | "strictatime"
+                | "lazytime"
+                | "async"
+                | "sync"
+                | "silent"
+                | "loud"
+                | "default_permissions" => {}
                 x if x.starts_with("x-") => {}
                 _ => return Err(format!("-o {o}: unknown mount option")),
             },
@@ -129,10 +151,10 @@ fn precheck(s: &mut Settings) -> Result<(), String> {
         Ok(m) => m,
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             return Err(format!(
-                "mountpoint {}: a dead FUSE mount is still there ({e}); clean it with `umount -l {}`",
-                mp.display(),
-                mp.display()
-            ))
+            "mountpoint {}: a dead FUSE mount is still there ({e}); clean it with `umount -l {}`",
+            mp.display(),
+            mp.display()
+        ))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(format!("mountpoint {}: does not exist", mp.display()))
@@ -142,7 +164,8 @@ fn precheck(s: &mut Settings) -> Result<(), String> {
     if !m.is_dir() {
         return Err(format!("mountpoint {}: not a directory", mp.display()));
     }
-    s.mountpoint = fs::canonicalize(&mp).map_err(|e| format!("mountpoint {}: {e}", mp.display()))?;
+    s.mountpoint =
+        fs::canonicalize(&mp).map_err(|e| format!("mountpoint {}: {e}", mp.display()))?;
     if is_mount_point(&s.mountpoint) {
         return Err(format!(
             "mountpoint {}: already a mount point",
@@ -165,7 +188,9 @@ fn precheck(s: &mut Settings) -> Result<(), String> {
         .read(true)
         .write(true)
         .open("/dev/fuse")
-        .map_err(|e| format!("/dev/fuse: {e} (is the fuse module loaded and the device present?)"))?;
+        .map_err(|e| {
+            format!("/dev/fuse: {e} (is the fuse module loaded and the device present?)")
+        })?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 && which("fusermount3").is_none() {
         return Err(
@@ -200,7 +225,10 @@ fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
-        if s[i] == b'\\' && i + 3 < s.len() && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if s[i] == b'\\'
+            && i + 3 < s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
             i += 4;
         } else {
@@ -296,7 +324,7 @@ pub fn run_mount(a: &MountArgs) -> ExitCode {
 /// or with its error message.
 fn spawn_daemon() -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding my own binary: {e}"))?;
-    let (mut r, w) = io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (mut r, w) = pipe().map_err(|e| format!("pipe: {e}"))?;
     let w2 = w.try_clone().map_err(|e| format!("pipe: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.args(std::env::args_os().skip(1))
@@ -312,7 +340,9 @@ fn spawn_daemon() -> Result<(), String> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| format!("starting the daemon: {e}"))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("starting the daemon: {e}"))?;
     drop(cmd); // closes our copies of the pipe's write end
     let mut out = Vec::new();
     let _ = r.read_to_end(&mut out);
@@ -331,6 +361,18 @@ fn spawn_daemon() -> Result<(), String> {
     } else {
         msg.join("; ")
     })
+}
+
+/// A pipe (read end, write end), both close-on-exec (the child gets the write end as its stdout/stderr).
+fn pipe() -> io::Result<(fs::File, fs::File)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (fs::File::from_raw_fd(fds[0]), fs::File::from_raw_fd(fds[1])) })
 }
 
 /// Mounts and serves until unmounted (by `umount`, or by a signal).

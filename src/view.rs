@@ -1322,7 +1322,7 @@ mod tests {
     fn write_log(dir: &Path, base: u64, n: u64) -> SegmentWriter {
         let mut w = SegmentWriter::new(base);
         for i in 0..n {
-            w.append(1000 + i as i64, b"key", &vec![i as u8; 20]);
+            w.append(1000 + i as i64, b"key", &[i as u8; 20]);
         }
         w.write_to(dir).unwrap();
         w
@@ -1431,7 +1431,11 @@ mod tests {
             )
             .unwrap();
         }
-        assert_eq!(v.cache_usage().0, 1, "a 1-byte budget keeps only the latest");
+        assert_eq!(
+            v.cache_usage().0,
+            1,
+            "a 1-byte budget keeps only the latest"
+        );
         let before = v.validations();
         v.lookup(ROOT_INO, OsStr::new("00000000000000000000.log"))
             .unwrap();
