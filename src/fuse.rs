@@ -22,6 +22,11 @@ const TTL: Duration = Duration::ZERO;
 /// Largest read the kernel may send and readahead we ask for (1 MiB).
 pub const MAX_READ: u32 = 1 << 20;
 
+thread_local! {
+    /// Each worker thread's read buffer, reused across requests.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The FUSE filesystem: a [`View`] behind fuser's trait.
 pub struct RecoverFs {
     view: Arc<View>,
@@ -129,10 +134,10 @@ impl Filesystem for RecoverFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.view.read(fh.0, offset, size) {
-            Ok(b) => reply.data(&b),
+        READ_BUF.with_borrow_mut(|buf| match self.view.read_into(fh.0, offset, size, buf) {
+            Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(errno(&e)),
-        }
+        })
     }
 
     fn release(

@@ -989,13 +989,30 @@ impl View {
 
     /// Reads up to `size` bytes at `offset` from an open file.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        let n = self.read_into(fh, offset, size, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Like [`View::read`], into `buf[..n]`, returning `n`. `buf` only ever
+    /// grows: a reused per-thread buffer avoids allocating (and faulting in) a
+    /// fresh megabyte for every read.
+    pub fn read_into(&self, fh: u64, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<usize> {
         let h = self.handle(fh)?;
+        let copy = |bytes: &[u8], buf: &mut Vec<u8>| {
+            if buf.len() < bytes.len() {
+                buf.resize(bytes.len(), 0);
+            }
+            buf[..bytes.len()].copy_from_slice(bytes);
+            bytes.len()
+        };
         match &*h {
-            Handle::Plain(f) => pread_full(f, offset, size as u64, u64::MAX),
+            Handle::Plain(f) => pread_into(f, offset, size as u64, u64::MAX, buf),
             Handle::Bytes(b) => {
                 let start = (offset.min(b.len() as u64)) as usize;
                 let end = (start + size as usize).min(b.len());
-                Ok(b[start..end].to_vec())
+                Ok(copy(&b[start..end], buf))
             }
             Handle::Dir(_) => Err(ViewError::IsDir),
             Handle::Segment(lock) => {
@@ -1012,18 +1029,18 @@ impl View {
                 };
                 match s.part {
                     // Never past the validated prefix, whatever the file holds now.
-                    SegPart::Log => pread_full(&s.file, offset, size as u64, scan.valid_bytes),
+                    SegPart::Log => pread_into(&s.file, offset, size as u64, scan.valid_bytes, buf),
                     SegPart::Tail => {
                         let start = scan.valid_bytes.saturating_add(offset);
-                        pread_full(&s.file, start, size as u64, scan.original_bytes)
+                        pread_into(&s.file, start, size as u64, scan.original_bytes, buf)
                     }
                     SegPart::Index(kind) => {
-                        read_rebuilt_index(&s.file, &scan, kind, offset, size as u64).map_err(
-                            |err| ViewError::Source {
+                        let b = read_rebuilt_index(&s.file, &scan, kind, offset, size as u64)
+                            .map_err(|err| ViewError::Source {
                                 path: format!("segment {}", s.base),
                                 err,
-                            },
-                        )
+                            })?;
+                        Ok(copy(&b, buf))
                     }
                 }
             }
@@ -1289,16 +1306,18 @@ fn weight(key: &SegKey, a: &SegmentAnalysis) -> u64 {
         + 128) as u64
 }
 
-/// Reads `[offset, offset+size)` clamped to `limit`, with pread, retrying short reads.
-fn pread_full(f: &File, offset: u64, size: u64, limit: u64) -> Result<Vec<u8>> {
+/// Reads `[offset, offset+size)` clamped to `limit` into `buf`, with pread, retrying short reads.
+fn pread_into(f: &File, offset: u64, size: u64, limit: u64, buf: &mut Vec<u8>) -> Result<usize> {
     if offset >= limit {
-        return Ok(Vec::new());
+        return Ok(0);
     }
     let want = size.min(limit - offset) as usize;
-    let mut buf = vec![0u8; want];
+    if buf.len() < want {
+        buf.resize(want, 0);
+    }
     let mut got = 0;
     while got < want {
-        match f.read_at(&mut buf[got..], offset + got as u64) {
+        match f.read_at(&mut buf[got..want], offset + got as u64) {
             Ok(0) => break, // the file shrank: serve what is there, nothing stale
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1310,8 +1329,7 @@ fn pread_full(f: &File, offset: u64, size: u64, limit: u64) -> Result<Vec<u8>> {
             }
         }
     }
-    buf.truncate(got);
-    Ok(buf)
+    Ok(got)
 }
 
 #[cfg(test)]
