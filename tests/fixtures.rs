@@ -13,10 +13,16 @@ use std::process::Command;
 /// The fixture logs and their expected-records files.
 fn logs() -> Vec<(PathBuf, PathBuf)> {
     let f = fixtures();
-    let mut out = vec![(f.join("seed-example"), f.join("expected/seed-example.records.jsonl"))];
+    let mut out = vec![(
+        f.join("seed-example"),
+        f.join("expected/seed-example.records.jsonl"),
+    )];
     for log in discover(&f.join("data")).logs {
         let rel = log.rel.to_str().unwrap().to_string();
-        out.push((f.join("data").join(&rel), f.join(format!("expected/data/{rel}.records.jsonl"))));
+        out.push((
+            f.join("data").join(&rel),
+            f.join(format!("expected/data/{rel}.records.jsonl")),
+        ));
     }
     assert_eq!(out.len(), 6, "seed-example plus 5 partitions in data/");
     out
@@ -45,7 +51,10 @@ fn read_log(dir: &Path) -> Vec<Expected> {
         let f = fs::File::open(dir.join(log.file_rel(seg.base, FileKind::Log))).unwrap();
         let len = f.metadata().unwrap().len();
         let mut metas = vec![];
-        let s = scan_segment(&f, len, seg.base, &ScanOptions::default(), |m| metas.push(*m)).unwrap();
+        let s = scan_segment(&f, len, seg.base, &ScanOptions::default(), |m| {
+            metas.push(*m)
+        })
+        .unwrap();
         assert!(s.is_clean(), "{:?}", s.damage);
         for m in metas {
             let mut key = vec![0; m.key_len as usize];
@@ -92,7 +101,10 @@ fn rebuilt_indexes_equal_the_originals() {
             let s = scan_segment(&f, len, seg.base, &ScanOptions::default(), |_| {}).unwrap();
             let (index, timeindex) = rebuild_indexes(&f, &s).unwrap();
             assert!(index == fs::read(dir.join(log.file_rel(seg.base, FileKind::Index))).unwrap());
-            assert!(timeindex == fs::read(dir.join(log.file_rel(seg.base, FileKind::TimeIndex))).unwrap());
+            assert!(
+                timeindex
+                    == fs::read(dir.join(log.file_rel(seg.base, FileKind::TimeIndex))).unwrap()
+            );
             segments += 1;
         }
     }
@@ -103,15 +115,37 @@ fn rebuilt_indexes_equal_the_originals() {
 fn check_reports_every_fixture_clean_under_every_policy() {
     for (dir, _) in logs() {
         for policy in Policy::ALL {
-            let opts = AnalyzeOptions { policy, ..Default::default() };
+            let opts = AnalyzeOptions {
+                policy,
+                ..Default::default()
+            };
             let (_, r) = check_path(&dir, &opts, &|_| {}).unwrap();
-            assert!(!r.summary.view_differs, "{}: {}", dir.display(), r.render_human());
-            assert_eq!(r.summary.truncated + r.summary.unreadable + r.summary.indexes_rebuilt, 0);
-            assert!(r.segments().all(|(_, s)| s.index == "match" && s.timeindex == "match" && s.visible));
+            assert!(
+                !r.summary.view_differs,
+                "{}: {}",
+                dir.display(),
+                r.render_human()
+            );
+            assert_eq!(
+                r.summary.truncated + r.summary.unreadable + r.summary.indexes_rebuilt,
+                0
+            );
+            assert!(r
+                .segments()
+                .all(|(_, s)| s.index == "match" && s.timeindex == "match" && s.visible));
         }
     }
-    let out = Command::new(bin()).arg("check").arg(fixtures().join("data")).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new(bin())
+        .arg("check")
+        .arg(fixtures().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let out = Command::new(bin())
         .args(["check", "--json"])
         .arg(fixtures().join("data"))
@@ -122,7 +156,12 @@ fn check_reports_every_fixture_clean_under_every_policy() {
     assert_eq!(v["schema"], 1);
     assert_eq!(v["summary"]["segments"], 25);
     assert_eq!(v["summary"]["records"], 5745);
-    let p0 = v["logs"].as_array().unwrap().iter().find(|l| l["path"] == "orders/partition-0").unwrap();
+    let p0 = v["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["path"] == "orders/partition-0")
+        .unwrap();
     assert_eq!(p0["next_offset"], 3035);
 }
 
@@ -147,8 +186,16 @@ fn check_leaves_the_source_untouched() {
     let t = fixture_copy("data");
     age_atimes(t.path());
     let before = snapshot(t.path());
-    for args in [vec!["check"], vec!["check", "--json"], vec!["check", "--policy", "strict"]] {
-        let out = Command::new(bin()).args(&args).arg(t.path()).output().unwrap();
+    for args in [
+        vec!["check"],
+        vec!["check", "--json"],
+        vec!["check", "--policy", "strict"],
+    ] {
+        let out = Command::new(bin())
+            .args(&args)
+            .arg(t.path())
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(0));
     }
     let seg = t.path().join("orders/partition-0/00000000000000000000.log");
@@ -165,7 +212,14 @@ fn rewriting_each_fixture_gives_the_same_bytes_but_the_pad() {
         for seg in &log.segments {
             let orig = fs::read(dir.join(log.file_rel(seg.base, FileKind::Log))).unwrap();
             let mut metas = vec![];
-            scan_segment(&orig, orig.len() as u64, seg.base, &ScanOptions::default(), |m| metas.push(*m)).unwrap();
+            scan_segment(
+                &orig,
+                orig.len() as u64,
+                seg.base,
+                &ScanOptions::default(),
+                |m| metas.push(*m),
+            )
+            .unwrap();
             let mut w = SegmentWriter::new(seg.base);
             w.pad = [0xA5; 4]; // any pad: the comparison below masks it
             let mut pads = vec![];
@@ -183,8 +237,13 @@ fn rewriting_each_fixture_gives_the_same_bytes_but_the_pad() {
                 b[r].fill(0);
             }
             assert!(a == b, "segment {} re-encodes differently", seg.base);
-            assert!(w.index == fs::read(dir.join(log.file_rel(seg.base, FileKind::Index))).unwrap());
-            assert!(w.timeindex == fs::read(dir.join(log.file_rel(seg.base, FileKind::TimeIndex))).unwrap());
+            assert!(
+                w.index == fs::read(dir.join(log.file_rel(seg.base, FileKind::Index))).unwrap()
+            );
+            assert!(
+                w.timeindex
+                    == fs::read(dir.join(log.file_rel(seg.base, FileKind::TimeIndex))).unwrap()
+            );
             assert!(metas.iter().all(|m| m.encoded_len() >= 4 + RECORD_OVERHEAD));
         }
     }
@@ -193,19 +252,24 @@ fn rewriting_each_fixture_gives_the_same_bytes_but_the_pad() {
 #[test]
 fn dump_prints_records_then_the_end() {
     let seg = fixtures().join("seed-example/00000000000000000020.log");
-    let out = Command::new(bin()).args(["dump", "--json"]).arg(&seg).output().unwrap();
+    let out = Command::new(bin())
+        .args(["dump", "--json"])
+        .arg(&seg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let want: Vec<Expected> = fs::read_to_string(fixtures().join("expected/seed-example.records.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|e: &Expected| (20..39).contains(&e.offset))
-        .collect();
+    let want: Vec<Expected> =
+        fs::read_to_string(fixtures().join("expected/seed-example.records.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|e: &Expected| (20..39).contains(&e.offset))
+            .collect();
     assert_eq!(lines.len(), want.len() + 1);
     for (l, w) in lines.iter().zip(&want) {
         assert_eq!(l["offset"], w.offset);
@@ -221,6 +285,9 @@ fn dump_prints_records_then_the_end() {
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("offset 30 "), "{text}");
-    assert!(text.lines().nth(1).unwrap().starts_with("offset 31 "), "{text}");
+    assert!(
+        text.lines().nth(1).unwrap().starts_with("offset 31 "),
+        "{text}"
+    );
     assert_eq!(text.lines().count(), 3, "{text}");
 }
