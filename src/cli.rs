@@ -46,6 +46,46 @@ gaps included), 2 when PATH could not be checked.\n\nExamples:\n  recoverfs chec
         after_help = "Examples:\n  recoverfs dump 00000000000000000000.log --limit 10\n  recoverfs dump 00000000000000000375.log --from-offset 700 --json"
     )]
     Dump(DumpArgs),
+    /// Write a clean synthetic data directory (for benchmarks and experiments).
+    #[command(hide = true)]
+    Synth(SynthArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Where to write (created; must not exist or be empty).
+    pub dir: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub topics: u32,
+    #[arg(long, default_value_t = 16)]
+    pub partitions: u32,
+    #[arg(long, default_value_t = 1)]
+    pub segments: u32,
+    #[arg(long, default_value_t = 64)]
+    pub segment_mb: u64,
+    #[arg(long, default_value_t = 100)]
+    pub value_bytes: usize,
+}
+
+pub fn run_synth(a: &SynthArgs) -> ExitCode {
+    let spec = crate::synth::SynthSpec {
+        topics: a.topics,
+        partitions: a.partitions,
+        segments_per_partition: a.segments,
+        segment_bytes: a.segment_mb << 20,
+        value_bytes: a.value_bytes,
+        ..Default::default()
+    };
+    match crate::synth::write_tree(&a.dir, &spec) {
+        Ok(n) => {
+            println!("wrote {n} records under {}", a.dir.display());
+            ExitCode::from(EXIT_CLEAN)
+        }
+        Err(e) => {
+            eprintln!("recoverfs synth: {}: {e}", a.dir.display());
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

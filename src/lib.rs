@@ -12,3 +12,4 @@ pub mod plan;
 pub mod report;
 pub mod scan;
 pub mod source;
+pub mod synth;
