@@ -370,7 +370,8 @@ fn two_segments_claiming_the_same_offsets_overlap() {
 
 #[test]
 fn missing_short_long_and_scrambled_indexes() {
-    let cases: [(&str, fn(&mut Vec<u8>)); 5] = [
+    type Mangle = fn(&mut Vec<u8>);
+    let cases: [(&str, Mangle); 5] = [
         ("missing", |_| {}),
         ("too short", |b| b.truncate(b.len() - 16)),
         ("too short", |b| b.truncate(b.len() - 3)),
