@@ -20,9 +20,10 @@ use std::os::unix::fs::FileExt;
 
 /// Records between two entries of the sparse position table.
 pub const CHECKPOINT_EVERY: u64 = 1024;
-/// Bytes read from the source at a time. Large enough that syscalls are rare,
-/// small enough to stay in cache; shrunk to the file's size for small files.
-pub const WINDOW_BYTES: usize = 1 << 20;
+/// Bytes read from the source at a time: few syscalls, and the copy lands in L2
+/// where the parser finds it (1 MiB windows measured ~30% slower on the
+/// 100-byte-value benchmark). Shrunk to the file's size for small files.
+pub const WINDOW_BYTES: usize = 128 << 10;
 
 /// Anything the scanner can read at an absolute position.
 pub trait ReadAt {
