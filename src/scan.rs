@@ -29,11 +29,37 @@ pub const WINDOW_BYTES: usize = 128 << 10;
 pub trait ReadAt {
     /// Like `pread`: may return fewer bytes than asked, 0 at end of file.
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
+
+    /// The first position at or after `pos` that may hold non-zero data, or
+    /// `None` when everything from `pos` on is a hole. Sources without holes
+    /// answer `pos`.
+    fn next_data(&self, pos: u64) -> io::Result<Option<u64>> {
+        Ok(Some(pos))
+    }
 }
 
 impl ReadAt for File {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
         FileExt::read_at(self, buf, pos)
+    }
+
+    /// `lseek(SEEK_DATA)`: a preallocated or sparse tail is skipped instead of read.
+    /// (It moves the fd's offset, which nothing here uses: all reads are `pread`.)
+    fn next_data(&self, pos: u64) -> io::Result<Option<u64>> {
+        use std::os::fd::AsRawFd;
+        let Ok(at) = libc::off_t::try_from(pos) else {
+            return Ok(Some(pos));
+        };
+        // SAFETY: lseek on a valid fd touches no memory of ours.
+        let r = unsafe { libc::lseek(self.as_raw_fd(), at, libc::SEEK_DATA) };
+        if r >= 0 {
+            return Ok(Some((r as u64).max(pos)));
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            // Filesystems without SEEK_DATA: read everything.
+            _ => Ok(Some(pos)),
+        }
     }
 }
 
@@ -286,9 +312,14 @@ impl<'a, S: ReadAt + ?Sized> Window<'a, S> {
         Ok(())
     }
 
-    /// True when every byte in `[pos, len)` is zero.
+    /// True when every byte in `[pos, len)` is zero. Holes are skipped, not read.
     fn all_zero_from(&mut self, mut pos: u64) -> io::Result<bool> {
         while pos < self.len {
+            match self.src.next_data(pos)? {
+                None => return Ok(true),
+                Some(q) if q >= self.len => return Ok(true),
+                Some(q) => pos = q,
+            }
             let n = ((self.len - pos) as usize).min(self.buf.len());
             self.refill(pos, n)?;
             if self.buf[..n].iter().any(|&b| b != 0) {
