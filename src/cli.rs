@@ -153,7 +153,8 @@ pub fn run_check(a: &CheckArgs) -> ExitCode {
     let progress = |n: u64| bar.inc(n);
     if std::io::IsTerminal::is_terminal(&io::stderr()) {
         if let Ok(t) = crate::log_dir::resolve_target(&a.path) {
-            let total = total_log_bytes(&crate::log_dir::discover(&t.root), t.only_segment);
+            let total = crate::log_dir::discover_target(&t)
+                .map_or(0, |l| total_log_bytes(&l, t.only_segment));
             if total > PROGRESS_ABOVE {
                 bar.set_length(total);
                 bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());

@@ -573,6 +573,31 @@ pub fn analyze(
     Report::new(source, opts.policy, logs, layout.problems.clone())
 }
 
+/// The layout a target covers: the whole tree, or for one `.log` only its own
+/// directory (not searched below). A tree with no log at all is an error: the
+/// operator most likely pointed at the wrong directory.
+pub fn discover_target(target: &Target) -> Result<Layout, String> {
+    let layout = match target.only_segment {
+        None => discover(&target.root),
+        Some(_) => {
+            let entries = read_dir_sorted(&target.root)
+                .map_err(|e| format!("{}: {e}", target.root.display()))?;
+            Layout {
+                root: target.root.clone(),
+                logs: classify_dir(Path::new(""), &entries).into_iter().collect(),
+                problems: vec![],
+            }
+        }
+    };
+    if layout.logs.is_empty() && layout.problems.is_empty() {
+        return Err(format!(
+            "{}: no Takhin log here (no directory below it holds <20 digits>.{LOG_EXT} files)",
+            target.root.display()
+        ));
+    }
+    Ok(layout)
+}
+
 /// Discovers and analyses PATH in one call: what `check` and `repair` run.
 pub fn check_path(
     path: &Path,
@@ -580,12 +605,7 @@ pub fn check_path(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Layout, Report), String> {
     let target = resolve_target(path)?;
-    let mut layout = discover(&target.root);
-    if let Some(base) = target.only_segment {
-        layout
-            .logs
-            .retain(|l| l.rel.as_os_str().is_empty() && l.segments.iter().any(|s| s.base == base));
-    }
+    let layout = discover_target(&target)?;
     let report = analyze(
         &layout,
         &target,
