@@ -547,15 +547,13 @@ pub fn analyze(
             });
         }
     });
-    let mut results = results.into_inner().expect("no worker panics").into_iter();
+    let mut per_log: Vec<Vec<SegmentAnalysis>> = vec![Vec::new(); layout.logs.len()];
+    let results = results.into_inner().expect("no worker panics");
+    for ((li, _), a) in jobs.iter().zip(results) {
+        per_log[*li].push(a.expect("every job ran"));
+    }
     let mut logs = Vec::new();
-    for (li, log) in layout.logs.iter().enumerate() {
-        let n = jobs.iter().filter(|(l, _)| *l == li).count();
-        let analyses: Vec<SegmentAnalysis> = results
-            .by_ref()
-            .take(n)
-            .map(|a| a.expect("every job ran"))
-            .collect();
+    for (log, analyses) in layout.logs.iter().zip(per_log) {
         let last = log.segments.last().map(|s| s.base);
         if target.only_segment.is_some() && analyses.is_empty() {
             continue;
