@@ -618,3 +618,87 @@ pub fn check_path(
 pub fn os(name: &[u8]) -> &OsStr {
     OsStr::from_bytes(name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::takhin::SegmentWriter;
+
+    fn analysis(base: u64, records: u64) -> SegmentAnalysis {
+        let mut w = SegmentWriter::new(base);
+        for i in 0..records {
+            w.append(i as i64, b"", b"v");
+        }
+        let scan = scan_segment(
+            &w.log,
+            w.log.len() as u64,
+            base,
+            &ScanOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        SegmentAnalysis {
+            base,
+            scan: Ok(Arc::new(scan)),
+            index: IndexVerdict::Match,
+            timeindex: IndexVerdict::Match,
+            stamp: FileStamp {
+                size: w.log.len() as u64,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn an_unreadable_segment_is_reported_never_as_corruption() {
+        let layout = LogLayout {
+            segments: [0, 5, 10]
+                .map(|base| SegmentEntry {
+                    base,
+                    has_index: true,
+                    has_timeindex: true,
+                })
+                .to_vec(),
+            ..Default::default()
+        };
+        let unreadable = SegmentAnalysis {
+            base: 5,
+            scan: Err("x/00000000000000000005.log: Input/output error (os error 5)".into()),
+            index: IndexVerdict::Unreadable("its .log is unreadable".into()),
+            timeindex: IndexVerdict::Unreadable("its .log is unreadable".into()),
+            stamp: FileStamp::default(),
+        };
+        let want = [
+            (
+                Policy::PerSegment,
+                [ViewAction::Kept, ViewAction::Eio, ViewAction::Kept],
+            ),
+            (
+                Policy::PointInTime,
+                [ViewAction::Kept, ViewAction::Hidden, ViewAction::Hidden],
+            ),
+            (
+                Policy::Strict,
+                [ViewAction::Kept, ViewAction::Eio, ViewAction::Kept],
+            ),
+        ];
+        for (policy, views) in want {
+            let segs = vec![analysis(0, 5), unreadable.clone(), analysis(10, 5)];
+            let log = assemble_log(&layout, segs, policy, |b| b == 10);
+            let got: Vec<ViewAction> = log.segments.iter().map(|s| s.view).collect();
+            assert_eq!(got, views, "{policy}");
+            let s = &log.segments[1];
+            assert_eq!(s.status, SegmentStatus::Unreadable);
+            assert!(s.damage.is_none(), "an I/O error is not damage");
+            assert!(s.error.as_deref().unwrap().contains("Input/output error"));
+            assert!(
+                log.gaps.is_empty(),
+                "no gap is claimed across an unreadable segment"
+            );
+            let r = Report::new("x", policy, vec![log], vec![]);
+            assert_eq!((r.summary.unreadable, r.summary.truncated), (1, 0));
+            assert!(r.summary.view_differs);
+            assert!(r.render_human().contains("UNREADABLE"));
+        }
+    }
+}
