@@ -350,6 +350,97 @@ pub struct Walk {
     pub stopped: bool,
 }
 
+/// Checks the record at `p` (the `i`-th of a segment based at `base`) in the
+/// order of DESIGN.md §2: its header fields, or what is wrong with it.
+#[inline]
+fn check_record<S: ReadAt + ?Sized>(
+    w: &mut Window<'_, S>,
+    p: u64,
+    i: u64,
+    base: u64,
+    max: u64,
+) -> io::Result<Result<RecordMeta, (DamageKind, String)>> {
+    let len = w.len;
+    let remain = len - p;
+    if remain < SIZE_FIELD_LEN {
+        return Ok(Err((
+            DamageKind::IncompleteRecord,
+            format!(
+                "only {remain} byte(s) remain at the end of the file; a record needs at least 4"
+            ),
+        )));
+    }
+    let size = be_u32(w.get(p, 4)?, 0) as u64;
+    if size < RECORD_OVERHEAD {
+        return Ok(Err(if w.all_zero_from(p)? {
+            (
+                DamageKind::ZeroFill,
+                format!(
+                    "{remain} zero byte(s) to the end of the file (preallocated, never written)"
+                ),
+            )
+        } else {
+            (
+                DamageKind::BadSize,
+                format!("size {size} is below the smallest possible record ({RECORD_OVERHEAD})"),
+            )
+        }));
+    }
+    if size > max {
+        return Ok(Err((
+            DamageKind::BadSize,
+            format!("size {size} exceeds the maximum record size {max} (--max-record-bytes)"),
+        )));
+    }
+    let total = SIZE_FIELD_LEN + size;
+    if total > remain {
+        return Ok(Err((
+            DamageKind::IncompleteRecord,
+            format!(
+                "record of {total} bytes would end at byte {}, past the end of the file ({len}): a torn write",
+                p + total
+            ),
+        )));
+    }
+    // size >= 28 and the record lies inside the file, so its header does too.
+    let h = w.get(p, HEADER_LEN)?;
+    let offset = be_u64(h, OFFSET_AT);
+    let timestamp = be_i64(h, TIMESTAMP_AT);
+    let key_len = be_u32(h, KEY_LEN_AT) as u64;
+    if RECORD_OVERHEAD + key_len > size {
+        return Ok(Err((
+            DamageKind::BadLengths,
+            format!("key_len {key_len} does not fit in a record of size {size}"),
+        )));
+    }
+    // key_len fits, so the value_len field lies inside the record.
+    let value_len = be_u32(w.get(p + KEY_AT as u64 + key_len, 4)?, 0) as u64;
+    if RECORD_OVERHEAD + key_len + value_len != size {
+        return Ok(Err((
+            DamageKind::BadLengths,
+            format!(
+                "28 + key_len {key_len} + value_len {value_len} = {} but size says {size}",
+                RECORD_OVERHEAD + key_len + value_len
+            ),
+        )));
+    }
+    let expected = base.wrapping_add(i);
+    if offset != expected {
+        return Ok(Err((
+            DamageKind::OffsetMismatch,
+            format!("record holds offset {offset}, expected {expected} (base {base} + {i} records before it)"),
+        )));
+    }
+    Ok(Ok(RecordMeta {
+        index: i,
+        offset,
+        timestamp,
+        position: p,
+        key_len: key_len as u32,
+        value_len: value_len as u32,
+    }))
+}
+
 /// Walks records of a segment with base offset `base` from `start`, up to byte
 /// `len`, checking each in the order of DESIGN.md §2, calling `visit` for each
 /// valid record. Stops at the first damage, at `len`, or when `visit` breaks.
@@ -364,167 +455,37 @@ pub fn walk<S: ReadAt + ?Sized>(
     let mut w = Window::new(src, len);
     let mut p = start.position;
     let mut i = start.index;
-    let max = opts.max_record_bytes;
-    let damage = |kind, position, record, detail: String| SegmentDamage {
-        kind,
-        position,
-        record,
-        detail,
-    };
-    loop {
+    let (damage, stopped) = loop {
         if p >= len {
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: None,
-                stopped: false,
-            });
+            break (None, false);
         }
-        let remain = len - p;
-        if remain < SIZE_FIELD_LEN {
-            let d = damage(
-                DamageKind::IncompleteRecord,
-                p,
-                i,
-                format!("only {remain} byte(s) remain at the end of the file; a record needs at least 4"),
-            );
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: Some(d),
-                stopped: false,
-            });
-        }
-        let size = be_u32(w.get(p, 4)?, 0) as u64;
-        if size < RECORD_OVERHEAD {
-            let d = if w.all_zero_from(p)? {
-                damage(
-                    DamageKind::ZeroFill,
-                    p,
-                    i,
-                    format!("{remain} zero byte(s) to the end of the file (preallocated, never written)"),
+        match check_record(&mut w, p, i, base, opts.max_record_bytes)? {
+            Err((kind, detail)) => {
+                break (
+                    Some(SegmentDamage {
+                        kind,
+                        position: p,
+                        record: i,
+                        detail,
+                    }),
+                    false,
                 )
-            } else {
-                damage(
-                    DamageKind::BadSize,
-                    p,
-                    i,
-                    format!(
-                        "size {size} is below the smallest possible record ({RECORD_OVERHEAD})"
-                    ),
-                )
-            };
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: Some(d),
-                stopped: false,
-            });
+            }
+            Ok(meta) => {
+                p += meta.encoded_len();
+                i += 1;
+                if visit(&meta).is_break() {
+                    break (None, true);
+                }
+            }
         }
-        if size > max {
-            let d = damage(
-                DamageKind::BadSize,
-                p,
-                i,
-                format!("size {size} exceeds the maximum record size {max} (--max-record-bytes)"),
-            );
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: Some(d),
-                stopped: false,
-            });
-        }
-        let total = SIZE_FIELD_LEN + size;
-        if total > remain {
-            let d = damage(
-                DamageKind::IncompleteRecord,
-                p,
-                i,
-                format!(
-                    "record of {total} bytes would end at byte {}, past the end of the file ({len}): a torn write",
-                    p + total
-                ),
-            );
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: Some(d),
-                stopped: false,
-            });
-        }
-        // size >= 28 and the record lies inside the file, so its header does too.
-        let h = w.get(p, HEADER_LEN)?;
-        let offset = be_u64(h, OFFSET_AT);
-        let timestamp = be_i64(h, TIMESTAMP_AT);
-        let key_len = be_u32(h, KEY_LEN_AT) as u64;
-        if RECORD_OVERHEAD + key_len > size {
-            let d = damage(
-                DamageKind::BadLengths,
-                p,
-                i,
-                format!("key_len {key_len} does not fit in a record of size {size}"),
-            );
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: Some(d),
-                stopped: false,
-            });
-        }
-        // key_len fits, so the value_len field lies inside the record.
-        let value_len = be_u32(w.get(p + KEY_AT as u64 + key_len, 4)?, 0) as u64;
-        if RECORD_OVERHEAD + key_len + value_len != size {
-            let d = damage(
-                DamageKind::BadLengths,
-                p,
-                i,
-                format!(
-                    "28 + key_len {key_len} + value_len {value_len} = {} but size says {size}",
-                    RECORD_OVERHEAD + key_len + value_len
-                ),
-            );
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: Some(d),
-                stopped: false,
-            });
-        }
-        let expected = base.wrapping_add(i);
-        if offset != expected {
-            let d = damage(
-                DamageKind::OffsetMismatch,
-                p,
-                i,
-                format!("record holds offset {offset}, expected {expected} (base {base} + {i} records before it)"),
-            );
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: Some(d),
-                stopped: false,
-            });
-        }
-        let meta = RecordMeta {
-            index: i,
-            offset,
-            timestamp,
-            position: p,
-            key_len: key_len as u32,
-            value_len: value_len as u32,
-        };
-        p += total;
-        i += 1;
-        if visit(&meta).is_break() {
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: None,
-                stopped: true,
-            });
-        }
-    }
+    };
+    Ok(Walk {
+        end: p,
+        visited: i - start.index,
+        damage,
+        stopped,
+    })
 }
 
 /// Scans a whole segment: its valid prefix, damage, timestamps and checkpoints.
