@@ -1,7 +1,7 @@
 //! The `recoverfs` binary: parses the command line and hands off to a front end.
 
 use clap::Parser;
-use recoverfs::cli::{run_check, run_dump, Cli, Command};
+use recoverfs::cli::{run_check, run_dump, run_synth, Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -11,5 +11,6 @@ fn main() -> ExitCode {
         Command::Dump(a) => run_dump(a),
         Command::Mount(a) => recoverfs::mount::run_mount(a),
         Command::Demo(a) => recoverfs::demo::run_demo(a),
+        Command::Synth(a) => run_synth(a),
     }
 }

@@ -609,6 +609,9 @@ fn live_source_grows_shrinks_and_vanishes() {
         .set_len(cut as u64)
         .unwrap();
     let valid = position_of(&w, 12);
+    // The next lookup sees the change: the view validates again and the kernel
+    // drops the pages it cached for the file (even those of a reader holding it open).
+    assert_eq!(fs::metadata(&shown).unwrap().len(), valid as u64);
     let mut got = vec![];
     (&held).seek(SeekFrom::Start(0)).unwrap();
     (&held).read_to_end(&mut got).unwrap();
