@@ -19,6 +19,9 @@ pub struct DemoArgs {
     /// Print the tour and exit (unmount and clean up) instead of waiting for Ctrl-C.
     #[arg(long)]
     pub no_wait: bool,
+    /// Only write the damaged data directory to DIR (created) and exit, to try check, mount and repair on it.
+    #[arg(long, value_name = "DIR")]
+    pub write_to: Option<std::path::PathBuf>,
 }
 
 fn segment(base: u64, n: u64, ts: i64) -> SegmentWriter {
@@ -86,6 +89,11 @@ pub fn run_demo(a: &DemoArgs) -> ExitCode {
 }
 
 fn demo(a: &DemoArgs) -> Result<(), String> {
+    if let Some(dir) = &a.write_to {
+        write_demo_data(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        println!("wrote a damaged Takhin data directory to {}", dir.display());
+        return Ok(());
+    }
     let sigs = block_signals();
     let tmp = tempfile::Builder::new()
         .prefix("recoverfs-demo-")
