@@ -257,6 +257,8 @@ enum Handle {
 
 /// A source directory as last read, valid while its stamp is unchanged.
 struct Listing {
+    /// Distinguishes successive listings of one directory (for the point-in-time memo).
+    generation: u64,
     stamp: FileStamp,
     entries: Vec<(OsString, fs::FileType)>,
     children: BTreeMap<OsString, Node>,
@@ -326,6 +328,10 @@ pub struct View {
     tails: Mutex<Arc<TailsTree>>,
     validations: AtomicU64,
     invalidator: OnceLock<Invalidator>,
+    generations: AtomicU64,
+    /// Point-in-time actions of every segment of a log, per listing generation;
+    /// dropped when one of the log's segments is found changed.
+    pit: Mutex<HashMap<PathBuf, (u64, Arc<Vec<ViewAction>>)>>,
 }
 
 impl View {
@@ -354,6 +360,8 @@ impl View {
             tails: Mutex::new(Arc::new(TailsTree::default())),
             validations: AtomicU64::new(0),
             invalidator: OnceLock::new(),
+            generations: AtomicU64::new(0),
+            pit: Mutex::new(HashMap::new()),
         }
     }
 
@@ -461,6 +469,7 @@ impl View {
         let entries = read_dir_sorted(&path).map_err(source_err(&path))?;
         let (children, layout) = dir_children(rel, &entries);
         let l = Arc::new(Listing {
+            generation: self.generations.fetch_add(1, Ordering::Relaxed),
             stamp,
             entries,
             children,
@@ -547,6 +556,7 @@ impl View {
                     }
                 }
             }
+            self.pit.lock().remove(&layout.rel);
             self.invalidate_segment(&layout.rel, seg.base);
         }
     }
@@ -577,24 +587,40 @@ impl View {
             .iter()
             .position(|s| s.base == base)
             .ok_or(ViewError::NotFound)?;
-        let from = if self.cfg.policy == Policy::PointInTime {
-            0
+        // The segment itself is always checked against its source (and validated again if changed).
+        let analysis = self.analysis(layout, &layout.segments[idx]);
+        let action = if self.cfg.policy == Policy::PointInTime {
+            self.pit_actions(&listing, layout)[idx]
         } else {
-            idx
+            let one = [(*analysis).clone()];
+            visibility(self.cfg.policy, &one)[0]
         };
-        let arcs: Vec<Arc<SegmentAnalysis>> = layout.segments[from..=idx]
-            .iter()
-            .map(|s| self.analysis(layout, s))
-            .collect();
-        let owned: Vec<SegmentAnalysis> = arcs.iter().map(|a| (**a).clone()).collect();
-        let action = *visibility(self.cfg.policy, &owned)
-            .last()
-            .expect("at least the segment itself");
         Ok(SegView {
-            analysis: arcs.last().expect("at least one").clone(),
+            analysis,
             action,
             is_last: layout.segments.last().map(|s| s.base) == Some(base),
         })
+    }
+
+    /// Every segment's action under point-in-time, computed once per listing of
+    /// the log (and again whenever one of its segments is found changed), so a
+    /// lookup in a log of n segments does not revalidate the n before it.
+    fn pit_actions(&self, listing: &Listing, layout: &LogLayout) -> Arc<Vec<ViewAction>> {
+        if let Some((generation, acts)) = self.pit.lock().get(&layout.rel) {
+            if *generation == listing.generation {
+                return acts.clone();
+            }
+        }
+        let analyses: Vec<SegmentAnalysis> = layout
+            .segments
+            .iter()
+            .map(|s| (*self.analysis(layout, s)).clone())
+            .collect();
+        let acts = Arc::new(visibility(Policy::PointInTime, &analyses));
+        self.pit
+            .lock()
+            .insert(layout.rel.clone(), (listing.generation, acts.clone()));
+        acts
     }
 
     /// The whole log's report (used to list a log under point-in-time).
@@ -1480,6 +1506,28 @@ mod tests {
         assert_eq!(got, w.log);
         fs::write(t.path().join("00000000000000000000.log"), &w.log[..10]).unwrap();
         assert!(v.read(o.fh, 0, 1 << 20).unwrap().is_empty());
+    }
+
+    #[test]
+    fn point_in_time_hides_after_damage_until_it_is_repaired() {
+        let t = tempfile::tempdir().unwrap();
+        write_log(t.path(), 0, 5);
+        let w = write_log(t.path(), 5, 5);
+        write_log(t.path(), 10, 5);
+        let p = t.path().join("00000000000000000005.log");
+        fs::write(&p, &w.log[..w.log.len() - 3]).unwrap();
+        let v = view(t.path(), Policy::PointInTime);
+        let name = OsStr::new("00000000000000000010.log");
+        assert!(matches!(v.lookup(ROOT_INO, name), Err(ViewError::NotFound)));
+        let fh = v.opendir(ROOT_INO).unwrap();
+        assert!(!v.dir_entries(fh).unwrap().iter().any(|e| e.name == name));
+        // The damaged segment is rewritten whole: its next lookup sees it, and the log after it reappears.
+        fs::write(&p, &w.log).unwrap();
+        let a = v
+            .lookup(ROOT_INO, OsStr::new("00000000000000000005.log"))
+            .unwrap();
+        assert_eq!(a.size, w.log.len() as u64);
+        assert!(v.lookup(ROOT_INO, name).is_ok());
     }
 
     #[test]
