@@ -274,6 +274,9 @@ struct Slot {
 
 type SegKey = (PathBuf, u64);
 
+/// A log's point-in-time actions and the listing generation they were computed for.
+type PitMemo = (u64, Arc<Vec<ViewAction>>);
+
 struct SegCache {
     lru: LruCache<SegKey, Arc<Slot>>,
     bytes: u64,
@@ -331,7 +334,7 @@ pub struct View {
     generations: AtomicU64,
     /// Point-in-time actions of every segment of a log, per listing generation;
     /// dropped when one of the log's segments is found changed.
-    pit: Mutex<HashMap<PathBuf, (u64, Arc<Vec<ViewAction>>)>>,
+    pit: Mutex<HashMap<PathBuf, PitMemo>>,
 }
 
 impl View {
