@@ -3,10 +3,10 @@
 use crate::view::{xattr_reply, Attr, EntryType, View, ViewError, XattrReply};
 use fuser::{
     AccessFlags, BsdFileFlags, Config, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, MountOption, OpenAccMode,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, SessionACL,
-    TimeOrNow, WriteFlags,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption,
+    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session,
+    SessionACL, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::io;
@@ -14,23 +14,30 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Attribute and entry TTL of files and symlinks. Zero: the source may change
-/// under the mount (a broker still writing), so every lookup and stat must reach
-/// the view, which re-checks the source's stamp. File *contents* are still
-/// cached by the kernel across opens (FOPEN_KEEP_CACHE) while the source is unchanged.
-const FILE_TTL: Duration = Duration::ZERO;
+/// Entry TTL of files and symlinks: zero. The source may change under the
+/// mount (a broker still writing), so every path walk to a file reaches the
+/// view, which re-checks the source's stamp and answers with fresh attributes.
+const FILE_ENTRY_TTL: Duration = Duration::ZERO;
+/// Attribute TTL of files and symlinks: what an open file's reads and `fstat`
+/// may reuse without asking. Short, and the view drops it early (an inode
+/// invalidation) when the source watcher sees the file change; with
+/// FUSE_AUTO_INVAL_DATA the kernel then re-reads the attributes before the next
+/// read and drops pages beyond a shrunk size. Zero would cost a GETATTR per read.
+const FILE_ATTR_TTL: Duration = Duration::from_secs(1);
 /// Attribute and entry TTL of directories. A directory's identity does not
 /// change with its contents (listings always reach the view), and without a TTL
 /// every path walk would cost one lookup per component: `ls -l` of a 10,000
 /// segment log went from 12 requests per entry to 5.
 const DIR_TTL: Duration = Duration::from_secs(60);
 
-fn ttl(a: &Attr) -> Duration {
+/// (attribute TTL, entry TTL) of an entry.
+fn ttls(a: &Attr) -> (Duration, Duration) {
     match a.kind {
-        EntryType::Dir => DIR_TTL,
-        EntryType::File | EntryType::Symlink => FILE_TTL,
+        EntryType::Dir => (DIR_TTL, DIR_TTL),
+        EntryType::File | EntryType::Symlink => (FILE_ATTR_TTL, FILE_ENTRY_TTL),
     }
 }
+
 /// Largest read the kernel may send and readahead we ask for (1 MiB).
 pub const MAX_READ: u32 = 1 << 20;
 
@@ -94,19 +101,29 @@ impl Filesystem for RecoverFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Ask for large reads; the kernel may cap them lower (its answer is not an error).
         let _ = config.set_max_readahead(MAX_READ);
+        // Re-check attributes before reads once they were invalidated, and drop
+        // cached pages when a file's size or mtime changes (see FILE_ATTR_TTL).
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA) {
+            tracing::warn!(
+                "kernel lacks {missing:?}: a changed file is seen at its next lookup or open only"
+            );
+        }
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.view.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
+            Ok(a) => {
+                let (attr_ttl, entry_ttl) = ttls(&a);
+                reply.entry_with_ttls(&attr_ttl, &entry_ttl, &file_attr(&a), Generation(0))
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.view.getattr(ino.0) {
-            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
+            Ok(a) => reply.attr(&ttls(&a).0, &file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -453,6 +470,9 @@ pub fn start_session(
     }
     cfg.n_threads = Some(opts.threads.max(2));
     cfg.clone_fd = true;
+    if let Err(e) = view.start_watching() {
+        tracing::warn!("not watching the source for changes ({e}): changes are seen at the next lookup or open only");
+    }
     let session = Session::new(RecoverFs::new(view.clone()), mountpoint, &cfg)?;
     // Invalidations go through their own thread: sent from inside a request
     // handler they could wait on a page lock held by the very read being served.

@@ -17,3 +17,4 @@ pub mod scan;
 pub mod source;
 pub mod synth;
 pub mod view;
+pub mod watch;

@@ -8,7 +8,7 @@
 //! computed from, and a verdict whose file no longer has that stamp is thrown
 //! away and recomputed before it is used.
 
-use crate::format::takhin::{segment_file_name, FileKind};
+use crate::format::takhin::{classify_name, segment_file_name, FileKind, NameMatch};
 use crate::log_dir::{
     analyze_segment, assemble_log, discover, read_dir_sorted, visibility, FileStamp, LogLayout,
     Policy, SegmentAnalysis, SegmentEntry,
@@ -17,6 +17,7 @@ use crate::plan::{dir_children, visible_children, Node};
 use crate::report::{escape_path, LogReport, Report, SegmentReport, ViewAction};
 use crate::scan::{read_rebuilt_index, IndexKind, ScanOptions};
 use crate::source::open_original;
+use crate::watch::Watcher;
 use lru::LruCache;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
@@ -332,6 +333,7 @@ pub struct View {
     validations: AtomicU64,
     invalidator: OnceLock<Invalidator>,
     generations: AtomicU64,
+    watcher: OnceLock<Arc<Watcher>>,
     /// Point-in-time actions of every segment of a log, per listing generation;
     /// dropped when one of the log's segments is found changed.
     pit: Mutex<HashMap<PathBuf, PitMemo>>,
@@ -364,6 +366,7 @@ impl View {
             validations: AtomicU64::new(0),
             invalidator: OnceLock::new(),
             generations: AtomicU64::new(0),
+            watcher: OnceLock::new(),
             pit: Mutex::new(HashMap::new()),
         }
     }
@@ -375,6 +378,48 @@ impl View {
     /// Installs what tells the kernel to drop a changed file's cached attributes and pages.
     pub fn set_invalidator(&self, f: Invalidator) {
         let _ = self.invalidator.set(f);
+    }
+
+    /// Watches every source directory the view lists, so that a change to a
+    /// file reaches the kernel's caches without waiting for a lookup.
+    pub fn start_watching(self: &Arc<Self>) -> io::Result<()> {
+        let w = Arc::new(Watcher::new(&self.cfg.root)?);
+        if self.watcher.set(w.clone()).is_err() {
+            return Ok(()); // already watching
+        }
+        let view = self.clone();
+        std::thread::Builder::new()
+            .name("recoverfs-watch".into())
+            .spawn(move || {
+                if let Err(e) = w.run(|dir, name| view.source_changed(dir, name)) {
+                    tracing::warn!("watching the source stopped: {e}");
+                }
+            })?;
+        Ok(())
+    }
+
+    /// A source file changed: drop what depends on it and tell the kernel.
+    pub fn source_changed(&self, dir: &Path, name: &OsStr) {
+        match classify_name(name.as_bytes()) {
+            NameMatch::Segment(base, _) => {
+                self.pit.lock().remove(dir);
+                self.invalidate_segment(dir, base);
+            }
+            _ => {
+                let Some(f) = self.invalidator.get() else {
+                    return;
+                };
+                let ino = {
+                    let t = self.inodes.read();
+                    t.dirs
+                        .get(dir)
+                        .and_then(|d| t.by_name.get(&(*d, name.to_os_string())).copied())
+                };
+                if let Some(ino) = ino {
+                    f(ino);
+                }
+            }
+        }
     }
 
     /// Segments validated so far (each validation counts, re-validations too).
@@ -479,6 +524,9 @@ impl View {
             layout,
         });
         self.listings.lock().insert(rel.to_path_buf(), l.clone());
+        if let Some(w) = self.watcher.get() {
+            w.watch(rel);
+        }
         Ok(l)
     }
 
@@ -559,8 +607,12 @@ impl View {
                     }
                 }
             }
+            // No kernel invalidation from here: this may run inside a READ of
+            // the file, and an invalidation landing while a READ is in flight
+            // makes the kernel keep its old size and zero-fill a short reply.
+            // Lookups and getattrs carry the new size (the kernel then drops
+            // stale pages itself); the source watcher covers open readers.
             self.pit.lock().remove(&layout.rel);
-            self.invalidate_segment(&layout.rel, seg.base);
         }
     }
 
@@ -1095,8 +1147,6 @@ impl View {
         let (file, analysis) = self.open_validated(&dir, base, part)?;
         s.file = file;
         s.analysis = analysis;
-        drop(s);
-        self.invalidate_segment(&dir, base);
         Ok(())
     }
 

@@ -609,6 +609,54 @@ fn live_source_grows_shrinks_and_vanishes() {
         fs::read(m.path().join("t/partition-0/00000000000000000000.index")).unwrap(),
         w.index
     );
+    // A reader holding the file open, with its pages cached, sees a truncation
+    // without any lookup: the source watcher drops those pages.
+    {
+        let held = fs::File::open(&shown).unwrap();
+        let mut all = vec![];
+        (&held).read_to_end(&mut all).unwrap();
+        assert_eq!(all, w.log);
+        let cut = position_of(&w, 25) + 3;
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&orig)
+            .unwrap()
+            .set_len(cut as u64)
+            .unwrap();
+        // Eventually (the change notice is asynchronous), with a deadline that only bounds a hang.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut got = vec![0u8; w.log.len()];
+            let mut n = 0;
+            while let Ok(k) = held.read_at(&mut got[n..], n as u64) {
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+            let bad = (0..n).find(|&i| got[i] != w.log[i]);
+            assert!(
+                bad.is_none(),
+                "foreign bytes served: {n} bytes read, cut at {cut}, first differing byte {bad:?} = {:?}",
+                bad.map(|i| got[i])
+            );
+            if n <= cut {
+                assert_eq!(
+                    n,
+                    position_of(&w, 25),
+                    "served exactly the new valid prefix"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still serving {n} bytes of a {cut}-byte file"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Restore the grown file for what follows.
+        fs::write(&orig, &w.log).unwrap();
+    }
     // Shrinks below the validated prefix while a reader holds it open: no stale bytes.
     let held = fs::File::open(&shown).unwrap();
     let cut = position_of(&w, 12) + 9; // inside record 12
