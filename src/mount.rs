@@ -420,7 +420,6 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
         .map_err(|e| format!("starting the signal thread: {e}"))?;
     let mp = s.mountpoint.clone();
     let (policy, source) = (s.policy, s.source.clone());
-    let has_log_file = s.log_file.is_some();
     std::thread::Builder::new()
         .name("recoverfs-ready".into())
         .spawn(move || {
@@ -437,7 +436,7 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
             if daemon_child {
                 println!("{READY_LINE}");
                 let _ = io::stdout().flush();
-                detach_stdio(has_log_file);
+                detach_stdio();
             }
         })
         .map_err(|e| format!("starting the ready thread: {e}"))?;
@@ -449,7 +448,7 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
 }
 
 /// Points the daemon's stdout and stderr at /dev/null so the parent sees EOF and returns.
-fn detach_stdio(_logs_to_file: bool) {
+fn detach_stdio() {
     if let Ok(null) = fs::OpenOptions::new().write(true).open("/dev/null") {
         use std::os::fd::AsRawFd;
         // SAFETY: dup2 onto the standard descriptors with a valid open fd.
