@@ -9,6 +9,7 @@ pub mod dump;
 pub mod format;
 pub mod log_dir;
 pub mod plan;
+pub mod repair;
 pub mod report;
 pub mod scan;
 pub mod source;

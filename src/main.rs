@@ -9,5 +9,6 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Check(a) => run_check(a),
         Command::Dump(a) => run_dump(a),
+        Command::Repair(a) => recoverfs::repair::run(a),
     }
 }
