@@ -197,9 +197,10 @@ enum Entry {
         rel: PathBuf,
         attrs: Attrs,
     },
+    /// Its target is read only when written out: `readlink` moves a symlink's atime
+    /// (no `O_NOATIME` exists for it), so in-place runs and dry runs never read it.
     Symlink {
         rel: PathBuf,
-        target: PathBuf,
         attrs: Attrs,
     },
     File {
@@ -314,8 +315,6 @@ fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Result<TreePlan>
                     subdirs.push(child);
                 }
                 Node::Symlink => plan.entries.push(Entry::Symlink {
-                    target: fs::read_link(&path)
-                        .map_err(io_at(&path, "could not read the link"))?,
                     attrs: Attrs::of(&lstat(&path)?),
                     rel: child,
                 }),
@@ -427,11 +426,10 @@ fn try_reflink(src: &File, dst: &File) -> bool {
     if r == 0 {
         return true;
     }
-    match io::Error::last_os_error().raw_os_error() {
-        Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::EINVAL | libc::EXDEV | libc::ENOSYS) => {
-            NO_REFLINK.store(true, Ordering::Relaxed)
-        }
-        _ => {}
+    if let Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::EINVAL | libc::EXDEV | libc::ENOSYS) =
+        io::Error::last_os_error().raw_os_error()
+    {
+        NO_REFLINK.store(true, Ordering::Relaxed)
     }
     false
 }
@@ -753,12 +751,15 @@ pub fn repair_to(data: &Path, output: &Path, opts: &AnalyzeOptions) -> Result<Ou
     })
 }
 
+/// The rebuilt index files of one segment: its `.log`, its scan, and (path, kind, attrs) per file.
+type IndexJob = (PathBuf, Arc<SegmentScan>, Vec<(PathBuf, FileKind, Attrs)>);
+
 /// Writes every entry of the plan under `root` (which must not exist), fsynced.
 fn write_tree(data: &Path, root: &Path, plan: &TreePlan, stats: &CopyStats) -> Result<()> {
     let mut dirs = Vec::new();
     let mut files = Vec::new();
     // Rebuilt indexes are written per segment, so each `.log` is walked once for both.
-    let mut rebuilt: Vec<(PathBuf, Arc<SegmentScan>, Vec<(PathBuf, FileKind, Attrs)>)> = Vec::new();
+    let mut rebuilt: Vec<IndexJob> = Vec::new();
     for e in &plan.entries {
         match e {
             Entry::Dir { rel, attrs } => {
@@ -769,8 +770,10 @@ fn write_tree(data: &Path, root: &Path, plan: &TreePlan, stats: &CopyStats) -> R
                     .map_err(io_at(&p, "could not create"))?;
                 dirs.push((p, *attrs));
             }
-            Entry::Symlink { rel, target, attrs } => {
+            Entry::Symlink { rel, attrs } => {
                 let p = root.join(rel);
+                let src = data.join(rel);
+                let target = fs::read_link(&src).map_err(io_at(&src, "could not read the link"))?;
                 std::os::unix::fs::symlink(target, &p).map_err(io_at(&p, "could not create"))?;
                 set_link_times(&p, attrs)?;
             }
@@ -1084,10 +1087,7 @@ fn in_place_entries(
                 let (action, why) = if original.is_some() {
                     (Action::Rebuild, format!("rebuilt (original: {verdict})"))
                 } else {
-                    (
-                        Action::Create,
-                        "rebuilt (original: missing)".to_string(),
-                    )
+                    (Action::Create, "rebuilt (original: missing)".to_string())
                 };
                 out.push(manifest_entry(
                     rel,
