@@ -738,16 +738,21 @@ fn in_place_refusals() {
     assert_unchanged(&before, &snapshot(src.path()));
 }
 
-/// The seed example, damaged: a torn middle segment, a missing index, an orphan.
+/// The seed example, damaged: zeros after a middle segment (damage that loses no record,
+/// so once that segment is cut a fresh analysis would no longer hide what follows under
+/// point-in-time: only the manifest knows), a torn last segment, a missing index, an orphan.
 fn small_damaged() -> tempfile::TempDir {
     let t = fixture_copy("seed-example");
     let d = t.path();
     let b = bases(d);
-    let log = seg(d, b[1], "log");
-    let len = fs::metadata(&log).unwrap().len();
+    let mut bytes = fs::read(seg(d, b[1], "log")).unwrap();
+    bytes.extend_from_slice(&[0u8; 100]);
+    fs::write(seg(d, b[1], "log"), bytes).unwrap();
+    let last = seg(d, b[3], "log");
+    let len = fs::metadata(&last).unwrap().len();
     fs::OpenOptions::new()
         .write(true)
-        .open(&log)
+        .open(&last)
         .unwrap()
         .set_len(len - 9)
         .unwrap();
