@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex};
 
 /// Exit code when an injected failure stops the process (tests only).
 pub const EXIT_INJECTED: i32 = 86;
-/// Test-only: `RECOVERFS_TEST_FAIL_AT=N` makes an in-place repair exit abruptly
+/// Test-only: `RECOVERFS_TEST_FAIL_AT=N` makes a repair exit abruptly
 /// (no cleanup, no destructors) when it reaches step N, to prove a rerun recovers.
 pub const FAIL_AT_ENV: &str = "RECOVERFS_TEST_FAIL_AT";
 /// The manifest's file name inside the backup directory.
@@ -739,16 +739,19 @@ pub fn repair_to(data: &Path, output: &Path, opts: &AnalyzeOptions) -> Result<Ou
             .map_err(io_at(&tmp, "could not clear an earlier partial output"))?;
     }
     let stats = CopyStats::default();
-    let written = write_tree(data, &tmp, &plan, &stats);
+    let mut steps = Steps::from_env();
+    let written = write_tree(data, &tmp, &plan, &stats, &mut steps);
     if let Err(e) = written {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
     // An empty NEW_DIR is replaced atomically; a missing one appears whole.
+    steps.step("tree written and fsynced, not yet renamed into place");
     fs::rename(&tmp, &out_abs).map_err(|e| {
         let _ = fs::remove_dir_all(&tmp);
         io_at(output, "could not rename the finished tree into place")(e)
     })?;
+    steps.step("tree renamed into place, parent not yet synced");
     fsync_dir(&parent)?;
     Ok(OutputSummary {
         report,
@@ -766,7 +769,13 @@ pub fn repair_to(data: &Path, output: &Path, opts: &AnalyzeOptions) -> Result<Ou
 type IndexJob = (PathBuf, Arc<SegmentScan>, Vec<(PathBuf, FileKind)>);
 
 /// Writes every entry of the plan under `root` (which must not exist), fsynced.
-fn write_tree(data: &Path, root: &Path, plan: &TreePlan, stats: &CopyStats) -> Result<()> {
+fn write_tree(
+    data: &Path,
+    root: &Path,
+    plan: &TreePlan,
+    stats: &CopyStats,
+    steps: &mut Steps,
+) -> Result<()> {
     let mut dirs = Vec::new();
     let mut files = Vec::new();
     // Rebuilt indexes are written per segment, so each `.log` is walked once for both
@@ -832,6 +841,7 @@ fn write_tree(data: &Path, root: &Path, plan: &TreePlan, stats: &CopyStats) -> R
         CopyStats::add(&stats.files, 1);
         Ok(())
     })?;
+    steps.step("files copied, indexes not yet rebuilt");
     run_jobs(&rebuilt, |(log, scan, outs)| {
         let log_path = data.join(log);
         let src = open_checked(&log_path, scan.original_bytes)?;

@@ -467,6 +467,52 @@ fn output_refusals() {
     assert!(!out.path().join("n").exists());
 }
 
+#[test]
+fn output_killed_at_every_step_leaves_no_half_tree_and_a_rerun_completes() {
+    let src = small_damaged();
+    let (_o, want) = output_of(src.path(), "per-segment");
+    let want = items(&want);
+    let mut step = 1;
+    loop {
+        let out = tempfile::tempdir().unwrap();
+        let new = out.path().join("r");
+        let args = [
+            OsStr::new("repair"),
+            src.path().as_os_str(),
+            os("--output"),
+            new.as_os_str(),
+        ];
+        let o = Command::new(bin())
+            .args(args)
+            .env("RECOVERFS_TEST_FAIL_AT", step.to_string())
+            .output()
+            .unwrap();
+        if o.status.success() {
+            assert!(step > 3, "only {} steps", step - 1);
+            break;
+        }
+        assert_eq!(o.status.code(), Some(86), "step {step}: {}", stderr(&o));
+        // Killed: NEW_DIR is absent or whole, never partial.
+        if new.exists() {
+            assert_trees_eq(&items(&new), &want, &format!("killed at step {step}"));
+        } else {
+            let o = run(&args);
+            assert!(
+                o.status.success(),
+                "rerun after step {step}: {}",
+                stderr(&o)
+            );
+            assert_trees_eq(&items(&new), &want, &format!("rerun after step {step}"));
+        }
+        let names: Vec<_> = fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![OsStr::new("r").to_os_string()], "step {step}");
+        step += 1;
+    }
+}
+
 /// `--output` of a copy of `damaged` under `policy`: the tree in-place must reach.
 fn output_of(damaged: &Path, policy: &str) -> (tempfile::TempDir, PathBuf) {
     let src = clone_tree(damaged);
