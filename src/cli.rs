@@ -56,7 +56,7 @@ never exists half-written, and DATA_DIR is only read.\n\n\
 With --in-place, every original that will change or go is first copied into BACKUP_DIR (same relative path, \
 fsynced, listed with its size and CRC-32 in BACKUP_DIR/recoverfs-backup.json); then each change is a temporary \
 file renamed over the original, or a removal. If the run is killed, run the same command again: it finishes \
-the job from the manifest.",
+the job from the manifest. Stop the broker first: a file that changes under repair is refused, not followed.",
         after_help = "Exit status: 0 when the repaired tree was written (or nothing needed repair), 1 when \
 --policy strict refused because the view differs from the source, 2 on any other refusal or error.\n\n\
 Examples:\n  recoverfs check  /var/lib/takhin                                 inspect first\n  \
@@ -69,11 +69,12 @@ recoverfs repair /var/lib/takhin --in-place --backup /srv/takhin.orig --policy p
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["output", "in_place"])))]
 pub struct RepairArgs {
     /// The Takhin data directory to repair.
     pub data_dir: PathBuf,
     /// Write the repaired tree to this new (or empty) directory; DATA_DIR is left untouched.
-    #[arg(long, value_name = "NEW_DIR", required_unless_present = "in_place", conflicts_with_all = ["in_place", "backup", "dry_run"])]
+    #[arg(long, value_name = "NEW_DIR", conflicts_with_all = ["backup", "dry_run"])]
     pub output: Option<PathBuf>,
     /// Repair DATA_DIR itself, after copying every original it changes or removes into --backup.
     #[arg(long)]
