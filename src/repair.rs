@@ -85,6 +85,8 @@ pub enum RepairError {
     DirInTheWay(PathBuf),
     #[error("{}: {what}", path.display())]
     BadManifest { path: PathBuf, what: String },
+    #[error("{}: another repair is running here; wait for it to finish", .0.display())]
+    Busy(PathBuf),
     #[error("{0}")]
     Analysis(String),
 }
@@ -676,6 +678,20 @@ fn check_data_dir(data: &Path) -> Result<PathBuf> {
     }
 }
 
+/// Takes an exclusive `flock` on a directory (opened read-only, so nothing of it changes).
+fn lock_dir(dir: &Path) -> Result<File> {
+    let f = File::open(dir).map_err(io_at(dir, "could not open"))?;
+    // SAFETY: the fd is open for the life of `f`.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(RepairError::Busy(dir.to_path_buf()));
+        }
+        return Err(io_at(dir, "could not lock")(e));
+    }
+    Ok(f)
+}
+
 /// True when `dir` holds no entry at all; a missing directory counts as empty.
 fn is_empty_or_missing(dir: &Path) -> Result<bool> {
     match fs::read_dir(dir) {
@@ -729,6 +745,8 @@ pub fn repair_to(data: &Path, output: &Path, opts: &AnalyzeOptions) -> Result<Ou
         _ => return Err(RepairError::OutputNotEmpty(output.to_path_buf())),
     };
     fs::create_dir_all(&parent).map_err(io_at(&parent, "could not create"))?;
+    // Two runs writing to the same parent would share the temporary sibling.
+    let _lock = lock_dir(&parent)?;
     // A fixed sibling name: a run killed earlier left this, and it is ours to clear.
     let mut tmp_name = OsString::from(".");
     tmp_name.push(&name);
@@ -1247,6 +1265,8 @@ pub fn repair_in_place(
             data: data.to_path_buf(),
         });
     }
+    // Held until the repair returns: a second repair of the same tree waits for nothing, it refuses.
+    let _lock = if dry_run { None } else { Some(lock_dir(data)?) };
     let manifest_path = backup.join(MANIFEST);
     let existing = if backup_is_blank(backup)? {
         None

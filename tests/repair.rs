@@ -754,6 +754,21 @@ fn in_place_refusals() {
     ]);
     assert_refused(&o, &theirs, "under per-segment");
 
+    // A repair already running on the same tree (it holds a lock on the directory).
+    {
+        use std::os::fd::AsRawFd;
+        let held = fs::File::open(src.path()).unwrap();
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let o = repair(&[
+            src.path().as_os_str(),
+            os("--in-place"),
+            os("--backup"),
+            bk.path().join("busy").as_os_str(),
+        ]);
+        assert_refused(&o, src.path(), "another repair is running here");
+        assert!(!bk.path().join("busy").exists());
+    }
+
     // Strict: exit 1, says why.
     let o = repair(&[
         src.path().as_os_str(),
