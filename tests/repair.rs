@@ -410,6 +410,7 @@ fn strict_refuses_damage_and_writes_nothing_but_copies_a_clean_tree() {
         &items(clean.path()),
         "strict copy of a clean tree",
     );
+    assert_eq!(check_code(&new, "strict"), 0);
 }
 
 /// Asserts a refusal: exit 2, one line on stderr naming `path` and saying `what`.
