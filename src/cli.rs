@@ -66,6 +66,9 @@ recoverfs repair /var/lib/takhin --in-place --backup /srv/takhin.orig --dry-run\
 recoverfs repair /var/lib/takhin --in-place --backup /srv/takhin.orig --policy point-in-time"
     )]
     Repair(RepairArgs),
+    /// Write a clean synthetic data directory (for benchmarks and experiments).
+    #[command(hide = true)]
+    Synth(SynthArgs),
 }
 
 #[derive(Args, Debug)]
@@ -90,6 +93,43 @@ pub struct RepairArgs {
     pub json: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Where to write (created; must not exist or be empty).
+    pub dir: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub topics: u32,
+    #[arg(long, default_value_t = 16)]
+    pub partitions: u32,
+    #[arg(long, default_value_t = 1)]
+    pub segments: u32,
+    #[arg(long, default_value_t = 64)]
+    pub segment_mb: u64,
+    #[arg(long, default_value_t = 100)]
+    pub value_bytes: usize,
+}
+
+pub fn run_synth(a: &SynthArgs) -> ExitCode {
+    let spec = crate::synth::SynthSpec {
+        topics: a.topics,
+        partitions: a.partitions,
+        segments_per_partition: a.segments,
+        segment_bytes: a.segment_mb << 20,
+        value_bytes: a.value_bytes,
+        ..Default::default()
+    };
+    match crate::synth::write_tree(&a.dir, &spec) {
+        Ok(n) => {
+            println!("wrote {n} records under {}", a.dir.display());
+            ExitCode::from(EXIT_CLEAN)
+        }
+        Err(e) => {
+            eprintln!("recoverfs synth: {}: {e}", a.dir.display());
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -157,7 +197,8 @@ pub fn run_check(a: &CheckArgs) -> ExitCode {
     let progress = |n: u64| bar.inc(n);
     if std::io::IsTerminal::is_terminal(&io::stderr()) {
         if let Ok(t) = crate::log_dir::resolve_target(&a.path) {
-            let total = total_log_bytes(&crate::log_dir::discover(&t.root), t.only_segment);
+            let total = crate::log_dir::discover_target(&t)
+                .map_or(0, |l| total_log_bytes(&l, t.only_segment));
             if total > PROGRESS_ABOVE {
                 bar.set_length(total);
                 bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());

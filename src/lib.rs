@@ -13,3 +13,4 @@ pub mod repair;
 pub mod report;
 pub mod scan;
 pub mod source;
+pub mod synth;

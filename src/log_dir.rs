@@ -547,15 +547,13 @@ pub fn analyze(
             });
         }
     });
-    let mut results = results.into_inner().expect("no worker panics").into_iter();
+    let mut per_log: Vec<Vec<SegmentAnalysis>> = vec![Vec::new(); layout.logs.len()];
+    let results = results.into_inner().expect("no worker panics");
+    for ((li, _), a) in jobs.iter().zip(results) {
+        per_log[*li].push(a.expect("every job ran"));
+    }
     let mut logs = Vec::new();
-    for (li, log) in layout.logs.iter().enumerate() {
-        let n = jobs.iter().filter(|(l, _)| *l == li).count();
-        let analyses: Vec<SegmentAnalysis> = results
-            .by_ref()
-            .take(n)
-            .map(|a| a.expect("every job ran"))
-            .collect();
+    for (log, analyses) in layout.logs.iter().zip(per_log) {
         let last = log.segments.last().map(|s| s.base);
         if target.only_segment.is_some() && analyses.is_empty() {
             continue;
@@ -573,6 +571,31 @@ pub fn analyze(
     Report::new(source, opts.policy, logs, layout.problems.clone())
 }
 
+/// The layout a target covers: the whole tree, or for one `.log` only its own
+/// directory (not searched below). A tree with no log at all is an error: the
+/// operator most likely pointed at the wrong directory.
+pub fn discover_target(target: &Target) -> Result<Layout, String> {
+    let layout = match target.only_segment {
+        None => discover(&target.root),
+        Some(_) => {
+            let entries = read_dir_sorted(&target.root)
+                .map_err(|e| format!("{}: {e}", target.root.display()))?;
+            Layout {
+                root: target.root.clone(),
+                logs: classify_dir(Path::new(""), &entries).into_iter().collect(),
+                problems: vec![],
+            }
+        }
+    };
+    if layout.logs.is_empty() && layout.problems.is_empty() {
+        return Err(format!(
+            "{}: no Takhin log here (no directory below it holds <20 digits>.{LOG_EXT} files)",
+            target.root.display()
+        ));
+    }
+    Ok(layout)
+}
+
 /// Discovers and analyses PATH in one call: what `check` and `repair` run.
 pub fn check_path(
     path: &Path,
@@ -580,12 +603,7 @@ pub fn check_path(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Layout, Report), String> {
     let target = resolve_target(path)?;
-    let mut layout = discover(&target.root);
-    if let Some(base) = target.only_segment {
-        layout
-            .logs
-            .retain(|l| l.rel.as_os_str().is_empty() && l.segments.iter().any(|s| s.base == base));
-    }
+    let layout = discover_target(&target)?;
     let report = analyze(
         &layout,
         &target,
@@ -599,4 +617,88 @@ pub fn check_path(
 /// A name as an `OsStr`, for tests and callers holding raw bytes.
 pub fn os(name: &[u8]) -> &OsStr {
     OsStr::from_bytes(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::takhin::SegmentWriter;
+
+    fn analysis(base: u64, records: u64) -> SegmentAnalysis {
+        let mut w = SegmentWriter::new(base);
+        for i in 0..records {
+            w.append(i as i64, b"", b"v");
+        }
+        let scan = scan_segment(
+            &w.log,
+            w.log.len() as u64,
+            base,
+            &ScanOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        SegmentAnalysis {
+            base,
+            scan: Ok(Arc::new(scan)),
+            index: IndexVerdict::Match,
+            timeindex: IndexVerdict::Match,
+            stamp: FileStamp {
+                size: w.log.len() as u64,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn an_unreadable_segment_is_reported_never_as_corruption() {
+        let layout = LogLayout {
+            segments: [0, 5, 10]
+                .map(|base| SegmentEntry {
+                    base,
+                    has_index: true,
+                    has_timeindex: true,
+                })
+                .to_vec(),
+            ..Default::default()
+        };
+        let unreadable = SegmentAnalysis {
+            base: 5,
+            scan: Err("x/00000000000000000005.log: Input/output error (os error 5)".into()),
+            index: IndexVerdict::Unreadable("its .log is unreadable".into()),
+            timeindex: IndexVerdict::Unreadable("its .log is unreadable".into()),
+            stamp: FileStamp::default(),
+        };
+        let want = [
+            (
+                Policy::PerSegment,
+                [ViewAction::Kept, ViewAction::Eio, ViewAction::Kept],
+            ),
+            (
+                Policy::PointInTime,
+                [ViewAction::Kept, ViewAction::Hidden, ViewAction::Hidden],
+            ),
+            (
+                Policy::Strict,
+                [ViewAction::Kept, ViewAction::Eio, ViewAction::Kept],
+            ),
+        ];
+        for (policy, views) in want {
+            let segs = vec![analysis(0, 5), unreadable.clone(), analysis(10, 5)];
+            let log = assemble_log(&layout, segs, policy, |b| b == 10);
+            let got: Vec<ViewAction> = log.segments.iter().map(|s| s.view).collect();
+            assert_eq!(got, views, "{policy}");
+            let s = &log.segments[1];
+            assert_eq!(s.status, SegmentStatus::Unreadable);
+            assert!(s.damage.is_none(), "an I/O error is not damage");
+            assert!(s.error.as_deref().unwrap().contains("Input/output error"));
+            assert!(
+                log.gaps.is_empty(),
+                "no gap is claimed across an unreadable segment"
+            );
+            let r = Report::new("x", policy, vec![log], vec![]);
+            assert_eq!((r.summary.unreadable, r.summary.truncated), (1, 0));
+            assert!(r.summary.view_differs);
+            assert!(r.render_human().contains("UNREADABLE"));
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The `recoverfs` binary: parses the command line and hands off to a front end.
 
 use clap::Parser;
-use recoverfs::cli::{run_check, run_dump, Cli, Command};
+use recoverfs::cli::{run_check, run_dump, run_synth, Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -10,5 +10,6 @@ fn main() -> ExitCode {
         Command::Check(a) => run_check(a),
         Command::Dump(a) => run_dump(a),
         Command::Repair(a) => recoverfs::repair::run(a),
+        Command::Synth(a) => run_synth(a),
     }
 }

@@ -307,22 +307,36 @@ impl Report {
             let _ = writeln!(o, "  UNREADABLE  {}/: {}", p.path, p.error);
         }
         for log in &self.logs {
-            let damaged = log
-                .segments
-                .iter()
-                .filter(|x| x.status != SegmentStatus::Clean)
-                .count();
-            let records: u64 = log.segments.iter().map(|x| x.records).sum();
-            let verdict = if damaged == 0
-                && log.gaps.is_empty()
-                && log.overlaps.is_empty()
-                && log.orphans.is_empty()
-                && log.segments.iter().all(|x| x.indexes_match)
-            {
+            let count =
+                |f: &dyn Fn(&SegmentReport) -> bool| log.segments.iter().filter(|x| f(x)).count();
+            let findings: Vec<String> = [
+                (
+                    count(&|x| x.status == SegmentStatus::Truncated),
+                    "truncated",
+                ),
+                (
+                    count(&|x| x.status == SegmentStatus::Unreadable),
+                    "unreadable",
+                ),
+                (
+                    count(&|x| !x.indexes_match && x.status != SegmentStatus::Unreadable),
+                    "with indexes rebuilt",
+                ),
+                (log.gaps.len(), "gap(s)"),
+                (log.overlaps.len(), "overlap(s)"),
+                (log.orphans.len(), "orphan(s)"),
+                (log.unrecognized.len(), "unrecognized name(s)"),
+            ]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+            let verdict = if findings.is_empty() {
                 "ok".to_string()
             } else {
-                format!("{damaged} damaged")
+                findings.join(", ")
             };
+            let records: u64 = log.segments.iter().map(|x| x.records).sum();
             let _ = writeln!(
                 o,
                 "{}: {} segment(s), {} record(s), next offset {}: {verdict}",
@@ -347,12 +361,12 @@ impl Report {
                     let _ = writeln!(o, "  UNREADABLE  {}: {e}", seg.path);
                 }
                 if seg.status != SegmentStatus::Unreadable {
-                    for (what, v) in [("index", &seg.index), ("timeindex", &seg.timeindex)] {
+                    let stem = seg.path.strip_suffix(".log").unwrap_or(&seg.path);
+                    for (ext, v) in [("index", &seg.index), ("timeindex", &seg.timeindex)] {
                         if v != "match" {
                             let _ = writeln!(
                                 o,
-                                "  INDEX       {} .{what}: {v} (rebuilt in the view)",
-                                seg.path
+                                "  INDEX       {stem}.{ext}: {v} (rebuilt in the view)"
                             );
                         }
                     }
@@ -427,6 +441,13 @@ impl Report {
             n.push_str("MID-LOG damage lost data; keep the originals as evidence. ");
         } else if s.truncated > 0 {
             n.push_str("only tail damage (the trace of an unclean shutdown). ");
+        }
+        let differs = self.segments().any(|(_, x)| {
+            x.status == SegmentStatus::Clean
+                && (x.index.starts_with("differs") || x.timeindex.starts_with("differs"))
+        });
+        if differs {
+            n.push_str("An index that disagrees with a clean .log can mean bytes changed inside records, which the format cannot detect: look with `recoverfs dump`. ");
         }
         let _ = write!(
             n,

@@ -20,19 +20,46 @@ use std::os::unix::fs::FileExt;
 
 /// Records between two entries of the sparse position table.
 pub const CHECKPOINT_EVERY: u64 = 1024;
-/// Bytes read from the source at a time. Large enough that syscalls are rare,
-/// small enough to stay in cache; shrunk to the file's size for small files.
-pub const WINDOW_BYTES: usize = 1 << 20;
+/// Bytes read from the source at a time: few syscalls, and the copy lands in L2
+/// where the parser finds it (1 MiB windows measured ~30% slower on the
+/// 100-byte-value benchmark). Shrunk to the file's size for small files.
+pub const WINDOW_BYTES: usize = 128 << 10;
 
 /// Anything the scanner can read at an absolute position.
 pub trait ReadAt {
     /// Like `pread`: may return fewer bytes than asked, 0 at end of file.
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
+
+    /// The first position at or after `pos` that may hold non-zero data, or
+    /// `None` when everything from `pos` on is a hole. Sources without holes
+    /// answer `pos`.
+    fn next_data(&self, pos: u64) -> io::Result<Option<u64>> {
+        Ok(Some(pos))
+    }
 }
 
 impl ReadAt for File {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
         FileExt::read_at(self, buf, pos)
+    }
+
+    /// `lseek(SEEK_DATA)`: a preallocated or sparse tail is skipped instead of read.
+    /// (It moves the fd's offset, which nothing here uses: all reads are `pread`.)
+    fn next_data(&self, pos: u64) -> io::Result<Option<u64>> {
+        use std::os::fd::AsRawFd;
+        let Ok(at) = libc::off_t::try_from(pos) else {
+            return Ok(Some(pos));
+        };
+        // SAFETY: lseek on a valid fd touches no memory of ours.
+        let r = unsafe { libc::lseek(self.as_raw_fd(), at, libc::SEEK_DATA) };
+        if r >= 0 {
+            return Ok(Some((r as u64).max(pos)));
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            // Filesystems without SEEK_DATA: read everything.
+            _ => Ok(Some(pos)),
+        }
     }
 }
 
@@ -285,9 +312,14 @@ impl<'a, S: ReadAt + ?Sized> Window<'a, S> {
         Ok(())
     }
 
-    /// True when every byte in `[pos, len)` is zero.
+    /// True when every byte in `[pos, len)` is zero. Holes are skipped, not read.
     fn all_zero_from(&mut self, mut pos: u64) -> io::Result<bool> {
         while pos < self.len {
+            match self.src.next_data(pos)? {
+                None => return Ok(true),
+                Some(q) if q >= self.len => return Ok(true),
+                Some(q) => pos = q,
+            }
             let n = ((self.len - pos) as usize).min(self.buf.len());
             self.refill(pos, n)?;
             if self.buf[..n].iter().any(|&b| b != 0) {
@@ -318,6 +350,97 @@ pub struct Walk {
     pub stopped: bool,
 }
 
+/// Checks the record at `p` (the `i`-th of a segment based at `base`) in the
+/// order of DESIGN.md §2: its header fields, or what is wrong with it.
+#[inline]
+fn check_record<S: ReadAt + ?Sized>(
+    w: &mut Window<'_, S>,
+    p: u64,
+    i: u64,
+    base: u64,
+    max: u64,
+) -> io::Result<Result<RecordMeta, (DamageKind, String)>> {
+    let len = w.len;
+    let remain = len - p;
+    if remain < SIZE_FIELD_LEN {
+        return Ok(Err((
+            DamageKind::IncompleteRecord,
+            format!(
+                "only {remain} byte(s) remain at the end of the file; a record needs at least 4"
+            ),
+        )));
+    }
+    let size = be_u32(w.get(p, 4)?, 0) as u64;
+    if size < RECORD_OVERHEAD {
+        return Ok(Err(if w.all_zero_from(p)? {
+            (
+                DamageKind::ZeroFill,
+                format!(
+                    "{remain} zero byte(s) to the end of the file (preallocated, never written)"
+                ),
+            )
+        } else {
+            (
+                DamageKind::BadSize,
+                format!("size {size} is below the smallest possible record ({RECORD_OVERHEAD})"),
+            )
+        }));
+    }
+    if size > max {
+        return Ok(Err((
+            DamageKind::BadSize,
+            format!("size {size} exceeds the maximum record size {max} (--max-record-bytes)"),
+        )));
+    }
+    let total = SIZE_FIELD_LEN + size;
+    if total > remain {
+        return Ok(Err((
+            DamageKind::IncompleteRecord,
+            format!(
+                "record of {total} bytes would end at byte {}, past the end of the file ({len}): a torn write",
+                p + total
+            ),
+        )));
+    }
+    // size >= 28 and the record lies inside the file, so its header does too.
+    let h = w.get(p, HEADER_LEN)?;
+    let offset = be_u64(h, OFFSET_AT);
+    let timestamp = be_i64(h, TIMESTAMP_AT);
+    let key_len = be_u32(h, KEY_LEN_AT) as u64;
+    if RECORD_OVERHEAD + key_len > size {
+        return Ok(Err((
+            DamageKind::BadLengths,
+            format!("key_len {key_len} does not fit in a record of size {size}"),
+        )));
+    }
+    // key_len fits, so the value_len field lies inside the record.
+    let value_len = be_u32(w.get(p + KEY_AT as u64 + key_len, 4)?, 0) as u64;
+    if RECORD_OVERHEAD + key_len + value_len != size {
+        return Ok(Err((
+            DamageKind::BadLengths,
+            format!(
+                "28 + key_len {key_len} + value_len {value_len} = {} but size says {size}",
+                RECORD_OVERHEAD + key_len + value_len
+            ),
+        )));
+    }
+    let expected = base.wrapping_add(i);
+    if offset != expected {
+        return Ok(Err((
+            DamageKind::OffsetMismatch,
+            format!("record holds offset {offset}, expected {expected} (base {base} + {i} records before it)"),
+        )));
+    }
+    Ok(Ok(RecordMeta {
+        index: i,
+        offset,
+        timestamp,
+        position: p,
+        key_len: key_len as u32,
+        value_len: value_len as u32,
+    }))
+}
+
 /// Walks records of a segment with base offset `base` from `start`, up to byte
 /// `len`, checking each in the order of DESIGN.md §2, calling `visit` for each
 /// valid record. Stops at the first damage, at `len`, or when `visit` breaks.
@@ -332,167 +455,37 @@ pub fn walk<S: ReadAt + ?Sized>(
     let mut w = Window::new(src, len);
     let mut p = start.position;
     let mut i = start.index;
-    let max = opts.max_record_bytes;
-    let damage = |kind, position, record, detail: String| SegmentDamage {
-        kind,
-        position,
-        record,
-        detail,
-    };
-    loop {
+    let (damage, stopped) = loop {
         if p >= len {
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: None,
-                stopped: false,
-            });
+            break (None, false);
         }
-        let remain = len - p;
-        if remain < SIZE_FIELD_LEN {
-            let d = damage(
-                DamageKind::IncompleteRecord,
-                p,
-                i,
-                format!("only {remain} byte(s) remain at the end of the file; a record needs at least 4"),
-            );
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: Some(d),
-                stopped: false,
-            });
-        }
-        let size = be_u32(w.get(p, 4)?, 0) as u64;
-        if size < RECORD_OVERHEAD {
-            let d = if w.all_zero_from(p)? {
-                damage(
-                    DamageKind::ZeroFill,
-                    p,
-                    i,
-                    format!("{remain} zero byte(s) to the end of the file (preallocated, never written)"),
+        match check_record(&mut w, p, i, base, opts.max_record_bytes)? {
+            Err((kind, detail)) => {
+                break (
+                    Some(SegmentDamage {
+                        kind,
+                        position: p,
+                        record: i,
+                        detail,
+                    }),
+                    false,
                 )
-            } else {
-                damage(
-                    DamageKind::BadSize,
-                    p,
-                    i,
-                    format!(
-                        "size {size} is below the smallest possible record ({RECORD_OVERHEAD})"
-                    ),
-                )
-            };
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: Some(d),
-                stopped: false,
-            });
+            }
+            Ok(meta) => {
+                p += meta.encoded_len();
+                i += 1;
+                if visit(&meta).is_break() {
+                    break (None, true);
+                }
+            }
         }
-        if size > max {
-            let d = damage(
-                DamageKind::BadSize,
-                p,
-                i,
-                format!("size {size} exceeds the maximum record size {max} (--max-record-bytes)"),
-            );
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: Some(d),
-                stopped: false,
-            });
-        }
-        let total = SIZE_FIELD_LEN + size;
-        if total > remain {
-            let d = damage(
-                DamageKind::IncompleteRecord,
-                p,
-                i,
-                format!(
-                    "record of {total} bytes would end at byte {}, past the end of the file ({len}): a torn write",
-                    p + total
-                ),
-            );
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: Some(d),
-                stopped: false,
-            });
-        }
-        // size >= 28 and the record lies inside the file, so its header does too.
-        let h = w.get(p, HEADER_LEN)?;
-        let offset = be_u64(h, OFFSET_AT);
-        let timestamp = be_i64(h, TIMESTAMP_AT);
-        let key_len = be_u32(h, KEY_LEN_AT) as u64;
-        if RECORD_OVERHEAD + key_len > size {
-            let d = damage(
-                DamageKind::BadLengths,
-                p,
-                i,
-                format!("key_len {key_len} does not fit in a record of size {size}"),
-            );
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: Some(d),
-                stopped: false,
-            });
-        }
-        // key_len fits, so the value_len field lies inside the record.
-        let value_len = be_u32(w.get(p + KEY_AT as u64 + key_len, 4)?, 0) as u64;
-        if RECORD_OVERHEAD + key_len + value_len != size {
-            let d = damage(
-                DamageKind::BadLengths,
-                p,
-                i,
-                format!(
-                    "28 + key_len {key_len} + value_len {value_len} = {} but size says {size}",
-                    RECORD_OVERHEAD + key_len + value_len
-                ),
-            );
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: Some(d),
-                stopped: false,
-            });
-        }
-        let expected = base.wrapping_add(i);
-        if offset != expected {
-            let d = damage(
-                DamageKind::OffsetMismatch,
-                p,
-                i,
-                format!("record holds offset {offset}, expected {expected} (base {base} + {i} records before it)"),
-            );
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: Some(d),
-                stopped: false,
-            });
-        }
-        let meta = RecordMeta {
-            index: i,
-            offset,
-            timestamp,
-            position: p,
-            key_len: key_len as u32,
-            value_len: value_len as u32,
-        };
-        p += total;
-        i += 1;
-        if visit(&meta).is_break() {
-            return Ok(Walk {
-                end: p,
-                visited: i - start.index,
-                damage: None,
-                stopped: true,
-            });
-        }
-    }
+    };
+    Ok(Walk {
+        end: p,
+        visited: i - start.index,
+        damage,
+        stopped,
+    })
 }
 
 /// Scans a whole segment: its valid prefix, damage, timestamps and checkpoints.
