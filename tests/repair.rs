@@ -925,3 +925,77 @@ fn generate_bench_tree() {
     }
     assert_eq!(check_code(&root, "per-segment"), 0);
 }
+
+/// A log under a directory whose name is not UTF-8: the manifest keeps the raw name, the
+/// backup and the repair land at the right paths, and in place still equals `--output`.
+#[test]
+fn in_place_with_a_non_utf8_directory_name() {
+    let master = tempfile::tempdir().unwrap();
+    let dir = master
+        .path()
+        .join(OsStr::from_bytes(b"t\xffpic"))
+        .join("partition-0");
+    common::copy_tree(&common::fixtures().join("seed-example"), &dir);
+    let b = bases(&dir);
+    let last = seg(&dir, b[3], "log");
+    let len = fs::metadata(&last).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    fs::write(seg(&dir, 777, "index"), [0u8; 16]).unwrap();
+    let (_o, want) = output_of(master.path(), "per-segment");
+    let src = clone_tree(master.path());
+    let originals = items(src.path());
+    let bk = tempfile::tempdir().unwrap();
+    let backup = bk.path().join("b");
+    let o = repair(&[
+        src.path().as_os_str(),
+        os("--in-place"),
+        os("--backup"),
+        backup.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_trees_eq(
+        &files_only(items(src.path())),
+        &files_only(items(&want)),
+        "non-UTF-8",
+    );
+    let m: Value =
+        serde_json::from_slice(&fs::read(backup.join("recoverfs-backup.json")).unwrap()).unwrap();
+    let orphan = m["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "remove")
+        .expect("the orphan is removed");
+    assert_eq!(
+        orphan["path"],
+        "t\\xffpic/partition-0/00000000000000000777.index"
+    );
+    let raw: Vec<u8> = orphan["path_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    let rel = PathBuf::from(std::ffi::OsString::from(OsStr::from_bytes(&raw)));
+    assert_eq!(
+        rel,
+        Path::new(OsStr::from_bytes(
+            b"t\xffpic/partition-0/00000000000000000777.index"
+        ))
+    );
+    let Item::File { bytes, .. } = &originals[&rel] else {
+        panic!("the orphan was a file")
+    };
+    assert_eq!(&fs::read(backup.join(&rel)).unwrap(), bytes);
+    let truncated =
+        Path::new(OsStr::from_bytes(b"t\xffpic/partition-0")).join(format!("{:020}.log", b[3]));
+    let Item::File { bytes, .. } = &originals[&truncated] else {
+        panic!("the log was a file")
+    };
+    assert_eq!(&fs::read(backup.join(&truncated)).unwrap(), bytes);
+}
