@@ -1624,15 +1624,13 @@ fn apply(data: &Path, backup: &Path, mut manifest: Manifest, steps: &mut Steps) 
 
 /// The report's human lines about the logs, without its `check` header and advice.
 fn report_body(report: &Report) -> String {
-    // render_human is shared with `check`; its first line names `check` and its
-    // last line advises a repair, both wrong here, so they are dropped.
-    let text = report.render_human();
-    let lines: Vec<&str> = text.lines().collect();
-    let end = lines.len().saturating_sub(1).max(1);
-    lines
-        .get(1..end)
-        .unwrap_or_default()
-        .iter()
+    // render_human is shared with `check`: its title names `check` and its advice
+    // (`Next: ...`) proposes a repair, both wrong here, so those lines are dropped.
+    let title = format!("recoverfs check {}", report.source);
+    report
+        .render_human()
+        .lines()
+        .filter(|l| !l.starts_with(&title) && !l.starts_with("Next: "))
         .fold(String::new(), |mut o, l| {
             let _ = writeln!(o, "{l}");
             o

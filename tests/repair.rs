@@ -321,7 +321,17 @@ fn output_equals_the_expected_view_under_each_policy() {
             os(policy),
         ]);
         assert!(o.status.success(), "{policy}: {}", stderr(&o));
-        assert!(stdout(&o).contains("Wrote "), "{}", stdout(&o));
+        let text = stdout(&o);
+        assert!(text.starts_with("recoverfs repair "), "{text}");
+        assert!(
+            text.contains("TRUNCATED") && text.contains("Wrote "),
+            "{text}"
+        );
+        // check's own title and advice (to run a repair) are not repeated.
+        assert!(
+            !text.contains("recoverfs check ") && !text.contains("NEW_DIR"),
+            "{text}"
+        );
 
         assert_unchanged(&before, &snapshot(src.path()));
         assert_trees_eq(&items(&new), &want, policy);
