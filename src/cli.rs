@@ -55,11 +55,55 @@ recoverfs mount /var/lib/takhin /mnt/view\n  recoverfs mount /var/lib/takhin /mn
 recoverfs mount /var/lib/takhin /mnt/view --foreground --log-file /var/log/recoverfs.log"
     )]
     Mount(crate::mount::MountArgs),
+    /// Write the repaired view as real files: to a new directory, or in place after a backup.
+    #[command(
+        long_about = "Write the repaired view as real files: exactly what `mount` shows under the same policy \
+(each segment's valid prefix, rebuilt .index/.timeindex, other files as they are; orphan indexes and hidden \
+segments left out).\n\n\
+With --output, the tree is built in a temporary sibling of NEW_DIR, fsynced, and renamed into place: NEW_DIR \
+never exists half-written, and DATA_DIR is only read.\n\n\
+With --in-place, every original that will change or go is first copied into BACKUP_DIR (same relative path, \
+fsynced, listed with its size and CRC-32 in BACKUP_DIR/recoverfs-backup.json); then each change is a temporary \
+file renamed over the original, or a removal. If the run is killed, run the same command again: it finishes \
+the job from the manifest. Stop the broker first: a file that changes under repair is refused, not followed.",
+        after_help = "Exit status: 0 when the repaired tree was written (or nothing needed repair), 1 when \
+--policy strict refused because the view differs from the source, 2 on any other refusal or error.\n\n\
+Examples:\n  recoverfs check  /var/lib/takhin                                 inspect first\n  \
+recoverfs repair /var/lib/takhin --output /var/lib/takhin.repaired\n  \
+recoverfs check  /var/lib/takhin.repaired                        verify: exits 0\n  \
+recoverfs repair /var/lib/takhin --in-place --backup /srv/takhin.orig --dry-run\n  \
+recoverfs repair /var/lib/takhin --in-place --backup /srv/takhin.orig --policy point-in-time"
+    )]
+    Repair(RepairArgs),
     /// Write a small damaged Takhin log, mount its repaired view, and show around.
     Demo(crate::demo::DemoArgs),
     /// Write a clean synthetic data directory (for benchmarks and experiments).
     #[command(hide = true)]
     Synth(SynthArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["output", "in_place"])))]
+pub struct RepairArgs {
+    /// The Takhin data directory to repair.
+    pub data_dir: PathBuf,
+    /// Write the repaired tree to this new (or empty) directory; DATA_DIR is left untouched.
+    #[arg(long, value_name = "NEW_DIR", conflicts_with_all = ["backup", "dry_run"])]
+    pub output: Option<PathBuf>,
+    /// Repair DATA_DIR itself, after copying every original it changes or removes into --backup.
+    #[arg(long)]
+    pub in_place: bool,
+    /// Where --in-place keeps the originals (outside DATA_DIR; new, empty, or this repair's own).
+    #[arg(long, value_name = "BACKUP_DIR")]
+    pub backup: Option<PathBuf>,
+    /// With --in-place: print what would change and touch nothing.
+    #[arg(long, requires = "in_place")]
+    pub dry_run: bool,
+    /// Print the schema-1 JSON report instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args, Debug)]

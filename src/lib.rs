@@ -12,6 +12,7 @@ pub mod fuse;
 pub mod log_dir;
 pub mod mount;
 pub mod plan;
+pub mod repair;
 pub mod report;
 pub mod scan;
 pub mod source;

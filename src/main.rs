@@ -10,6 +10,7 @@ fn main() -> ExitCode {
         Command::Check(a) => run_check(a),
         Command::Dump(a) => run_dump(a),
         Command::Mount(a) => recoverfs::mount::run_mount(a),
+        Command::Repair(a) => recoverfs::repair::run(a),
         Command::Demo(a) => recoverfs::demo::run_demo(a),
         Command::Synth(a) => run_synth(a),
     }
