@@ -997,3 +997,67 @@ fn demo_tours_and_cleans_up() {
     assert!(!tmp.exists(), "{} left behind", tmp.display());
     assert!(!is_mount_point(&tmp.join("view")));
 }
+
+/// Every regular file and symlink under `root` with its content (or target), for tree comparisons.
+fn tree_contents(root: &Path, skip: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = vec![];
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for (name, ft) in read_dir_sorted(&root.join(&rel)).unwrap() {
+            let r = rel.join(&name);
+            if r == Path::new(skip) {
+                continue;
+            }
+            if ft.is_dir() {
+                stack.push(r);
+            } else if ft.is_symlink() {
+                out.push((
+                    r.clone(),
+                    fs::read_link(root.join(&r))
+                        .unwrap()
+                        .into_os_string()
+                        .into_vec(),
+                ));
+            } else {
+                out.push((r.clone(), fs::read(root.join(&r)).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn mount_and_repair_show_the_same_tree() {
+    let src = damaged_tree();
+    std::os::unix::fs::symlink("a/topic-metadata.json", src.path().join("link")).unwrap();
+    for policy in [Policy::PerSegment, Policy::PointInTime] {
+        let out = tempfile::tempdir().unwrap();
+        let new = out.path().join("repaired");
+        let st = Command::new(bin())
+            .arg("repair")
+            .arg(src.path())
+            .arg("--output")
+            .arg(&new)
+            .args(["--policy", policy.as_str()])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "repair {policy}: {st}");
+        let m = Mounted::new(src.path(), &["--policy", policy.as_str()]);
+        let shown = tree_contents(m.path(), ".recoverfs");
+        let written = tree_contents(&new, ".recoverfs");
+        assert_eq!(
+            shown.iter().map(|x| &x.0).collect::<Vec<_>>(),
+            written.iter().map(|x| &x.0).collect::<Vec<_>>(),
+            "{policy}: the mount and repair list different files"
+        );
+        for ((p, a), (_, b)) in shown.iter().zip(&written) {
+            assert!(
+                a == b,
+                "{policy}: {} differs between mount and repair",
+                p.display()
+            );
+        }
+    }
+}
