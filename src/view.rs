@@ -1097,7 +1097,7 @@ impl View {
             }
             Handle::Dir(_) => Err(ViewError::IsDir),
             Handle::Segment(lock) => {
-                self.refresh_handle(lock)?;
+                self.refresh_handle(lock, offset, size)?;
                 let s = lock.read();
                 let scan = match &s.analysis.scan {
                     Ok(scan) => scan.clone(),
@@ -1130,17 +1130,35 @@ impl View {
 
     /// If the file behind a handle changed since its verdict, validates it again
     /// and reopens it, so reads never serve bytes that were not validated.
-    fn refresh_handle(&self, lock: &RwLock<SegHandle>) -> Result<()> {
-        {
-            let s = lock.read();
-            let now = s.file.metadata().map(|m| FileStamp::of(&m)).ok();
-            if now == Some(s.analysis.stamp) {
-                return Ok(());
+    ///
+    /// One exception keeps a segment that is still being appended to readable
+    /// without a rescan per read: when the same file only grew, a read that
+    /// stays inside the validated prefix is served from it as is (those bytes
+    /// were validated and an append does not move them); a read reaching the
+    /// end of the prefix validates again, to see the new records.
+    fn refresh_handle(&self, lock: &RwLock<SegHandle>, offset: u64, size: u32) -> Result<()> {
+        let stale = |s: &SegHandle| {
+            let Ok(m) = s.file.metadata() else {
+                return true;
+            };
+            let (now, then) = (FileStamp::of(&m), s.analysis.stamp);
+            if now == then {
+                return false;
             }
+            let appended = now.ino == then.ino && now.dev == then.dev && now.size > then.size;
+            let end = offset.saturating_add(size as u64);
+            let within = match (&s.analysis.scan, s.part) {
+                (Ok(scan), SegPart::Log) => end < scan.valid_bytes,
+                (Ok(scan), SegPart::Index(_)) => end < scan.index_bytes(),
+                _ => false,
+            };
+            !(appended && within)
+        };
+        if !stale(&lock.read()) {
+            return Ok(());
         }
         let mut s = lock.write();
-        let now = s.file.metadata().map(|m| FileStamp::of(&m)).ok();
-        if now == Some(s.analysis.stamp) {
+        if !stale(&s) {
             return Ok(()); // another reader refreshed it first
         }
         let (dir, base, part) = (s.dir.clone(), s.base, s.part);
@@ -1581,6 +1599,26 @@ mod tests {
             .unwrap();
         assert_eq!(a.size, w.log.len() as u64);
         assert!(v.lookup(ROOT_INO, name).is_ok());
+    }
+
+    #[test]
+    fn appends_rescan_only_when_a_read_reaches_the_end() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = write_log(t.path(), 0, 50);
+        let v = view(t.path(), Policy::PerSegment);
+        let a = v
+            .lookup(ROOT_INO, OsStr::new("00000000000000000000.log"))
+            .unwrap();
+        let o = v.open(a.ino, false).unwrap();
+        let old = w.log.len();
+        w.append(9, b"k", b"appended");
+        fs::write(t.path().join("00000000000000000000.log"), &w.log).unwrap();
+        let before = v.validations();
+        assert_eq!(v.read(o.fh, 0, 100).unwrap(), w.log[..100]);
+        assert_eq!(v.validations(), before, "inside the validated prefix: no rescan");
+        assert_eq!(v.read(o.fh, 0, 1 << 20).unwrap(), w.log);
+        assert_eq!(v.validations(), before + 1, "reaching its end: validated again");
+        assert!(w.log.len() > old);
     }
 
     #[test]
