@@ -1615,9 +1615,17 @@ mod tests {
         fs::write(t.path().join("00000000000000000000.log"), &w.log).unwrap();
         let before = v.validations();
         assert_eq!(v.read(o.fh, 0, 100).unwrap(), w.log[..100]);
-        assert_eq!(v.validations(), before, "inside the validated prefix: no rescan");
+        assert_eq!(
+            v.validations(),
+            before,
+            "inside the validated prefix: no rescan"
+        );
         assert_eq!(v.read(o.fh, 0, 1 << 20).unwrap(), w.log);
-        assert_eq!(v.validations(), before + 1, "reaching its end: validated again");
+        assert_eq!(
+            v.validations(),
+            before + 1,
+            "reaching its end: validated again"
+        );
         assert!(w.log.len() > old);
     }
 
