@@ -1199,16 +1199,39 @@ pub struct InPlaceSummary {
 }
 
 fn read_manifest(path: &Path) -> Result<Option<Manifest>> {
-    match fs::read(path) {
+    let bad = |what: String| RepairError::BadManifest {
+        path: path.to_path_buf(),
+        what,
+    };
+    let m: Manifest = match fs::read(path) {
         Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| RepairError::BadManifest {
-                path: path.to_path_buf(),
-                what: format!("not a recoverfs backup manifest: {e}"),
-            }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_at(path, "could not read")(e)),
+            .map_err(|e| bad(format!("not a recoverfs backup manifest: {e}")))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_at(path, "could not read")(e)),
+    };
+    // The manifest steers writes and unlinks in the data directory: an entry
+    // that escapes it, or lacks the replacement its action needs, is refused
+    // before anything is touched.
+    for e in &m.entries {
+        let rel = e.rel();
+        let inside = rel.components().count() > 0
+            && rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(bad(format!(
+                "entry {:?} is not a path inside the data directory",
+                e.path
+            )));
+        }
+        if (e.action == Action::Remove) != e.new.is_none() {
+            return Err(bad(format!(
+                "entry {:?}: action {:?} does not match its replacement",
+                e.path, e.action
+            )));
+        }
     }
+    Ok(Some(m))
 }
 
 /// Writes the manifest atomically: temporary file, fsync, rename, fsync of the directory.

@@ -1010,3 +1010,59 @@ fn in_place_with_a_non_utf8_directory_name() {
     };
     assert_eq!(&fs::read(backup.join(&truncated)).unwrap(), bytes);
 }
+
+#[test]
+fn a_tampered_manifest_is_refused_before_anything_is_touched() {
+    // A run killed right after its manifest was written leaves a backup to resume from.
+    let src = small_damaged();
+    let bk = tempfile::tempdir().unwrap();
+    let backup = bk.path().join("b");
+    let args = [
+        src.path().as_os_str(),
+        os("--in-place"),
+        os("--backup"),
+        backup.as_os_str(),
+    ];
+    let o = Command::new(bin())
+        .arg("repair")
+        .args(args)
+        .env("RECOVERFS_TEST_FAIL_AT", "2")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let manifest = backup.join("recoverfs-backup.json");
+    let good: Value = serde_json::from_slice(&fs::read(&manifest).unwrap()).unwrap();
+    assert!(good["entries"].as_array().is_some_and(|e| !e.is_empty()));
+    let before = snapshot(src.path());
+    let tamper: [(&str, fn(&mut Value)); 3] = [
+        ("is not a path inside the data directory", |m| {
+            m["entries"][0]["path"] = "../../etc/passwd".into()
+        }),
+        ("is not a path inside the data directory", |m| {
+            m["entries"][0]["path"] = "/etc/passwd".into()
+        }),
+        ("does not match its replacement", |m| {
+            m["entries"][0]["new"] = Value::Null;
+            m["entries"][0]["action"] = "truncate".into();
+        }),
+    ];
+    for (want, f) in tamper {
+        let mut m = good.clone();
+        f(&mut m);
+        fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+        let o = repair(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("recoverfs-backup.json"),
+            "{}",
+            stderr(&o)
+        );
+        assert_unchanged(&before, &snapshot(src.path()));
+    }
+    // The untampered manifest resumes and finishes.
+    fs::write(&manifest, serde_json::to_vec(&good).unwrap()).unwrap();
+    let o = repair(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(check_code(src.path(), "per-segment"), 0);
+}
