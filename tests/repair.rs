@@ -1034,7 +1034,8 @@ fn a_tampered_manifest_is_refused_before_anything_is_touched() {
     let good: Value = serde_json::from_slice(&fs::read(&manifest).unwrap()).unwrap();
     assert!(good["entries"].as_array().is_some_and(|e| !e.is_empty()));
     let before = snapshot(src.path());
-    let tamper: [(&str, fn(&mut Value)); 3] = [
+    type Tamper = fn(&mut Value);
+    let tamper: [(&str, Tamper); 3] = [
         ("is not a path inside the data directory", |m| {
             m["entries"][0]["path"] = "../../etc/passwd".into()
         }),
