@@ -61,6 +61,40 @@ impl FromStr for Policy {
     }
 }
 
+/// A source file that could not be read: which file, what failed, and how.
+/// Reported as `unreadable`, never as corruption.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {what}: {message}", path.display())]
+pub struct ReadError {
+    pub path: PathBuf,
+    /// The operation that failed ("could not open", "could not read").
+    pub what: &'static str,
+    pub kind: io::ErrorKind,
+    pub message: String,
+}
+
+impl ReadError {
+    pub fn new(path: &Path, what: &'static str, e: &io::Error) -> Self {
+        ReadError {
+            path: path.to_path_buf(),
+            what,
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Why a path given on the command line could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}: not a directory nor a segment file named <20 digits>.{LOG_EXT}", path.display())]
+    NotATarget { path: PathBuf },
+    #[error("{}: no Takhin log here (no directory below it holds <20 digits>.{LOG_EXT} files)", path.display())]
+    NoLog { path: PathBuf },
+}
+
 /// One segment found in a log directory: a regular `<20 digits>.log`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentEntry {
@@ -204,8 +238,11 @@ pub struct Target {
 }
 
 /// Resolves PATH: a data directory, a partition directory, or one `.log` file.
-pub fn resolve_target(path: &Path) -> Result<Target, String> {
-    let meta = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn resolve_target(path: &Path) -> Result<Target, TargetError> {
+    let meta = fs::metadata(path).map_err(|source| TargetError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if meta.is_dir() {
         return Ok(Target {
             root: path.to_path_buf(),
@@ -224,10 +261,9 @@ pub fn resolve_target(path: &Path) -> Result<Target, String> {
                 only_segment: Some(base),
             })
         }
-        _ => Err(format!(
-            "{}: not a directory nor a segment file named <20 digits>.{LOG_EXT}",
-            path.display()
-        )),
+        _ => Err(TargetError::NotATarget {
+            path: path.to_path_buf(),
+        }),
     }
 }
 
@@ -256,7 +292,7 @@ impl FileStamp {
 pub struct SegmentAnalysis {
     pub base: u64,
     /// The scan, or why the `.log` could not be read.
-    pub scan: Result<Arc<SegmentScan>, String>,
+    pub scan: Result<Arc<SegmentScan>, ReadError>,
     pub index: IndexVerdict,
     pub timeindex: IndexVerdict,
     /// The `.log` as it was when scanned.
@@ -306,7 +342,7 @@ pub fn analyze_segment(
         Err(e) => {
             return SegmentAnalysis {
                 base: seg.base,
-                scan: Err(format!("{}: {e}", log_path.display())),
+                scan: Err(ReadError::new(&log_path, "could not open", &e)),
                 index: IndexVerdict::Unreadable("its .log is unreadable".into()),
                 timeindex: IndexVerdict::Unreadable("its .log is unreadable".into()),
                 stamp: FileStamp::default(),
@@ -361,7 +397,7 @@ pub fn analyze_segment(
         }
         Err(e) => SegmentAnalysis {
             base: seg.base,
-            scan: Err(format!("{}: {e}", log_path.display())),
+            scan: Err(ReadError::new(&log_path, "could not read", &e)),
             index: IndexVerdict::Unreadable("its .log is unreadable".into()),
             timeindex: IndexVerdict::Unreadable("its .log is unreadable".into()),
             stamp,
@@ -574,12 +610,14 @@ pub fn analyze(
 /// The layout a target covers: the whole tree, or for one `.log` only its own
 /// directory (not searched below). A tree with no log at all is an error: the
 /// operator most likely pointed at the wrong directory.
-pub fn discover_target(target: &Target) -> Result<Layout, String> {
+pub fn discover_target(target: &Target) -> Result<Layout, TargetError> {
     let layout = match target.only_segment {
         None => discover(&target.root),
         Some(_) => {
-            let entries = read_dir_sorted(&target.root)
-                .map_err(|e| format!("{}: {e}", target.root.display()))?;
+            let entries = read_dir_sorted(&target.root).map_err(|source| TargetError::Io {
+                path: target.root.clone(),
+                source,
+            })?;
             Layout {
                 root: target.root.clone(),
                 logs: classify_dir(Path::new(""), &entries).into_iter().collect(),
@@ -588,10 +626,9 @@ pub fn discover_target(target: &Target) -> Result<Layout, String> {
         }
     };
     if layout.logs.is_empty() && layout.problems.is_empty() {
-        return Err(format!(
-            "{}: no Takhin log here (no directory below it holds <20 digits>.{LOG_EXT} files)",
-            target.root.display()
-        ));
+        return Err(TargetError::NoLog {
+            path: target.root.clone(),
+        });
     }
     Ok(layout)
 }
@@ -601,7 +638,7 @@ pub fn check_path(
     path: &Path,
     opts: &AnalyzeOptions,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<(Layout, Report), String> {
+) -> Result<(Layout, Report), TargetError> {
     let target = resolve_target(path)?;
     let layout = discover_target(&target)?;
     let report = analyze(
@@ -663,7 +700,11 @@ mod tests {
         };
         let unreadable = SegmentAnalysis {
             base: 5,
-            scan: Err("x/00000000000000000005.log: Input/output error (os error 5)".into()),
+            scan: Err(ReadError::new(
+                Path::new("x/00000000000000000005.log"),
+                "could not read",
+                &io::Error::from_raw_os_error(libc::EIO),
+            )),
             index: IndexVerdict::Unreadable("its .log is unreadable".into()),
             timeindex: IndexVerdict::Unreadable("its .log is unreadable".into()),
             stamp: FileStamp::default(),

@@ -88,7 +88,7 @@ pub enum RepairError {
     #[error("{}: another repair is running here; wait for it to finish", .0.display())]
     Busy(PathBuf),
     #[error("{0}")]
-    Analysis(String),
+    Analysis(#[from] crate::log_dir::TargetError),
 }
 
 impl RepairError {
@@ -703,7 +703,7 @@ fn is_empty_or_missing(dir: &Path) -> Result<bool> {
 }
 
 fn analyze(data: &Path, opts: &AnalyzeOptions) -> Result<(Layout, Report)> {
-    check_path(data, opts, &|_| {}).map_err(RepairError::Analysis)
+    Ok(check_path(data, opts, &|_| {})?)
 }
 
 /// What `repair --output` wrote.

@@ -143,7 +143,7 @@ impl SegmentReport {
             min_timestamp: scan.as_ref().and_then(|s| s.min_timestamp),
             max_timestamp: scan.as_ref().and_then(|s| s.max_timestamp),
             damage,
-            error: a.scan.as_ref().err().cloned(),
+            error: a.scan.as_ref().err().map(|e| e.to_string()),
             index: a.index.describe(IndexKind::Offset),
             timeindex: a.timeindex.describe(IndexKind::Time),
             visible: view.listed(),
