@@ -395,9 +395,14 @@ fn served<'a>(
     }
 }
 
+/// Told how many bytes were just read or written, for a progress bar.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// Bytes written, by how the kernel was asked to move them.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct CopyStats {
+    /// Told of every byte written, so a long repair shows it is moving.
+    progress: Option<Progress>,
     files: AtomicU64,
     bytes: AtomicU64,
     reflinked: AtomicU64,
@@ -409,6 +414,12 @@ struct CopyStats {
 impl CopyStats {
     fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+    fn add_bytes(&self, n: u64) {
+        Self::add(&self.bytes, n);
+        if let Some(p) = &self.progress {
+            p(n);
+        }
     }
     fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
@@ -555,7 +566,7 @@ fn write_copy(
     } else {
         copy_prefix(&src, src_path, &dst, dst_path, len, stats, true)?;
     }
-    CopyStats::add(&stats.bytes, len);
+    stats.add_bytes(len);
     Ok(dst)
 }
 
@@ -702,8 +713,17 @@ fn is_empty_or_missing(dir: &Path) -> Result<bool> {
     }
 }
 
-fn analyze(data: &Path, opts: &AnalyzeOptions) -> Result<(Layout, Report)> {
-    Ok(check_path(data, opts, &|_| {})?)
+fn analyze(
+    data: &Path,
+    opts: &AnalyzeOptions,
+    progress: Option<&Progress>,
+) -> Result<(Layout, Report)> {
+    let tell = |n: u64| {
+        if let Some(p) = progress {
+            p(n)
+        }
+    };
+    Ok(check_path(data, opts, &tell)?)
 }
 
 /// What `repair --output` wrote.
@@ -720,7 +740,12 @@ pub struct OutputSummary {
 }
 
 /// `repair DATA --output NEW`: writes the repaired tree to NEW, all or nothing.
-pub fn repair_to(data: &Path, output: &Path, opts: &AnalyzeOptions) -> Result<OutputSummary> {
+pub fn repair_to(
+    data: &Path,
+    output: &Path,
+    opts: &AnalyzeOptions,
+    progress: Option<Progress>,
+) -> Result<OutputSummary> {
     let data_abs = check_data_dir(data)?;
     let out_abs = resolve(output)?;
     if out_abs.starts_with(&data_abs) {
@@ -738,7 +763,7 @@ pub fn repair_to(data: &Path, output: &Path, opts: &AnalyzeOptions) -> Result<Ou
     if !is_empty_or_missing(output)? {
         return Err(RepairError::OutputNotEmpty(output.to_path_buf()));
     }
-    let (layout, report) = analyze(data, opts)?;
+    let (layout, report) = analyze(data, opts, progress.as_ref())?;
     let plan = build_plan(data, &layout, &report)?;
     let (parent, name) = match (out_abs.parent(), out_abs.file_name()) {
         (Some(p), Some(n)) => (p.to_path_buf(), n.to_os_string()),
@@ -756,7 +781,10 @@ pub fn repair_to(data: &Path, output: &Path, opts: &AnalyzeOptions) -> Result<Ou
         fs::remove_dir_all(&tmp)
             .map_err(io_at(&tmp, "could not clear an earlier partial output"))?;
     }
-    let stats = CopyStats::default();
+    let stats = CopyStats {
+        progress,
+        ..Default::default()
+    };
     let mut steps = Steps::from_env();
     let written = write_tree(data, &tmp, &plan, &stats, &mut steps);
     if let Err(e) = written {
@@ -879,7 +907,7 @@ fn write_tree(
             f.write_all(bytes).map_err(io_at(&dst, "could not write"))?;
             start_writeback(&f);
             CopyStats::add(&stats.files, 1);
-            CopyStats::add(&stats.bytes, bytes.len() as u64);
+            stats.add_bytes(bytes.len() as u64);
             CopyStats::add(&stats.generated, bytes.len() as u64);
         }
         Ok(())
@@ -1276,6 +1304,7 @@ pub fn repair_in_place(
     backup: Option<&Path>,
     dry_run: bool,
     opts: &AnalyzeOptions,
+    progress: Option<Progress>,
 ) -> Result<InPlaceSummary> {
     let data_abs = check_data_dir(data)?;
     let Some(backup) = backup else {
@@ -1325,7 +1354,7 @@ pub fn repair_in_place(
         .clone()
         .filter(|m| m.state == ManifestState::BackedUp)
     {
-        let (_, report) = analyze(data, opts)?;
+        let (_, report) = analyze(data, opts, progress.as_ref())?;
         if !dry_run {
             apply(data, backup, m.clone(), &mut steps)?;
         }
@@ -1337,7 +1366,7 @@ pub fn repair_in_place(
             dry_run,
         });
     }
-    let (layout, report) = analyze(data, opts)?;
+    let (layout, report) = analyze(data, opts, progress.as_ref())?;
     let plan = build_plan(data, &layout, &report)?;
     let (entries, specials) = in_place_entries(data, &layout, &report, &plan)?;
     let mut summary = InPlaceSummary {
@@ -1773,15 +1802,32 @@ pub fn render_in_place(data: &Path, backup: &Path, s: &InPlaceSummary) -> String
 pub fn run(a: &crate::cli::RepairArgs) -> std::process::ExitCode {
     use std::process::ExitCode;
     let opts = a.engine.analyze_options();
+    // --output reads every .log once to analyse it, then writes the whole tree.
+    let bar = crate::cli::Progress::new(
+        &a.data_dir,
+        if a.output.is_some() {
+            "repairing"
+        } else {
+            "checking"
+        },
+        a.output.is_some(),
+    );
     let printed = match &a.output {
-        Some(out) => repair_to(&a.data_dir, out, &opts).map(|s| {
+        Some(out) => repair_to(&a.data_dir, out, &opts, bar.sink()).map(|s| {
             if a.json {
                 s.report.to_json() + "\n"
             } else {
                 render_output(&a.data_dir, out, &s)
             }
         }),
-        None => repair_in_place(&a.data_dir, a.backup.as_deref(), a.dry_run, &opts).map(|s| {
+        None => repair_in_place(
+            &a.data_dir,
+            a.backup.as_deref(),
+            a.dry_run,
+            &opts,
+            bar.sink(),
+        )
+        .map(|s| {
             if a.json {
                 s.report.to_json() + "\n"
             } else {
