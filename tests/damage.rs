@@ -503,6 +503,10 @@ fn logs_at_any_depth_with_non_utf8_names() {
         "topic-\\xe9/partition-0/00000000000000000000.log"
     );
     assert!(!r.summary.view_differs);
+    assert_eq!(
+        views(t.path()),
+        [vec![Kept, Kept], vec![Kept, Kept], vec![Kept, Kept]]
+    );
 }
 
 #[test]
