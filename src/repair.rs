@@ -501,20 +501,38 @@ fn copy_prefix(
                 _ => return Err(io_at(src_path, "could not copy")(e)),
             }
         }
-        let mut buf = vec![0u8; BUF_BYTES.min((len - done) as usize)];
-        while done < len {
-            let want = buf.len().min((len - done) as usize);
-            let n = match src.read_at(&mut buf[..want], done) {
-                Ok(0) => return Err(shrank(src_path, done, len)),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_at(src_path, "could not read")(e)),
-            };
-            dst.write_all_at(&buf[..n], done)
-                .map_err(io_at(dst_path, "could not write"))?;
-            done += n as u64;
-            CopyStats::add(&stats.plain_copied, n as u64);
-        }
+        return copy_chunks(src, src_path, dst, dst_path, done, len, |chunk, _| {
+            CopyStats::add(&stats.plain_copied, chunk.len() as u64)
+        });
+    }
+    Ok(())
+}
+
+/// Copies bytes `[from, len)` of `src` to the same positions of `dst` with
+/// reads and writes, showing each chunk and its position to `seen` first.
+fn copy_chunks(
+    src: &File,
+    src_path: &Path,
+    dst: &File,
+    dst_path: &Path,
+    from: u64,
+    len: u64,
+    mut seen: impl FnMut(&[u8], u64),
+) -> Result<()> {
+    let mut buf = vec![0u8; BUF_BYTES.min(len.saturating_sub(from) as usize).max(1)];
+    let mut done = from;
+    while done < len {
+        let want = buf.len().min((len - done) as usize);
+        let n = match src.read_at(&mut buf[..want], done) {
+            Ok(0) => return Err(shrank(src_path, done, len)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_at(src_path, "could not read")(e)),
+        };
+        seen(&buf[..n], done);
+        dst.write_all_at(&buf[..n], done)
+            .map_err(io_at(dst_path, "could not write"))?;
+        done += n as u64;
     }
     Ok(())
 }
@@ -1440,25 +1458,12 @@ fn copy_with_crc(
 ) -> Result<(u32, u32)> {
     let mut all = crc32fast::Hasher::new();
     let mut pre = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; BUF_BYTES.min(len as usize).max(1)];
-    let mut done = 0u64;
-    while done < len {
-        let want = buf.len().min((len - done) as usize);
-        let n = match src.read_at(&mut buf[..want], done) {
-            Ok(0) => return Err(shrank(src_path, done, len)),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_at(src_path, "could not read")(e)),
-        };
-        let chunk = &buf[..n];
+    copy_chunks(src, src_path, dst, dst_path, 0, len, |chunk, at| {
         all.update(chunk);
-        if done < prefix {
-            pre.update(&chunk[..((prefix - done) as usize).min(n)]);
+        if at < prefix {
+            pre.update(&chunk[..((prefix - at) as usize).min(chunk.len())]);
         }
-        dst.write_all_at(chunk, done)
-            .map_err(io_at(dst_path, "could not write"))?;
-        done += n as u64;
-    }
+    })?;
     Ok((all.finalize(), pre.finalize()))
 }
 
