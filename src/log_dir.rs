@@ -219,6 +219,9 @@ pub fn discover(root: &Path) -> Layout {
         }
         // Pushed in reverse so directories are visited in name order.
         for (name, ft) in entries.iter().rev() {
+            if rel.as_os_str().is_empty() && name == crate::plan::META_DIR {
+                continue; // recoverfs's own metadata (a mounted view's raw originals)
+            }
             if ft.is_dir() {
                 stack.push(rel.join(name));
             }

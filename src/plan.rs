@@ -14,6 +14,12 @@ use std::fs::FileType;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+/// The root entry reserved for recoverfs's own metadata (`report.json`, `raw/`,
+/// `tails/` in a mount). A source entry of that name at the root is left out
+/// of every view, so a mounted view checked or repaired again does not take its
+/// `raw/` originals for logs of its own.
+pub const META_DIR: &str = ".recoverfs";
+
 /// What a view entry is and where its bytes come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Node {
@@ -51,6 +57,9 @@ pub fn dir_children(
     let layout = classify_dir(rel, entries);
     let mut out = BTreeMap::new();
     for (name, ft) in entries {
+        if rel.as_os_str().is_empty() && name == META_DIR {
+            continue;
+        }
         let node = if ft.is_dir() {
             Node::Dir
         } else if ft.is_symlink() {

@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Inode number of the mount's root (the data directory).
 pub const ROOT_INO: u64 = 1;
 /// The directory the view adds at its root.
-pub const META_DIR: &str = ".recoverfs";
+pub use crate::plan::META_DIR;
 /// The whole-tree report inside [`META_DIR`].
 pub const REPORT_NAME: &str = "report.json";
 /// The untouched originals inside [`META_DIR`].
