@@ -295,6 +295,10 @@ fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Result<TreePlan>
         let log = logs.get(&rel);
         let visible = visible_children(children.clone(), log.copied());
         for (name, ft) in &entries {
+            // recoverfs's own metadata name: not copied, and never removed in place.
+            if rel.as_os_str().is_empty() && name == crate::plan::META_DIR {
+                continue;
+            }
             if !visible.contains_key(name) {
                 let why = match children.get(name) {
                     Some(_) => LeftOut::Hidden,

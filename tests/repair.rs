@@ -1067,3 +1067,27 @@ fn a_tampered_manifest_is_refused_before_anything_is_touched() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(check_code(src.path(), "per-segment"), 0);
 }
+
+#[test]
+fn a_root_recoverfs_entry_is_neither_copied_nor_removed() {
+    let src = small_damaged();
+    fs::write(src.path().join(".recoverfs"), b"not ours to touch").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let new = out.path().join("new");
+    let o = repair(&[src.path().as_os_str(), os("--output"), new.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!new.join(".recoverfs").exists());
+    let backup = out.path().join("backup");
+    let o = repair(&[
+        src.path().as_os_str(),
+        os("--in-place"),
+        os("--backup"),
+        backup.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read(src.path().join(".recoverfs")).unwrap(),
+        b"not ours to touch"
+    );
+    assert!(!backup.join(".recoverfs").exists());
+}
