@@ -1027,6 +1027,20 @@ fn tree_contents(root: &Path, skip: &str) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// Runs `recoverfs repair SRC --output NEW --policy P` and asserts it succeeded.
+fn repair_output(src: &Path, new: &Path, policy: Policy) {
+    let st = Command::new(bin())
+        .arg("repair")
+        .arg(src)
+        .arg("--output")
+        .arg(new)
+        .args(["--policy", policy.as_str()])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "repair {} {policy}: {st}", src.display());
+}
+
 #[test]
 fn mount_and_repair_show_the_same_tree() {
     let src = damaged_tree();
@@ -1034,16 +1048,7 @@ fn mount_and_repair_show_the_same_tree() {
     for policy in [Policy::PerSegment, Policy::PointInTime] {
         let out = tempfile::tempdir().unwrap();
         let new = out.path().join("repaired");
-        let st = Command::new(bin())
-            .arg("repair")
-            .arg(src.path())
-            .arg("--output")
-            .arg(&new)
-            .args(["--policy", policy.as_str()])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "repair {policy}: {st}");
+        repair_output(src.path(), &new, policy);
         let m = Mounted::new(src.path(), &["--policy", policy.as_str()]);
         let shown = tree_contents(m.path(), ".recoverfs");
         let written = tree_contents(&new, ".recoverfs");
@@ -1086,16 +1091,7 @@ fn a_mounted_view_checks_clean_and_repairs_without_its_metadata() {
         // Repairing the view again writes the same tree, without the view's metadata.
         let dst = tempfile::tempdir().unwrap();
         let again = dst.path().join("again");
-        let st = Command::new(bin())
-            .arg("repair")
-            .arg(m.path())
-            .arg("--output")
-            .arg(&again)
-            .args(["--policy", policy.as_str()])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "{policy}: {st}");
+        repair_output(m.path(), &again, policy);
         assert!(!again.join(".recoverfs").exists());
         assert_eq!(
             tree_contents(&again, ".recoverfs"),
