@@ -897,46 +897,6 @@ fn in_place_killed_at_every_step_then_rerun_completes() {
     }
 }
 
-/// Generates the benchmark tree of BENCHMARKS.md: 16 partitions, each one 64 MiB segment of
-/// records with 100-byte values (1 GiB of `.log`), plus their indexes, under
-/// `$RECOVERFS_BENCH_DIR/data` (default /tmp/recoverfs-bench/data).
-#[test]
-#[ignore = "writes 1.2 GB; run by hand for BENCHMARKS.md"]
-fn generate_bench_tree() {
-    use recoverfs::format::takhin::SegmentWriter;
-    let root = PathBuf::from(
-        std::env::var("RECOVERFS_BENCH_DIR").unwrap_or_else(|_| "/tmp/recoverfs-bench".into()),
-    )
-    .join("data");
-    let _ = fs::remove_dir_all(&root);
-    const SEGMENT: usize = 64 << 20;
-    for p in 0..16 {
-        let dir = root.join(format!("bench/partition-{p}"));
-        fs::create_dir_all(&dir).unwrap();
-        let mut w = SegmentWriter::new(0);
-        let mut value = [0u8; 100];
-        let mut i: u64 = 0;
-        // key "k" + 7 digits: 4 + 28 + 8 + 100 = 140 bytes a record.
-        while w.log.len() + 140 <= SEGMENT {
-            value[..8].copy_from_slice(&i.to_be_bytes());
-            value[8] = p as u8;
-            w.append(
-                1_700_000_000_000 + i as i64,
-                format!("k{i:07}").as_bytes(),
-                &value,
-            );
-            i += 1;
-        }
-        w.write_to(&dir).unwrap();
-        fs::write(
-            root.join("bench/topic-metadata.json"),
-            b"{\"partitions\":16}\n",
-        )
-        .unwrap();
-    }
-    assert_eq!(check_code(&root, "per-segment"), 0);
-}
-
 /// A log under a directory whose name is not UTF-8: the manifest keeps the raw name, the
 /// backup and the repair land at the right paths, and in place still equals `--output`.
 #[test]
