@@ -1,8 +1,8 @@
 //! `dump`: the records of one segment, one line each, then where and why its valid prefix ends.
 
-use crate::format::takhin::{classify_name, FileKind, NameMatch};
-use crate::scan::{read_exact_at, walk, RecordMeta, ScanOptions, WalkStart};
-use crate::source::{advise_sequential, open_original};
+use crate::engine::format::takhin::{classify_name, FileKind, NameMatch};
+use crate::engine::scan::{read_exact_at, walk, RecordMeta, ScanOptions, WalkStart};
+use crate::engine::source::{advise_sequential, open_original};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{self, Write};

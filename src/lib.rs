@@ -1,21 +1,12 @@
 //! recoverfs: shows a damaged Takhin log directory as it would look after a correct recovery.
 //!
-//! The engine (`format`, `scan`, `log_dir`, `report`) computes a plan and never
-//! writes; the front ends print it (`check`, `dump`), serve it (`mount`) or
-//! write it out (`repair`).
+//! Layers, imports pointing down only: `cli` (the command line) → `view`
+//! (the mounted tree, and its fuser adapter), `repair` (the view written
+//! out), `dump` → `engine` (reads, judges and plans; never writes). See the
+//! README's "Architecture" section.
 
 pub mod cli;
-pub mod demo;
 pub mod dump;
-pub mod format;
-pub mod fuse;
-pub mod log_dir;
-pub mod mount;
-pub mod plan;
+pub mod engine;
 pub mod repair;
-pub mod report;
-pub mod scan;
-pub mod source;
-pub mod synth;
 pub mod view;
-pub mod watch;

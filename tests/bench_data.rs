@@ -6,7 +6,7 @@
 //! RECOVERFS_BENCH_DIR=/var/tmp/rfs-10k cargo test --release --test bench_data -- --ignored write_many
 //! ```
 
-use recoverfs::format::takhin::{segment_file_name, FileKind, SegmentWriter};
+use recoverfs::engine::format::takhin::{segment_file_name, FileKind, SegmentWriter};
 use std::fs;
 use std::path::PathBuf;
 

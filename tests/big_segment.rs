@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use recoverfs::format::takhin::{segment_file_name, FileKind, SegmentWriter};
+use recoverfs::engine::format::takhin::{segment_file_name, FileKind, SegmentWriter};
 use std::fs;
 use std::process::Command;
 

@@ -3,10 +3,13 @@
 mod common;
 
 use common::*;
-use recoverfs::format::takhin::{segment_file_name, FileKind, SegmentWriter};
-use recoverfs::log_dir::{check_path, AnalyzeOptions, Policy};
-use recoverfs::report::{DamageClass, Report, SegmentReport, SegmentStatus, ViewAction};
-use recoverfs::scan::DamageKind;
+use recoverfs::engine::analysis::{check_path, AnalyzeOptions};
+use recoverfs::engine::format::takhin::{segment_file_name, FileKind, SegmentWriter};
+use recoverfs::engine::policy::Policy;
+use recoverfs::engine::policy::{DamageClass, ViewAction};
+use recoverfs::engine::report::{Report, SegmentReport};
+use recoverfs::engine::scan::DamageKind;
+use recoverfs::engine::segment::SegmentStatus;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -219,7 +222,7 @@ fn a_size_over_max_record_bytes_is_bad_size() {
     let w = write_segments(t.path(), &[(0, 12)]).pop().unwrap();
     let pos = positions(&w);
     let opts = AnalyzeOptions {
-        scan: recoverfs::scan::ScanOptions {
+        scan: recoverfs::engine::scan::ScanOptions {
             max_record_bytes: 40,
         },
         ..Default::default()

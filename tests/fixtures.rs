@@ -3,9 +3,11 @@
 mod common;
 
 use common::*;
-use recoverfs::format::takhin::{FileKind, Record, SegmentWriter, RECORD_OVERHEAD};
-use recoverfs::log_dir::{check_path, discover, AnalyzeOptions, Policy};
-use recoverfs::scan::{read_exact_at, rebuild_indexes, scan_segment, ScanOptions};
+use recoverfs::engine::analysis::{check_path, AnalyzeOptions};
+use recoverfs::engine::format::takhin::{FileKind, Record, SegmentWriter, RECORD_OVERHEAD};
+use recoverfs::engine::layout::discover;
+use recoverfs::engine::policy::Policy;
+use recoverfs::engine::scan::{read_exact_at, rebuild_indexes, scan_segment, ScanOptions};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;

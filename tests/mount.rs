@@ -6,14 +6,18 @@
 mod common;
 
 use common::{age_atimes, assert_unchanged, bin, fixture_copy, fixtures, snapshot};
-use recoverfs::format::takhin::{
+use recoverfs::cli::sys::is_mount_point;
+use recoverfs::engine::analysis::{check_path, AnalyzeOptions};
+use recoverfs::engine::format::takhin::{
     be_u32, be_u64, segment_file_name, FileKind, Record, SegmentWriter, KEY_LEN_AT,
 };
-use recoverfs::log_dir::{check_path, read_dir_sorted, AnalyzeOptions, Policy};
-use recoverfs::mount::is_mount_point;
-use recoverfs::plan::{dir_children, visible_children};
-use recoverfs::report::{Report, SegmentStatus, ViewAction};
-use recoverfs::scan::rebuild_indexes;
+use recoverfs::engine::layout::read_dir_sorted;
+use recoverfs::engine::plan::{dir_children, visible_children};
+use recoverfs::engine::policy::Policy;
+use recoverfs::engine::policy::ViewAction;
+use recoverfs::engine::report::Report;
+use recoverfs::engine::scan::rebuild_indexes;
+use recoverfs::engine::segment::SegmentStatus;
 use std::collections::BTreeSet;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs;
@@ -95,7 +99,7 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         if is_mount_point(&self.mp) {
-            let _ = recoverfs::mount::lazy_unmount(&self.mp);
+            let _ = recoverfs::cli::sys::lazy_unmount(&self.mp);
         }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -937,7 +941,7 @@ fn daemon_errors_signals_and_mount_helpers() {
     impl Drop for Unmount {
         fn drop(&mut self) {
             if is_mount_point(&self.0) {
-                let _ = recoverfs::mount::lazy_unmount(&self.0);
+                let _ = recoverfs::cli::sys::lazy_unmount(&self.0);
             }
         }
     }

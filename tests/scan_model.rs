@@ -1,8 +1,8 @@
 //! Property tests: the scanner agrees with a small independent model on mutated and arbitrary segments, and never panics.
 
 use proptest::prelude::*;
-use recoverfs::format::takhin::SegmentWriter;
-use recoverfs::scan::{
+use recoverfs::engine::format::takhin::SegmentWriter;
+use recoverfs::engine::scan::{
     read_rebuilt_index, scan_segment, DamageKind, IndexComparer, IndexKind, ScanOptions,
 };
 

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use recoverfs::scan::{read_rebuilt_index, scan_segment, IndexComparer, IndexKind, ScanOptions};
+use recoverfs::engine::scan::{read_rebuilt_index, scan_segment, IndexComparer, IndexKind, ScanOptions};
 
 fuzz_target!(|data: &[u8]| {
     // First 12 bytes steer: base offset and max record size; the rest is a .log,

@@ -1,6 +1,8 @@
 //! Synthetic Takhin data directories (clean, for benchmarks and tests), written as the reference writer would.
 
-use crate::format::takhin::{index_entry, segment_file_name, timeindex_entry, FileKind, Record};
+use crate::engine::format::takhin::{
+    index_entry, segment_file_name, timeindex_entry, FileKind, Record,
+};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::Path;

@@ -8,16 +8,16 @@
 //! computed from, and a verdict whose file no longer has that stamp is thrown
 //! away and recomputed before it is used.
 
-use crate::format::takhin::{classify_name, segment_file_name, FileKind, NameMatch};
-use crate::log_dir::{
-    analyze_segment, assemble_log, discover, read_dir_sorted, visibility, FileStamp, LogLayout,
-    Policy, SegmentAnalysis, SegmentEntry,
-};
-use crate::plan::{dir_children, visible_children, Node};
-use crate::report::{escape_path, LogReport, Report, SegmentReport, ViewAction};
-use crate::scan::{read_rebuilt_index, IndexKind, ScanOptions};
-use crate::source::open_original;
-use crate::watch::Watcher;
+use crate::engine::analysis::assemble_log;
+use crate::engine::format::takhin::{classify_name, segment_file_name, FileKind, NameMatch};
+use crate::engine::layout::{discover, escape_path, read_dir_sorted, LogLayout, SegmentEntry};
+use crate::engine::plan::{dir_children, visible_children, Node};
+use crate::engine::policy::{visibility, Policy, ViewAction};
+use crate::engine::report::{LogReport, Report, SegmentReport};
+use crate::engine::scan::{read_rebuilt_index, IndexKind, ScanOptions};
+use crate::engine::segment::{analyze_segment, FileStamp, SegmentAnalysis};
+use crate::engine::source::open_original;
+use crate::view::watch::Watcher;
 use lru::LruCache;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
@@ -32,9 +32,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Inode number of the mount's root (the data directory).
+pub mod fuse;
+pub mod watch;
+
 pub const ROOT_INO: u64 = 1;
 /// The directory the view adds at its root.
-pub use crate::plan::META_DIR;
+pub use crate::engine::layout::META_DIR;
 /// The whole-tree report inside [`META_DIR`].
 pub const REPORT_NAME: &str = "report.json";
 /// The untouched originals inside [`META_DIR`].
@@ -740,7 +743,7 @@ impl View {
                 rel,
                 node: Node::Dir,
             } => {
-                if rel.as_os_str().is_empty() && name == META_DIR {
+                if crate::engine::layout::is_reserved(rel, name) {
                     InodeKind::Meta
                 } else {
                     let listing = self.listing(rel)?;
@@ -1397,7 +1400,7 @@ fn weight(key: &SegKey, a: &SegmentAnalysis) -> u64 {
         s.checkpoints.len() * 8 + s.damage.as_ref().map_or(0, |d| d.detail.len())
     });
     (std::mem::size_of::<SegmentAnalysis>()
-        + std::mem::size_of::<crate::scan::SegmentScan>()
+        + std::mem::size_of::<crate::engine::scan::SegmentScan>()
         + scan
         + key.0.as_os_str().len()
         + 128) as u64
@@ -1432,7 +1435,7 @@ fn pread_into(f: &File, offset: u64, size: u64, limit: u64, buf: &mut Vec<u8>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::takhin::SegmentWriter;
+    use crate::engine::format::takhin::SegmentWriter;
 
     fn write_log(dir: &Path, base: u64, n: u64) -> SegmentWriter {
         let mut w = SegmentWriter::new(base);

@@ -1,11 +1,12 @@
 //! `demo`: writes a small damaged Takhin data directory, mounts its repaired view, and shows around.
 
+use crate::cli::sys::{block_signals, lazy_unmount, wait_signal};
 use crate::cli::EXIT_ERROR;
-use crate::format::takhin::{segment_file_name, FileKind, SegmentWriter, KEY_LEN_AT};
-use crate::fuse::{start_session, SessionOptions};
-use crate::log_dir::{check_path, AnalyzeOptions, Policy};
-use crate::mount::{block_signals, wait_signal};
-use crate::scan::ScanOptions;
+use crate::engine::analysis::{check_path, AnalyzeOptions};
+use crate::engine::format::takhin::{segment_file_name, FileKind, SegmentWriter, KEY_LEN_AT};
+use crate::engine::policy::Policy;
+use crate::engine::scan::ScanOptions;
+use crate::view::fuse::{start_session, SessionOptions};
 use crate::view::{View, ViewConfig};
 use clap::Args;
 use std::fs;
@@ -78,7 +79,7 @@ pub fn write_demo_data(root: &Path) -> io::Result<()> {
     Ok(())
 }
 
-pub fn run_demo(a: &DemoArgs) -> ExitCode {
+pub fn run(a: &DemoArgs) -> ExitCode {
     match demo(a) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -138,7 +139,7 @@ fn demo(a: &DemoArgs) -> Result<(), String> {
             "recoverfs demo: unmounting {}: {e}; detaching it",
             view_dir.display()
         );
-        let _ = crate::mount::lazy_unmount(&view_dir);
+        let _ = lazy_unmount(&view_dir);
     }
     println!(
         "Unmounted {} and removed {}.",

@@ -5,20 +5,15 @@
 //! segments a policy hides needs the log's analysis; [`visible_children`]
 //! applies it.
 
-use crate::format::takhin::{classify_name, segment_file_name, FileKind, NameMatch};
-use crate::log_dir::{classify_dir, LogLayout};
-use crate::report::{LogReport, ViewAction};
+use crate::engine::format::takhin::{classify_name, segment_file_name, FileKind, NameMatch};
+use crate::engine::layout::{classify_dir, is_reserved, LogLayout};
+use crate::engine::policy::ViewAction;
+use crate::engine::report::LogReport;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::FileType;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-
-/// The root entry reserved for recoverfs's own metadata (`report.json`, `raw/`,
-/// `tails/` in a mount). A source entry of that name at the root is left out
-/// of every view, so a mounted view checked or repaired again does not take its
-/// `raw/` originals for logs of its own.
-pub const META_DIR: &str = ".recoverfs";
 
 /// What a view entry is and where its bytes come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +52,7 @@ pub fn dir_children(
     let layout = classify_dir(rel, entries);
     let mut out = BTreeMap::new();
     for (name, ft) in entries {
-        if rel.as_os_str().is_empty() && name == META_DIR {
+        if is_reserved(rel, name) {
             continue;
         }
         let node = if ft.is_dir() {

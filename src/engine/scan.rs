@@ -7,7 +7,7 @@
 //! rebuilt `.index`/`.timeindex` bytes of any entry range are produced on
 //! demand by re-walking from the nearest checkpoint.
 
-use crate::format::takhin::{
+use crate::engine::format::takhin::{
     be_i64, be_u32, be_u64, index_entry, timeindex_entry, DEFAULT_MAX_RECORD_BYTES, HEADER_LEN,
     INDEX_ENTRY_LEN, KEY_AT, KEY_LEN_AT, OFFSET_AT, RECORD_OVERHEAD, SIZE_FIELD_LEN, TIMESTAMP_AT,
 };
@@ -773,7 +773,7 @@ impl<'a, S: ReadAt + ?Sized> IndexComparer<'a, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::takhin::SegmentWriter;
+    use crate::engine::format::takhin::SegmentWriter;
 
     fn seg(n: u64) -> SegmentWriter {
         let mut w = SegmentWriter::new(100);

@@ -1,78 +1,20 @@
 //! The schema-1 report: its types, JSON form, and the short human form.
 
-use crate::log_dir::{Policy, SegmentAnalysis};
-use crate::scan::{IndexKind, SegmentScan};
+use crate::engine::layout::{escape_path, Problem};
+use crate::engine::policy::{DamageClass, Policy, ViewAction};
+use crate::engine::scan::{IndexKind, SegmentScan};
+use crate::engine::segment::{SegmentAnalysis, SegmentStatus};
 use serde::Serialize;
 use std::fmt::Write as _;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
 /// The report's schema version.
 pub const SCHEMA: u32 = 1;
 
-/// A path as report text: UTF-8 as is, any other byte as `\xNN` (and a backslash as `\\`),
-/// so non-UTF-8 names stay distinct and readable.
-pub fn escape_path(p: &Path) -> String {
-    let bytes = p.as_os_str().as_bytes();
-    match std::str::from_utf8(bytes) {
-        Ok(s) if !s.contains('\\') => s.to_string(),
-        _ => {
-            let mut out = String::new();
-            for chunk in bytes.utf8_chunks() {
-                out.push_str(&chunk.valid().replace('\\', "\\\\"));
-                for b in chunk.invalid() {
-                    let _ = write!(out, "\\x{b:02x}");
-                }
-            }
-            out
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SegmentStatus {
-    Clean,
-    Truncated,
-    Unreadable,
-}
-
-/// Tail damage is the normal trace of an unclean shutdown; mid-log damage lost data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DamageClass {
-    Tail,
-    MidLog,
-}
-
-/// What the view does with a segment under the report's policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ViewAction {
-    /// Shown whole, as on disk.
-    Kept,
-    /// Shown up to its valid prefix.
-    Truncated,
-    /// Left out of the view (policy).
-    Hidden,
-    /// Listed, but opening it fails with EIO (strict, or unreadable).
-    Eio,
-}
-
-impl ViewAction {
-    /// True when the view serves the segment's bytes.
-    pub fn serves(self) -> bool {
-        matches!(self, ViewAction::Kept | ViewAction::Truncated)
-    }
-    pub fn listed(self) -> bool {
-        self != ViewAction::Hidden
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DamageReport {
-    pub kind: crate::scan::DamageKind,
+    pub kind: crate::engine::scan::DamageKind,
     pub class: DamageClass,
     /// Byte position in the `.log` where the first bad record starts.
     pub position: u64,
@@ -122,11 +64,7 @@ impl SegmentReport {
             .and_then(|s| s.damage.as_ref())
             .map(|d| DamageReport {
                 kind: d.kind,
-                class: if is_last_of_log && d.kind.is_tail_like() {
-                    DamageClass::Tail
-                } else {
-                    DamageClass::MidLog
-                },
+                class: DamageClass::of(d.kind, is_last_of_log),
                 position: d.position,
                 record: d.record,
                 detail: d.detail.clone(),
@@ -176,13 +114,6 @@ pub struct Overlap {
     pub base_offset: u64,
     pub previous_next_offset: u64,
     pub offsets: u64,
-}
-
-/// A path that could not be examined.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    pub path: String,
-    pub error: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1,7 +1,7 @@
 //! `repair`: writes the policy's repaired view as real files, to a new directory or in place after a backup.
 //!
-//! The tree is built with [`crate::plan::dir_children`] and
-//! [`crate::plan::visible_children`], the same functions the mount serves from,
+//! The tree is built with [`crate::engine::plan::dir_children`] and
+//! [`crate::engine::plan::visible_children`], the same functions the mount serves from,
 //! so what was inspected is what gets committed. Originals are only ever read
 //! through [`open_original`].
 //!
@@ -19,12 +19,15 @@
 //!    segment is clean, so `point-in-time` would no longer hide what follows);
 //! 3. `applied`: done.
 
-use crate::format::takhin::{segment_file_name, FileKind};
-use crate::log_dir::{check_path, read_dir_sorted, AnalyzeOptions, Layout, Policy};
-use crate::plan::{dir_children, visible_children, Node};
-use crate::report::{escape_path, LogReport, Report, SegmentReport, SegmentStatus, ViewAction};
-use crate::scan::{rebuild_indexes, scan_segment, ScanOptions, SegmentScan};
-use crate::source::{advise_sequential, open_original};
+use crate::engine::analysis::{check_path, AnalyzeOptions};
+use crate::engine::format::takhin::{segment_file_name, FileKind};
+use crate::engine::layout::{escape_path, read_dir_sorted, Layout};
+use crate::engine::plan::{dir_children, visible_children, Node};
+use crate::engine::policy::{Policy, ViewAction};
+use crate::engine::report::{LogReport, Report, SegmentReport};
+use crate::engine::scan::{rebuild_indexes, scan_segment, ScanOptions, SegmentScan};
+use crate::engine::segment::SegmentStatus;
+use crate::engine::source::{advise_sequential, open_original};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -88,7 +91,7 @@ pub enum RepairError {
     #[error("{}: another repair is running here; wait for it to finish", .0.display())]
     Busy(PathBuf),
     #[error("{0}")]
-    Analysis(#[from] crate::log_dir::TargetError),
+    Analysis(#[from] crate::engine::layout::TargetError),
 }
 
 impl RepairError {
@@ -296,7 +299,7 @@ fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Result<TreePlan>
         let visible = visible_children(children.clone(), log.copied());
         for (name, ft) in &entries {
             // recoverfs's own metadata name: not copied, and never removed in place.
-            if rel.as_os_str().is_empty() && name == crate::plan::META_DIR {
+            if crate::engine::layout::is_reserved(&rel, name) {
                 continue;
             }
             if !visible.contains_key(name) {
@@ -1118,8 +1121,8 @@ fn damage_why(seg: Option<&SegmentReport>) -> String {
             "{} ({}) at byte {}",
             d.kind.as_str(),
             match d.class {
-                crate::report::DamageClass::Tail => "tail",
-                crate::report::DamageClass::MidLog => "mid-log",
+                crate::engine::policy::DamageClass::Tail => "tail",
+                crate::engine::policy::DamageClass::MidLog => "mid-log",
             },
             d.position
         ),
@@ -1634,10 +1637,10 @@ fn apply(data: &Path, backup: &Path, mut manifest: Manifest, steps: &mut Steps) 
             _ => {
                 let log_name = rel.with_extension(FileKind::Log.ext());
                 let log_path = data.join(&log_name);
-                let base = match crate::format::takhin::classify_name(
+                let base = match crate::engine::format::takhin::classify_name(
                     rel.file_name().unwrap_or_default().as_bytes(),
                 ) {
-                    crate::format::takhin::NameMatch::Segment(b, _) => b,
+                    crate::engine::format::takhin::NameMatch::Segment(b, _) => b,
                     _ => {
                         return Err(RepairError::BadManifest {
                             path: backup.join(MANIFEST),
@@ -1805,60 +1808,6 @@ pub fn render_in_place(data: &Path, backup: &Path, s: &InPlaceSummary) -> String
         );
     }
     o
-}
-
-/// The `repair` front end: runs one mode, prints its summary (or the report), maps errors to exit codes.
-pub fn run(a: &crate::cli::RepairArgs) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    let opts = a.engine.analyze_options();
-    // --output reads every .log once to analyse it, then writes the whole tree.
-    let bar = crate::cli::Progress::new(
-        &a.data_dir,
-        if a.output.is_some() {
-            "repairing"
-        } else {
-            "checking"
-        },
-        a.output.is_some(),
-    );
-    let printed = match &a.output {
-        Some(out) => repair_to(&a.data_dir, out, &opts, bar.sink()).map(|s| {
-            if a.json {
-                s.report.to_json() + "\n"
-            } else {
-                render_output(&a.data_dir, out, &s)
-            }
-        }),
-        None => repair_in_place(
-            &a.data_dir,
-            a.backup.as_deref(),
-            a.dry_run,
-            &opts,
-            bar.sink(),
-        )
-        .map(|s| {
-            if a.json {
-                s.report.to_json() + "\n"
-            } else {
-                render_in_place(
-                    &a.data_dir,
-                    a.backup.as_deref().unwrap_or(Path::new("")),
-                    &s,
-                )
-            }
-        }),
-    };
-    match printed {
-        Ok(text) => {
-            // The repair is done; a closed stdout does not undo it.
-            let _ = io::stdout().write_all(text.as_bytes());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("recoverfs repair: {e}");
-            ExitCode::from(e.exit_code())
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,15 +1,17 @@
 //! The `mount` front end: argument and `-o` parsing, pre-mount checks, daemonizing, signals, logging.
 
+use crate::cli::sys::{
+    block_signals, detach_stdio, is_mount_point, lazy_unmount, pipe, wait_signal, which,
+};
 use crate::cli::{EngineArgs, EXIT_ERROR};
-use crate::fuse::{raise_readahead, start_session, SessionOptions};
-use crate::log_dir::Policy;
-use crate::scan::ScanOptions;
+use crate::engine::policy::Policy;
+use crate::engine::scan::ScanOptions;
+use crate::view::fuse::{raise_readahead, start_session, SessionOptions};
 use crate::view::{View, ViewConfig};
 use clap::{ArgAction, Args};
 use fuser::MountOption;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -200,45 +202,6 @@ fn precheck(s: &mut Settings) -> Result<(), String> {
     Ok(())
 }
 
-fn which(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(bin))
-            .find(|c| c.is_file())
-    })
-}
-
-/// True when `path` (canonical) is the mount point of some mount.
-pub fn is_mount_point(path: &Path) -> bool {
-    let Ok(info) = fs::read("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.split(|&b| b == b'\n').any(|line| {
-        line.split(|&b| b == b' ')
-            .nth(4)
-            .is_some_and(|mp| unescape_mountinfo(mp) == path.as_os_str().as_bytes())
-    })
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'\\'
-            && i + 3 < s.len()
-            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 fn init_tracing(log_file: Option<&Path>) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -260,42 +223,7 @@ fn init_tracing(log_file: Option<&Path>) -> Result<(), String> {
     let _ = r;
     Ok(())
 }
-
-/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts
-/// afterwards, so that one thread can take them with [`wait_signal`].
-pub fn block_signals() -> libc::sigset_t {
-    // SAFETY: plain libc signal-set calls on a local, zero-initialised set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-/// Waits for one of the blocked signals; returns its number.
-pub fn wait_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    // SAFETY: `set` is a valid signal set and `sig` a valid out pointer.
-    unsafe { libc::sigwait(set, &mut sig) };
-    sig
-}
-
-/// Detaches a mount even if it is busy (the fallback when a clean unmount fails).
-pub fn lazy_unmount(mountpoint: &Path) -> io::Result<()> {
-    let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())?;
-    // SAFETY: `c` is a valid NUL-terminated path.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-pub fn run_mount(a: &MountArgs) -> ExitCode {
+pub fn run(a: &MountArgs) -> ExitCode {
     let fail = |msg: String| {
         eprintln!("recoverfs mount: {msg}");
         ExitCode::from(EXIT_ERROR)
@@ -362,19 +290,6 @@ fn spawn_daemon() -> Result<(), String> {
         msg.join("; ")
     })
 }
-
-/// A pipe (read end, write end), both close-on-exec (the child gets the write end as its stdout/stderr).
-fn pipe() -> io::Result<(fs::File, fs::File)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-    Ok(unsafe { (fs::File::from_raw_fd(fds[0]), fs::File::from_raw_fd(fds[1])) })
-}
-
 /// Mounts and serves until unmounted (by `umount`, or by a signal).
 fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
     let sigs = block_signals();
@@ -445,27 +360,4 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
         .map_err(|e| format!("serving {}: {e}", s.mountpoint.display()))?;
     tracing::info!("unmounted {}", s.mountpoint.display());
     Ok(())
-}
-
-/// Points the daemon's stdout and stderr at /dev/null so the parent sees EOF and returns.
-fn detach_stdio() {
-    if let Ok(null) = fs::OpenOptions::new().write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        // SAFETY: dup2 onto the standard descriptors with a valid open fd.
-        unsafe {
-            libc::dup2(null.as_raw_fd(), 1);
-            libc::dup2(null.as_raw_fd(), 2);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape_mountinfo(br"/a\040b"), b"/a b");
-        assert_eq!(unescape_mountinfo(br"/x\\"), br"/x\\");
-    }
 }

@@ -1,0 +1,130 @@
+//! The command line: the subcommands, shared engine flags and exit codes; one file per subcommand beside it.
+
+use crate::engine::analysis::AnalyzeOptions;
+use crate::engine::format::takhin::DEFAULT_MAX_RECORD_BYTES;
+use crate::engine::policy::Policy;
+use crate::engine::scan::ScanOptions;
+use clap::{Args, Parser, Subcommand};
+
+pub mod check;
+pub mod demo;
+pub mod dump;
+pub mod mount;
+pub mod progress;
+pub mod repair;
+pub mod synth;
+pub mod sys;
+
+/// Exit code: everything clean.
+pub const EXIT_CLEAN: u8 = 0;
+/// Exit code: damage found (the view differs from the source).
+pub const EXIT_DAMAGE: u8 = 1;
+/// Exit code: could not check (missing path, usage error, I/O failure).
+pub const EXIT_ERROR: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "recoverfs",
+    version,
+    about = "Show a damaged Takhin log directory as it would look after a correct recovery, without changing a byte of it.",
+    long_about = "Show a damaged Takhin log directory as it would look after a correct recovery, without changing a byte of it.\n\n\
+Takhin keeps each partition as segments: <base>.log (records), <base>.index and <base>.timeindex (dense indexes). \
+recoverfs finds each segment's valid prefix (the records before the first damage), rebuilds its indexes, and \
+reports, mounts or writes out the result. The originals are never opened for writing.",
+    after_help = "Typical session:\n  recoverfs check /var/lib/takhin            what is damaged, and where\n  recoverfs dump  /var/lib/takhin/t/partition-0/00000000000000000000.log --limit 20\n  recoverfs mount /var/lib/takhin /mnt/view   inspect the repaired view read-only\n  recoverfs repair /var/lib/takhin --output /var/lib/takhin.repaired"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Report every log's damage, fsck-style (exit 0 clean, 1 damage found, 2 could not check).
+    #[command(
+        after_help = "Exit status: 0 when the policy's view equals the source, 1 when it differs \
+(bytes cut, segments hidden, indexes rebuilt, orphans left out, files unreadable; under strict any anomaly, \
+gaps included), 2 when PATH could not be checked.\n\nExamples:\n  recoverfs check /var/lib/takhin\n  recoverfs check /var/lib/takhin/orders/partition-0 --policy point-in-time\n  recoverfs check /var/lib/takhin --json | jq .summary"
+    )]
+    Check(check::CheckArgs),
+    /// Print one segment's records, one per line, then where and why its valid prefix ends.
+    #[command(
+        after_help = "Examples:\n  recoverfs dump 00000000000000000000.log --limit 10\n  recoverfs dump 00000000000000000375.log --from-offset 700 --json"
+    )]
+    Dump(dump::DumpArgs),
+    /// Mount the repaired view read-only (FUSE): repaired segments, rebuilt indexes, `.recoverfs/`.
+    #[command(
+        after_help = "The view is lazy: a segment is validated when one of its files is first looked up.\n\
+`.recoverfs/` at the root holds report.json (the whole-tree report), raw/ (the untouched originals) and \
+tails/ (the bytes cut from each truncated segment). Unmount with `umount MOUNTPOINT`.\n\nExamples:\n  \
+recoverfs mount /var/lib/takhin /mnt/view\n  recoverfs mount /var/lib/takhin /mnt/view --policy point-in-time -o allow_other\n  \
+recoverfs mount /var/lib/takhin /mnt/view --foreground --log-file /var/log/recoverfs.log"
+    )]
+    Mount(mount::MountArgs),
+    /// Write the repaired view as real files: to a new directory, or in place after a backup.
+    #[command(
+        long_about = "Write the repaired view as real files: exactly what `mount` shows under the same policy \
+(each segment's valid prefix, rebuilt .index/.timeindex, other files as they are; orphan indexes and hidden \
+segments left out).\n\n\
+With --output, the tree is built in a temporary sibling of NEW_DIR, fsynced, and renamed into place: NEW_DIR \
+never exists half-written, and DATA_DIR is only read.\n\n\
+With --in-place, every original that will change or go is first copied into BACKUP_DIR (same relative path, \
+fsynced, listed with its size and CRC-32 in BACKUP_DIR/recoverfs-backup.json); then each change is a temporary \
+file renamed over the original, or a removal. If the run is killed, run the same command again: it finishes \
+the job from the manifest. Stop the broker first: a file that changes under repair is refused, not followed.",
+        after_help = "Exit status: 0 when the repaired tree was written (or nothing needed repair), 1 when \
+--policy strict refused because the view differs from the source, 2 on any other refusal or error.\n\n\
+Examples:\n  recoverfs check  /var/lib/takhin                                 inspect first\n  \
+recoverfs repair /var/lib/takhin --output /var/lib/takhin.repaired\n  \
+recoverfs check  /var/lib/takhin.repaired                        verify: exits 0\n  \
+recoverfs repair /var/lib/takhin --in-place --backup /srv/takhin.orig --dry-run\n  \
+recoverfs repair /var/lib/takhin --in-place --backup /srv/takhin.orig --policy point-in-time"
+    )]
+    Repair(repair::RepairArgs),
+    /// Write a small damaged Takhin log, mount its repaired view, and show around.
+    Demo(demo::DemoArgs),
+    /// Write a clean synthetic data directory (for benchmarks and experiments).
+    #[command(hide = true)]
+    Synth(synth::SynthArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Which segments the view keeps: per-segment (every valid prefix), point-in-time
+    /// (stop at the first damage or gap), strict (repair nothing; damaged segments fail).
+    #[arg(long, default_value = "per-segment", value_parser = parse_policy)]
+    pub policy: Policy,
+    /// A record whose size field exceeds this many bytes is damage (bad-size).
+    #[arg(long, default_value_t = DEFAULT_MAX_RECORD_BYTES, value_name = "N")]
+    pub max_record_bytes: u64,
+}
+
+impl EngineArgs {
+    pub fn analyze_options(&self) -> AnalyzeOptions {
+        AnalyzeOptions {
+            scan: ScanOptions {
+                max_record_bytes: self.max_record_bytes,
+            },
+            policy: self.policy,
+            threads: 0,
+        }
+    }
+}
+
+fn parse_policy(s: &str) -> Result<Policy, String> {
+    s.parse()
+}
+
+impl Cli {
+    /// Runs the chosen subcommand; its exit code is the process's.
+    pub fn run(&self) -> std::process::ExitCode {
+        match &self.command {
+            Command::Check(a) => check::run(a),
+            Command::Dump(a) => dump::run(a),
+            Command::Mount(a) => mount::run(a),
+            Command::Repair(a) => repair::run(a),
+            Command::Demo(a) => demo::run(a),
+            Command::Synth(a) => synth::run(a),
+        }
+    }
+}

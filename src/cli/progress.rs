@@ -1,0 +1,72 @@
+//! A progress bar on stderr for long checks and repairs (only on a terminal).
+
+use crate::engine::layout::{discover_target, read_dir_sorted, resolve_target, total_log_bytes};
+use std::io;
+
+/// Bytes above which a progress bar is worth showing (on a terminal).
+const PROGRESS_ABOVE: u64 = 256 << 20;
+
+/// A progress bar on stderr for long runs, drawn only when stderr is a terminal
+/// and the work is large enough to take a while; otherwise it draws nothing.
+pub struct Progress {
+    bar: std::sync::Arc<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    /// Sized by the `.log` bytes under `path` (read once by the analysis) plus,
+    /// with `and_copy`, every regular file's bytes (written once by a repair).
+    pub fn new(path: &std::path::Path, verb: &str, and_copy: bool) -> Self {
+        let bar = indicatif::ProgressBar::hidden();
+        if std::io::IsTerminal::is_terminal(&io::stderr()) {
+            if let Ok(t) = resolve_target(path) {
+                let logs = discover_target(&t).map_or(0, |l| total_log_bytes(&l, t.only_segment));
+                let total = logs + if and_copy { tree_bytes(&t.root) } else { 0 };
+                if total > PROGRESS_ABOVE {
+                    bar.set_length(total);
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(&format!(
+                            "{verb} {{wide_bar}} {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}}"
+                        ))
+                        .expect("valid template"),
+                    );
+                }
+            }
+        }
+        Progress {
+            bar: std::sync::Arc::new(bar),
+        }
+    }
+
+    pub fn inc(&self, n: u64) {
+        self.bar.inc(n)
+    }
+
+    /// A callback for the engine and the repair to report bytes through.
+    pub fn sink(&self) -> Option<crate::repair::Progress> {
+        let bar = self.bar.clone();
+        Some(std::sync::Arc::new(move |n| bar.inc(n)))
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Bytes of every regular file below `root` (symlinks not followed).
+fn tree_bytes(root: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for (name, ft) in read_dir_sorted(&d).unwrap_or_default() {
+            if ft.is_dir() {
+                stack.push(d.join(name));
+            } else if ft.is_file() {
+                total += std::fs::symlink_metadata(d.join(name)).map_or(0, |m| m.len());
+            }
+        }
+    }
+    total
+}

@@ -1,0 +1,263 @@
+//! Whole-tree analysis: every segment analysed in parallel, each log assembled (gaps, overlaps, visibility) into the report.
+
+use crate::engine::format::takhin::FileKind;
+use crate::engine::layout::{
+    discover_target, escape_path, resolve_target, Layout, LogLayout, SegmentEntry, Target,
+    TargetError,
+};
+use crate::engine::policy::{visibility, Policy};
+use crate::engine::report::{Gap, LogReport, Overlap, Report, SegmentReport};
+use crate::engine::scan::ScanOptions;
+use crate::engine::segment::{analyze_segment, SegmentAnalysis};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Puts one log's segment analyses together: damage classes, gaps, overlaps, visibility.
+pub fn assemble_log(
+    log: &LogLayout,
+    analyses: Vec<SegmentAnalysis>,
+    policy: Policy,
+    is_last_of_log: impl Fn(u64) -> bool,
+) -> LogReport {
+    let actions = visibility(policy, &analyses);
+    let mut gaps = Vec::new();
+    let mut overlaps = Vec::new();
+    let mut prev: Option<(u64, PathBuf)> = None;
+    let mut segments = Vec::with_capacity(analyses.len());
+    for (a, action) in analyses.into_iter().zip(actions) {
+        let rel = log.file_rel(a.base, FileKind::Log);
+        if let Some((expected, prev_path)) = &prev {
+            if a.base > *expected {
+                gaps.push(Gap {
+                    after: escape_path(prev_path),
+                    before: escape_path(&rel),
+                    from_offset: *expected,
+                    to_offset: a.base - 1,
+                    missing: a.base - expected,
+                });
+            } else if a.base < *expected {
+                overlaps.push(Overlap {
+                    segment: escape_path(&rel),
+                    previous: escape_path(prev_path),
+                    base_offset: a.base,
+                    previous_next_offset: *expected,
+                    offsets: expected - a.base,
+                });
+            }
+        }
+        let is_last = is_last_of_log(a.base);
+        let report = SegmentReport::from_analysis(&rel, &a, action, is_last);
+        if let Ok(s) = &a.scan {
+            prev = Some((s.next_offset(), rel));
+        } else {
+            // An unreadable segment's extent is unknown: no gap is claimed across it.
+            prev = None;
+        }
+        segments.push(report);
+    }
+    let next_offset = segments
+        .iter()
+        .filter(|s| s.view.serves())
+        .filter_map(|s| s.scan.as_ref().map(|x| x.next_offset()))
+        .max()
+        .unwrap_or_else(|| log.segments.first().map_or(0, |s| s.base));
+    LogReport {
+        path: if log.rel.as_os_str().is_empty() {
+            ".".into()
+        } else {
+            escape_path(&log.rel)
+        },
+        next_offset,
+        gaps,
+        overlaps,
+        orphans: log
+            .orphans
+            .iter()
+            .map(|n| escape_path(&log.rel.join(n)))
+            .collect(),
+        unrecognized: log
+            .unrecognized
+            .iter()
+            .map(|n| escape_path(&log.rel.join(n)))
+            .collect(),
+        segments,
+    }
+}
+
+/// Engine settings for a whole-tree analysis.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnalyzeOptions {
+    pub scan: ScanOptions,
+    pub policy: Policy,
+    /// Worker threads; 0 means one per core.
+    pub threads: usize,
+}
+
+/// Analyses every segment of a layout (in parallel) and builds the report.
+pub fn analyze(
+    layout: &Layout,
+    target: &Target,
+    opts: &AnalyzeOptions,
+    source: &str,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Report {
+    let jobs: Vec<(usize, &SegmentEntry)> = layout
+        .logs
+        .iter()
+        .enumerate()
+        .flat_map(|(li, log)| log.segments.iter().map(move |s| (li, s)))
+        .filter(|(_, s)| target.only_segment.is_none_or(|b| b == s.base))
+        .collect();
+    let results: Mutex<Vec<Option<SegmentAnalysis>>> = Mutex::new(vec![None; jobs.len()]);
+    let next = AtomicUsize::new(0);
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        opts.threads
+    }
+    .clamp(1, jobs.len().max(1));
+    std::thread::scope(|sc| {
+        for _ in 0..threads {
+            sc.spawn(|| loop {
+                let j = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(li, seg)) = jobs.get(j) else { break };
+                let a = analyze_segment(&layout.root, &layout.logs[li], seg, &opts.scan, progress);
+                results.lock().expect("no worker panics")[j] = Some(a);
+            });
+        }
+    });
+    let mut per_log: Vec<Vec<SegmentAnalysis>> = vec![Vec::new(); layout.logs.len()];
+    let results = results.into_inner().expect("no worker panics");
+    for ((li, _), a) in jobs.iter().zip(results) {
+        per_log[*li].push(a.expect("every job ran"));
+    }
+    let mut logs = Vec::new();
+    for (log, analyses) in layout.logs.iter().zip(per_log) {
+        let last = log.segments.last().map(|s| s.base);
+        if target.only_segment.is_some() && analyses.is_empty() {
+            continue;
+        }
+        let mut scoped = log.clone();
+        if target.only_segment.is_some() {
+            // A single segment: its siblings' orphans and names are not in scope.
+            scoped.orphans.clear();
+            scoped.unrecognized.clear();
+        }
+        logs.push(assemble_log(&scoped, analyses, opts.policy, |b| {
+            Some(b) == last
+        }));
+    }
+    Report::new(source, opts.policy, logs, layout.problems.clone())
+}
+
+/// Discovers and analyses PATH in one call: what `check` and `repair` run.
+pub fn check_path(
+    path: &Path,
+    opts: &AnalyzeOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(Layout, Report), TargetError> {
+    let target = resolve_target(path)?;
+    let layout = discover_target(&target)?;
+    let report = analyze(
+        &layout,
+        &target,
+        opts,
+        &path.display().to_string(),
+        progress,
+    );
+    Ok((layout, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::format::takhin::SegmentWriter;
+    use crate::engine::policy::ViewAction;
+    use crate::engine::scan::{scan_segment, IndexVerdict};
+    use crate::engine::segment::{FileStamp, ReadError, SegmentStatus};
+    use std::io;
+    use std::sync::Arc;
+
+    fn analysis(base: u64, records: u64) -> SegmentAnalysis {
+        let mut w = SegmentWriter::new(base);
+        for i in 0..records {
+            w.append(i as i64, b"", b"v");
+        }
+        let scan = scan_segment(
+            &w.log,
+            w.log.len() as u64,
+            base,
+            &ScanOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        SegmentAnalysis {
+            base,
+            scan: Ok(Arc::new(scan)),
+            index: IndexVerdict::Match,
+            timeindex: IndexVerdict::Match,
+            stamp: FileStamp {
+                size: w.log.len() as u64,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn an_unreadable_segment_is_reported_never_as_corruption() {
+        let layout = LogLayout {
+            segments: [0, 5, 10]
+                .map(|base| SegmentEntry {
+                    base,
+                    has_index: true,
+                    has_timeindex: true,
+                })
+                .to_vec(),
+            ..Default::default()
+        };
+        let unreadable = SegmentAnalysis {
+            base: 5,
+            scan: Err(ReadError::new(
+                Path::new("x/00000000000000000005.log"),
+                "could not read",
+                &io::Error::from_raw_os_error(libc::EIO),
+            )),
+            index: IndexVerdict::Unreadable("its .log is unreadable".into()),
+            timeindex: IndexVerdict::Unreadable("its .log is unreadable".into()),
+            stamp: FileStamp::default(),
+        };
+        let want = [
+            (
+                Policy::PerSegment,
+                [ViewAction::Kept, ViewAction::Eio, ViewAction::Kept],
+            ),
+            (
+                Policy::PointInTime,
+                [ViewAction::Kept, ViewAction::Hidden, ViewAction::Hidden],
+            ),
+            (
+                Policy::Strict,
+                [ViewAction::Kept, ViewAction::Eio, ViewAction::Kept],
+            ),
+        ];
+        for (policy, views) in want {
+            let segs = vec![analysis(0, 5), unreadable.clone(), analysis(10, 5)];
+            let log = assemble_log(&layout, segs, policy, |b| b == 10);
+            let got: Vec<ViewAction> = log.segments.iter().map(|s| s.view).collect();
+            assert_eq!(got, views, "{policy}");
+            let s = &log.segments[1];
+            assert_eq!(s.status, SegmentStatus::Unreadable);
+            assert!(s.damage.is_none(), "an I/O error is not damage");
+            assert!(s.error.as_deref().unwrap().contains("Input/output error"));
+            assert!(
+                log.gaps.is_empty(),
+                "no gap is claimed across an unreadable segment"
+            );
+            let r = Report::new("x", policy, vec![log], vec![]);
+            assert_eq!((r.summary.unreadable, r.summary.truncated), (1, 0));
+            assert!(r.summary.view_differs);
+            assert!(r.render_human().contains("UNREADABLE"));
+        }
+    }
+}

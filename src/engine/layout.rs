@@ -1,0 +1,285 @@
+//! Finding logs and segments in a data directory (nothing read yet), and which root entry is ours.
+
+use crate::engine::format::takhin::{
+    classify_name, segment_file_name, FileKind, NameMatch, LOG_EXT,
+};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The root entry reserved for recoverfs's own metadata (`report.json`, `raw/`,
+/// `tails/` in a mount). A source entry of that name at the root is left out
+/// of every view, so a mounted view checked or repaired again does not take its
+/// `raw/` originals for logs of its own.
+pub const META_DIR: &str = ".recoverfs";
+
+/// True when `name`, found in the directory `rel` (relative to the data
+/// directory), is the root entry reserved for recoverfs: never a log, never
+/// shown, copied or removed.
+pub fn is_reserved(rel: &Path, name: &OsStr) -> bool {
+    rel.as_os_str().is_empty() && name == META_DIR
+}
+
+/// A path as report text: UTF-8 as is, any other byte as `\xNN` (and a backslash as `\\`),
+/// so non-UTF-8 names stay distinct and readable.
+pub fn escape_path(p: &Path) -> String {
+    let bytes = p.as_os_str().as_bytes();
+    match std::str::from_utf8(bytes) {
+        Ok(s) if !s.contains('\\') => s.to_string(),
+        _ => {
+            let mut out = String::new();
+            for chunk in bytes.utf8_chunks() {
+                out.push_str(&chunk.valid().replace('\\', "\\\\"));
+                for b in chunk.invalid() {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
+            }
+            out
+        }
+    }
+}
+
+/// A path that could not be examined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub path: String,
+    pub error: String,
+}
+
+/// Why a path given on the command line could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}: not a directory nor a segment file named <20 digits>.{LOG_EXT}", path.display())]
+    NotATarget { path: PathBuf },
+    #[error("{}: no Takhin log here (no directory below it holds <20 digits>.{LOG_EXT} files)", path.display())]
+    NoLog { path: PathBuf },
+}
+
+/// One segment found in a log directory: a regular `<20 digits>.log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentEntry {
+    pub base: u64,
+    pub has_index: bool,
+    pub has_timeindex: bool,
+}
+
+/// A directory holding segments, as found on disk (nothing read yet).
+#[derive(Debug, Clone, Default)]
+pub struct LogLayout {
+    /// The directory, relative to the data directory ("" for the root itself).
+    pub rel: PathBuf,
+    /// Segments ordered by base offset.
+    pub segments: Vec<SegmentEntry>,
+    /// `.index`/`.timeindex` files with no `.log` beside them (names).
+    pub orphans: Vec<OsString>,
+    /// Names that look like segment files but are not (not 20 digits, not a regular file).
+    pub unrecognized: Vec<OsString>,
+}
+
+impl LogLayout {
+    /// Path of a segment's file relative to the data directory.
+    pub fn file_rel(&self, base: u64, kind: FileKind) -> PathBuf {
+        self.rel.join(segment_file_name(base, kind))
+    }
+}
+
+/// Classifies the entries of one directory. Returns `None` when the directory
+/// holds nothing named like a segment file (it is not a log).
+pub fn classify_dir(rel: &Path, entries: &[(OsString, fs::FileType)]) -> Option<LogLayout> {
+    let mut logs: BTreeMap<u64, SegmentEntry> = BTreeMap::new();
+    let mut indexes: Vec<(u64, FileKind, OsString)> = Vec::new();
+    let mut unrecognized = Vec::new();
+    let mut any = false;
+    for (name, ft) in entries {
+        match classify_name(name.as_bytes()) {
+            NameMatch::Segment(base, kind) if ft.is_file() => {
+                any = true;
+                if kind == FileKind::Log {
+                    logs.insert(
+                        base,
+                        SegmentEntry {
+                            base,
+                            has_index: false,
+                            has_timeindex: false,
+                        },
+                    );
+                } else {
+                    indexes.push((base, kind, name.clone()));
+                }
+            }
+            NameMatch::Segment(..) | NameMatch::SegmentLike(_) => {
+                any = true;
+                unrecognized.push(name.clone());
+            }
+            NameMatch::Other => {}
+        }
+    }
+    if !any {
+        return None;
+    }
+    let mut orphans = Vec::new();
+    for (base, kind, name) in indexes {
+        match logs.get_mut(&base) {
+            Some(s) if kind == FileKind::Index => s.has_index = true,
+            Some(s) => s.has_timeindex = true,
+            None => orphans.push(name),
+        }
+    }
+    orphans.sort();
+    unrecognized.sort();
+    Some(LogLayout {
+        rel: rel.to_path_buf(),
+        segments: logs.into_values().collect(),
+        orphans,
+        unrecognized,
+    })
+}
+
+/// Everything found under a data directory.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    /// The data directory.
+    pub root: PathBuf,
+    pub logs: Vec<LogLayout>,
+    /// Directories that could not be listed.
+    pub problems: Vec<Problem>,
+}
+
+/// Reads a directory's entries (name, type without following symlinks), sorted by name.
+pub fn read_dir_sorted(dir: &Path) -> io::Result<Vec<(OsString, fs::FileType)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        out.push((e.file_name(), e.file_type()?));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Finds every log under `root` at any depth. Symlinked directories are not followed.
+pub fn discover(root: &Path) -> Layout {
+    let mut layout = Layout {
+        root: root.to_path_buf(),
+        ..Default::default()
+    };
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let entries = match read_dir_sorted(&root.join(&rel)) {
+            Ok(e) => e,
+            Err(e) => {
+                layout.problems.push(Problem {
+                    path: escape_path(&rel),
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
+        if let Some(log) = classify_dir(&rel, &entries) {
+            layout.logs.push(log);
+        }
+        // Pushed in reverse so directories are visited in name order.
+        for (name, ft) in entries.iter().rev() {
+            if is_reserved(&rel, name) {
+                continue; // recoverfs's own metadata (a mounted view's raw originals)
+            }
+            if ft.is_dir() {
+                stack.push(rel.join(name));
+            }
+        }
+    }
+    layout.logs.sort_by(|a, b| a.rel.cmp(&b.rel));
+    layout
+}
+
+/// What was given on the command line, resolved to a data directory and a scope.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The data directory the report's paths are relative to.
+    pub root: PathBuf,
+    /// When the target was a single `.log`, its base offset (only it is analysed).
+    pub only_segment: Option<u64>,
+}
+
+/// Resolves PATH: a data directory, a partition directory, or one `.log` file.
+pub fn resolve_target(path: &Path) -> Result<Target, TargetError> {
+    let meta = fs::metadata(path).map_err(|source| TargetError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_dir() {
+        return Ok(Target {
+            root: path.to_path_buf(),
+            only_segment: None,
+        });
+    }
+    let name = path.file_name().unwrap_or_default();
+    match classify_name(name.as_bytes()) {
+        NameMatch::Segment(base, FileKind::Log) if meta.is_file() => {
+            let parent = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            Ok(Target {
+                root: parent.to_path_buf(),
+                only_segment: Some(base),
+            })
+        }
+        _ => Err(TargetError::NotATarget {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// Total `.log` bytes a target holds (for progress).
+pub fn total_log_bytes(layout: &Layout, only: Option<u64>) -> u64 {
+    let mut total = 0;
+    for log in &layout.logs {
+        for s in &log.segments {
+            if only.is_none_or(|b| b == s.base) {
+                total +=
+                    fs::symlink_metadata(layout.root.join(log.file_rel(s.base, FileKind::Log)))
+                        .map(|m| m.len())
+                        .unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// The layout a target covers: the whole tree, or for one `.log` only its own
+/// directory (not searched below). A tree with no log at all is an error: the
+/// operator most likely pointed at the wrong directory.
+pub fn discover_target(target: &Target) -> Result<Layout, TargetError> {
+    let layout = match target.only_segment {
+        None => discover(&target.root),
+        Some(_) => {
+            let entries = read_dir_sorted(&target.root).map_err(|source| TargetError::Io {
+                path: target.root.clone(),
+                source,
+            })?;
+            Layout {
+                root: target.root.clone(),
+                logs: classify_dir(Path::new(""), &entries).into_iter().collect(),
+                problems: vec![],
+            }
+        }
+    };
+    if layout.logs.is_empty() && layout.problems.is_empty() {
+        return Err(TargetError::NoLog {
+            path: target.root.clone(),
+        });
+    }
+    Ok(layout)
+}
+
+/// A name as an `OsStr`, for tests and callers holding raw bytes.
+pub fn os(name: &[u8]) -> &OsStr {
+    OsStr::from_bytes(name)
+}

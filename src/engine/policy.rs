@@ -1,0 +1,141 @@
+//! Policies: what the view shows of a log, decided in one place for every front end.
+
+use crate::engine::scan::DamageKind;
+use crate::engine::segment::{SegmentAnalysis, SegmentStatus};
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+
+/// What the view shows of a log (DESIGN.md §2, names from RocksDB's WAL recovery modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Every segment's valid prefix, later segments kept, gaps reported.
+    #[default]
+    PerSegment,
+    /// The longest gap-free prefix: stop at the first damage or gap.
+    PointInTime,
+    /// Nothing repaired: damaged segments fail with EIO.
+    Strict,
+}
+
+impl Policy {
+    pub const ALL: [Policy; 3] = [Policy::PerSegment, Policy::PointInTime, Policy::Strict];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::PerSegment => "per-segment",
+            Policy::PointInTime => "point-in-time",
+            Policy::Strict => "strict",
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Policy::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown policy '{s}': use per-segment, point-in-time or strict")
+            })
+    }
+}
+
+/// What the view does with a segment under the report's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ViewAction {
+    /// Shown whole, as on disk.
+    Kept,
+    /// Shown up to its valid prefix.
+    Truncated,
+    /// Left out of the view (policy).
+    Hidden,
+    /// Listed, but opening it fails with EIO (strict, or unreadable).
+    Eio,
+}
+
+impl ViewAction {
+    /// True when the view serves the segment's bytes.
+    pub fn serves(self) -> bool {
+        matches!(self, ViewAction::Kept | ViewAction::Truncated)
+    }
+    pub fn listed(self) -> bool {
+        self != ViewAction::Hidden
+    }
+}
+
+/// Tail damage is the normal trace of an unclean shutdown; mid-log damage lost data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DamageClass {
+    Tail,
+    MidLog,
+}
+
+impl DamageClass {
+    /// Tail damage is an `incomplete-record` or `zero-fill` in the log's last
+    /// segment (a torn last write, preallocated space); anything else is mid-log.
+    pub fn of(kind: DamageKind, is_last_of_log: bool) -> Self {
+        if is_last_of_log && kind.is_tail_like() {
+            DamageClass::Tail
+        } else {
+            DamageClass::MidLog
+        }
+    }
+}
+
+/// Which segments a policy shows, given the segments' analyses in base order.
+pub fn visibility(policy: Policy, segs: &[SegmentAnalysis]) -> Vec<ViewAction> {
+    let mut out = Vec::with_capacity(segs.len());
+    let mut stopped = false;
+    let mut expected: Option<u64> = None;
+    for a in segs {
+        let status = a.status();
+        let action = match policy {
+            Policy::PerSegment => match status {
+                SegmentStatus::Clean => ViewAction::Kept,
+                SegmentStatus::Truncated => ViewAction::Truncated,
+                SegmentStatus::Unreadable => ViewAction::Eio,
+            },
+            Policy::Strict => match status {
+                SegmentStatus::Clean if a.index.is_match() && a.timeindex.is_match() => {
+                    ViewAction::Kept
+                }
+                _ => ViewAction::Eio,
+            },
+            Policy::PointInTime => {
+                if expected.is_some_and(|e| e != a.base) {
+                    stopped = true;
+                }
+                if stopped {
+                    ViewAction::Hidden
+                } else {
+                    match &a.scan {
+                        Err(_) => {
+                            stopped = true;
+                            ViewAction::Hidden
+                        }
+                        Ok(s) if s.is_clean() => ViewAction::Kept,
+                        Ok(_) => {
+                            stopped = true;
+                            ViewAction::Truncated
+                        }
+                    }
+                }
+            }
+        };
+        if let Ok(s) = &a.scan {
+            expected = Some(s.next_offset());
+        }
+        out.push(action);
+    }
+    out
+}
