@@ -153,7 +153,7 @@ pub fn dump(path: &Path, opts: &DumpOptions, out: &mut dyn Write) -> io::Result<
                     valid_bytes: w.end,
                     original_bytes: len,
                     damage: Some(serde_json::json!({
-                        "kind": d.kind, "position": d.position, "record": d.record, "detail": d.detail
+                        "kind": d.kind(), "position": d.position, "record": d.record, "detail": d.cause.to_string()
                     })),
                 };
                 writeln!(out, "{}", serde_json::to_string(&end).expect("serializes"))?;
@@ -162,8 +162,8 @@ pub fn dump(path: &Path, opts: &DumpOptions, out: &mut dyn Write) -> io::Result<
                     out,
                     "end: valid prefix ends at byte {} after {records} record(s): {} — {}; {} of {len} bytes cut",
                     d.position,
-                    d.kind,
-                    d.detail,
+                    d.kind(),
+                    d.cause,
                     len - d.position
                 )?;
             }

@@ -9,6 +9,7 @@ use recoverfs::engine::policy::Policy;
 use recoverfs::engine::policy::{DamageClass, ViewAction};
 use recoverfs::engine::report::{Report, SegmentReport};
 use recoverfs::engine::scan::DamageKind;
+use recoverfs::engine::scan::{IndexKind, IndexVerdict};
 use recoverfs::engine::segment::SegmentStatus;
 use std::ffi::OsStr;
 use std::fs;
@@ -102,13 +103,13 @@ fn torn_tail_at_every_byte_of_the_last_two_records() {
                 "cut at a record boundary is clean"
             );
             assert!(
-                s.index.starts_with("too long"),
+                matches!(s.index, IndexVerdict::TooLong { .. }),
                 "the original index still lists the cut records"
             );
             continue;
         }
         let d = s.damage.unwrap();
-        assert_eq!(d.kind, DamageKind::IncompleteRecord, "cut at {cut}");
+        assert_eq!(d.kind(), DamageKind::IncompleteRecord, "cut at {cut}");
         assert_eq!(d.class, DamageClass::Tail);
         assert_eq!(d.position, pos[rec as usize]);
         assert_eq!(d.record, rec);
@@ -133,7 +134,7 @@ fn torn_record_in_an_earlier_segment_is_mid_log() {
     let r = check(t.path(), Policy::PerSegment);
     let d = seg(&r, 0).damage.unwrap();
     assert_eq!(
-        (d.kind, d.class, d.position),
+        (d.kind(), d.class, d.position),
         (DamageKind::IncompleteRecord, DamageClass::MidLog, pos[5])
     );
     // Offset 5 is lost: a gap before segment 6.
@@ -165,7 +166,7 @@ fn zero_filled_tails_are_zero_fill() {
         assert_eq!(s.records, 20);
         let d = s.damage.unwrap();
         assert_eq!(
-            (d.kind, d.class, d.position),
+            (d.kind(), d.class, d.position),
             (DamageKind::ZeroFill, DamageClass::Tail, w.log.len() as u64)
         );
         assert_eq!(
@@ -185,7 +186,7 @@ fn zero_region_followed_by_data_is_bad_size() {
     let s = seg(&check(t.path(), Policy::PerSegment), 0);
     let d = s.damage.unwrap();
     assert_eq!(
-        (d.kind, d.position, s.records),
+        (d.kind(), d.position, s.records),
         (DamageKind::BadSize, pos[10], 10)
     );
     assert_eq!(d.class, DamageClass::MidLog, "not a tail: data follows");
@@ -209,7 +210,7 @@ fn garbage_over_a_header_and_huge_sizes_are_bad_size() {
         let s = seg(&check(t.path(), Policy::PerSegment), 0);
         let d = s.damage.unwrap();
         assert_eq!(
-            (d.kind, d.position, s.records, s.valid_bytes),
+            (d.kind(), d.position, s.records, s.valid_bytes),
             (DamageKind::BadSize, pos[7], 7, pos[7])
         );
         assert_eq!(d.class, DamageClass::MidLog);
@@ -232,7 +233,7 @@ fn a_size_over_max_record_bytes_is_bad_size() {
     // Record i has 28 + key + 7i%50 bytes; the first above 40 ends the prefix.
     let first_big = (0..12).find(|&i| pos[i + 1] - pos[i] - 4 > 40).unwrap();
     assert_eq!(s.records, first_big as u64);
-    assert_eq!(s.damage.unwrap().kind, DamageKind::BadSize);
+    assert_eq!(s.damage.unwrap().kind(), DamageKind::BadSize);
 }
 
 #[test]
@@ -248,10 +249,10 @@ fn flipped_offset_bit_is_offset_mismatch() {
     let s = seg(&r, 100);
     let d = s.damage.unwrap();
     assert_eq!(
-        (d.kind, d.class, d.position, s.records),
+        (d.kind(), d.class, d.position, s.records),
         (DamageKind::OffsetMismatch, DamageClass::MidLog, pos[4], 4)
     );
-    assert!(d.detail.contains("expected 104"), "{}", d.detail);
+    assert!(d.cause.to_string().contains("expected 104"), "{}", d.cause);
     assert_eq!(
         views(t.path()),
         [
@@ -278,7 +279,7 @@ fn lengths_pointing_past_the_record_are_bad_lengths() {
         let s = seg(&check(t.path(), Policy::PerSegment), 0);
         let d = s.damage.unwrap();
         assert_eq!(
-            (d.kind, d.position, s.records),
+            (d.kind(), d.position, s.records),
             (DamageKind::BadLengths, pos[rec], rec as u64),
             "{field}={value}"
         );
@@ -305,11 +306,15 @@ fn first_record_offset_differing_from_the_name() {
     let s = seg(&check(t.path(), Policy::PerSegment), 50);
     let d = s.damage.as_ref().unwrap();
     assert_eq!(
-        (d.kind, d.position, s.records, s.valid_bytes),
+        (d.kind(), d.position, s.records, s.valid_bytes),
         (DamageKind::OffsetMismatch, 0, 0, 0)
     );
-    assert!(s.index.starts_with("too long"), "{}", s.index);
-    assert_eq!(s.timeindex, "missing");
+    assert!(
+        matches!(s.index, IndexVerdict::TooLong { .. }),
+        "{:?}",
+        s.index
+    );
+    assert_eq!(s.timeindex, IndexVerdict::Missing);
     assert_eq!(
         views(t.path()),
         [vec![Truncated], vec![Truncated], vec![Eio]]
@@ -396,12 +401,12 @@ fn missing_short_long_and_scrambled_indexes() {
             let r = check(t.path(), Policy::PerSegment);
             let s = seg(&r, 0);
             let (bad, good) = if kind == FileKind::Index {
-                (&s.index, &s.timeindex)
+                (s.index.describe(IndexKind::Offset), &s.timeindex)
             } else {
-                (&s.timeindex, &s.index)
+                (s.timeindex.describe(IndexKind::Time), &s.index)
             };
             assert!(bad.starts_with(want), "{kind:?} {want}: {bad}");
-            assert_eq!(good, "match");
+            assert!(good.is_match(), "{good:?}");
             assert_eq!(s.status, SegmentStatus::Clean);
             assert!(r.summary.view_differs, "an index is rebuilt");
             assert_eq!(r.summary.indexes_rebuilt, 1);

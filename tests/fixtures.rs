@@ -134,7 +134,7 @@ fn check_reports_every_fixture_clean_under_every_policy() {
             );
             assert!(r
                 .segments()
-                .all(|(_, s)| s.index == "match" && s.timeindex == "match" && s.visible));
+                .all(|(_, s)| s.index.is_match() && s.timeindex.is_match() && s.visible));
         }
     }
     let out = Command::new(bin())

@@ -324,7 +324,7 @@ fn assert_view_matches_plan(src: &Path, mp: &Path, policy: Policy) {
                 );
                 assert_eq!(x("user.recoverfs.records"), seg.records.to_string());
                 match &seg.damage {
-                    Some(d) => assert!(x("user.recoverfs.damage").starts_with(d.kind.as_str())),
+                    Some(d) => assert!(x("user.recoverfs.damage").starts_with(d.kind().as_str())),
                     None => assert_eq!(x("user.recoverfs.damage"), "none"),
                 }
                 assert_eq!(listxattr(&shown).len(), 5);

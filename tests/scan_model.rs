@@ -135,7 +135,7 @@ proptest! {
         let (valid, n, kind) = model(&b, base, max);
         prop_assert_eq!(s.valid_bytes, valid as u64);
         prop_assert_eq!(s.records, n);
-        prop_assert_eq!(s.damage.as_ref().map(|d| d.kind), kind);
+        prop_assert_eq!(s.damage.as_ref().map(|d| d.kind()), kind);
         prop_assert_eq!(s.damage.as_ref().map(|d| d.position), kind.map(|_| valid as u64));
         // The rebuilt index of the prefix is the writer's, entry for entry.
         let entries = (n * 16) as usize;
@@ -153,7 +153,7 @@ proptest! {
         let opts = ScanOptions { max_record_bytes: max };
         let s = scan_segment(&b, b.len() as u64, base, &opts, |_| {}).unwrap();
         let (valid, n, kind) = model(&b, base, max);
-        prop_assert_eq!((s.valid_bytes, s.records, s.damage.map(|d| d.kind)), (valid as u64, n, kind));
+        prop_assert_eq!((s.valid_bytes, s.records, s.damage.map(|d| d.kind())), (valid as u64, n, kind));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::cli::EXIT_ERROR;
 use crate::engine::analysis::{check_path, AnalyzeOptions};
 use crate::engine::format::takhin::{segment_file_name, FileKind, SegmentWriter, KEY_LEN_AT};
 use crate::engine::policy::Policy;
-use crate::engine::scan::ScanOptions;
+use crate::engine::scan::{IndexKind, ScanOptions};
 use crate::view::fuse::{start_session, SessionOptions};
 use crate::view::{View, ViewConfig};
 use clap::Args;
@@ -169,19 +169,15 @@ fn tour(data: &Path, view: &Path, policy: Policy) -> String {
         }
         let _ = writeln!(o, "\nDamaged vs repaired sizes (read through the mount):");
         for (_, s) in report.segments() {
-            if s.original_bytes == s.valid_bytes && s.index == "match" {
+            if s.original_bytes == s.valid_bytes && s.index.is_match() {
                 continue;
             }
             let shown = fs::metadata(view.join(&s.path))
                 .map(|m| m.len().to_string())
                 .unwrap_or_else(|e| format!("({e})"));
             let why = match &s.damage {
-                Some(d) => format!(
-                    "{} damage: {}",
-                    serde_json::json!(d.class).as_str().unwrap_or(""),
-                    d.kind
-                ),
-                None => format!("index {}: rebuilt", s.index),
+                Some(d) => format!("{} damage: {}", d.class.as_str(), d.kind()),
+                None => format!("index {}: rebuilt", s.index.describe(IndexKind::Offset)),
             };
             let _ = writeln!(
                 o,

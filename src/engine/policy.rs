@@ -63,6 +63,16 @@ pub enum ViewAction {
 }
 
 impl ViewAction {
+    /// The report's name for the action (its serde name too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewAction::Kept => "kept",
+            ViewAction::Truncated => "truncated",
+            ViewAction::Hidden => "hidden",
+            ViewAction::Eio => "eio",
+        }
+    }
+
     /// True when the view serves the segment's bytes.
     pub fn serves(self) -> bool {
         matches!(self, ViewAction::Kept | ViewAction::Truncated)
@@ -81,6 +91,14 @@ pub enum DamageClass {
 }
 
 impl DamageClass {
+    /// The report's name for the class (its serde name too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DamageClass::Tail => "tail",
+            DamageClass::MidLog => "mid-log",
+        }
+    }
+
     /// Tail damage is an `incomplete-record` or `zero-fill` in the log's last
     /// segment (a torn last write, preallocated space); anything else is mid-log.
     pub fn of(kind: DamageKind, is_last_of_log: bool) -> Self {

@@ -1,10 +1,12 @@
 //! The schema-1 report: its types, JSON form, and the short human form.
 
+use crate::engine::format::takhin::{INDEX_EXT, TIMEINDEX_EXT};
 use crate::engine::layout::{escape_path, Problem};
 use crate::engine::policy::{DamageClass, Policy, ViewAction};
-use crate::engine::scan::{IndexKind, SegmentScan};
+use crate::engine::scan::{Damage, DamageKind, IndexKind, IndexVerdict, SegmentScan};
 use crate::engine::segment::{SegmentAnalysis, SegmentStatus};
-use serde::Serialize;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -12,15 +14,43 @@ use std::sync::Arc;
 /// The report's schema version.
 pub const SCHEMA: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Where a segment's valid prefix ends, why, and whether data was lost there.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DamageReport {
-    pub kind: crate::engine::scan::DamageKind,
     pub class: DamageClass,
     /// Byte position in the `.log` where the first bad record starts.
     pub position: u64,
     /// Index of the first bad record in its segment.
     pub record: u64,
-    pub detail: String,
+    /// What was found there; its text is the report's `detail`.
+    pub cause: Damage,
+}
+
+impl DamageReport {
+    pub fn kind(&self) -> DamageKind {
+        self.cause.kind()
+    }
+}
+
+impl Serialize for DamageReport {
+    /// Schema 1: `{kind, class, position, record, detail}`, in that order.
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut st = ser.serialize_struct("DamageReport", 5)?;
+        st.serialize_field("kind", &self.kind())?;
+        st.serialize_field("class", &self.class)?;
+        st.serialize_field("position", &self.position)?;
+        st.serialize_field("record", &self.record)?;
+        st.serialize_field("detail", &self.cause.to_string())?;
+        st.end()
+    }
+}
+
+fn offset_index_text<S: Serializer>(v: &IndexVerdict, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(&v.describe(IndexKind::Offset))
+}
+
+fn time_index_text<S: Serializer>(v: &IndexVerdict, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(&v.describe(IndexKind::Time))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,16 +69,17 @@ pub struct SegmentReport {
     /// Why the `.log` could not be read, for `unreadable` segments.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    pub index: String,
-    pub timeindex: String,
+    /// The original `.index` against the rebuilt one (schema 1: its text).
+    #[serde(serialize_with = "offset_index_text")]
+    pub index: IndexVerdict,
+    /// The original `.timeindex` against the rebuilt one (schema 1: its text).
+    #[serde(serialize_with = "time_index_text")]
+    pub timeindex: IndexVerdict,
     pub visible: bool,
     pub view: ViewAction,
     /// The scan behind this entry, for the front ends (not serialized).
     #[serde(skip)]
     pub scan: Option<Arc<SegmentScan>>,
-    /// True when the original `.index` and `.timeindex` both match the rebuilt ones.
-    #[serde(skip)]
-    pub indexes_match: bool,
 }
 
 impl SegmentReport {
@@ -63,11 +94,10 @@ impl SegmentReport {
             .as_ref()
             .and_then(|s| s.damage.as_ref())
             .map(|d| DamageReport {
-                kind: d.kind,
-                class: DamageClass::of(d.kind, is_last_of_log),
+                class: DamageClass::of(d.kind(), is_last_of_log),
                 position: d.position,
                 record: d.record,
-                detail: d.detail.clone(),
+                cause: d.cause,
             });
         SegmentReport {
             path: escape_path(rel),
@@ -82,13 +112,22 @@ impl SegmentReport {
             max_timestamp: scan.as_ref().and_then(|s| s.max_timestamp),
             damage,
             error: a.scan.as_ref().err().map(|e| e.to_string()),
-            index: a.index.describe(IndexKind::Offset),
-            timeindex: a.timeindex.describe(IndexKind::Time),
+            index: a.index.clone(),
+            timeindex: a.timeindex.clone(),
             visible: view.listed(),
             view,
-            indexes_match: a.index.is_match() && a.timeindex.is_match(),
             scan,
         }
+    }
+
+    /// True when the original `.index` and `.timeindex` both match the rebuilt ones.
+    pub fn indexes_match(&self) -> bool {
+        self.index.is_match() && self.timeindex.is_match()
+    }
+
+    /// True when the view serves rebuilt indexes that differ from the originals.
+    pub fn indexes_rebuilt(&self) -> bool {
+        !self.indexes_match() && self.status != SegmentStatus::Unreadable
     }
 
     pub fn bytes_cut(&self) -> u64 {
@@ -180,7 +219,7 @@ impl Report {
                     SegmentStatus::Truncated => s.truncated += 1,
                     SegmentStatus::Unreadable => s.unreadable += 1,
                 }
-                if !seg.indexes_match && seg.status != SegmentStatus::Unreadable {
+                if seg.indexes_rebuilt() {
                     s.indexes_rebuilt += 1;
                 }
                 match seg.view {
@@ -249,10 +288,7 @@ impl Report {
                     count(&|x| x.status == SegmentStatus::Unreadable),
                     "unreadable",
                 ),
-                (
-                    count(&|x| !x.indexes_match && x.status != SegmentStatus::Unreadable),
-                    "with indexes rebuilt",
-                ),
+                (count(&|x| x.indexes_rebuilt()), "with indexes rebuilt"),
                 (log.gaps.len(), "gap(s)"),
                 (log.overlaps.len(), "overlap(s)"),
                 (log.orphans.len(), "orphan(s)"),
@@ -278,6 +314,7 @@ impl Report {
             );
             for seg in &log.segments {
                 if let Some(d) = &seg.damage {
+                    // Mid-log damage lost data: shouted, so it is not read past.
                     let class = match d.class {
                         DamageClass::Tail => "tail",
                         DamageClass::MidLog => "MID-LOG",
@@ -285,7 +322,7 @@ impl Report {
                     let _ = writeln!(
                         o,
                         "  TRUNCATED   {}: {} ({class}) at byte {}, record {}: {} bytes cut, {} record(s) kept; {}",
-                        seg.path, d.kind, d.position, d.record, seg.bytes_cut(), seg.records, d.detail
+                        seg.path, d.kind(), d.position, d.record, seg.bytes_cut(), seg.records, d.cause
                     );
                 }
                 if let Some(e) = &seg.error {
@@ -293,11 +330,15 @@ impl Report {
                 }
                 if seg.status != SegmentStatus::Unreadable {
                     let stem = seg.path.strip_suffix(".log").unwrap_or(&seg.path);
-                    for (ext, v) in [("index", &seg.index), ("timeindex", &seg.timeindex)] {
-                        if v != "match" {
+                    for (ext, v, kind) in [
+                        (INDEX_EXT, &seg.index, IndexKind::Offset),
+                        (TIMEINDEX_EXT, &seg.timeindex, IndexKind::Time),
+                    ] {
+                        if !v.is_match() {
                             let _ = writeln!(
                                 o,
-                                "  INDEX       {stem}.{ext}: {v} (rebuilt in the view)"
+                                "  INDEX       {stem}.{ext}: {} (rebuilt in the view)",
+                                v.describe(kind)
                             );
                         }
                     }
@@ -375,7 +416,9 @@ impl Report {
         }
         let differs = self.segments().any(|(_, x)| {
             x.status == SegmentStatus::Clean
-                && (x.index.starts_with("differs") || x.timeindex.starts_with("differs"))
+                && [&x.index, &x.timeindex]
+                    .iter()
+                    .any(|v| matches!(v, IndexVerdict::Differs { .. }))
         });
         if differs {
             n.push_str("An index that disagrees with a clean .log can mean bytes changed inside records, which the format cannot detect: look with `recoverfs dump`. ");
@@ -386,5 +429,76 @@ impl Report {
             p = self.policy
         );
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::scan::DamageKind;
+
+    /// The one `as_str` of each enum is the name the JSON report uses.
+    #[test]
+    fn enum_names_are_their_serde_names() {
+        let json = |v: serde_json::Value| v.as_str().unwrap().to_string();
+        for p in Policy::ALL {
+            assert_eq!(json(serde_json::json!(p)), p.as_str());
+        }
+        for c in [DamageClass::Tail, DamageClass::MidLog] {
+            assert_eq!(json(serde_json::json!(c)), c.as_str());
+        }
+        for a in [
+            ViewAction::Kept,
+            ViewAction::Truncated,
+            ViewAction::Hidden,
+            ViewAction::Eio,
+        ] {
+            assert_eq!(json(serde_json::json!(a)), a.as_str());
+        }
+        for s in [
+            SegmentStatus::Clean,
+            SegmentStatus::Truncated,
+            SegmentStatus::Unreadable,
+        ] {
+            assert_eq!(json(serde_json::json!(s)), s.as_str());
+        }
+        for k in [
+            DamageKind::IncompleteRecord,
+            DamageKind::ZeroFill,
+            DamageKind::BadSize,
+            DamageKind::BadLengths,
+            DamageKind::OffsetMismatch,
+        ] {
+            assert_eq!(json(serde_json::json!(k)), k.as_str());
+        }
+    }
+
+    /// The damages the golden reports do not hold keep their schema-1 text.
+    #[test]
+    fn damage_details_keep_their_text() {
+        let cases = [
+            (
+                Damage::FewBytesLeft { remain: 3 },
+                DamageKind::IncompleteRecord,
+                "only 3 byte(s) remain at the end of the file; a record needs at least 4",
+            ),
+            (
+                Damage::SizeTooSmall { size: 7 },
+                DamageKind::BadSize,
+                "size 7 is below the smallest possible record (28)",
+            ),
+            (
+                Damage::LengthsDisagree {
+                    key_len: 1,
+                    value_len: 2,
+                    size: 40,
+                },
+                DamageKind::BadLengths,
+                "28 + key_len 1 + value_len 2 = 31 but size says 40",
+            ),
+        ];
+        for (d, kind, text) in cases {
+            assert_eq!((d.kind(), d.to_string()), (kind, text.to_string()));
+        }
     }
 }

@@ -8,8 +8,9 @@
 //! demand by re-walking from the nearest checkpoint.
 
 use crate::engine::format::takhin::{
-    be_i64, be_u32, be_u64, index_entry, timeindex_entry, DEFAULT_MAX_RECORD_BYTES, HEADER_LEN,
-    INDEX_ENTRY_LEN, KEY_AT, KEY_LEN_AT, OFFSET_AT, RECORD_OVERHEAD, SIZE_FIELD_LEN, TIMESTAMP_AT,
+    be_i64, be_u32, be_u64, index_entry, timeindex_entry, IndexEntry, DEFAULT_MAX_RECORD_BYTES,
+    ENTRY_FIRST_AT, ENTRY_SECOND_AT, HEADER_LEN, INDEX_ENTRY_LEN, KEY_AT, KEY_LEN_AT, OFFSET_AT,
+    RECORD_OVERHEAD, SIZE_FIELD_LEN, TIMESTAMP_AT, VALUE_LEN_FIELD_LEN,
 };
 use serde::Serialize;
 use std::fmt;
@@ -162,16 +163,118 @@ impl fmt::Display for DamageKind {
     }
 }
 
+/// What is wrong with the record where a valid prefix ends, with the numbers found.
+/// Its [`Display`](fmt::Display) is the report's `detail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// Fewer than 4 bytes remain at the end of the file.
+    FewBytesLeft { remain: u64 },
+    /// `size < 28` and every byte from the record to the end is zero.
+    ZeroFill { bytes: u64 },
+    /// `size < 28` with non-zero bytes after it.
+    SizeTooSmall { size: u64 },
+    /// `size` above `--max-record-bytes`.
+    SizeTooLarge { size: u64, max: u64 },
+    /// The record would end past the end of the file (a torn write).
+    Torn { total: u64, end: u64, file_len: u64 },
+    /// `key_len` alone does not fit in the record.
+    KeyTooLong { key_len: u64, size: u64 },
+    /// `28 + key_len + value_len != size`.
+    LengthsDisagree {
+        key_len: u64,
+        value_len: u64,
+        size: u64,
+    },
+    /// The record's offset is not `base + index`.
+    OffsetMismatch {
+        found: u64,
+        expected: u64,
+        base: u64,
+        index: u64,
+    },
+}
+
+impl Damage {
+    /// The damage kind the report names (the first column of README's "Damage kinds").
+    pub fn kind(&self) -> DamageKind {
+        match self {
+            Damage::FewBytesLeft { .. } | Damage::Torn { .. } => DamageKind::IncompleteRecord,
+            Damage::ZeroFill { .. } => DamageKind::ZeroFill,
+            Damage::SizeTooSmall { .. } | Damage::SizeTooLarge { .. } => DamageKind::BadSize,
+            Damage::KeyTooLong { .. } | Damage::LengthsDisagree { .. } => DamageKind::BadLengths,
+            Damage::OffsetMismatch { .. } => DamageKind::OffsetMismatch,
+        }
+    }
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Damage::FewBytesLeft { remain } => write!(
+                f,
+                "only {remain} byte(s) remain at the end of the file; a record needs at least {SIZE_FIELD_LEN}"
+            ),
+            Damage::ZeroFill { bytes } => write!(
+                f,
+                "{bytes} zero byte(s) to the end of the file (preallocated, never written)"
+            ),
+            Damage::SizeTooSmall { size } => write!(
+                f,
+                "size {size} is below the smallest possible record ({RECORD_OVERHEAD})"
+            ),
+            Damage::SizeTooLarge { size, max } => write!(
+                f,
+                "size {size} exceeds the maximum record size {max} (--max-record-bytes)"
+            ),
+            Damage::Torn {
+                total,
+                end,
+                file_len,
+            } => write!(
+                f,
+                "record of {total} bytes would end at byte {end}, past the end of the file ({file_len}): a torn write"
+            ),
+            Damage::KeyTooLong { key_len, size } => write!(
+                f,
+                "key_len {key_len} does not fit in a record of size {size}"
+            ),
+            Damage::LengthsDisagree {
+                key_len,
+                value_len,
+                size,
+            } => write!(
+                f,
+                "{RECORD_OVERHEAD} + key_len {key_len} + value_len {value_len} = {} but size says {size}",
+                RECORD_OVERHEAD + key_len + value_len
+            ),
+            Damage::OffsetMismatch {
+                found,
+                expected,
+                base,
+                index,
+            } => write!(
+                f,
+                "record holds offset {found}, expected {expected} (base {base} + {index} records before it)"
+            ),
+        }
+    }
+}
+
 /// Where the valid prefix of one segment ends, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentDamage {
-    pub kind: DamageKind,
     /// Byte position in the `.log` where the first bad record starts.
     pub position: u64,
     /// Number of records before it (the bad record's index in the segment).
     pub record: u64,
-    /// What was found, in words, with the numbers.
-    pub detail: String,
+    /// What was found there, with its numbers.
+    pub cause: Damage,
+}
+
+impl SegmentDamage {
+    pub fn kind(&self) -> DamageKind {
+        self.cause.kind()
+    }
 }
 
 /// A valid record's header fields, as handed to a visitor.
@@ -198,7 +301,7 @@ impl RecordMeta {
     }
     /// Position of the value in the `.log`.
     pub fn value_position(&self) -> u64 {
-        self.key_position() + self.key_len as u64 + 4
+        self.key_position() + self.key_len as u64 + VALUE_LEN_FIELD_LEN
     }
 }
 
@@ -359,48 +462,30 @@ fn check_record<S: ReadAt + ?Sized>(
     i: u64,
     base: u64,
     max: u64,
-) -> io::Result<Result<RecordMeta, (DamageKind, String)>> {
+) -> io::Result<Result<RecordMeta, Damage>> {
     let len = w.len;
     let remain = len - p;
     if remain < SIZE_FIELD_LEN {
-        return Ok(Err((
-            DamageKind::IncompleteRecord,
-            format!(
-                "only {remain} byte(s) remain at the end of the file; a record needs at least 4"
-            ),
-        )));
+        return Ok(Err(Damage::FewBytesLeft { remain }));
     }
-    let size = be_u32(w.get(p, 4)?, 0) as u64;
+    let size = be_u32(w.get(p, SIZE_FIELD_LEN as usize)?, 0) as u64;
     if size < RECORD_OVERHEAD {
         return Ok(Err(if w.all_zero_from(p)? {
-            (
-                DamageKind::ZeroFill,
-                format!(
-                    "{remain} zero byte(s) to the end of the file (preallocated, never written)"
-                ),
-            )
+            Damage::ZeroFill { bytes: remain }
         } else {
-            (
-                DamageKind::BadSize,
-                format!("size {size} is below the smallest possible record ({RECORD_OVERHEAD})"),
-            )
+            Damage::SizeTooSmall { size }
         }));
     }
     if size > max {
-        return Ok(Err((
-            DamageKind::BadSize,
-            format!("size {size} exceeds the maximum record size {max} (--max-record-bytes)"),
-        )));
+        return Ok(Err(Damage::SizeTooLarge { size, max }));
     }
     let total = SIZE_FIELD_LEN + size;
     if total > remain {
-        return Ok(Err((
-            DamageKind::IncompleteRecord,
-            format!(
-                "record of {total} bytes would end at byte {}, past the end of the file ({len}): a torn write",
-                p + total
-            ),
-        )));
+        return Ok(Err(Damage::Torn {
+            total,
+            end: p + total,
+            file_len: len,
+        }));
     }
     // size >= 28 and the record lies inside the file, so its header does too.
     let h = w.get(p, HEADER_LEN)?;
@@ -408,28 +493,28 @@ fn check_record<S: ReadAt + ?Sized>(
     let timestamp = be_i64(h, TIMESTAMP_AT);
     let key_len = be_u32(h, KEY_LEN_AT) as u64;
     if RECORD_OVERHEAD + key_len > size {
-        return Ok(Err((
-            DamageKind::BadLengths,
-            format!("key_len {key_len} does not fit in a record of size {size}"),
-        )));
+        return Ok(Err(Damage::KeyTooLong { key_len, size }));
     }
     // key_len fits, so the value_len field lies inside the record.
-    let value_len = be_u32(w.get(p + KEY_AT as u64 + key_len, 4)?, 0) as u64;
+    let value_len = be_u32(
+        w.get(p + KEY_AT as u64 + key_len, VALUE_LEN_FIELD_LEN as usize)?,
+        0,
+    ) as u64;
     if RECORD_OVERHEAD + key_len + value_len != size {
-        return Ok(Err((
-            DamageKind::BadLengths,
-            format!(
-                "28 + key_len {key_len} + value_len {value_len} = {} but size says {size}",
-                RECORD_OVERHEAD + key_len + value_len
-            ),
-        )));
+        return Ok(Err(Damage::LengthsDisagree {
+            key_len,
+            value_len,
+            size,
+        }));
     }
     let expected = base.wrapping_add(i);
     if offset != expected {
-        return Ok(Err((
-            DamageKind::OffsetMismatch,
-            format!("record holds offset {offset}, expected {expected} (base {base} + {i} records before it)"),
-        )));
+        return Ok(Err(Damage::OffsetMismatch {
+            found: offset,
+            expected,
+            base,
+            index: i,
+        }));
     }
     Ok(Ok(RecordMeta {
         index: i,
@@ -460,13 +545,12 @@ pub fn walk<S: ReadAt + ?Sized>(
             break (None, false);
         }
         match check_record(&mut w, p, i, base, opts.max_record_bytes)? {
-            Err((kind, detail)) => {
+            Err(cause) => {
                 break (
                     Some(SegmentDamage {
-                        kind,
                         position: p,
                         record: i,
-                        detail,
+                        cause,
                     }),
                     false,
                 )
@@ -586,7 +670,7 @@ pub enum IndexKind {
 
 /// The rebuilt entry of one record in the given index.
 #[inline]
-pub fn entry_for(kind: IndexKind, m: &RecordMeta) -> [u8; 16] {
+pub fn entry_for(kind: IndexKind, m: &RecordMeta) -> IndexEntry {
     match kind {
         IndexKind::Offset => index_entry(m.offset, m.position),
         IndexKind::Time => timeindex_entry(m.timestamp, m.offset),
@@ -643,8 +727,8 @@ pub enum IndexVerdict {
     /// Entry `entry` differs: `found` is what the original holds, `expected` what it should.
     Differs {
         entry: u64,
-        found: [u8; 16],
-        expected: [u8; 16],
+        found: IndexEntry,
+        expected: IndexEntry,
     },
     /// The original ends inside or before entry `entries` of `expected_entries`.
     TooShort {
@@ -665,9 +749,17 @@ impl IndexVerdict {
 
     /// The report's one-line form.
     pub fn describe(&self, kind: IndexKind) -> String {
-        let show = |e: &[u8; 16]| match kind {
-            IndexKind::Offset => format!("offset {} at position {}", be_u64(e, 0), be_u64(e, 8)),
-            IndexKind::Time => format!("timestamp {} for offset {}", be_i64(e, 0), be_u64(e, 8)),
+        let show = |e: &IndexEntry| match kind {
+            IndexKind::Offset => format!(
+                "offset {} at position {}",
+                be_u64(e, ENTRY_FIRST_AT),
+                be_u64(e, ENTRY_SECOND_AT)
+            ),
+            IndexKind::Time => format!(
+                "timestamp {} for offset {}",
+                be_i64(e, ENTRY_FIRST_AT),
+                be_u64(e, ENTRY_SECOND_AT)
+            ),
         };
         match self {
             IndexVerdict::Match => "match".into(),
@@ -738,12 +830,12 @@ impl<'a, S: ReadAt + ?Sized> IndexComparer<'a, S> {
                 expected_entries: 0,
             });
         } else {
-            match self.window.get(at, 16) {
+            match self.window.get(at, INDEX_ENTRY_LEN as usize) {
                 Ok(found) if found == expected => {}
                 Ok(found) => {
                     self.verdict = Some(IndexVerdict::Differs {
                         entry: self.entries,
-                        found: found.try_into().expect("16 bytes"),
+                        found: found.try_into().expect("one entry"),
                         expected,
                     })
                 }
@@ -818,11 +910,8 @@ mod tests {
         .unwrap();
         assert_eq!(s.records, 9);
         assert!(matches!(
-            s.damage,
-            Some(SegmentDamage {
-                kind: DamageKind::IncompleteRecord,
-                ..
-            })
+            s.damage.map(|d| d.kind()),
+            Some(DamageKind::IncompleteRecord)
         ));
     }
 

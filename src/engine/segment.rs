@@ -44,6 +44,17 @@ pub enum SegmentStatus {
     Unreadable,
 }
 
+impl SegmentStatus {
+    /// The report's name for the status (its serde name too; the `status` xattr).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegmentStatus::Clean => "clean",
+            SegmentStatus::Truncated => "truncated",
+            SegmentStatus::Unreadable => "unreadable",
+        }
+    }
+}
+
 /// Size, mtime and inode of a file when it was analysed: if any changes, the analysis is stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FileStamp {

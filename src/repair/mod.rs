@@ -25,7 +25,7 @@ use crate::engine::layout::{escape_path, read_dir_sorted, Layout};
 use crate::engine::plan::{dir_children, visible_children, Node};
 use crate::engine::policy::{Policy, ViewAction};
 use crate::engine::report::{LogReport, Report, SegmentReport};
-use crate::engine::scan::{rebuild_indexes, scan_segment, ScanOptions, SegmentScan};
+use crate::engine::scan::{rebuild_indexes, scan_segment, IndexKind, ScanOptions, SegmentScan};
 use crate::engine::segment::SegmentStatus;
 use crate::engine::source::{advise_sequential, open_original};
 use serde::{Deserialize, Serialize};
@@ -365,7 +365,7 @@ fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Result<TreePlan>
                             kind,
                             log: log_rel,
                             scan: seg.scan.clone().expect("a served segment was scanned"),
-                            original_matches: verdict == "match",
+                            original_matches: verdict.is_match(),
                         },
                         attrs,
                     })
@@ -1119,11 +1119,8 @@ fn damage_why(seg: Option<&SegmentReport>) -> String {
     match seg.and_then(|s| s.damage.as_ref()) {
         Some(d) => format!(
             "{} ({}) at byte {}",
-            d.kind.as_str(),
-            match d.class {
-                crate::engine::policy::DamageClass::Tail => "tail",
-                crate::engine::policy::DamageClass::MidLog => "mid-log",
-            },
+            d.kind().as_str(),
+            d.class.as_str(),
             d.position
         ),
         None => "damaged".into(),
@@ -1194,8 +1191,8 @@ fn in_place_entries(
                 let bytes = if *kind == FileKind::Index { i } else { t };
                 let seg = seg_of(log);
                 let verdict = match (seg, kind) {
-                    (Some(s), FileKind::Index) => s.index.clone(),
-                    (Some(s), _) => s.timeindex.clone(),
+                    (Some(s), FileKind::Index) => s.index.describe(IndexKind::Offset),
+                    (Some(s), _) => s.timeindex.describe(IndexKind::Time),
                     (None, _) => String::new(),
                 };
                 let (action, why) = if original.is_some() {

@@ -547,7 +547,7 @@ impl View {
                 Some(d) => tracing::info!(
                     "validated {path}: truncated at byte {} ({}), {} records kept, {} bytes cut",
                     d.position,
-                    d.kind,
+                    d.kind(),
                     s.records,
                     s.bytes_cut()
                 ),
@@ -1343,11 +1343,11 @@ impl View {
             b"user.recoverfs.damage" => match (&r.damage, &r.error) {
                 (Some(d), _) => format!(
                     "{} ({}) at byte {}, record {}: {}",
-                    d.kind,
-                    json_str(serde_json::json!(d.class)),
+                    d.kind(),
+                    d.class.as_str(),
                     d.position,
                     d.record,
-                    d.detail
+                    d.cause
                 ),
                 (None, Some(e)) => format!("unreadable: {e}"),
                 (None, None) => "none".into(),
@@ -1396,9 +1396,11 @@ fn entry_type(ft: fs::FileType) -> Option<EntryType> {
 
 /// Estimated bytes a cached verdict holds.
 fn weight(key: &SegKey, a: &SegmentAnalysis) -> u64 {
-    let scan = a.scan.as_ref().map_or(0, |s| {
-        s.checkpoints.len() * 8 + s.damage.as_ref().map_or(0, |d| d.detail.len())
-    });
+    // Heap bytes only: the damage is a plain value inside the scan, counted by its size_of.
+    let scan = a
+        .scan
+        .as_ref()
+        .map_or(0, |s| s.checkpoints.len() * std::mem::size_of::<u64>());
     (std::mem::size_of::<SegmentAnalysis>()
         + std::mem::size_of::<crate::engine::scan::SegmentScan>()
         + scan

@@ -34,11 +34,19 @@ pub const KEY_LEN_AT: usize = 20;
 pub const KEY_AT: usize = 24;
 /// Bytes a record needs before its key: size, offset, timestamp, key_len.
 pub const HEADER_LEN: usize = KEY_AT;
+/// Bytes of the `value_len` field, which follows the key.
+pub const VALUE_LEN_FIELD_LEN: u64 = 4;
 /// Trailing bytes after the value. Takhin fills them from a reused buffer, so
 /// their content is unspecified and never checked.
 pub const PAD_LEN: u64 = 4;
 /// Bytes of one entry in `.index` and in `.timeindex`.
 pub const INDEX_ENTRY_LEN: u64 = 16;
+/// One index entry: two big-endian 64-bit fields.
+pub type IndexEntry = [u8; INDEX_ENTRY_LEN as usize];
+/// Position of an entry's first field: the offset in `.index`, the timestamp in `.timeindex`.
+pub const ENTRY_FIRST_AT: usize = 0;
+/// Position of an entry's second field: the byte position in `.index`, the offset in `.timeindex`.
+pub const ENTRY_SECOND_AT: usize = 8;
 /// Digits of the zero-padded base offset in a segment's file names.
 pub const BASE_DIGITS: usize = 20;
 /// Default upper bound on `size`, so a garbage length is not taken for a record.
@@ -130,19 +138,19 @@ pub fn be_i64(b: &[u8], at: usize) -> i64 {
 
 /// One `.index` entry as Takhin writes it.
 #[inline]
-pub fn index_entry(offset: u64, position: u64) -> [u8; 16] {
-    let mut e = [0u8; 16];
-    e[..8].copy_from_slice(&offset.to_be_bytes());
-    e[8..].copy_from_slice(&position.to_be_bytes());
+pub fn index_entry(offset: u64, position: u64) -> IndexEntry {
+    let mut e = [0u8; INDEX_ENTRY_LEN as usize];
+    e[ENTRY_FIRST_AT..ENTRY_SECOND_AT].copy_from_slice(&offset.to_be_bytes());
+    e[ENTRY_SECOND_AT..].copy_from_slice(&position.to_be_bytes());
     e
 }
 
 /// One `.timeindex` entry as Takhin writes it.
 #[inline]
-pub fn timeindex_entry(timestamp: i64, offset: u64) -> [u8; 16] {
-    let mut e = [0u8; 16];
-    e[..8].copy_from_slice(&timestamp.to_be_bytes());
-    e[8..].copy_from_slice(&offset.to_be_bytes());
+pub fn timeindex_entry(timestamp: i64, offset: u64) -> IndexEntry {
+    let mut e = [0u8; INDEX_ENTRY_LEN as usize];
+    e[ENTRY_FIRST_AT..ENTRY_SECOND_AT].copy_from_slice(&timestamp.to_be_bytes());
+    e[ENTRY_SECOND_AT..].copy_from_slice(&offset.to_be_bytes());
     e
 }
 
@@ -198,7 +206,7 @@ impl Record {
         if RECORD_OVERHEAD + key_len + value_len != size {
             return None;
         }
-        let v_at = KEY_AT + k + 4;
+        let v_at = KEY_AT + k + VALUE_LEN_FIELD_LEN as usize;
         Some(Record {
             offset: be_u64(buf, OFFSET_AT),
             timestamp: be_i64(buf, TIMESTAMP_AT),
