@@ -6,7 +6,7 @@ use recoverfs::engine::scan::{
     read_rebuilt_index, scan_segment, DamageKind, IndexComparer, IndexKind, ScanOptions,
 };
 
-/// DESIGN.md §2, written as plainly as possible over a byte slice:
+/// The README's "Damage kinds" table, written as plainly as possible over a byte slice:
 /// (valid bytes, records, damage kind).
 fn model(b: &[u8], base: u64, max: u64) -> (usize, u64, Option<DamageKind>) {
     let u32_at = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as u64;

@@ -1,9 +1,7 @@
 //! `dump`: one segment's records, then where and why its valid prefix ends.
 
-use crate::cli::{EXIT_CLEAN, EXIT_DAMAGE, EXIT_ERROR};
+use crate::cli::{ScanArgs, EXIT_CLEAN, EXIT_DAMAGE, EXIT_ERROR};
 use crate::dump::{dump, DumpOptions};
-use crate::engine::format::takhin::DEFAULT_MAX_RECORD_BYTES;
-use crate::engine::scan::ScanOptions;
 use clap::Args;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -22,9 +20,8 @@ pub struct DumpArgs {
     /// Print at most N records.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
-    /// A record whose size field exceeds this many bytes is damage (bad-size).
-    #[arg(long, default_value_t = DEFAULT_MAX_RECORD_BYTES, value_name = "N")]
-    pub max_record_bytes: u64,
+    #[command(flatten)]
+    pub scan: ScanArgs,
 }
 
 pub fn run(a: &DumpArgs) -> ExitCode {
@@ -32,9 +29,7 @@ pub fn run(a: &DumpArgs) -> ExitCode {
         json: a.json,
         from_offset: a.from_offset,
         limit: a.limit,
-        scan: ScanOptions {
-            max_record_bytes: a.max_record_bytes,
-        },
+        scan: a.scan.options(),
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());

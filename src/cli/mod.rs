@@ -88,23 +88,38 @@ recoverfs repair /var/lib/takhin --in-place --backup /srv/takhin.orig --policy p
     Synth(synth::SynthArgs),
 }
 
+/// The scanner's flags, shared by every subcommand that reads segments.
+#[derive(Args, Debug, Clone)]
+pub struct ScanArgs {
+    /// A record whose size field exceeds this many bytes is damage (bad-size).
+    #[arg(long, default_value_t = DEFAULT_MAX_RECORD_BYTES, value_name = "N")]
+    pub max_record_bytes: u64,
+}
+
+impl ScanArgs {
+    /// The engine's scan settings: the one place flags become [`ScanOptions`].
+    pub fn options(&self) -> ScanOptions {
+        ScanOptions {
+            max_record_bytes: self.max_record_bytes,
+        }
+    }
+}
+
+/// The engine's flags: the policy and the scanner's.
 #[derive(Args, Debug, Clone)]
 pub struct EngineArgs {
     /// Which segments the view keeps: per-segment (every valid prefix), point-in-time
     /// (stop at the first damage or gap), strict (repair nothing; damaged segments fail).
     #[arg(long, default_value = "per-segment", value_parser = parse_policy)]
     pub policy: Policy,
-    /// A record whose size field exceeds this many bytes is damage (bad-size).
-    #[arg(long, default_value_t = DEFAULT_MAX_RECORD_BYTES, value_name = "N")]
-    pub max_record_bytes: u64,
+    #[command(flatten)]
+    pub scan: ScanArgs,
 }
 
 impl EngineArgs {
     pub fn analyze_options(&self) -> AnalyzeOptions {
         AnalyzeOptions {
-            scan: ScanOptions {
-                max_record_bytes: self.max_record_bytes,
-            },
+            scan: self.scan.options(),
             policy: self.policy,
             threads: 0,
         }

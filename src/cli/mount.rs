@@ -1,7 +1,7 @@
 //! The `mount` front end: argument and `-o` parsing, pre-mount checks, daemonizing, signals, logging.
 
 use crate::cli::sys::{
-    block_signals, detach_stdio, is_mount_point, lazy_unmount, pipe, wait_signal, which,
+    block_signals, detach_stdio, is_mount_point, is_root, lazy_unmount, pipe, wait_signal, which,
 };
 use crate::cli::{EngineArgs, EXIT_ERROR};
 use crate::engine::policy::Policy;
@@ -74,9 +74,7 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
         source: a.data_dir.clone(),
         mountpoint: a.mountpoint.clone(),
         policy: a.engine.policy,
-        scan: ScanOptions {
-            max_record_bytes: a.engine.max_record_bytes,
-        },
+        scan: a.engine.scan.options(),
         cache_mb: a.cache_mb,
         threads: a.threads,
         allow_other: a.allow_other,
@@ -193,8 +191,7 @@ fn precheck(s: &mut Settings) -> Result<(), String> {
         .map_err(|e| {
             format!("/dev/fuse: {e} (is the fuse module loaded and the device present?)")
         })?;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 && which("fusermount3").is_none() {
+    if !is_root() && which("fusermount3").is_none() {
         return Err(
             "not permitted: mounting needs root, or fusermount3 (Debian: apt install fuse3)".into(),
         );
@@ -339,8 +336,7 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
         .name("recoverfs-ready".into())
         .spawn(move || {
             // Needs the session loop running: it stats the mount.
-            // SAFETY: geteuid has no preconditions.
-            if unsafe { libc::geteuid() } == 0 {
+            if is_root() {
                 raise_readahead(&mp);
             }
             tracing::info!(

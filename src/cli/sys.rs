@@ -1,10 +1,15 @@
 //! What the front ends need of the operating system: signals, mount points, lazy unmounts, pipes, daemon stdio.
 
+use nix::fcntl::OFlag;
+use nix::mount::{umount2, MntFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::{dup2_stderr, dup2_stdout, geteuid, pipe2};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+/// The first `bin` on `PATH`, if any.
 pub fn which(bin: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
@@ -45,59 +50,45 @@ pub fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts
-/// afterwards, so that one thread can take them with [`wait_signal`].
-pub fn block_signals() -> libc::sigset_t {
-    // SAFETY: plain libc signal-set calls on a local, zero-initialised set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
+/// afterwards, so that one thread can take them with [`wait_signal`] (a signal
+/// then never interrupts a FUSE worker mid-reply).
+pub fn block_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(sig);
     }
+    // Cannot fail for a valid set: the only error is EINVAL for a bad `how`.
+    let _ = set.thread_block();
+    set
 }
 
-/// Waits for one of the blocked signals; returns its number.
-pub fn wait_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    // SAFETY: `set` is a valid signal set and `sig` a valid out pointer.
-    unsafe { libc::sigwait(set, &mut sig) };
-    sig
+/// Waits for one of the blocked signals; returns its name.
+pub fn wait_signal(set: &SigSet) -> &'static str {
+    set.wait().map_or("unknown", |s| s.as_str())
 }
 
 /// Detaches a mount even if it is busy (the fallback when a clean unmount fails).
 pub fn lazy_unmount(mountpoint: &Path) -> io::Result<()> {
-    let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())?;
-    // SAFETY: `c` is a valid NUL-terminated path.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    umount2(mountpoint, MntFlags::MNT_DETACH).map_err(io::Error::from)
 }
+
 /// A pipe (read end, write end), both close-on-exec (the child gets the write end as its stdout/stderr).
 pub fn pipe() -> io::Result<(fs::File, fs::File)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-    Ok(unsafe { (fs::File::from_raw_fd(fds[0]), fs::File::from_raw_fd(fds[1])) })
+    let (r, w) = pipe2(OFlag::O_CLOEXEC)?;
+    Ok((r.into(), w.into()))
+}
+
+/// True when this process runs as root (readahead tuning and `fusermount3`-free mounts need it).
+pub fn is_root() -> bool {
+    geteuid().is_root()
 }
 
 /// Points the daemon's stdout and stderr at /dev/null so the parent sees EOF and returns.
 pub fn detach_stdio() {
     if let Ok(null) = fs::OpenOptions::new().write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        // SAFETY: dup2 onto the standard descriptors with a valid open fd.
-        unsafe {
-            libc::dup2(null.as_raw_fd(), 1);
-            libc::dup2(null.as_raw_fd(), 2);
-        }
+        // Best effort: a daemon that keeps its pipe only delays the parent's EOF.
+        let _ = dup2_stdout(&null);
+        let _ = dup2_stderr(&null);
     }
 }
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
 
-/// What the view shows of a log (DESIGN.md §2, names from RocksDB's WAL recovery modes).
+/// What the view shows of a log (README, "Policies"; names from RocksDB's WAL recovery modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {

@@ -1,7 +1,8 @@
 //! The valid prefix of one segment: the record scanner, its damage verdict, and rebuilt indexes.
 //!
 //! The scanner reads through a bounded window (never the whole file), checks
-//! each record in the order DESIGN.md §2 gives, and stops at the first damage.
+//! each record in the order of the README's "Damage kinds" table (the same
+//! table as [`DamageKind`]'s variants), and stops at the first damage.
 //! It keeps only a sparse table of record positions (one per
 //! [`CHECKPOINT_EVERY`] records), so a 4 GiB segment costs kilobytes, and the
 //! rebuilt `.index`/`.timeindex` bytes of any entry range are produced on
@@ -47,19 +48,15 @@ impl ReadAt for File {
     /// `lseek(SEEK_DATA)`: a preallocated or sparse tail is skipped instead of read.
     /// (It moves the fd's offset, which nothing here uses: all reads are `pread`.)
     fn next_data(&self, pos: u64) -> io::Result<Option<u64>> {
-        use std::os::fd::AsRawFd;
+        use nix::unistd::{lseek, Whence};
         let Ok(at) = libc::off_t::try_from(pos) else {
             return Ok(Some(pos));
         };
-        // SAFETY: lseek on a valid fd touches no memory of ours.
-        let r = unsafe { libc::lseek(self.as_raw_fd(), at, libc::SEEK_DATA) };
-        if r >= 0 {
-            return Ok(Some((r as u64).max(pos)));
-        }
-        match io::Error::last_os_error().raw_os_error() {
-            Some(libc::ENXIO) => Ok(None),
+        match lseek(self, at, Whence::SeekData) {
+            Ok(r) => Ok(Some((r as u64).max(pos))),
+            Err(nix::errno::Errno::ENXIO) => Ok(None),
             // Filesystems without SEEK_DATA: read everything.
-            _ => Ok(Some(pos)),
+            Err(_) => Ok(Some(pos)),
         }
     }
 }
@@ -124,7 +121,7 @@ impl Default for ScanOptions {
     }
 }
 
-/// What ended the valid prefix, in the order they are checked (DESIGN.md §2).
+/// What ended the valid prefix, in the order they are checked (README, "Damage kinds").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DamageKind {
@@ -454,7 +451,7 @@ pub struct Walk {
 }
 
 /// Checks the record at `p` (the `i`-th of a segment based at `base`) in the
-/// order of DESIGN.md §2: its header fields, or what is wrong with it.
+/// order of the README's "Damage kinds" table: its header fields, or what is wrong with it.
 #[inline]
 fn check_record<S: ReadAt + ?Sized>(
     w: &mut Window<'_, S>,
@@ -527,7 +524,7 @@ fn check_record<S: ReadAt + ?Sized>(
 }
 
 /// Walks records of a segment with base offset `base` from `start`, up to byte
-/// `len`, checking each in the order of DESIGN.md §2, calling `visit` for each
+/// `len`, checking each in the order of the "Damage kinds" table, calling `visit` for each
 /// valid record. Stops at the first damage, at `len`, or when `visit` breaks.
 pub fn walk<S: ReadAt + ?Sized>(
     src: &S,

@@ -1,5 +1,6 @@
 //! Read-only access to original files: opened without write access and, where permitted, without touching atime.
 
+use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
@@ -24,10 +25,6 @@ pub fn open_original(path: &Path) -> io::Result<File> {
 
 /// Tells the kernel we will read the file front to back, so it reads ahead further.
 pub fn advise_sequential(file: &File) {
-    use std::os::fd::AsRawFd;
     // Advice only: failure changes nothing we rely on.
-    // SAFETY: the fd is valid for the life of `file`; posix_fadvise reads no memory of ours.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-    }
+    let _ = posix_fadvise(file, 0, 0, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);
 }
