@@ -500,14 +500,3 @@ fn check_exit_codes_and_errors() {
         "{text}"
     );
 }
-
-#[test]
-fn a_directory_without_logs_is_an_error_not_a_clean_bill() {
-    let t = tempfile::tempdir().unwrap();
-    fs::create_dir(t.path().join("empty-topic")).unwrap();
-    fs::write(t.path().join("topic-metadata.json"), b"{}").unwrap();
-    let out = check_cli(t.path(), &[]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("no Takhin log here"), "{err}");
-}

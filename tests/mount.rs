@@ -793,33 +793,3 @@ fn mount_and_repair_show_the_same_tree() {
         }
     }
 }
-
-#[test]
-fn a_mounted_view_checks_clean_and_repairs_without_its_metadata() {
-    let src = damaged_tree();
-    for policy in [Policy::PerSegment, Policy::PointInTime] {
-        let m = Mounted::new(src.path(), &["--policy", policy.as_str()]);
-        // The view is what a correct recovery leaves: check finds nothing to change,
-        // and does not take `.recoverfs/raw/` (the damaged originals) for logs.
-        let (code, v) = check_json(m.path(), &["--policy", policy.as_str()]);
-        assert_eq!(code, Some(0), "{policy}: {v:#}");
-        let logs = v["logs"].as_array().unwrap();
-        assert!(!logs.is_empty());
-        assert!(
-            logs.iter()
-                .all(|l| !l["path"].as_str().unwrap().starts_with(".recoverfs")),
-            "{policy}: {v:#}"
-        );
-        // Repairing the view again writes the same tree, without the view's metadata.
-        let dst = tempfile::tempdir().unwrap();
-        let again = dst.path().join("again");
-        let o = repair_output(m.path(), &again, &["--policy", policy.as_str()]);
-        assert!(o.status.success(), "{policy}: {}", stderr(&o));
-        assert!(!again.join(".recoverfs").exists());
-        assert_eq!(
-            tree_contents(&again, ".recoverfs"),
-            tree_contents(m.path(), ".recoverfs"),
-            "{policy}"
-        );
-    }
-}
