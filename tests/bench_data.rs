@@ -6,7 +6,10 @@
 //! RECOVERFS_BENCH_DIR=/var/tmp/rfs-10k cargo test --release --test bench_data -- --ignored write_many
 //! ```
 
-use recoverfs::engine::format::takhin::{segment_file_name, FileKind, SegmentWriter};
+mod common;
+
+use common::{log_path, write_one_record_segments};
+use recoverfs::engine::format::takhin::SegmentWriter;
 use std::fs;
 use std::path::PathBuf;
 
@@ -36,7 +39,7 @@ fn write_segments() {
         if s + 1 == segments {
             // A torn last write, as an unclean shutdown leaves it.
             let torn = &w.log[..w.log.len() - 100];
-            fs::write(dir.join(segment_file_name(base, FileKind::Log)), torn).unwrap();
+            fs::write(log_path(&dir, base), torn).unwrap();
         }
         base = w.next_offset;
     }
@@ -46,11 +49,5 @@ fn write_segments() {
 #[test]
 #[ignore]
 fn write_many() {
-    let dir = target().join("many/partition-0");
-    fs::create_dir_all(&dir).unwrap();
-    for b in 0..10_000u64 {
-        let mut w = SegmentWriter::new(b);
-        w.append(b as i64, b"k", b"value");
-        w.write_to(&dir).unwrap();
-    }
+    write_one_record_segments(&target().join("many/partition-0"), 10_000, b"value");
 }

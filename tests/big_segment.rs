@@ -5,12 +5,12 @@ mod common;
 use common::*;
 use recoverfs::engine::format::takhin::{segment_file_name, FileKind, SegmentWriter};
 use std::fs;
-use std::process::Command;
 
 /// Peak RSS in KiB of the largest child process waited for so far.
 fn children_max_rss_kib() -> i64 {
-    // SAFETY: getrusage writes into the struct we pass and nothing else.
+    // SAFETY: rusage is plain data, for which all zeros is a valid value.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we pass and nothing else.
     assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) }, 0);
     u.ru_maxrss
 }
@@ -24,24 +24,17 @@ fn a_5_gib_segment_is_scanned_in_bounded_memory() {
     }
     w.write_to(t.path()).unwrap();
     let log = t.path().join(segment_file_name(0, FileKind::Log));
-    let f = fs::OpenOptions::new().append(true).open(&log).unwrap();
     // A hole to 5 GiB, then one more record: a zero region followed by data.
     let hole_end = 5u64 << 30;
-    f.set_len(hole_end).unwrap();
-    drop(f);
+    set_len(&log, hole_end);
     let mut tail = SegmentWriter::new(100);
     tail.append(0, b"", b"after the hole");
     let f = fs::OpenOptions::new().append(true).open(&log).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&f, &tail.log, hole_end).unwrap();
     drop(f);
 
-    let out = Command::new(bin())
-        .args(["check", "--json"])
-        .arg(t.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, v) = check_json(t.path(), &[]);
+    assert_eq!(code, Some(1));
     let s = &v["logs"][0]["segments"][0];
     assert_eq!(s["original_bytes"], hole_end + tail.log.len() as u64);
     assert_eq!(s["valid_bytes"], w.log.len() as u64);
@@ -57,18 +50,8 @@ fn a_5_gib_segment_is_scanned_in_bounded_memory() {
     );
 
     // Without the trailing record, the whole 5 GiB is a zero-filled tail, read through to the end.
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(hole_end)
-        .unwrap();
-    let out = Command::new(bin())
-        .args(["check", "--json"])
-        .arg(t.path())
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    set_len(&log, hole_end);
+    let (_, v) = check_json(t.path(), &[]);
     let s = &v["logs"][0]["segments"][0];
     assert_eq!(s["damage"]["kind"], "zero-fill");
     assert_eq!(s["damage"]["class"], "tail");

@@ -3,14 +3,12 @@
 mod common;
 
 use common::*;
-use recoverfs::engine::analysis::{check_path, AnalyzeOptions};
 use recoverfs::engine::format::takhin::{FileKind, Record, SegmentWriter, RECORD_OVERHEAD};
 use recoverfs::engine::layout::discover;
 use recoverfs::engine::policy::Policy;
 use recoverfs::engine::scan::{read_exact_at, rebuild_indexes, scan_segment, ScanOptions};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The fixture logs and their expected-records files.
 fn logs() -> Vec<(PathBuf, PathBuf)> {
@@ -39,24 +37,36 @@ struct Expected {
     value_crc32: u32,
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|c| format!("{c:02x}")).collect()
+/// The records an expected-records file lists.
+fn read_expected(path: &Path) -> Vec<Expected> {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The segments of a directory holding one log: base, and the paths of its
+/// `.log`, `.index` and `.timeindex`.
+fn segments_of(dir: &Path) -> Vec<(u64, [PathBuf; 3])> {
+    let layout = discover(dir);
+    assert_eq!(layout.logs.len(), 1);
+    let log = &layout.logs[0];
+    let kinds = [FileKind::Log, FileKind::Index, FileKind::TimeIndex];
+    log.segments
+        .iter()
+        .map(|s| (s.base, kinds.map(|k| dir.join(log.file_rel(s.base, k)))))
+        .collect()
 }
 
 /// Reads every record of a log through the engine's scanner, as the expected files list them.
 fn read_log(dir: &Path) -> Vec<Expected> {
-    let layout = discover(dir);
-    assert_eq!(layout.logs.len(), 1);
-    let log = &layout.logs[0];
     let mut out = vec![];
-    for seg in &log.segments {
-        let f = fs::File::open(dir.join(log.file_rel(seg.base, FileKind::Log))).unwrap();
+    for (base, [log, ..]) in segments_of(dir) {
+        let f = fs::File::open(log).unwrap();
         let len = f.metadata().unwrap().len();
         let mut metas = vec![];
-        let s = scan_segment(&f, len, seg.base, &ScanOptions::default(), |m| {
-            metas.push(*m)
-        })
-        .unwrap();
+        let s = scan_segment(&f, len, base, &ScanOptions::default(), |m| metas.push(*m)).unwrap();
         assert!(s.is_clean(), "{:?}", s.damage);
         for m in metas {
             let mut key = vec![0; m.key_len as usize];
@@ -78,11 +88,7 @@ fn read_log(dir: &Path) -> Vec<Expected> {
 #[test]
 fn every_record_matches_takhins_reader() {
     for (dir, expected) in logs() {
-        let want: Vec<Expected> = fs::read_to_string(&expected)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let want = read_expected(&expected);
         let got = read_log(&dir);
         assert_eq!(got.len(), want.len(), "{}", dir.display());
         for (g, w) in got.iter().zip(&want) {
@@ -95,18 +101,13 @@ fn every_record_matches_takhins_reader() {
 fn rebuilt_indexes_equal_the_originals() {
     let mut segments = 0;
     for (dir, _) in logs() {
-        let layout = discover(&dir);
-        let log = &layout.logs[0];
-        for seg in &log.segments {
-            let f = fs::File::open(dir.join(log.file_rel(seg.base, FileKind::Log))).unwrap();
+        for (base, [log, idx, tidx]) in segments_of(&dir) {
+            let f = fs::File::open(log).unwrap();
             let len = f.metadata().unwrap().len();
-            let s = scan_segment(&f, len, seg.base, &ScanOptions::default(), |_| {}).unwrap();
+            let s = scan_segment(&f, len, base, &ScanOptions::default(), |_| {}).unwrap();
             let (index, timeindex) = rebuild_indexes(&f, &s).unwrap();
-            assert!(index == fs::read(dir.join(log.file_rel(seg.base, FileKind::Index))).unwrap());
-            assert!(
-                timeindex
-                    == fs::read(dir.join(log.file_rel(seg.base, FileKind::TimeIndex))).unwrap()
-            );
+            assert!(index == fs::read(idx).unwrap());
+            assert!(timeindex == fs::read(tidx).unwrap());
             segments += 1;
         }
     }
@@ -117,11 +118,7 @@ fn rebuilt_indexes_equal_the_originals() {
 fn check_reports_every_fixture_clean_under_every_policy() {
     for (dir, _) in logs() {
         for policy in Policy::ALL {
-            let opts = AnalyzeOptions {
-                policy,
-                ..Default::default()
-            };
-            let (_, r) = check_path(&dir, &opts, &|_| {}).unwrap();
+            let r = report_for(&dir, policy);
             assert!(
                 !r.summary.view_differs,
                 "{}: {}",
@@ -137,24 +134,10 @@ fn check_reports_every_fixture_clean_under_every_policy() {
                 .all(|(_, s)| s.index.is_match() && s.timeindex.is_match() && s.visible));
         }
     }
-    let out = Command::new(bin())
-        .arg("check")
-        .arg(fixtures().join("data"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let out = Command::new(bin())
-        .args(["check", "--json"])
-        .arg(fixtures().join("data"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = check_cli(&fixtures().join("data"), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let (code, v) = check_json(&fixtures().join("data"), &[]);
+    assert_eq!(code, Some(0));
     assert_eq!(v["schema"], 1);
     assert_eq!(v["summary"]["segments"], 25);
     assert_eq!(v["summary"]["records"], 5745);
@@ -170,15 +153,9 @@ fn check_reports_every_fixture_clean_under_every_policy() {
 #[test]
 fn check_of_one_partition_and_one_segment_file() {
     let p = fixtures().join("data/orders/partition-0");
-    let out = Command::new(bin()).arg("check").arg(&p).output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let out = Command::new(bin())
-        .args(["check", "--json"])
-        .arg(p.join("00000000000000000375.log"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(check_cli(&p, &[]).status.code(), Some(0));
+    let (code, v) = check_json(&p.join("00000000000000000375.log"), &[]);
+    assert_eq!(code, Some(0));
     assert_eq!(v["summary"]["segments"], 1);
     assert_eq!(v["logs"][0]["segments"][0]["records"], 360);
 }
@@ -188,41 +165,29 @@ fn check_leaves_the_source_untouched() {
     let t = fixture_copy("data");
     age_atimes(t.path());
     let before = snapshot(t.path());
-    for args in [
-        vec!["check"],
-        vec!["check", "--json"],
-        vec!["check", "--policy", "strict"],
-    ] {
-        let out = Command::new(bin())
-            .args(&args)
-            .arg(t.path())
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0));
+    for extra in [vec![], vec!["--json"], vec!["--policy", "strict"]] {
+        assert_eq!(check_cli(t.path(), &extra).status.code(), Some(0));
     }
     let seg = t.path().join("orders/partition-0/00000000000000000000.log");
-    let out = Command::new(bin()).arg("dump").arg(&seg).output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(dump(&seg, &[]).status.code(), Some(0));
     assert_unchanged(&before, &snapshot(t.path()));
 }
 
 #[test]
 fn rewriting_each_fixture_gives_the_same_bytes_but_the_pad() {
     for (dir, _) in logs() {
-        let layout = discover(&dir);
-        let log = &layout.logs[0];
-        for seg in &log.segments {
-            let orig = fs::read(dir.join(log.file_rel(seg.base, FileKind::Log))).unwrap();
+        for (base, [log, idx, tidx]) in segments_of(&dir) {
+            let orig = fs::read(log).unwrap();
             let mut metas = vec![];
             scan_segment(
                 &orig,
                 orig.len() as u64,
-                seg.base,
+                base,
                 &ScanOptions::default(),
                 |m| metas.push(*m),
             )
             .unwrap();
-            let mut w = SegmentWriter::new(seg.base);
+            let mut w = SegmentWriter::new(base);
             w.pad = [0xA5; 4]; // any pad: the comparison below masks it
             let mut pads = vec![];
             for m in &metas {
@@ -238,14 +203,9 @@ fn rewriting_each_fixture_gives_the_same_bytes_but_the_pad() {
                 a[r.clone()].fill(0);
                 b[r].fill(0);
             }
-            assert!(a == b, "segment {} re-encodes differently", seg.base);
-            assert!(
-                w.index == fs::read(dir.join(log.file_rel(seg.base, FileKind::Index))).unwrap()
-            );
-            assert!(
-                w.timeindex
-                    == fs::read(dir.join(log.file_rel(seg.base, FileKind::TimeIndex))).unwrap()
-            );
+            assert!(a == b, "segment {base} re-encodes differently");
+            assert!(w.index == fs::read(idx).unwrap());
+            assert!(w.timeindex == fs::read(tidx).unwrap());
             assert!(metas.iter().all(|m| m.encoded_len() >= 4 + RECORD_OVERHEAD));
         }
     }
@@ -254,11 +214,7 @@ fn rewriting_each_fixture_gives_the_same_bytes_but_the_pad() {
 #[test]
 fn dump_prints_records_then_the_end() {
     let seg = fixtures().join("seed-example/00000000000000000020.log");
-    let out = Command::new(bin())
-        .args(["dump", "--json"])
-        .arg(&seg)
-        .output()
-        .unwrap();
+    let out = dump(&seg, &["--json"]);
     assert_eq!(out.status.code(), Some(0));
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
@@ -266,11 +222,9 @@ fn dump_prints_records_then_the_end() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let want: Vec<Expected> =
-        fs::read_to_string(fixtures().join("expected/seed-example.records.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .filter(|e: &Expected| (20..39).contains(&e.offset))
+        read_expected(&fixtures().join("expected/seed-example.records.jsonl"))
+            .into_iter()
+            .filter(|e| (20..39).contains(&e.offset))
             .collect();
     assert_eq!(lines.len(), want.len() + 1);
     for (l, w) in lines.iter().zip(&want) {
@@ -280,11 +234,7 @@ fn dump_prints_records_then_the_end() {
         assert_eq!(l["value_len"], w.value_len);
     }
     assert_eq!(lines.last().unwrap()["end"], "clean");
-    let out = Command::new(bin())
-        .args(["dump", "--from-offset", "30", "--limit", "2"])
-        .arg(&seg)
-        .output()
-        .unwrap();
+    let out = dump(&seg, &["--from-offset", "30", "--limit", "2"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("offset 30 "), "{text}");
     assert!(

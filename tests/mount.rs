@@ -5,17 +5,14 @@
 
 mod common;
 
-use common::{age_atimes, assert_unchanged, bin, fixture_copy, fixtures, snapshot};
+use common::mount::{errno_of, Mounted};
+use common::*;
 use recoverfs::cli::sys::is_mount_point;
-use recoverfs::engine::analysis::{check_path, AnalyzeOptions};
-use recoverfs::engine::format::takhin::{
-    be_u32, be_u64, segment_file_name, FileKind, Record, SegmentWriter, KEY_LEN_AT,
-};
+use recoverfs::engine::format::takhin::{be_u32, be_u64, segment_file_name, FileKind, Record};
 use recoverfs::engine::layout::read_dir_sorted;
 use recoverfs::engine::plan::{dir_children, visible_children};
 use recoverfs::engine::policy::Policy;
 use recoverfs::engine::policy::ViewAction;
-use recoverfs::engine::report::Report;
 use recoverfs::engine::scan::rebuild_indexes;
 use recoverfs::engine::segment::SegmentStatus;
 use std::collections::BTreeSet;
@@ -25,94 +22,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A mounted view, unmounted and its daemon reaped on drop (even on panic).
-struct Mounted {
-    mp: PathBuf,
-    _mp_dir: tempfile::TempDir,
-    log_dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Mounted {
-    fn new(src: &Path, extra: &[&str]) -> Mounted {
-        let mp_dir = tempfile::tempdir().unwrap();
-        let mp = fs::canonicalize(mp_dir.path()).unwrap();
-        let log_dir = tempfile::tempdir().unwrap();
-        let child = Command::new(bin())
-            .arg("mount")
-            .arg(src)
-            .arg(&mp)
-            .arg("--foreground")
-            .arg("--log-file")
-            .arg(log_dir.path().join("daemon.log"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut m = Mounted {
-            mp,
-            _mp_dir: mp_dir,
-            log_dir,
-            child: Some(child),
-        };
-        // Readiness is polled (never assumed after a delay); the deadline only bounds a hang.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !is_mount_point(&m.mp) {
-            if let Some(st) = m.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("daemon exited ({st}) before mounting:\n{}", m.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mount never appeared:\n{}",
-                m.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        m
-    }
-
-    fn path(&self) -> &Path {
-        &self.mp
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.log_dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
-    }
-
-    /// Unmounts with `umount` (not lazily) and returns how the daemon exited.
-    fn unmount(&mut self) -> ExitStatus {
-        let st = Command::new("umount").arg(&self.mp).status().unwrap();
-        assert!(st.success(), "umount failed");
-        self.child.take().unwrap().wait().unwrap()
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if is_mount_point(&self.mp) {
-            let _ = recoverfs::cli::sys::lazy_unmount(&self.mp);
-        }
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn errno_of<T: std::fmt::Debug>(r: io::Result<T>) -> i32 {
-    r.expect_err("expected an error")
-        .raw_os_error()
-        .unwrap_or(-1)
-}
 
 fn getxattr(p: &Path, name: &str) -> io::Result<Vec<u8>> {
     let cp = CString::new(p.as_os_str().as_bytes()).unwrap();
@@ -144,112 +55,6 @@ fn listxattr(p: &Path) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(|s| String::from_utf8(s.to_vec()).unwrap())
         .collect()
-}
-
-/// Every regular file under `root` (relative paths), not following symlinks.
-fn files_under(root: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        for (name, ft) in read_dir_sorted(&root.join(&rel)).unwrap() {
-            let r = rel.join(&name);
-            if ft.is_dir() {
-                stack.push(r);
-            } else if ft.is_file() {
-                out.push(r);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn write_segment(dir: &Path, base: u64, n: u64, value_len: usize) -> SegmentWriter {
-    let mut w = SegmentWriter::new(base);
-    for i in 0..n {
-        let v: Vec<u8> = (0..value_len + (i as usize % 13))
-            .map(|j| (j as u64 * 31 + base + i) as u8)
-            .collect();
-        w.append(
-            1_700_000_000_000 + (base + i) as i64,
-            format!("k{}", base + i).as_bytes(),
-            &v,
-        );
-    }
-    fs::create_dir_all(dir).unwrap();
-    w.write_to(dir).unwrap();
-    w
-}
-
-fn position_of(w: &SegmentWriter, record: usize) -> usize {
-    be_u64(&w.index, record * 16 + 8) as usize
-}
-
-fn log_path(dir: &Path, base: u64) -> PathBuf {
-    dir.join(segment_file_name(base, FileKind::Log))
-}
-
-/// A tree with every damage kind, gaps, an orphan, missing indexes, an unrecognized name.
-fn damaged_tree() -> tempfile::TempDir {
-    let t = tempfile::tempdir().unwrap();
-    let a = t.path().join("a/partition-0");
-    write_segment(&a, 0, 50, 40);
-    // bad-size mid-segment: record 10's size field says 5, with data after it.
-    let mut w = write_segment(&a, 50, 50, 40);
-    let p = position_of(&w, 10);
-    w.log[p..p + 4].copy_from_slice(&5u32.to_be_bytes());
-    fs::write(log_path(&a, 50), &w.log).unwrap();
-    // offset-mismatch: record 20 claims another offset. Its next segment starts where
-    // the cut leaves off, so there is no gap there.
-    let mut w = write_segment(&a, 100, 20, 40);
-    let extra = Record {
-        offset: 999,
-        timestamp: 1,
-        key: b"x".to_vec(),
-        value: vec![1; 10],
-    };
-    w.append_record(&extra);
-    fs::write(log_path(&a, 100), &w.log).unwrap();
-    // bad-lengths: record 30's key_len does not fit.
-    let mut w = write_segment(&a, 120, 50, 40);
-    let p = position_of(&w, 30);
-    w.log[p + KEY_LEN_AT..p + KEY_LEN_AT + 4].copy_from_slice(&u32::MAX.to_be_bytes());
-    fs::write(log_path(&a, 120), &w.log).unwrap();
-    // Clean, both indexes missing (a gap before it: 150..=199).
-    write_segment(&a, 200, 50, 40);
-    fs::remove_file(a.join(segment_file_name(200, FileKind::Index))).unwrap();
-    fs::remove_file(a.join(segment_file_name(200, FileKind::TimeIndex))).unwrap();
-    // Clean, but its .index is wrong in one entry.
-    let mut w = write_segment(&a, 250, 30, 40);
-    w.index[5 * 16 + 15] ^= 1;
-    fs::write(a.join(segment_file_name(250, FileKind::Index)), &w.index).unwrap();
-    // Orphan index, unrecognized name.
-    fs::write(a.join(segment_file_name(999, FileKind::Index)), [0u8; 16]).unwrap();
-    fs::write(a.join("123.log"), b"not a segment").unwrap();
-    // Torn last write in the last segment (a tail).
-    let w = write_segment(&a, 280, 40, 40);
-    fs::write(log_path(&a, 280), &w.log[..w.log.len() - 7]).unwrap();
-    // Another log: a zero-filled tail.
-    let b = t.path().join("b/partition-0");
-    let mut w = write_segment(&b, 0, 20, 100);
-    w.log.extend(std::iter::repeat_n(0u8, 1000));
-    fs::write(log_path(&b, 0), &w.log).unwrap();
-    // Another: fewer than 4 bytes left at the end of a non-last segment, then a clean one.
-    let c = t.path().join("c/partition-0");
-    let mut w = write_segment(&c, 0, 10, 10);
-    w.log.extend_from_slice(&[1, 2]);
-    fs::write(log_path(&c, 0), &w.log).unwrap();
-    write_segment(&c, 10, 10, 10);
-    fs::write(t.path().join("a/topic-metadata.json"), b"{\"x\":1}\n").unwrap();
-    t
-}
-
-fn report_for(src: &Path, policy: Policy) -> Report {
-    let opts = AnalyzeOptions {
-        policy,
-        ..Default::default()
-    };
-    check_path(src, &opts, &|_| {}).unwrap().1
 }
 
 fn json_without_source(bytes: &[u8]) -> serde_json::Value {
@@ -387,15 +192,7 @@ fn clean_fixtures_read_like_the_originals_and_like_takhin() {
         };
         let mut checked = 0;
         for (dir, jsonl) in partitions {
-            let bases: Vec<u64> = fs::read_dir(&dir)
-                .unwrap()
-                .filter_map(|e| {
-                    let n = e.unwrap().file_name().into_string().unwrap();
-                    n.strip_suffix(".log").map(|s| s.parse().unwrap())
-                })
-                .collect::<BTreeSet<u64>>()
-                .into_iter()
-                .collect();
+            let bases = bases(&dir);
             for line in fs::read_to_string(&jsonl).unwrap().lines() {
                 let want: serde_json::Value = serde_json::from_str(line).unwrap();
                 let off = want["offset"].as_u64().unwrap();
@@ -414,10 +211,6 @@ fn clean_fixtures_read_like_the_originals_and_like_takhin() {
         }
         assert!(checked > 60, "{name}: only {checked} records checked");
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Takhin's lookup: binary search of the segment's `.index` by offset, then decode at that position.
@@ -621,12 +414,7 @@ fn live_source_grows_shrinks_and_vanishes() {
         (&held).read_to_end(&mut all).unwrap();
         assert_eq!(all, w.log);
         let cut = position_of(&w, 25) + 3;
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&orig)
-            .unwrap()
-            .set_len(cut as u64)
-            .unwrap();
+        set_len(&orig, cut as u64);
         // Eventually (the change notice is asynchronous), with a deadline that only bounds a hang.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -664,12 +452,7 @@ fn live_source_grows_shrinks_and_vanishes() {
     // Shrinks below the validated prefix while a reader holds it open: no stale bytes.
     let held = fs::File::open(&shown).unwrap();
     let cut = position_of(&w, 12) + 9; // inside record 12
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&orig)
-        .unwrap()
-        .set_len(cut as u64)
-        .unwrap();
+    set_len(&orig, cut as u64);
     let valid = position_of(&w, 12);
     // The next lookup sees the change: the view validates again and the kernel
     // drops the pages it cached for the file (even those of a reader holding it open).
@@ -848,12 +631,9 @@ fn special_files_symlinks_and_non_utf8_names() {
 fn ten_thousand_segments_list_correctly() {
     let src = tempfile::tempdir().unwrap();
     let dir = src.path().join("big/partition-0");
-    fs::create_dir_all(&dir).unwrap();
+    write_one_record_segments(&dir, 10_000, b"v");
     let mut want = BTreeSet::new();
     for b in 0..10_000u64 {
-        let mut w = SegmentWriter::new(b);
-        w.append(b as i64, b"k", b"v");
-        w.write_to(&dir).unwrap();
         for k in [FileKind::Log, FileKind::Index, FileKind::TimeIndex] {
             want.insert(segment_file_name(b, k));
         }
@@ -875,25 +655,14 @@ fn ten_thousand_segments_list_correctly() {
     assert_eq!(m.log().matches("validated ").count(), 1, "{}", m.log());
 }
 
-fn run_mount(args: &[&OsStr]) -> (bool, String) {
-    let out = Command::new(bin())
-        .arg("mount")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn daemon_errors_signals_and_mount_helpers() {
     let src = fixture_copy("seed-example");
     let t = tempfile::tempdir().unwrap();
     let o = |p: &Path| p.as_os_str().to_owned();
     let expect_err = |args: &[&OsStr], needle: &str| {
-        let (ok, err) = run_mount(args);
+        let out = run([OsStr::new("mount")].iter().chain(args));
+        let (ok, err) = (out.status.success(), stderr(&out));
         assert!(!ok, "{args:?} succeeded");
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
         assert!(err.contains(needle), "{err:?} lacks {needle:?}");
@@ -972,11 +741,7 @@ fn daemon_errors_signals_and_mount_helpers() {
 
 #[test]
 fn demo_tours_and_cleans_up() {
-    let out = Command::new(bin())
-        .args(["demo", "--no-wait"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run(["demo", "--no-wait"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -1002,49 +767,6 @@ fn demo_tours_and_cleans_up() {
     assert!(!is_mount_point(&tmp.join("view")));
 }
 
-/// Every regular file and symlink under `root` with its content (or target), for tree comparisons.
-fn tree_contents(root: &Path, skip: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = vec![];
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        for (name, ft) in read_dir_sorted(&root.join(&rel)).unwrap() {
-            let r = rel.join(&name);
-            if r == Path::new(skip) {
-                continue;
-            }
-            if ft.is_dir() {
-                stack.push(r);
-            } else if ft.is_symlink() {
-                out.push((
-                    r.clone(),
-                    fs::read_link(root.join(&r))
-                        .unwrap()
-                        .into_os_string()
-                        .into_vec(),
-                ));
-            } else {
-                out.push((r.clone(), fs::read(root.join(&r)).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Runs `recoverfs repair SRC --output NEW --policy P` and asserts it succeeded.
-fn repair_output(src: &Path, new: &Path, policy: Policy) {
-    let st = Command::new(bin())
-        .arg("repair")
-        .arg(src)
-        .arg("--output")
-        .arg(new)
-        .args(["--policy", policy.as_str()])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "repair {} {policy}: {st}", src.display());
-}
-
 #[test]
 fn mount_and_repair_show_the_same_tree() {
     let src = damaged_tree();
@@ -1052,7 +774,8 @@ fn mount_and_repair_show_the_same_tree() {
     for policy in [Policy::PerSegment, Policy::PointInTime] {
         let out = tempfile::tempdir().unwrap();
         let new = out.path().join("repaired");
-        repair_output(src.path(), &new, policy);
+        let o = repair_output(src.path(), &new, &["--policy", policy.as_str()]);
+        assert!(o.status.success(), "repair {policy}: {}", stderr(&o));
         let m = Mounted::new(src.path(), &["--policy", policy.as_str()]);
         let shown = tree_contents(m.path(), ".recoverfs");
         let written = tree_contents(&new, ".recoverfs");
@@ -1068,39 +791,5 @@ fn mount_and_repair_show_the_same_tree() {
                 p.display()
             );
         }
-    }
-}
-
-#[test]
-fn a_mounted_view_checks_clean_and_repairs_without_its_metadata() {
-    let src = damaged_tree();
-    for policy in [Policy::PerSegment, Policy::PointInTime] {
-        let m = Mounted::new(src.path(), &["--policy", policy.as_str()]);
-        // The view is what a correct recovery leaves: check finds nothing to change,
-        // and does not take `.recoverfs/raw/` (the damaged originals) for logs.
-        let out = Command::new(bin())
-            .args(["check", "--json", "--policy", policy.as_str()])
-            .arg(m.path())
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(out.status.code(), Some(0), "{policy}: {v:#}");
-        let logs = v["logs"].as_array().unwrap();
-        assert!(!logs.is_empty());
-        assert!(
-            logs.iter()
-                .all(|l| !l["path"].as_str().unwrap().starts_with(".recoverfs")),
-            "{policy}: {v:#}"
-        );
-        // Repairing the view again writes the same tree, without the view's metadata.
-        let dst = tempfile::tempdir().unwrap();
-        let again = dst.path().join("again");
-        repair_output(m.path(), &again, policy);
-        assert!(!again.join(".recoverfs").exists());
-        assert_eq!(
-            tree_contents(&again, ".recoverfs"),
-            tree_contents(m.path(), ".recoverfs"),
-            "{policy}"
-        );
     }
 }

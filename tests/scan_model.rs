@@ -1,7 +1,9 @@
 //! Property tests: the scanner agrees with a small independent model on mutated and arbitrary segments, and never panics.
 
+mod common;
+
+use common::segment_of;
 use proptest::prelude::*;
-use recoverfs::engine::format::takhin::SegmentWriter;
 use recoverfs::engine::scan::{
     read_rebuilt_index, scan_segment, DamageKind, IndexComparer, IndexKind, ScanOptions,
 };
@@ -124,11 +126,7 @@ proptest! {
         max in prop_oneof![Just(64u64 << 20), 28u64..300],
         pad in any::<[u8; 4]>(),
     ) {
-        let mut w = SegmentWriter::new(base);
-        w.pad = pad;
-        for (ts, k, v) in &recs {
-            w.append(*ts, k, v);
-        }
+        let w = segment_of(base, pad, &recs);
         let b = apply(w.log.clone(), &m);
         let opts = ScanOptions { max_record_bytes: max };
         let s = scan_segment(&b, b.len() as u64, base, &opts, |_| {}).unwrap();
@@ -158,10 +156,7 @@ proptest! {
 
     #[test]
     fn arbitrary_index_files_never_panic(recs in records(), orig in prop::collection::vec(any::<u8>(), 0..700), pos in 0u64..1000, len in 0u64..1000) {
-        let mut w = SegmentWriter::new(7);
-        for (ts, k, v) in &recs {
-            w.append(*ts, k, v);
-        }
+        let w = segment_of(7, [0; 4], &recs);
         let mut c = IndexComparer::new(IndexKind::Offset, &orig, orig.len() as u64);
         let s = scan_segment(&w.log, w.log.len() as u64, 7, &ScanOptions::default(), |m| c.push(m)).unwrap();
         let v = c.finish(s.records);

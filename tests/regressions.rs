@@ -1,0 +1,167 @@
+//! One test per bug fixed so far, named for what the bug broke; each names its fix.
+//!
+//! A new fix adds its test here, as a named `#[test]` with a doc comment giving the
+//! bug and the commit that fixed it.
+
+mod common;
+
+use common::mount::Mounted;
+use common::*;
+use recoverfs::engine::policy::Policy;
+use serde_json::Value;
+use std::fs;
+use std::process::Command;
+
+/// Bug: `repair` printed `check`'s own title ("recoverfs check DIR (policy ...") and
+/// its advice to run a repair (naming `NEW_DIR`), because it dropped the first and
+/// last lines of `check`'s text by position. Fixed in 3b40cce (by content), its
+/// assertion corrected in f87a092.
+#[test]
+fn repair_does_not_repeat_checks_title_and_advice() {
+    for policy in ["per-segment", "point-in-time"] {
+        let src = damaged();
+        let out = tempfile::tempdir().unwrap();
+        let o = repair_output(
+            src.path(),
+            &out.path().join("repaired"),
+            &["--policy", policy],
+        );
+        assert!(o.status.success(), "{policy}: {}", stderr(&o));
+        let text = stdout(&o);
+        assert!(text.starts_with("recoverfs repair "), "{text}");
+        assert!(
+            text.contains("TRUNCATED") && text.contains("Wrote "),
+            "{text}"
+        );
+        // check's own title and advice (to run a repair) are not repeated.
+        let title = format!("recoverfs check {} (policy", src.path().display());
+        assert!(
+            !text.contains(&title) && !text.contains("NEW_DIR"),
+            "{text}"
+        );
+    }
+}
+
+/// Bug: `check` on a directory holding no log at all gave it a clean bill (exit 0),
+/// when the operator most likely pointed it at the wrong directory. Fixed in f812935
+/// (exit 2, "no Takhin log here").
+#[test]
+fn a_directory_without_logs_is_an_error_not_a_clean_bill() {
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir(t.path().join("empty-topic")).unwrap();
+    fs::write(t.path().join("topic-metadata.json"), b"{}").unwrap();
+    let out = check_cli(t.path(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("no Takhin log here"), "{err}");
+}
+
+/// Bug: a resumed `repair --in-place` trusted its backup manifest: entries whose path
+/// escaped the data directory (`../..`, absolute) or that lacked their replacement
+/// were applied. Fixed in 194de3c: such a manifest is refused before anything is touched.
+#[test]
+fn a_tampered_manifest_is_refused_before_anything_is_touched() {
+    // A run killed right after its manifest was written leaves a backup to resume from.
+    let src = small_damaged();
+    let bk = tempfile::tempdir().unwrap();
+    let backup = bk.path().join("b");
+    let args = in_place_args(src.path(), &backup, &[]);
+    let o = Command::new(bin())
+        .args(&args)
+        .env("RECOVERFS_TEST_FAIL_AT", "2")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let manifest = backup.join("recoverfs-backup.json");
+    let good: Value = serde_json::from_slice(&fs::read(&manifest).unwrap()).unwrap();
+    assert!(good["entries"].as_array().is_some_and(|e| !e.is_empty()));
+    let before = snapshot(src.path());
+    type Tamper = fn(&mut Value);
+    let tamper: [(&str, Tamper); 3] = [
+        ("is not a path inside the data directory", |m| {
+            m["entries"][0]["path"] = "../../etc/passwd".into()
+        }),
+        ("is not a path inside the data directory", |m| {
+            m["entries"][0]["path"] = "/etc/passwd".into()
+        }),
+        ("does not match its replacement", |m| {
+            m["entries"][0]["new"] = Value::Null;
+            m["entries"][0]["action"] = "truncate".into();
+        }),
+    ];
+    for (want, f) in tamper {
+        let mut m = good.clone();
+        f(&mut m);
+        fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("recoverfs-backup.json"),
+            "{}",
+            stderr(&o)
+        );
+        assert_unchanged(&before, &snapshot(src.path()));
+    }
+    // The untampered manifest resumes and finishes.
+    fs::write(&manifest, serde_json::to_vec(&good).unwrap()).unwrap();
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(check_code(src.path(), "per-segment"), Some(0));
+}
+
+/// Bug: `check` and `repair` took a mounted view's root `.recoverfs/` (its `raw/`
+/// holds the damaged originals) for logs of the tree: a view did not check clean,
+/// and repairing it copied the originals back. Fixed in 8f75dd1: a root `.recoverfs`
+/// is recoverfs's own, and both skip it.
+#[test]
+fn a_mounted_view_checks_clean_and_repairs_without_its_metadata() {
+    let src = damaged_tree();
+    for policy in [Policy::PerSegment, Policy::PointInTime] {
+        let m = Mounted::new(src.path(), &["--policy", policy.as_str()]);
+        // The view is what a correct recovery leaves: check finds nothing to change,
+        // and does not take `.recoverfs/raw/` (the damaged originals) for logs.
+        let (code, v) = check_json(m.path(), &["--policy", policy.as_str()]);
+        assert_eq!(code, Some(0), "{policy}: {v:#}");
+        let logs = v["logs"].as_array().unwrap();
+        assert!(!logs.is_empty());
+        assert!(
+            logs.iter()
+                .all(|l| !l["path"].as_str().unwrap().starts_with(".recoverfs")),
+            "{policy}: {v:#}"
+        );
+        // Repairing the view again writes the same tree, without the view's metadata.
+        let dst = tempfile::tempdir().unwrap();
+        let again = dst.path().join("again");
+        let o = repair_output(m.path(), &again, &["--policy", policy.as_str()]);
+        assert!(o.status.success(), "{policy}: {}", stderr(&o));
+        assert!(!again.join(".recoverfs").exists());
+        assert_eq!(
+            tree_contents(&again, ".recoverfs"),
+            tree_contents(m.path(), ".recoverfs"),
+            "{policy}"
+        );
+    }
+}
+
+/// Bug: `repair` took a root `.recoverfs` entry of the source for an orphan, so
+/// `--in-place` removed it. Fixed in ee410cb: it is neither copied by `--output` nor
+/// removed in place.
+#[test]
+fn a_root_recoverfs_entry_is_neither_copied_nor_removed() {
+    let src = small_damaged();
+    fs::write(src.path().join(".recoverfs"), b"not ours to touch").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let new = out.path().join("new");
+    let o = repair_output(src.path(), &new, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!new.join(".recoverfs").exists());
+    let backup = out.path().join("backup");
+    let o = repair_in_place(src.path(), &backup, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read(src.path().join(".recoverfs")).unwrap(),
+        b"not ours to touch"
+    );
+    assert!(!backup.join(".recoverfs").exists());
+}
