@@ -260,9 +260,13 @@ impl Verdicts {
         }
     }
 
-    /// A segment's verdict under the policy. Under point-in-time a segment's
-    /// fate depends on every segment before it, so those are validated too.
-    pub fn seg_view(&self, dir: &Path, base: u64) -> Result<SegView> {
+    /// Calls `f` with the listing of the log `dir`, its layout and the index of segment `base`.
+    fn with_segment<T>(
+        &self,
+        dir: &Path,
+        base: u64,
+        f: impl FnOnce(&Listing, &LogLayout, usize) -> T,
+    ) -> Result<T> {
         let listing = self.listing(dir)?;
         let layout = listing.layout.as_ref().ok_or(ViewError::NotFound)?;
         let idx = layout
@@ -270,26 +274,29 @@ impl Verdicts {
             .iter()
             .position(|s| s.base == base)
             .ok_or(ViewError::NotFound)?;
-        // The segment itself is always checked against its source (and validated again if changed).
-        let analysis = self.analysis(layout, &layout.segments[idx]);
-        let action = self.action(&listing, layout, idx, &analysis);
-        Ok(SegView {
-            analysis,
-            action,
-            is_last: layout.segments.last().map(|s| s.base) == Some(base),
+        Ok(f(&listing, layout, idx))
+    }
+
+    /// A segment's verdict under the policy. Under point-in-time a segment's
+    /// fate depends on every segment before it, so those are validated too.
+    pub fn seg_view(&self, dir: &Path, base: u64) -> Result<SegView> {
+        self.with_segment(dir, base, |listing, layout, idx| {
+            // The segment itself is always checked against its source (and validated again if changed).
+            let analysis = self.analysis(layout, &layout.segments[idx]);
+            let action = self.action(listing, layout, idx, &analysis);
+            SegView {
+                analysis,
+                action,
+                is_last: idx + 1 == layout.segments.len(),
+            }
         })
     }
 
     /// The verdict of one segment regardless of policy (for `tails/`).
     pub fn current_analysis(&self, dir: &Path, base: u64) -> Result<Arc<SegmentAnalysis>> {
-        let listing = self.listing(dir)?;
-        let layout = listing.layout.as_ref().ok_or(ViewError::NotFound)?;
-        let seg = layout
-            .segments
-            .iter()
-            .find(|s| s.base == base)
-            .ok_or(ViewError::NotFound)?;
-        Ok(self.analysis(layout, seg))
+        self.with_segment(dir, base, |_, layout, idx| {
+            self.analysis(layout, &layout.segments[idx])
+        })
     }
 
     // ---- the policy, applied in one place ----
