@@ -6,7 +6,7 @@ use crate::engine::analysis::{check_path, AnalyzeOptions};
 use crate::engine::format::takhin::{segment_file_name, FileKind, SegmentWriter, KEY_LEN_AT};
 use crate::engine::policy::Policy;
 use crate::engine::scan::{IndexKind, ScanOptions};
-use crate::view::fuse::{start_session, SessionOptions};
+use crate::view::fuse::session::{start_session, SessionOptions};
 use crate::view::{View, ViewConfig};
 use clap::Args;
 use std::fs;

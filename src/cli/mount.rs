@@ -6,7 +6,7 @@ use crate::cli::sys::{
 use crate::cli::{EngineArgs, EXIT_ERROR};
 use crate::engine::policy::Policy;
 use crate::engine::scan::ScanOptions;
-use crate::view::fuse::{raise_readahead, start_session, SessionOptions};
+use crate::view::fuse::session::{raise_readahead, start_session, SessionOptions};
 use crate::view::{View, ViewConfig};
 use clap::{ArgAction, Args};
 use fuser::MountOption;

@@ -2,17 +2,18 @@
 
 use crate::view::{xattr_reply, Attr, EntryType, View, ViewError, XattrReply};
 use fuser::{
-    AccessFlags, BsdFileFlags, Config, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption,
-    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session,
-    SessionACL, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+pub mod session;
 
 /// Entry TTL of files and symlinks: zero. The source may change under the
 /// mount (a broker still writing), so every path walk to a file reaches the
@@ -38,9 +39,6 @@ fn ttls(a: &Attr) -> (Duration, Duration) {
     }
 }
 
-/// Largest read the kernel may send and readahead we ask for (1 MiB).
-pub const MAX_READ: u32 = 1 << 20;
-
 thread_local! {
     /// Each worker thread's read buffer, reused across requests.
     static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -49,11 +47,16 @@ thread_local! {
 /// The FUSE filesystem: a [`View`] behind fuser's trait.
 pub struct RecoverFs {
     view: Arc<View>,
+    /// Largest readahead asked of the kernel, in bytes.
+    max_readahead: u32,
 }
 
 impl RecoverFs {
-    pub fn new(view: Arc<View>) -> Self {
-        RecoverFs { view }
+    pub fn new(view: Arc<View>, max_readahead: u32) -> Self {
+        RecoverFs {
+            view,
+            max_readahead,
+        }
     }
 }
 
@@ -100,7 +103,7 @@ fn reply_xattr(r: Result<Vec<u8>, ViewError>, size: u32, reply: ReplyXattr) {
 impl Filesystem for RecoverFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Ask for large reads; the kernel may cap them lower (its answer is not an error).
-        let _ = config.set_max_readahead(MAX_READ);
+        let _ = config.set_max_readahead(self.max_readahead);
         // Re-check attributes before reads once they were invalidated, and drop
         // cached pages when a file's size or mtime changes (see FILE_ATTR_TTL).
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA) {
@@ -430,85 +433,5 @@ impl Filesystem for RecoverFs {
         reply: ReplyWrite,
     ) {
         reply.error(errno(&ViewError::ReadOnly))
-    }
-}
-
-/// How to mount: the kernel-facing options.
-#[derive(Debug, Clone)]
-pub struct SessionOptions {
-    pub fsname: String,
-    pub allow_other: bool,
-    /// Worker threads (at least 2: one slow validation must not stall every reader).
-    pub threads: usize,
-    /// Extra mount options passed through (nodev, noexec, ...).
-    pub extra: Vec<MountOption>,
-}
-
-/// Mounts `view` at `mountpoint` (read-only) and wires the kernel-cache
-/// invalidation the view asks for when a source file changes. The mount is
-/// live when this returns.
-pub fn start_session(
-    view: Arc<View>,
-    mountpoint: &Path,
-    opts: &SessionOptions,
-) -> io::Result<Session<RecoverFs>> {
-    let mut cfg = Config::default();
-    cfg.mount_options = vec![
-        MountOption::RO,
-        MountOption::FSName(opts.fsname.clone()),
-        MountOption::Subtype("recoverfs".into()),
-        MountOption::NoDev,
-        MountOption::NoSuid,
-    ];
-    for o in &opts.extra {
-        if !cfg.mount_options.contains(o) {
-            cfg.mount_options.push(o.clone());
-        }
-    }
-    if opts.allow_other {
-        cfg.acl = SessionACL::All;
-    }
-    cfg.n_threads = Some(opts.threads.max(2));
-    cfg.clone_fd = true;
-    if let Err(e) = view.start_watching() {
-        tracing::warn!("not watching the source for changes ({e}): changes are seen at the next lookup or open only");
-    }
-    let session = Session::new(RecoverFs::new(view.clone()), mountpoint, &cfg)?;
-    // Invalidations go through their own thread: sent from inside a request
-    // handler they could wait on a page lock held by the very read being served.
-    let notifier = session.notifier();
-    let (tx, rx) = std::sync::mpsc::channel::<u64>();
-    std::thread::Builder::new()
-        .name("recoverfs-inval".into())
-        .spawn(move || {
-            for ino in rx {
-                if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
-                    tracing::debug!("invalidating inode {ino}: {e}");
-                }
-            }
-        })?;
-    let tx = parking_lot::Mutex::new(tx);
-    view.set_invalidator(Box::new(move |ino| {
-        let _ = tx.lock().send(ino);
-    }));
-    Ok(session)
-}
-
-/// Raises the mount's readahead to 1 MiB (root only; the default 128 KiB
-/// halves sequential throughput through FUSE). Best effort.
-pub fn raise_readahead(mountpoint: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(m) = std::fs::metadata(mountpoint) else {
-        return;
-    };
-    let dev = m.dev();
-    let bdi = format!(
-        "/sys/class/bdi/{}:{}/read_ahead_kb",
-        libc::major(dev),
-        libc::minor(dev)
-    );
-    match std::fs::write(&bdi, format!("{}\n", MAX_READ / 1024)) {
-        Ok(()) => tracing::debug!("readahead set to {} KiB via {bdi}", MAX_READ / 1024),
-        Err(e) => tracing::debug!("readahead left as is ({bdi}: {e})"),
     }
 }

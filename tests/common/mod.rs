@@ -149,3 +149,43 @@ pub fn assert_unchanged(before: &BTreeMap<PathBuf, FileSnap>, after: &BTreeMap<P
         assert_eq!(b.atime, a.atime, "{}: atime changed", p.display());
     }
 }
+
+/// Writes a clean segment of `n` records at `base` (its `.log`, `.index` and `.timeindex`) into `dir`.
+pub fn write_log(
+    dir: &Path,
+    base: u64,
+    n: u64,
+) -> recoverfs::engine::format::takhin::SegmentWriter {
+    let mut w = recoverfs::engine::format::takhin::SegmentWriter::new(base);
+    for i in 0..n {
+        w.append(1000 + i as i64, b"key", &[i as u8; 20]);
+    }
+    w.write_to(dir).unwrap();
+    w
+}
+
+/// A view of `root` under `policy`, without FUSE, with a 1 MiB verdict cache.
+pub fn view(root: &Path, policy: recoverfs::engine::policy::Policy) -> recoverfs::view::View {
+    recoverfs::view::View::new(recoverfs::view::ViewConfig {
+        root: root.to_path_buf(),
+        source_label: root.display().to_string(),
+        policy,
+        scan: recoverfs::engine::scan::ScanOptions::default(),
+        cache_bytes: 1 << 20,
+    })
+}
+
+/// Opens inode `ino` of a view, reads it whole in 4 KiB reads, and releases it.
+pub fn read_all(v: &recoverfs::view::View, ino: u64) -> Vec<u8> {
+    let o = v.open(ino, false).unwrap();
+    let mut out = Vec::new();
+    loop {
+        let b = v.read(o.fh, out.len() as u64, 4096).unwrap();
+        if b.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&b);
+    }
+    v.release(o.fh);
+    out
+}

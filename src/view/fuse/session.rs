@@ -1,0 +1,91 @@
+//! Mount wiring: session options, the read-only mount, kernel-cache invalidation, readahead.
+
+use crate::view::fuse::RecoverFs;
+use crate::view::View;
+use fuser::{Config, INodeNo, MountOption, Session, SessionACL};
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Largest read the kernel may send and readahead we ask for (1 MiB).
+pub const MAX_READ: u32 = 1 << 20;
+
+/// How to mount: the kernel-facing options.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub fsname: String,
+    pub allow_other: bool,
+    /// Worker threads (at least 2: one slow validation must not stall every reader).
+    pub threads: usize,
+    /// Extra mount options passed through (nodev, noexec, ...).
+    pub extra: Vec<MountOption>,
+}
+
+/// Mounts `view` at `mountpoint` (read-only) and wires the kernel-cache
+/// invalidation the view asks for when a source file changes. The mount is
+/// live when this returns.
+pub fn start_session(
+    view: Arc<View>,
+    mountpoint: &Path,
+    opts: &SessionOptions,
+) -> io::Result<Session<RecoverFs>> {
+    let mut cfg = Config::default();
+    cfg.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName(opts.fsname.clone()),
+        MountOption::Subtype("recoverfs".into()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    for o in &opts.extra {
+        if !cfg.mount_options.contains(o) {
+            cfg.mount_options.push(o.clone());
+        }
+    }
+    if opts.allow_other {
+        cfg.acl = SessionACL::All;
+    }
+    cfg.n_threads = Some(opts.threads.max(2));
+    cfg.clone_fd = true;
+    if let Err(e) = view.start_watching() {
+        tracing::warn!("not watching the source for changes ({e}): changes are seen at the next lookup or open only");
+    }
+    let session = Session::new(RecoverFs::new(view.clone(), MAX_READ), mountpoint, &cfg)?;
+    // Invalidations go through their own thread: sent from inside a request
+    // handler they could wait on a page lock held by the very read being served.
+    let notifier = session.notifier();
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    std::thread::Builder::new()
+        .name("recoverfs-inval".into())
+        .spawn(move || {
+            for ino in rx {
+                if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
+                    tracing::debug!("invalidating inode {ino}: {e}");
+                }
+            }
+        })?;
+    let tx = parking_lot::Mutex::new(tx);
+    view.set_invalidator(Box::new(move |ino| {
+        let _ = tx.lock().send(ino);
+    }));
+    Ok(session)
+}
+
+/// Raises the mount's readahead to 1 MiB (root only; the default 128 KiB
+/// halves sequential throughput through FUSE). Best effort.
+pub fn raise_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = m.dev();
+    let bdi = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    match std::fs::write(&bdi, format!("{}\n", MAX_READ / 1024)) {
+        Ok(()) => tracing::debug!("readahead set to {} KiB via {bdi}", MAX_READ / 1024),
+        Err(e) => tracing::debug!("readahead left as is ({bdi}: {e})"),
+    }
+}

@@ -1,0 +1,324 @@
+//! Open files and directories: handles, opens that pin a verdict to the exact file read, reads that never pass the validated prefix, and their refresh when the source changes.
+
+use crate::engine::format::takhin::{segment_file_name, FileKind};
+use crate::engine::layout::escape_path;
+use crate::engine::scan::{read_rebuilt_index, IndexKind};
+use crate::engine::segment::{FileStamp, SegmentAnalysis};
+use crate::engine::source::open_original;
+use crate::view::error::{source_err, Result, ViewError};
+use crate::view::inodes::DirEntry;
+use crate::view::verdicts::Verdicts;
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// What `open` decided about a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub fh: u64,
+    /// The content is what it was at the previous open: the kernel may keep its pages.
+    pub keep_cache: bool,
+    /// The content is generated per open (the report): bypass the page cache.
+    pub direct_io: bool,
+}
+
+/// Which bytes of a segment a handle serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SegPart {
+    Log,
+    Index(IndexKind),
+    Tail,
+}
+
+struct SegHandle {
+    /// The `.log` original, read with pread only.
+    file: File,
+    analysis: Arc<SegmentAnalysis>,
+    dir: PathBuf,
+    base: u64,
+    part: SegPart,
+}
+
+enum Handle {
+    Segment(RwLock<SegHandle>),
+    Plain(File),
+    Bytes(Arc<Vec<u8>>),
+    Dir(Arc<[DirEntry]>),
+}
+
+/// Every open handle, and what each file was at its last open.
+pub(crate) struct Handles {
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    /// Stamp of each file at its last open, to tell the kernel whether its pages still hold.
+    opened: Mutex<HashMap<u64, FileStamp>>,
+}
+
+impl Handles {
+    pub fn new() -> Self {
+        Handles {
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            opened: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn add(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, Arc::new(h));
+        fh
+    }
+
+    fn get(&self, fh: u64) -> Result<Arc<Handle>> {
+        self.handles
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(ViewError::BadHandle(fh))
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.lock().remove(&fh);
+    }
+
+    /// True when the file is unchanged since its previous open (its cached pages still hold).
+    fn same_as_last_open(&self, ino: u64, stamp: FileStamp) -> bool {
+        self.opened.lock().insert(ino, stamp) == Some(stamp)
+    }
+
+    /// Opens a source file that is passed through unchanged.
+    pub fn open_plain(&self, v: &Verdicts, ino: u64, rel: &Path) -> Result<Opened> {
+        let path = v.root().join(rel);
+        let f = open_original(&path).map_err(source_err(&path))?;
+        let m = f.metadata().map_err(source_err(&path))?;
+        if !m.is_file() {
+            return Err(ViewError::NotFound);
+        }
+        let keep_cache = self.same_as_last_open(ino, FileStamp::of(&m));
+        Ok(Opened {
+            fh: self.add(Handle::Plain(f)),
+            keep_cache,
+            direct_io: false,
+        })
+    }
+
+    /// Opens bytes generated for this open (they bypass the page cache).
+    pub fn open_bytes(&self, bytes: Arc<Vec<u8>>) -> Opened {
+        Opened {
+            fh: self.add(Handle::Bytes(bytes)),
+            keep_cache: false,
+            direct_io: true,
+        }
+    }
+
+    /// Opens a directory listed once, so `readdir` offsets stay stable while it is read.
+    pub fn open_dir(&self, entries: Vec<DirEntry>) -> u64 {
+        self.add(Handle::Dir(entries.into()))
+    }
+
+    /// The entries of an open directory.
+    pub fn dir_entries(&self, fh: u64) -> Result<Arc<[DirEntry]>> {
+        match &*self.get(fh)? {
+            Handle::Dir(e) => Ok(e.clone()),
+            _ => Err(ViewError::NotDir),
+        }
+    }
+
+    /// Opens the `.log` behind a segment file and pins the verdict that matches it.
+    pub fn open_segment(
+        &self,
+        v: &Verdicts,
+        ino: u64,
+        dir: &Path,
+        base: u64,
+        part: SegPart,
+    ) -> Result<Opened> {
+        let (file, analysis) = open_validated(v, dir, base, part)?;
+        let keep_cache = self.same_as_last_open(ino, analysis.stamp);
+        let h = SegHandle {
+            file,
+            analysis,
+            dir: dir.to_path_buf(),
+            base,
+            part,
+        };
+        Ok(Opened {
+            fh: self.add(Handle::Segment(RwLock::new(h))),
+            keep_cache,
+            direct_io: false,
+        })
+    }
+
+    /// Reads up to `size` bytes at `offset` from an open file into `buf[..n]`, returning `n`.
+    pub fn read_into(
+        &self,
+        v: &Verdicts,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize> {
+        let h = self.get(fh)?;
+        let copy = |bytes: &[u8], buf: &mut Vec<u8>| {
+            if buf.len() < bytes.len() {
+                buf.resize(bytes.len(), 0);
+            }
+            buf[..bytes.len()].copy_from_slice(bytes);
+            bytes.len()
+        };
+        match &*h {
+            Handle::Plain(f) => pread_into(f, offset, size as u64, u64::MAX, buf),
+            Handle::Bytes(b) => {
+                let start = (offset.min(b.len() as u64)) as usize;
+                let end = (start + size as usize).min(b.len());
+                Ok(copy(&b[start..end], buf))
+            }
+            Handle::Dir(_) => Err(ViewError::IsDir),
+            Handle::Segment(lock) => {
+                refresh_handle(v, lock, offset, size)?;
+                let s = lock.read();
+                let scan = match &s.analysis.scan {
+                    Ok(scan) => scan.clone(),
+                    Err(e) => {
+                        return Err(ViewError::Refused {
+                            path: format!("segment {}", s.base),
+                            why: format!("unreadable: {e}"),
+                        })
+                    }
+                };
+                match s.part {
+                    // Never past the validated prefix, whatever the file holds now.
+                    SegPart::Log => pread_into(&s.file, offset, size as u64, scan.valid_bytes, buf),
+                    SegPart::Tail => {
+                        let start = scan.valid_bytes.saturating_add(offset);
+                        pread_into(&s.file, start, size as u64, scan.original_bytes, buf)
+                    }
+                    SegPart::Index(kind) => {
+                        let b = read_rebuilt_index(&s.file, &scan, kind, offset, size as u64)
+                            .map_err(|err| ViewError::Source {
+                                path: format!("segment {}", s.base),
+                                err,
+                            })?;
+                        Ok(copy(&b, buf))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Opens a segment's `.log` and returns it with a verdict computed on exactly that file.
+fn open_validated(
+    v: &Verdicts,
+    dir: &Path,
+    base: u64,
+    part: SegPart,
+) -> Result<(File, Arc<SegmentAnalysis>)> {
+    let rel = dir.join(segment_file_name(base, FileKind::Log));
+    let path = v.root().join(&rel);
+    let mut tries = 0;
+    loop {
+        let (analysis, serves) = if part == SegPart::Tail {
+            (v.current_analysis(dir, base)?, true)
+        } else {
+            let sv = v.seg_view(dir, base)?;
+            if !sv.action.listed() {
+                return Err(ViewError::NotFound);
+            }
+            (sv.analysis, sv.action.serves())
+        };
+        if !serves {
+            return Err(ViewError::Refused {
+                path: escape_path(&rel),
+                why: match &analysis.scan {
+                    Err(e) => format!("unreadable: {e}"),
+                    Ok(_) => format!("damaged, and the policy is {}", v.policy()),
+                },
+            });
+        }
+        if let Err(e) = &analysis.scan {
+            return Err(ViewError::Refused {
+                path: escape_path(&rel),
+                why: format!("unreadable: {e}"),
+            });
+        }
+        let file = open_original(&path).map_err(source_err(&path))?;
+        let stamp = FileStamp::of(&file.metadata().map_err(source_err(&path))?);
+        tries += 1;
+        // The file may change between the verdict and the open; retry so the pair matches.
+        if stamp == analysis.stamp || tries >= 3 {
+            return Ok((file, analysis));
+        }
+    }
+}
+
+/// If the file behind a handle changed since its verdict, validates it again
+/// and reopens it, so reads never serve bytes that were not validated.
+///
+/// One exception keeps a segment that is still being appended to readable
+/// without a rescan per read: when the same file only grew, a read that
+/// stays inside the validated prefix is served from it as is (those bytes
+/// were validated and an append does not move them); a read reaching the
+/// end of the prefix validates again, to see the new records.
+fn refresh_handle(v: &Verdicts, lock: &RwLock<SegHandle>, offset: u64, size: u32) -> Result<()> {
+    let stale = |s: &SegHandle| {
+        let Ok(m) = s.file.metadata() else {
+            return true;
+        };
+        let (now, then) = (FileStamp::of(&m), s.analysis.stamp);
+        if now == then {
+            return false;
+        }
+        let appended = now.ino == then.ino && now.dev == then.dev && now.size > then.size;
+        let end = offset.saturating_add(size as u64);
+        let within = match (&s.analysis.scan, s.part) {
+            (Ok(scan), SegPart::Log) => end < scan.valid_bytes,
+            (Ok(scan), SegPart::Index(_)) => end < scan.index_bytes(),
+            _ => false,
+        };
+        !(appended && within)
+    };
+    if !stale(&lock.read()) {
+        return Ok(());
+    }
+    let mut s = lock.write();
+    if !stale(&s) {
+        return Ok(()); // another reader refreshed it first
+    }
+    let (dir, base, part) = (s.dir.clone(), s.base, s.part);
+    let (file, analysis) = open_validated(v, &dir, base, part)?;
+    s.file = file;
+    s.analysis = analysis;
+    Ok(())
+}
+
+/// Reads `[offset, offset+size)` clamped to `limit` into `buf`, with pread, retrying short reads.
+fn pread_into(f: &File, offset: u64, size: u64, limit: u64, buf: &mut Vec<u8>) -> Result<usize> {
+    if offset >= limit {
+        return Ok(0);
+    }
+    let want = size.min(limit - offset) as usize;
+    if buf.len() < want {
+        buf.resize(want, 0);
+    }
+    let mut got = 0;
+    while got < want {
+        match f.read_at(&mut buf[got..want], offset + got as u64) {
+            Ok(0) => break, // the file shrank: serve what is there, nothing stale
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => {
+                return Err(ViewError::Source {
+                    path: "source file".into(),
+                    err,
+                })
+            }
+        }
+    }
+    Ok(got)
+}

@@ -1,0 +1,313 @@
+//! `.recoverfs/` as its own small filesystem: `report.json`, `raw/` (the untouched originals) and `tails/` (the bytes cut), with lookup, attributes, open and readdir.
+
+use crate::engine::format::takhin::{segment_file_name, FileKind};
+use crate::engine::layout::discover;
+use crate::engine::report::Report;
+use crate::view::error::{Result, ViewError};
+use crate::view::handles::{Handles, Opened, SegPart};
+use crate::view::inodes::{entry_type, Attr, EntryType};
+use crate::view::verdicts::Verdicts;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The whole-tree report inside [`META_DIR`](crate::view::META_DIR).
+pub const REPORT_NAME: &str = "report.json";
+/// The untouched originals inside [`META_DIR`](crate::view::META_DIR).
+pub const RAW_DIR: &str = "raw";
+/// The bytes cut from truncated segments inside [`META_DIR`](crate::view::META_DIR).
+pub const TAILS_DIR: &str = "tails";
+/// Suffix appended to a segment's `.log` name in `tails/`.
+pub const TAIL_SUFFIX: &str = ".tail";
+
+/// An entry of `.recoverfs/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MetaNode {
+    /// `.recoverfs/` itself.
+    Root,
+    /// `.recoverfs/report.json`
+    Report,
+    /// `.recoverfs/raw/<rel>`: an original, untouched (rel "" is `raw/` itself).
+    Raw { rel: PathBuf, kind: EntryType },
+    /// `.recoverfs/tails/<rel>/` (rel "" is `tails/` itself).
+    Tails { rel: PathBuf },
+    /// `.recoverfs/tails/<dir>/<base>.log.tail`
+    Tail { dir: PathBuf, base: u64 },
+}
+
+impl MetaNode {
+    /// `raw/` itself.
+    fn raw_root() -> MetaNode {
+        MetaNode::Raw {
+            rel: PathBuf::new(),
+            kind: EntryType::Dir,
+        }
+    }
+
+    /// `tails/` itself.
+    fn tails_root() -> MetaNode {
+        MetaNode::Tails {
+            rel: PathBuf::new(),
+        }
+    }
+
+    /// The source symlink this entry shows, if it is one.
+    pub fn symlink(&self) -> Option<&Path> {
+        match self {
+            MetaNode::Raw {
+                rel,
+                kind: EntryType::Symlink,
+            } => Some(rel),
+            _ => None,
+        }
+    }
+}
+
+/// `tails/` as of the last report: directory -> entries.
+#[derive(Default)]
+struct TailsTree {
+    dirs: HashMap<PathBuf, BTreeMap<OsString, TailNode>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum TailNode {
+    Dir,
+    Tail(u64),
+}
+
+impl TailsTree {
+    /// Adds the tail of segment `base` of the log `log_rel`, and every directory down to it.
+    fn add(&mut self, log_rel: &Path, base: u64) {
+        let mut at = PathBuf::new();
+        for comp in log_rel.components() {
+            let name = comp.as_os_str().to_os_string();
+            self.dirs
+                .entry(at.clone())
+                .or_default()
+                .insert(name.clone(), TailNode::Dir);
+            at.push(name);
+        }
+        let mut name = OsString::from(segment_file_name(base, FileKind::Log));
+        name.push(TAIL_SUFFIX);
+        self.dirs
+            .entry(at)
+            .or_default()
+            .insert(name, TailNode::Tail(base));
+    }
+}
+
+/// The state of `.recoverfs/`: the report and `tails/` as last built.
+pub(crate) struct Meta {
+    /// How the report names the source.
+    source_label: String,
+    report: Mutex<Arc<Vec<u8>>>,
+    tails: Mutex<Arc<TailsTree>>,
+}
+
+impl Meta {
+    pub fn new(source_label: String) -> Self {
+        Meta {
+            source_label,
+            report: Mutex::new(Arc::new(Vec::new())),
+            tails: Mutex::new(Arc::new(TailsTree::default())),
+        }
+    }
+
+    /// Builds the whole-tree report (validating what is not cached) and `tails/` from it.
+    pub fn refresh_report(&self, v: &Verdicts) -> Arc<Vec<u8>> {
+        let layout = discover(v.root());
+        let mut logs = Vec::new();
+        let mut tails = TailsTree::default();
+        tails.dirs.insert(PathBuf::new(), BTreeMap::new());
+        for log in &layout.logs {
+            let report = v.log_report(log);
+            for s in &report.segments {
+                if s.scan.as_ref().is_some_and(|scan| scan.bytes_cut() > 0) {
+                    tails.add(&log.rel, s.base_offset);
+                }
+            }
+            logs.push(report);
+        }
+        let report = Report::new(
+            &self.source_label,
+            v.policy(),
+            logs,
+            layout.problems.clone(),
+        );
+        let bytes = Arc::new((report.to_json() + "\n").into_bytes());
+        *self.report.lock() = bytes.clone();
+        *self.tails.lock() = Arc::new(tails);
+        bytes
+    }
+
+    /// Looks `name` up in the directory `node`.
+    pub fn lookup(&self, v: &Verdicts, node: &MetaNode, name: &OsStr) -> Result<MetaNode> {
+        Ok(match node {
+            MetaNode::Root => {
+                if name == REPORT_NAME {
+                    self.refresh_report(v);
+                    MetaNode::Report
+                } else if name == RAW_DIR {
+                    MetaNode::raw_root()
+                } else if name == TAILS_DIR {
+                    self.refresh_report(v);
+                    MetaNode::tails_root()
+                } else {
+                    return Err(ViewError::NotFound);
+                }
+            }
+            MetaNode::Raw {
+                rel,
+                kind: EntryType::Dir,
+            } => {
+                let listing = v.listing(rel)?;
+                let ft = listing
+                    .entries
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, ft)| *ft)
+                    .ok_or(ViewError::NotFound)?;
+                let kind = entry_type(ft).ok_or(ViewError::NotFound)?;
+                MetaNode::Raw {
+                    rel: rel.join(name),
+                    kind,
+                }
+            }
+            MetaNode::Tails { rel } => {
+                let tails = self.tails.lock().clone();
+                let node = tails
+                    .dirs
+                    .get(rel)
+                    .and_then(|d| d.get(name))
+                    .copied()
+                    .ok_or(ViewError::NotFound)?;
+                match node {
+                    TailNode::Dir => MetaNode::Tails {
+                        rel: rel.join(name),
+                    },
+                    TailNode::Tail(base) => MetaNode::Tail {
+                        dir: rel.clone(),
+                        base,
+                    },
+                }
+            }
+            _ => return Err(ViewError::NotDir),
+        })
+    }
+
+    /// Attributes of `node`, as inode `ino`.
+    pub fn attr(&self, v: &Verdicts, ino: u64, node: &MetaNode) -> Result<Attr> {
+        match node {
+            MetaNode::Root => {
+                let m = v.lstat(Path::new(""))?;
+                Ok(Attr::from_meta(ino, EntryType::Dir, 0, &m))
+            }
+            MetaNode::Report => {
+                let m = v.lstat(Path::new(""))?;
+                let mut len = self.report.lock().len() as u64;
+                if len == 0 {
+                    len = self.refresh_report(v).len() as u64;
+                }
+                let mut a = Attr::from_meta(ino, EntryType::File, len, &m);
+                a.perm = 0o444;
+                Ok(a)
+            }
+            MetaNode::Raw { rel, kind } => {
+                let m = v.lstat(rel)?;
+                let now = entry_type(m.file_type()).ok_or(ViewError::NotFound)?;
+                if now != *kind {
+                    return Err(ViewError::NotFound);
+                }
+                let size = if *kind == EntryType::Dir { 0 } else { m.len() };
+                Ok(Attr::from_meta(ino, *kind, size, &m))
+            }
+            MetaNode::Tails { rel } => {
+                let m = v.lstat(rel)?;
+                Ok(Attr::from_meta(ino, EntryType::Dir, 0, &m))
+            }
+            MetaNode::Tail { dir, base } => {
+                let a = v.current_analysis(dir, *base)?;
+                let m = v.lstat(&dir.join(segment_file_name(*base, FileKind::Log)))?;
+                let cut = a.scan.as_ref().map(|s| s.bytes_cut()).unwrap_or(0);
+                if cut == 0 {
+                    return Err(ViewError::NotFound);
+                }
+                Ok(Attr::from_meta(ino, EntryType::File, cut, &m))
+            }
+        }
+    }
+
+    /// Opens the file `node` (inode `ino`) for reading.
+    pub fn open(&self, v: &Verdicts, h: &Handles, ino: u64, node: &MetaNode) -> Result<Opened> {
+        match node {
+            MetaNode::Raw { rel, kind } => match kind {
+                EntryType::File => h.open_plain(v, ino, rel),
+                EntryType::Dir => Err(ViewError::IsDir),
+                EntryType::Symlink => Err(ViewError::IsSymlink),
+            },
+            MetaNode::Report => Ok(h.open_bytes(self.refresh_report(v))),
+            MetaNode::Tail { dir, base } => h.open_segment(v, ino, dir, *base, SegPart::Tail),
+            MetaNode::Root | MetaNode::Tails { .. } => Err(ViewError::IsDir),
+        }
+    }
+
+    /// The entries of the directory `node` (without `.` and `..`).
+    pub fn readdir(
+        &self,
+        v: &Verdicts,
+        node: &MetaNode,
+    ) -> Result<Vec<(OsString, MetaNode, EntryType)>> {
+        let mut out = Vec::new();
+        match node {
+            MetaNode::Root => {
+                out.push((REPORT_NAME.into(), MetaNode::Report, EntryType::File));
+                out.push((RAW_DIR.into(), MetaNode::raw_root(), EntryType::Dir));
+                out.push((TAILS_DIR.into(), MetaNode::tails_root(), EntryType::Dir));
+            }
+            MetaNode::Raw {
+                rel,
+                kind: EntryType::Dir,
+            } => {
+                let listing = v.listing(rel)?;
+                for (name, ft) in &listing.entries {
+                    if let Some(t) = entry_type(*ft) {
+                        let node = MetaNode::Raw {
+                            rel: rel.join(name),
+                            kind: t,
+                        };
+                        out.push((name.clone(), node, t));
+                    }
+                }
+            }
+            MetaNode::Tails { rel } => {
+                if rel.as_os_str().is_empty() {
+                    self.refresh_report(v);
+                }
+                let tails = self.tails.lock().clone();
+                for (name, node) in tails.dirs.get(rel).into_iter().flatten() {
+                    out.push(match *node {
+                        TailNode::Dir => (
+                            name.clone(),
+                            MetaNode::Tails {
+                                rel: rel.join(name),
+                            },
+                            EntryType::Dir,
+                        ),
+                        TailNode::Tail(base) => (
+                            name.clone(),
+                            MetaNode::Tail {
+                                dir: rel.clone(),
+                                base,
+                            },
+                            EntryType::File,
+                        ),
+                    });
+                }
+            }
+            _ => return Err(ViewError::NotDir),
+        }
+        Ok(out)
+    }
+}

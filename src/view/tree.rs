@@ -1,0 +1,96 @@
+//! The mirrored source tree: lookup, attributes, open and listing of the data directory's entries, as the policy shows them.
+
+use crate::engine::format::takhin::{segment_file_name, FileKind};
+use crate::engine::plan::Node;
+use crate::engine::scan::IndexKind;
+use crate::view::error::{Result, ViewError};
+use crate::view::handles::{Handles, Opened, SegPart};
+use crate::view::inodes::{Attr, EntryType};
+use crate::view::verdicts::Verdicts;
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+
+/// What the kernel sees a source entry as.
+pub(crate) fn entry_type(node: Node) -> EntryType {
+    match node {
+        Node::Dir => EntryType::Dir,
+        Node::Symlink => EntryType::Symlink,
+        _ => EntryType::File,
+    }
+}
+
+/// The directory a source entry is in.
+pub(crate) fn parent_of(rel: &Path) -> &Path {
+    rel.parent().unwrap_or(Path::new(""))
+}
+
+/// Looks `name` up in the source directory `dir`; a segment the policy hides is not found.
+pub(crate) fn lookup(v: &Verdicts, dir: &Path, name: &OsStr) -> Result<Node> {
+    let listing = v.listing(dir)?;
+    let node = *listing.children.get(name).ok_or(ViewError::NotFound)?;
+    if let Some(base) = node.segment() {
+        if !v.seg_view(dir, base)?.action.listed() {
+            return Err(ViewError::NotFound);
+        }
+    }
+    Ok(node)
+}
+
+/// Attributes of the source entry `rel`, as inode `ino`: a segment file's size is what a read returns.
+pub(crate) fn attr(v: &Verdicts, ino: u64, rel: &Path, node: Node) -> Result<Attr> {
+    match node {
+        Node::Dir => Ok(Attr::from_meta(ino, EntryType::Dir, 0, &v.lstat(rel)?)),
+        Node::File | Node::Symlink => {
+            let m = v.lstat(rel)?;
+            Ok(Attr::from_meta(ino, entry_type(node), m.len(), &m))
+        }
+        Node::Log { base } => {
+            let dir = parent_of(rel);
+            let m = v.lstat(rel)?;
+            let sv = v.seg_view(dir, base)?;
+            let size = match (&sv.analysis.scan, sv.action.serves()) {
+                (Ok(s), true) => s.valid_bytes,
+                _ => 0,
+            };
+            Ok(Attr::from_meta(ino, EntryType::File, size, &m))
+        }
+        Node::Index { base, .. } => {
+            let dir = parent_of(rel);
+            let log_rel = dir.join(segment_file_name(base, FileKind::Log));
+            // A rebuilt index whose original is missing takes the `.log`'s times and owner.
+            let m = match v.lstat(rel) {
+                Ok(m) if m.is_file() => m,
+                _ => v.lstat(&log_rel)?,
+            };
+            let sv = v.seg_view(dir, base)?;
+            let size = match (&sv.analysis.scan, sv.action.serves()) {
+                (Ok(s), true) => s.index_bytes(),
+                _ => 0,
+            };
+            Ok(Attr::from_meta(ino, EntryType::File, size, &m))
+        }
+    }
+}
+
+/// Opens the source entry `rel` (inode `ino`) for reading.
+pub(crate) fn open(v: &Verdicts, h: &Handles, ino: u64, rel: &Path, node: Node) -> Result<Opened> {
+    match node {
+        Node::Dir => Err(ViewError::IsDir),
+        Node::Symlink => Err(ViewError::IsSymlink),
+        Node::File => h.open_plain(v, ino, rel),
+        Node::Log { base } => h.open_segment(v, ino, parent_of(rel), base, SegPart::Log),
+        Node::Index { base, kind } => {
+            let k = match kind {
+                FileKind::TimeIndex => IndexKind::Time,
+                _ => IndexKind::Offset,
+            };
+            h.open_segment(v, ino, parent_of(rel), base, SegPart::Index(k))
+        }
+    }
+}
+
+/// The entries of the source directory `dir` the policy lists (without `.` and `..`).
+pub(crate) fn readdir(v: &Verdicts, dir: &Path) -> Result<Vec<(OsString, Node)>> {
+    let listing = v.listing(dir)?;
+    Ok(v.listed_children(&listing).into_iter().collect())
+}

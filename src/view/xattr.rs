@@ -1,0 +1,81 @@
+//! Extended attributes of segment files (`user.recoverfs.*`): their names, values, and sizing for a caller's buffer.
+
+use crate::engine::report::SegmentReport;
+use crate::view::error::{Result, ViewError};
+use crate::view::verdicts::SegView;
+use std::ffi::OsStr;
+use std::path::Path;
+
+/// The segment's status: clean, truncated or unreadable.
+pub const XATTR_STATUS: &str = "user.recoverfs.status";
+/// Bytes of the `.log` the view serves.
+pub const XATTR_VALID_BYTES: &str = "user.recoverfs.valid_bytes";
+/// Bytes of the original `.log`.
+pub const XATTR_ORIGINAL_BYTES: &str = "user.recoverfs.original_bytes";
+/// Records in the valid prefix.
+pub const XATTR_RECORDS: &str = "user.recoverfs.records";
+/// Where and why the segment was cut, or "none".
+pub const XATTR_DAMAGE: &str = "user.recoverfs.damage";
+
+/// Extended attributes of every segment file, in `listxattr` order.
+pub const XATTRS: [&str; 5] = [
+    XATTR_STATUS,
+    XATTR_VALID_BYTES,
+    XATTR_ORIGINAL_BYTES,
+    XATTR_RECORDS,
+    XATTR_DAMAGE,
+];
+
+/// `getxattr`/`listxattr` answer for a caller's buffer size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XattrReply {
+    /// The caller asked for the size only (size 0).
+    Size(u32),
+    Data(Vec<u8>),
+}
+
+/// Sizes a value for a caller's buffer as `getxattr(2)` does.
+pub fn xattr_reply(value: Vec<u8>, size: u32) -> Result<XattrReply> {
+    if size == 0 {
+        Ok(XattrReply::Size(value.len() as u32))
+    } else if value.len() > size as usize {
+        Err(ViewError::Range)
+    } else {
+        Ok(XattrReply::Data(value))
+    }
+}
+
+/// [`XATTRS`], NUL-terminated, as `listxattr` returns them.
+pub(crate) fn names() -> Vec<u8> {
+    let mut out = Vec::new();
+    for n in XATTRS {
+        out.extend_from_slice(n.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// The value of the xattr `name` of the segment whose `.log` is `log_rel`.
+pub(crate) fn value(sv: &SegView, log_rel: &Path, name: &OsStr) -> Result<Vec<u8>> {
+    let r = SegmentReport::from_analysis(log_rel, &sv.analysis, sv.action, sv.is_last);
+    let value = match name.to_str() {
+        Some(XATTR_STATUS) => r.status.as_str().to_string(),
+        Some(XATTR_VALID_BYTES) => r.valid_bytes.to_string(),
+        Some(XATTR_ORIGINAL_BYTES) => r.original_bytes.to_string(),
+        Some(XATTR_RECORDS) => r.records.to_string(),
+        Some(XATTR_DAMAGE) => match (&r.damage, &r.error) {
+            (Some(d), _) => format!(
+                "{} ({}) at byte {}, record {}: {}",
+                d.kind(),
+                d.class.as_str(),
+                d.position,
+                d.record,
+                d.cause
+            ),
+            (None, Some(e)) => format!("unreadable: {e}"),
+            (None, None) => "none".into(),
+        },
+        _ => return Err(ViewError::NoAttr),
+    };
+    Ok(value.into_bytes())
+}
