@@ -2,7 +2,7 @@
 
 use crate::engine::format::takhin::{classify_name, FileKind, NameMatch};
 use crate::engine::scan::{read_exact_at, walk, RecordMeta, ScanOptions, WalkStart};
-use crate::engine::source::{advise_sequential, open_original};
+use crate::engine::source::{advise_sequential, Source};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{self, Write};
@@ -81,8 +81,15 @@ pub fn dump(path: &Path, opts: &DumpOptions, out: &mut dyn Write) -> io::Result<
             ))
         }
     };
-    let file = open_original(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    // The segment's directory is the source; the segment is read through its door.
+    let located = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file = Source::open(dir)
+        .and_then(|s| s.file(Path::new(name)))
+        .map_err(located)?;
     advise_sequential(&file);
     let len = file.metadata()?.len();
     let mut shown = 0u64;

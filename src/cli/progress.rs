@@ -1,7 +1,9 @@
 //! A progress bar on stderr for long checks and repairs (only on a terminal).
 
-use crate::engine::layout::{discover_target, read_dir_sorted, resolve_target, total_log_bytes};
+use crate::engine::layout::{discover_target, resolve_target, total_log_bytes};
+use crate::engine::source::Source;
 use std::io;
+use std::path::PathBuf;
 
 /// Bytes above which a progress bar is worth showing (on a terminal).
 const PROGRESS_ABOVE: u64 = 256 << 20;
@@ -18,9 +20,12 @@ impl Progress {
     pub fn new(path: &std::path::Path, verb: &str, and_copy: bool) -> Self {
         let bar = indicatif::ProgressBar::hidden();
         if std::io::IsTerminal::is_terminal(&io::stderr()) {
-            if let Ok(t) = resolve_target(path) {
-                let logs = discover_target(&t).map_or(0, |l| total_log_bytes(&l, t.only_segment));
-                let total = logs + if and_copy { tree_bytes(&t.root) } else { 0 };
+            if let Some((t, l)) = resolve_target(path)
+                .ok()
+                .and_then(|t| discover_target(&t).ok().map(|l| (t, l)))
+            {
+                let logs = total_log_bytes(&l, t.only_segment);
+                let total = logs + if and_copy { tree_bytes(&l.source) } else { 0 };
                 if total > PROGRESS_ABOVE {
                     bar.set_length(total);
                     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
@@ -55,16 +60,17 @@ impl Drop for Progress {
     }
 }
 
-/// Bytes of every regular file below `root` (symlinks not followed).
-fn tree_bytes(root: &std::path::Path) -> u64 {
+/// Bytes of every regular file in the source (symlinks not followed).
+fn tree_bytes(source: &Source) -> u64 {
     let mut total = 0;
-    let mut stack = vec![root.to_path_buf()];
+    let mut stack = vec![PathBuf::new()];
     while let Some(d) = stack.pop() {
-        for (name, ft) in read_dir_sorted(&d).unwrap_or_default() {
+        for (name, ft) in source.read_dir(&d).unwrap_or_default() {
+            let rel = d.join(name);
             if ft.is_dir() {
-                stack.push(d.join(name));
+                stack.push(rel);
             } else if ft.is_file() {
-                total += std::fs::symlink_metadata(d.join(name)).map_or(0, |m| m.len());
+                total += source.metadata(&rel).map_or(0, |m| m.len());
             }
         }
     }

@@ -3,6 +3,7 @@
 use crate::engine::format::takhin::{
     classify_name, segment_file_name, FileKind, NameMatch, LOG_EXT,
 };
+use crate::engine::source::{Entries, EntryType, Source};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -11,6 +12,7 @@ use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The root entry reserved for recoverfs's own metadata (`report.json`, `raw/`,
 /// `tails/` in a mount). A source entry of that name at the root is left out
@@ -92,7 +94,7 @@ impl LogLayout {
 
 /// Classifies the entries of one directory. Returns `None` when the directory
 /// holds nothing named like a segment file (it is not a log).
-pub fn classify_dir(rel: &Path, entries: &[(OsString, fs::FileType)]) -> Option<LogLayout> {
+pub fn classify_dir(rel: &Path, entries: &[(OsString, EntryType)]) -> Option<LogLayout> {
     let mut logs: BTreeMap<u64, SegmentEntry> = BTreeMap::new();
     let mut indexes: Vec<(u64, FileKind, OsString)> = Vec::new();
     let mut unrecognized = Vec::new();
@@ -143,35 +145,55 @@ pub fn classify_dir(rel: &Path, entries: &[(OsString, fs::FileType)]) -> Option<
 }
 
 /// Everything found under a data directory.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Layout {
-    /// The data directory.
-    pub root: PathBuf,
+    /// The data directory, through the one door every read goes.
+    pub source: Arc<Source>,
     pub logs: Vec<LogLayout>,
     /// Directories that could not be listed.
     pub problems: Vec<Problem>,
 }
 
-/// Reads a directory's entries (name, type without following symlinks), sorted by name.
-pub fn read_dir_sorted(dir: &Path) -> io::Result<Vec<(OsString, fs::FileType)>> {
+impl Layout {
+    /// The data directory's path (for messages and the report).
+    pub fn root(&self) -> &Path {
+        self.source.path()
+    }
+}
+
+/// Reads a directory's entries (name, type without following symlinks), sorted by
+/// name, by path: for directories that are not the source (outputs, views, tests).
+/// The source is listed through [`Source::read_dir`].
+pub fn read_dir_sorted(dir: &Path) -> io::Result<Entries> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir)? {
         let e = e?;
-        out.push((e.file_name(), e.file_type()?));
+        let ft = e.file_type()?;
+        let ty = if ft.is_dir() {
+            EntryType::Dir
+        } else if ft.is_file() {
+            EntryType::File
+        } else if ft.is_symlink() {
+            EntryType::Symlink
+        } else {
+            EntryType::Other
+        };
+        out.push((e.file_name(), ty));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
-/// Finds every log under `root` at any depth. Symlinked directories are not followed.
-pub fn discover(root: &Path) -> Layout {
+/// Finds every log under the source at any depth. Symlinked directories are not followed.
+pub fn discover(source: &Arc<Source>) -> Layout {
     let mut layout = Layout {
-        root: root.to_path_buf(),
-        ..Default::default()
+        source: source.clone(),
+        logs: Vec::new(),
+        problems: Vec::new(),
     };
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
-        let entries = match read_dir_sorted(&root.join(&rel)) {
+        let entries = match source.read_dir(&rel) {
             Ok(e) => e,
             Err(e) => {
                 layout.problems.push(Problem {
@@ -243,10 +265,10 @@ pub fn total_log_bytes(layout: &Layout, only: Option<u64>) -> u64 {
     for log in &layout.logs {
         for s in &log.segments {
             if only.is_none_or(|b| b == s.base) {
-                total +=
-                    fs::symlink_metadata(layout.root.join(log.file_rel(s.base, FileKind::Log)))
-                        .map(|m| m.len())
-                        .unwrap_or(0);
+                total += layout
+                    .source
+                    .metadata(&log.file_rel(s.base, FileKind::Log))
+                    .map_or(0, |m| m.len());
             }
         }
     }
@@ -257,16 +279,18 @@ pub fn total_log_bytes(layout: &Layout, only: Option<u64>) -> u64 {
 /// directory (not searched below). A tree with no log at all is an error: the
 /// operator most likely pointed at the wrong directory.
 pub fn discover_target(target: &Target) -> Result<Layout, TargetError> {
+    let io_err = |source| TargetError::Io {
+        path: target.root.clone(),
+        source,
+    };
+    let source = Arc::new(Source::open(&target.root).map_err(io_err)?);
     let layout = match target.only_segment {
-        None => discover(&target.root),
+        None => discover(&source),
         Some(_) => {
-            let entries = read_dir_sorted(&target.root).map_err(|source| TargetError::Io {
-                path: target.root.clone(),
-                source,
-            })?;
+            let entries = source.read_dir(Path::new("")).map_err(io_err)?;
             Layout {
-                root: target.root.clone(),
                 logs: classify_dir(Path::new(""), &entries).into_iter().collect(),
+                source,
                 problems: vec![],
             }
         }

@@ -9,9 +9,9 @@ use crate::engine::format::takhin::{classify_name, segment_file_name, FileKind, 
 use crate::engine::layout::{classify_dir, is_reserved, LogLayout};
 use crate::engine::policy::ViewAction;
 use crate::engine::report::LogReport;
+use crate::engine::source::EntryType;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs::FileType;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -47,7 +47,7 @@ impl Node {
 /// log layout when it is a log.
 pub fn dir_children(
     rel: &Path,
-    entries: &[(OsString, FileType)],
+    entries: &[(OsString, EntryType)],
 ) -> (BTreeMap<OsString, Node>, Option<LogLayout>) {
     let layout = classify_dir(rel, entries);
     let mut out = BTreeMap::new();

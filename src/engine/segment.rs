@@ -5,7 +5,7 @@ use crate::engine::layout::{LogLayout, SegmentEntry};
 use crate::engine::scan::{
     scan_segment, IndexComparer, IndexKind, IndexVerdict, ScanOptions, SegmentScan,
 };
-use crate::engine::source::{advise_sequential, open_original};
+use crate::engine::source::{advise_sequential, Source};
 use serde::Serialize;
 use std::fs;
 use std::io;
@@ -97,11 +97,15 @@ impl SegmentAnalysis {
     }
 }
 
-fn open_index(path: &Path, present: bool) -> Result<(fs::File, u64), IndexVerdict> {
+fn open_index(
+    source: &Source,
+    rel: &Path,
+    present: bool,
+) -> Result<(fs::File, u64), IndexVerdict> {
     if !present {
         return Err(IndexVerdict::Missing);
     }
-    match open_original(path).and_then(|f| Ok((f.metadata()?.len(), f))) {
+    match source.file(rel).and_then(|f| Ok((f.metadata()?.len(), f))) {
         Ok((len, f)) => {
             advise_sequential(&f);
             Ok((f, len))
@@ -114,14 +118,15 @@ fn open_index(path: &Path, present: bool) -> Result<(fs::File, u64), IndexVerdic
 /// Scans one segment's `.log` and compares its original indexes with the rebuilt ones,
 /// in one pass. `progress` is told how many `.log` bytes were scanned.
 pub fn analyze_segment(
-    root: &Path,
+    source: &Source,
     log: &LogLayout,
     seg: &SegmentEntry,
     opts: &ScanOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> SegmentAnalysis {
-    let log_path = root.join(log.file_rel(seg.base, FileKind::Log));
-    let opened = open_original(&log_path).and_then(|f| {
+    let log_rel = log.file_rel(seg.base, FileKind::Log);
+    let log_path = source.display_path(&log_rel);
+    let opened = source.file(&log_rel).and_then(|f| {
         let meta = f.metadata()?;
         Ok((f, meta))
     });
@@ -140,11 +145,13 @@ pub fn analyze_segment(
     advise_sequential(&file);
     let stamp = FileStamp::of(&meta);
     let idx = open_index(
-        &root.join(log.file_rel(seg.base, FileKind::Index)),
+        source,
+        &log.file_rel(seg.base, FileKind::Index),
         seg.has_index,
     );
     let tidx = open_index(
-        &root.join(log.file_rel(seg.base, FileKind::TimeIndex)),
+        source,
+        &log.file_rel(seg.base, FileKind::TimeIndex),
         seg.has_timeindex,
     );
     let mut ci = idx
