@@ -17,7 +17,7 @@ fn logs() -> Vec<(PathBuf, PathBuf)> {
         f.join("seed-example"),
         f.join("expected/seed-example.records.jsonl"),
     )];
-    for log in discover(&f.join("data")).logs {
+    for log in discover(&source(&f.join("data"))).logs {
         let rel = log.rel.to_str().unwrap().to_string();
         out.push((
             f.join("data").join(&rel),
@@ -49,7 +49,7 @@ fn read_expected(path: &Path) -> Vec<Expected> {
 /// The segments of a directory holding one log: base, and the paths of its
 /// `.log`, `.index` and `.timeindex`.
 fn segments_of(dir: &Path) -> Vec<(u64, [PathBuf; 3])> {
-    let layout = discover(dir);
+    let layout = discover(&source(dir));
     assert_eq!(layout.logs.len(), 1);
     let log = &layout.logs[0];
     let kinds = [FileKind::Log, FileKind::Index, FileKind::TimeIndex];
@@ -242,4 +242,9 @@ fn dump_prints_records_then_the_end() {
         "{text}"
     );
     assert_eq!(text.lines().count(), 3, "{text}");
+}
+
+/// The source-access door to a fixture directory.
+fn source(dir: &Path) -> std::sync::Arc<recoverfs::engine::source::Source> {
+    std::sync::Arc::new(recoverfs::engine::source::Source::open(dir).unwrap())
 }

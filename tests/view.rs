@@ -671,7 +671,7 @@ fn the_config_is_kept_as_given() {
     let v = view(t.path(), Policy::Strict);
     let c: &ViewConfig = v.config();
     assert_eq!(
-        (c.root.as_path(), c.policy, c.cache_bytes),
+        (c.source.path(), c.policy, c.cache_bytes),
         (t.path(), Policy::Strict, 1 << 20)
     );
     assert_eq!(v.cache_usage(), (0, 0));

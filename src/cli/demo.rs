@@ -6,6 +6,7 @@ use crate::engine::analysis::{check_path, AnalyzeOptions};
 use crate::engine::format::takhin::{segment_file_name, FileKind, SegmentWriter, KEY_LEN_AT};
 use crate::engine::policy::Policy;
 use crate::engine::scan::{IndexKind, ScanOptions};
+use crate::engine::source::Source;
 use crate::view::fuse::session::{start_session, SessionOptions};
 use crate::view::{View, ViewConfig};
 use clap::Args;
@@ -105,8 +106,9 @@ fn demo(a: &DemoArgs) -> Result<(), String> {
     fs::create_dir_all(&view_dir).map_err(|e| e.to_string())?;
     write_demo_data(&data).map_err(|e| format!("writing the demo data: {e}"))?;
     let policy = Policy::PerSegment;
+    let source = Source::open(&data).map_err(|e| format!("{}: {e}", data.display()))?;
     let view = Arc::new(View::new(ViewConfig {
-        root: data.clone(),
+        source: Arc::new(source),
         source_label: data.display().to_string(),
         policy,
         scan: ScanOptions::default(),

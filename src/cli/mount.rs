@@ -6,6 +6,7 @@ use crate::cli::sys::{
 use crate::cli::{EngineArgs, EXIT_ERROR};
 use crate::engine::policy::Policy;
 use crate::engine::scan::ScanOptions;
+use crate::engine::source::Source;
 use crate::view::fuse::session::{raise_readahead, start_session, SessionOptions};
 use crate::view::{View, ViewConfig};
 use clap::{ArgAction, Args};
@@ -297,8 +298,11 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
         s.threads
     }
     .max(2);
+    // Opened before the mount exists: the clone never holds our own view.
+    let source =
+        Source::open(&s.source).map_err(|e| format!("source {}: {e}", s.source.display()))?;
     let view = Arc::new(View::new(ViewConfig {
-        root: s.source.clone(),
+        source: Arc::new(source),
         source_label: s.source.display().to_string(),
         policy: s.policy,
         scan: s.scan,

@@ -122,7 +122,8 @@ pub fn analyze(
             sc.spawn(|| loop {
                 let j = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&(li, seg)) = jobs.get(j) else { break };
-                let a = analyze_segment(&layout.source, &layout.logs[li], seg, &opts.scan, progress);
+                let a =
+                    analyze_segment(&layout.source, &layout.logs[li], seg, &opts.scan, progress);
                 results.lock().expect("no worker panics")[j] = Some(a);
             });
         }

@@ -97,11 +97,7 @@ impl SegmentAnalysis {
     }
 }
 
-fn open_index(
-    source: &Source,
-    rel: &Path,
-    present: bool,
-) -> Result<(fs::File, u64), IndexVerdict> {
+fn open_index(source: &Source, rel: &Path, present: bool) -> Result<(fs::File, u64), IndexVerdict> {
     if !present {
         return Err(IndexVerdict::Missing);
     }

@@ -4,7 +4,6 @@ use crate::engine::format::takhin::{segment_file_name, FileKind};
 use crate::engine::layout::escape_path;
 use crate::engine::scan::{read_rebuilt_index, IndexKind};
 use crate::engine::segment::{FileStamp, SegmentAnalysis};
-use crate::engine::source::open_original;
 use crate::view::error::{source_err, Result, ViewError};
 use crate::view::inodes::DirEntry;
 use crate::view::verdicts::Verdicts;
@@ -93,8 +92,8 @@ impl Handles {
 
     /// Opens a source file that is passed through unchanged.
     pub fn open_plain(&self, v: &Verdicts, ino: u64, rel: &Path) -> Result<Opened> {
-        let path = v.root().join(rel);
-        let f = open_original(&path).map_err(source_err(&path))?;
+        let path = v.source().display_path(rel);
+        let f = v.source().file(rel).map_err(source_err(&path))?;
         let m = f.metadata().map_err(source_err(&path))?;
         if !m.is_file() {
             return Err(ViewError::NotFound);
@@ -220,7 +219,7 @@ fn open_validated(
     part: SegPart,
 ) -> Result<(File, Arc<SegmentAnalysis>)> {
     let rel = dir.join(segment_file_name(base, FileKind::Log));
-    let path = v.root().join(&rel);
+    let path = v.source().display_path(&rel);
     let mut tries = 0;
     loop {
         let (analysis, serves) = if part == SegPart::Tail {
@@ -247,7 +246,7 @@ fn open_validated(
                 why: format!("unreadable: {e}"),
             });
         }
-        let file = open_original(&path).map_err(source_err(&path))?;
+        let file = v.source().file(&rel).map_err(source_err(&path))?;
         let stamp = FileStamp::of(&file.metadata().map_err(source_err(&path))?);
         tries += 1;
         // The file may change between the verdict and the open; retry so the pair matches.

@@ -22,7 +22,7 @@ pub enum EntryType {
 }
 
 /// The view shows directories, regular files and symlinks; FIFOs, sockets and devices never.
-pub(crate) fn entry_type(ft: fs::FileType) -> Option<EntryType> {
+pub(crate) fn entry_type(ft: crate::engine::source::EntryType) -> Option<EntryType> {
     if ft.is_dir() {
         Some(EntryType::Dir)
     } else if ft.is_file() {

@@ -117,7 +117,7 @@ impl Meta {
 
     /// Builds the whole-tree report (validating what is not cached) and `tails/` from it.
     pub fn refresh_report(&self, v: &Verdicts) -> Arc<Vec<u8>> {
-        let layout = discover(v.root());
+        let layout = discover(v.source());
         let mut logs = Vec::new();
         let mut tails = TailsTree::default();
         tails.dirs.insert(PathBuf::new(), BTreeMap::new());
@@ -216,7 +216,8 @@ impl Meta {
             }
             MetaNode::Raw { rel, kind } => {
                 let m = v.lstat(rel)?;
-                let now = entry_type(m.file_type()).ok_or(ViewError::NotFound)?;
+                let now = entry_type(crate::engine::source::EntryType::of(&m))
+                    .ok_or(ViewError::NotFound)?;
                 if now != *kind {
                     return Err(ViewError::NotFound);
                 }

@@ -23,13 +23,13 @@ use crate::engine::layout::is_reserved;
 use crate::engine::plan::Node;
 use crate::engine::policy::Policy;
 use crate::engine::scan::ScanOptions;
+use crate::engine::source::Source;
 use crate::view::inodes::Inodes;
 use crate::view::meta::{Meta, MetaNode};
 use crate::view::tree::parent_of;
 use crate::view::verdicts::Verdicts;
 use crate::view::watch::Watcher;
 use std::ffi::{OsStr, OsString};
-use std::fs;
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -66,8 +66,8 @@ impl inodes::InodeKind for Kind {
 /// Settings of a view.
 #[derive(Debug, Clone)]
 pub struct ViewConfig {
-    /// The data directory.
-    pub root: PathBuf,
+    /// The data directory, through the one door every read goes.
+    pub source: Arc<Source>,
     /// How the report names the source.
     pub source_label: String,
     pub policy: Policy,
@@ -96,7 +96,7 @@ impl View {
                 rel: PathBuf::new(),
                 node: Node::Dir,
             }),
-            verdicts: Verdicts::new(cfg.root.clone(), cfg.policy, cfg.scan, cfg.cache_bytes),
+            verdicts: Verdicts::new(cfg.source.clone(), cfg.policy, cfg.scan, cfg.cache_bytes),
             handles: handles::Handles::new(),
             meta: Meta::new(cfg.source_label.clone()),
             invalidator: OnceLock::new(),
@@ -118,7 +118,7 @@ impl View {
     /// Watches every source directory the view lists, so that a change to a
     /// file reaches the kernel's caches without waiting for a lookup.
     pub fn start_watching(self: &Arc<Self>) -> io::Result<()> {
-        let w = Arc::new(Watcher::new(&self.cfg.root)?);
+        let w = Arc::new(Watcher::new(self.cfg.source.path())?);
         if !self.verdicts.set_watcher(w.clone()) {
             return Ok(()); // already watching
         }
@@ -223,8 +223,10 @@ impl View {
             Kind::Meta(m) => m.symlink().ok_or(ViewError::NotSymlink)?,
             _ => return Err(ViewError::NotSymlink),
         };
-        let path = self.cfg.root.join(rel);
-        let t = fs::read_link(&path).map_err(error::source_err(&path))?;
+        let source = self.verdicts.source();
+        let t = source
+            .read_link(rel)
+            .map_err(error::source_err(&source.display_path(rel)))?;
         Ok(t.into_os_string().into_vec())
     }
 

@@ -6,12 +6,13 @@
 
 use crate::engine::analysis::assemble_log;
 use crate::engine::format::takhin::FileKind;
-use crate::engine::layout::{escape_path, read_dir_sorted, LogLayout, SegmentEntry};
+use crate::engine::layout::{escape_path, LogLayout, SegmentEntry};
 use crate::engine::plan::{dir_children, visible_children, Node};
 use crate::engine::policy::{visibility, Policy, ViewAction};
 use crate::engine::report::LogReport;
 use crate::engine::scan::ScanOptions;
 use crate::engine::segment::{analyze_segment, FileStamp, SegmentAnalysis};
+use crate::engine::source::{Entries, Source};
 use crate::view::error::{source_err, Result, ViewError};
 use crate::view::watch::Watcher;
 use lru::LruCache;
@@ -28,7 +29,7 @@ pub(crate) struct Listing {
     /// Distinguishes successive listings of one directory (for the point-in-time memo).
     generation: u64,
     stamp: FileStamp,
-    pub entries: Vec<(OsString, fs::FileType)>,
+    pub entries: Entries,
     /// The entries as the view shows them, before the policy hides segments.
     pub children: BTreeMap<OsString, Node>,
     pub layout: Option<LogLayout>,
@@ -60,7 +61,7 @@ pub(crate) struct SegView {
 
 /// Listings and verdicts of one source tree under one policy.
 pub(crate) struct Verdicts {
-    root: PathBuf,
+    source: Arc<Source>,
     policy: Policy,
     scan: ScanOptions,
     /// Bytes of segment verdicts kept in memory.
@@ -76,9 +77,9 @@ pub(crate) struct Verdicts {
 }
 
 impl Verdicts {
-    pub fn new(root: PathBuf, policy: Policy, scan: ScanOptions, cache_bytes: u64) -> Self {
+    pub fn new(source: Arc<Source>, policy: Policy, scan: ScanOptions, cache_bytes: u64) -> Self {
         Verdicts {
-            root,
+            source,
             policy,
             scan,
             cache_bytes,
@@ -94,8 +95,9 @@ impl Verdicts {
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The source tree: every read of it goes through here.
+    pub fn source(&self) -> &Arc<Source> {
+        &self.source
     }
 
     pub fn policy(&self) -> Policy {
@@ -104,8 +106,8 @@ impl Verdicts {
 
     /// Metadata of a source entry, symlinks not followed.
     pub fn lstat(&self, rel: &Path) -> Result<fs::Metadata> {
-        let path = self.root.join(rel);
-        fs::symlink_metadata(&path).map_err(source_err(&path))
+        let path = self.source.display_path(rel);
+        self.source.metadata(rel).map_err(source_err(&path))
     }
 
     /// From now on every directory listed is watched by `w`; false if one already was set.
@@ -131,8 +133,8 @@ impl Verdicts {
 
     /// The source directory `rel`, read again only when its stamp changed.
     pub fn listing(&self, rel: &Path) -> Result<Arc<Listing>> {
-        let path = self.root.join(rel);
-        let meta = fs::symlink_metadata(&path).map_err(source_err(&path))?;
+        let path = self.source.display_path(rel);
+        let meta = self.source.metadata(rel).map_err(source_err(&path))?;
         if !meta.is_dir() {
             return Err(ViewError::NotDir);
         }
@@ -142,7 +144,7 @@ impl Verdicts {
                 return Ok(l.clone());
             }
         }
-        let entries = read_dir_sorted(&path).map_err(source_err(&path))?;
+        let entries = self.source.read_dir(rel).map_err(source_err(&path))?;
         let (children, layout) = dir_children(rel, &entries);
         let l = Arc::new(Listing {
             generation: self.generations.fetch_add(1, Ordering::Relaxed),
@@ -159,7 +161,7 @@ impl Verdicts {
     }
 
     fn validate(&self, layout: &LogLayout, seg: &SegmentEntry) -> SegmentAnalysis {
-        let a = analyze_segment(&self.root, layout, seg, &self.scan, &|_| {});
+        let a = analyze_segment(&self.source, layout, seg, &self.scan, &|_| {});
         self.validations.fetch_add(1, Ordering::Relaxed);
         let path = escape_path(&layout.file_rel(seg.base, FileKind::Log));
         match &a.scan {
@@ -185,10 +187,12 @@ impl Verdicts {
     /// The segment's verdict, validated on first use and again whenever its `.log` changed.
     fn analysis(&self, layout: &LogLayout, seg: &SegmentEntry) -> Arc<SegmentAnalysis> {
         let key: SegKey = (layout.rel.clone(), seg.base);
-        let path = self.root.join(layout.file_rel(seg.base, FileKind::Log));
+        let log_rel = layout.file_rel(seg.base, FileKind::Log);
         let mut attempt = 0;
         loop {
-            let current = fs::symlink_metadata(&path)
+            let current = self
+                .source
+                .metadata(&log_rel)
                 .ok()
                 .filter(|m| m.is_file())
                 .map(|m| FileStamp::of(&m));
@@ -225,7 +229,7 @@ impl Verdicts {
             }
             tracing::info!(
                 "{}: changed since it was validated; validating again",
-                path.display()
+                self.source.display_path(&log_rel).display()
             );
             {
                 let mut c = self.cache.lock();

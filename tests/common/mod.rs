@@ -167,7 +167,7 @@ pub fn write_log(
 /// A view of `root` under `policy`, without FUSE, with a 1 MiB verdict cache.
 pub fn view(root: &Path, policy: recoverfs::engine::policy::Policy) -> recoverfs::view::View {
     recoverfs::view::View::new(recoverfs::view::ViewConfig {
-        root: root.to_path_buf(),
+        source: std::sync::Arc::new(recoverfs::engine::source::Source::open(root).unwrap()),
         source_label: root.display().to_string(),
         policy,
         scan: recoverfs::engine::scan::ScanOptions::default(),

@@ -224,7 +224,10 @@ pub fn assert_trees_eq(got: &BTreeMap<PathBuf, Item>, want: &BTreeMap<PathBuf, I
 
 /// Every entry under `root` but directories (relative paths, sorted), not following
 /// symlinks; `skip` (relative to `root`) is left out with all below it.
-fn non_dirs_under(root: &Path, skip: &Path) -> Vec<(PathBuf, fs::FileType)> {
+fn non_dirs_under(
+    root: &Path,
+    skip: &Path,
+) -> Vec<(PathBuf, recoverfs::engine::source::EntryType)> {
     let mut out = vec![];
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
