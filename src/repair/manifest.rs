@@ -1,0 +1,195 @@
+//! The backup manifest, `BACKUP_DIR/recoverfs-backup.json`: its typed on-disk schema, read and written atomically.
+
+use super::fsio::{create_new, fsync, fsync_dir, TMP_SUFFIX};
+use super::steps::Steps;
+use super::{io_at, RepairError, Result};
+use crate::engine::layout::escape_path;
+use serde::{Deserialize, Serialize};
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+/// The manifest's file name inside the backup directory.
+pub const MANIFEST: &str = "recoverfs-backup.json";
+
+/// What an in-place repair does to one path of the data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Cut a `.log` to its valid prefix.
+    Truncate,
+    /// Replace an index with the rebuilt one.
+    Rebuild,
+    /// Write a rebuilt index where none was.
+    Create,
+    /// Remove a file the view leaves out (hidden segment, orphan index).
+    Remove,
+}
+
+/// An original as it was before the repair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Original {
+    /// `file` or `symlink`.
+    pub kind: String,
+    pub bytes: u64,
+    /// CRC-32 of the file's bytes (of the link's target text for a symlink); known once backed up.
+    pub crc32: Option<u32>,
+}
+
+/// What a path holds after the repair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replacement {
+    pub bytes: u64,
+    /// Known at planning for rebuilt indexes, once backed up for truncated logs.
+    pub crc32: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// Relative to the data directory, escaped like the report's paths.
+    pub path: String,
+    /// The raw name when `path` had to be escaped (non-UTF-8, or a backslash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_bytes: Option<Vec<u8>>,
+    pub action: Action,
+    pub why: String,
+    pub original: Option<Original>,
+    pub new: Option<Replacement>,
+}
+
+impl ManifestEntry {
+    pub(super) fn rel(&self) -> PathBuf {
+        match &self.path_bytes {
+            Some(b) => PathBuf::from(OsString::from_vec(b.clone())),
+            None => PathBuf::from(&self.path),
+        }
+    }
+
+    /// The fields a fresh plan must reproduce for an interrupted backup to be resumed.
+    pub(super) fn same_plan(&self, other: &ManifestEntry) -> bool {
+        self.path == other.path
+            && self.path_bytes == other.path_bytes
+            && self.action == other.action
+            && self.original.as_ref().map(|o| (&o.kind, o.bytes))
+                == other.original.as_ref().map(|o| (&o.kind, o.bytes))
+            && self.new.as_ref().map(|n| n.bytes) == other.new.as_ref().map(|n| n.bytes)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ManifestState {
+    /// The plan is written; originals are being copied. The source is untouched.
+    BackingUp,
+    /// Every original is in the backup with its CRC-32; the source is being changed.
+    BackedUp,
+    /// The repair is complete.
+    Applied,
+}
+
+/// `BACKUP_DIR/recoverfs-backup.json`: what an in-place repair changes, and how far it got.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema: u32,
+    pub tool: String,
+    /// The data directory, absolute.
+    pub source: String,
+    /// The policy's name (the plan depends on it).
+    pub policy: String,
+    pub max_record_bytes: u64,
+    pub state: ManifestState,
+    pub entries: Vec<ManifestEntry>,
+}
+
+pub(super) fn manifest_entry(
+    rel: &Path,
+    action: Action,
+    why: String,
+    original: Option<Original>,
+    new: Option<Replacement>,
+) -> ManifestEntry {
+    let path = escape_path(rel);
+    let raw = rel.as_os_str().as_bytes();
+    ManifestEntry {
+        path_bytes: (path.as_bytes() != raw).then(|| raw.to_vec()),
+        path,
+        action,
+        why,
+        original,
+        new,
+    }
+}
+
+pub(super) fn read_manifest(path: &Path) -> Result<Option<Manifest>> {
+    let bad = |what: String| RepairError::BadManifest {
+        path: path.to_path_buf(),
+        what,
+    };
+    let m: Manifest = match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| bad(format!("not a recoverfs backup manifest: {e}")))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_at(path, "could not read")(e)),
+    };
+    // The manifest steers writes and unlinks in the data directory: an entry
+    // that escapes it, or lacks the replacement its action needs, is refused
+    // before anything is touched.
+    for e in &m.entries {
+        let rel = e.rel();
+        let inside = rel.components().count() > 0
+            && rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(bad(format!(
+                "entry {:?} is not a path inside the data directory",
+                e.path
+            )));
+        }
+        if (e.action == Action::Remove) != e.new.is_none() {
+            return Err(bad(format!(
+                "entry {:?}: action {:?} does not match its replacement",
+                e.path, e.action
+            )));
+        }
+    }
+    Ok(Some(m))
+}
+
+/// Writes the manifest atomically: temporary file, fsync, rename, fsync of the directory.
+pub(super) fn write_manifest(backup: &Path, m: &Manifest, steps: &mut Steps) -> Result<()> {
+    let path = backup.join(MANIFEST);
+    let tmp = backup.join(format!(".{MANIFEST}.{TMP_SUFFIX}"));
+    let _ = fs::remove_file(&tmp);
+    let mut f = create_new(&tmp)?;
+    let text = serde_json::to_string_pretty(m).expect("the manifest serializes") + "\n";
+    f.write_all(text.as_bytes())
+        .map_err(io_at(&tmp, "could not write"))?;
+    fsync(&f, &tmp)?;
+    steps.step("manifest written, not yet renamed");
+    fs::rename(&tmp, &path).map_err(io_at(&path, "could not rename into place"))?;
+    steps.step("manifest renamed, directory not yet synced");
+    fsync_dir(backup)
+}
+
+/// True when the backup directory holds nothing but what a killed run may leave before its manifest.
+pub(super) fn backup_is_blank(backup: &Path) -> Result<bool> {
+    match fs::read_dir(backup) {
+        Ok(it) => {
+            for e in it {
+                let e = e.map_err(io_at(backup, "could not list"))?;
+                if e.file_name() != OsStr::new(&format!(".{MANIFEST}.{TMP_SUFFIX}")) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            Err(RepairError::NotADirectory(backup.to_path_buf()))
+        }
+        Err(e) => Err(io_at(backup, "could not list")(e)),
+    }
+}
