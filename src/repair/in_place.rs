@@ -6,7 +6,7 @@ use super::fsio::{
 };
 use super::manifest::{
     backup_is_blank, manifest_entry, read_manifest, write_manifest, Action, Manifest,
-    ManifestEntry, ManifestState, Original, Replacement, MANIFEST,
+    ManifestEntry, ManifestState, Original, OriginalKind, Replacement, MANIFEST,
 };
 use super::steps::Steps;
 use super::tree::{analyze, build_plan, reports_by_dir, Content, Entry, LeftOut, TreePlan};
@@ -28,12 +28,12 @@ use std::path::{Path, PathBuf};
 fn original_of(path: &Path) -> Result<Option<Original>> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_file() => Ok(Some(Original {
-            kind: "file".into(),
+            kind: OriginalKind::File,
             bytes: m.len(),
             crc32: None,
         })),
         Ok(m) if m.file_type().is_symlink() => Ok(Some(Original {
-            kind: "symlink".into(),
+            kind: OriginalKind::Symlink,
             bytes: fs::read_link(path)
                 .map_err(io_at(path, "could not read the link"))?
                 .as_os_str()
@@ -92,7 +92,7 @@ fn in_place_entries(
                     Action::Truncate,
                     damage_why(seg_of(rel)),
                     Some(Original {
-                        kind: "file".into(),
+                        kind: OriginalKind::File,
                         bytes: *original_len,
                         crc32: None,
                     }),
@@ -221,7 +221,7 @@ pub fn repair_in_place(
     let source = data_abs.to_string_lossy().into_owned();
     if let Some(m) = &existing {
         if m.source != source
-            || m.policy != opts.policy.as_str()
+            || m.policy != opts.policy
             || m.max_record_bytes != opts.scan.max_record_bytes
         {
             return Err(RepairError::DifferentBackup {
@@ -296,7 +296,7 @@ pub fn repair_in_place(
         schema: 1,
         tool: format!("recoverfs {}", env!("CARGO_PKG_VERSION")),
         source,
-        policy: opts.policy.to_string(),
+        policy: opts.policy,
         max_record_bytes: opts.scan.max_record_bytes,
         state: ManifestState::BackingUp,
         entries: summary.entries.clone(),
@@ -327,7 +327,7 @@ fn back_up(data: &Path, backup: &Path, manifest: &mut Manifest, steps: &mut Step
         fs::create_dir_all(dir).map_err(io_at(dir, "could not create"))?;
         let tmp = tmp_beside(&dst);
         let _ = fs::remove_file(&tmp);
-        if orig.kind == "symlink" {
+        if orig.kind == OriginalKind::Symlink {
             let target = fs::read_link(&src).map_err(io_at(&src, "could not read the link"))?;
             std::os::unix::fs::symlink(&target, &tmp).map_err(io_at(&tmp, "could not create"))?;
             orig.crc32 = Some(crc32fast::hash(target.as_os_str().as_bytes()));
@@ -420,7 +420,9 @@ fn found_at(path: &Path) -> Result<Found> {
 fn found_original(o: &Option<Original>) -> Found {
     match o {
         None => Found::Absent,
-        Some(o) if o.kind == "symlink" => Found::Symlink(o.bytes, o.crc32.unwrap_or_default()),
+        Some(o) if o.kind == OriginalKind::Symlink => {
+            Found::Symlink(o.bytes, o.crc32.unwrap_or_default())
+        }
         Some(o) => Found::File(o.bytes, o.crc32.unwrap_or_default()),
     }
 }

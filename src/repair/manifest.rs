@@ -4,6 +4,7 @@ use super::fsio::{create_new, fsync, fsync_dir, TMP_SUFFIX};
 use super::steps::Steps;
 use super::{io_at, RepairError, Result};
 use crate::engine::layout::escape_path;
+use crate::engine::policy::Policy;
 use serde::{Deserialize, Serialize};
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -28,11 +29,20 @@ pub enum Action {
     Remove,
 }
 
+/// What an original was: the manifest's `kind` (`file` or `symlink` on disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OriginalKind {
+    /// A regular file: `bytes` and `crc32` are of its content.
+    File,
+    /// A symlink: `bytes` and `crc32` are of its target text.
+    Symlink,
+}
+
 /// An original as it was before the repair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Original {
-    /// `file` or `symlink`.
-    pub kind: String,
+    pub kind: OriginalKind,
     pub bytes: u64,
     /// CRC-32 of the file's bytes (of the link's target text for a symlink); known once backed up.
     pub crc32: Option<u32>,
@@ -96,8 +106,8 @@ pub struct Manifest {
     pub tool: String,
     /// The data directory, absolute.
     pub source: String,
-    /// The policy's name (the plan depends on it).
-    pub policy: String,
+    /// The policy (the plan depends on it).
+    pub policy: Policy,
     pub max_record_bytes: u64,
     pub state: ManifestState,
     pub entries: Vec<ManifestEntry>,
@@ -191,5 +201,62 @@ pub(super) fn backup_is_blank(backup: &Path) -> Result<bool> {
             Err(RepairError::NotADirectory(backup.to_path_buf()))
         }
         Err(e) => Err(io_at(backup, "could not list")(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Manifests written by recoverfs 0.1.0 before the schema was typed (kind and policy
+    /// were strings): together they hold every kind, state, action, a null original and
+    /// replacement, null CRCs, and an escaped non-UTF-8 path with its raw bytes.
+    const STORED: [(&str, &str); 2] = [
+        (
+            "manifest-applied.json",
+            include_str!("testdata/manifest-applied.json"),
+        ),
+        (
+            "manifest-backing-up.json",
+            include_str!("testdata/manifest-backing-up.json"),
+        ),
+    ];
+
+    /// A stored manifest still parses, and written again it is the same bytes.
+    #[test]
+    fn stored_manifests_parse_and_are_written_byte_for_byte() {
+        for (name, text) in STORED {
+            let t = tempfile::tempdir().unwrap();
+            let path = t.path().join(MANIFEST);
+            fs::write(&path, text).unwrap();
+            let m = read_manifest(&path).unwrap().expect(name);
+            let kinds: Vec<_> = m
+                .entries
+                .iter()
+                .filter_map(|e| e.original.as_ref())
+                .collect();
+            assert!(!kinds.is_empty(), "{name}");
+            fs::remove_file(&path).unwrap();
+            write_manifest(t.path(), &m, &mut Steps::from_env()).unwrap();
+            assert_eq!(fs::read_to_string(&path).unwrap(), text, "{name}");
+        }
+    }
+
+    /// The typed fields read back as what the strings said.
+    #[test]
+    fn kind_and_policy_are_typed() {
+        let m: Manifest = serde_json::from_str(STORED[1].1).unwrap();
+        assert_eq!(m.policy, Policy::PointInTime);
+        assert_eq!(m.state, ManifestState::BackingUp);
+        let kinds: Vec<OriginalKind> = m
+            .entries
+            .iter()
+            .filter_map(|e| e.original.as_ref().map(|o| o.kind))
+            .collect();
+        assert_eq!(kinds[0], OriginalKind::Symlink);
+        assert!(kinds[1..].iter().all(|k| *k == OriginalKind::File));
+        let m: Manifest = serde_json::from_str(STORED[0].1).unwrap();
+        assert_eq!(m.policy, Policy::PerSegment);
+        assert!(m.entries.iter().any(|e| e.path_bytes.is_some()));
     }
 }

@@ -37,7 +37,7 @@ mod tree;
 pub use fsio::Progress;
 pub use in_place::{repair_in_place, InPlaceSummary};
 pub use manifest::{
-    Action, Manifest, ManifestEntry, ManifestState, Original, Replacement, MANIFEST,
+    Action, Manifest, ManifestEntry, ManifestState, Original, OriginalKind, Replacement, MANIFEST,
 };
 pub use output::{repair_to, OutputSummary};
 pub use render::{render_in_place, render_output};
