@@ -4,24 +4,8 @@ use super::in_place::InPlaceSummary;
 use super::manifest::{Action, ManifestEntry, MANIFEST};
 use super::output::OutputSummary;
 use crate::engine::layout::escape_path;
-use crate::engine::report::Report;
 use std::fmt::Write as _;
 use std::path::Path;
-
-/// The report's human lines about the logs, without its `check` header and advice.
-fn report_body(report: &Report) -> String {
-    // render_human is shared with `check`: its title names `check` and its advice
-    // (`Next: ...`) proposes a repair, both wrong here, so those lines are dropped.
-    let title = format!("recoverfs check {}", report.source);
-    report
-        .render_human()
-        .lines()
-        .filter(|l| !l.starts_with(&title) && !l.starts_with("Next: "))
-        .fold(String::new(), |mut o, l| {
-            let _ = writeln!(o, "{l}");
-            o
-        })
-}
 
 pub fn render_output(data: &Path, output: &Path, s: &OutputSummary) -> String {
     let mut o = format!(
@@ -30,7 +14,7 @@ pub fn render_output(data: &Path, output: &Path, s: &OutputSummary) -> String {
         output.display(),
         s.report.policy
     );
-    o.push_str(&report_body(&s.report));
+    o.push_str(&s.report.render_human_body());
     let _ = writeln!(
         o,
         "Wrote {}: {} file(s), {} bytes ({} reflinked, {} by copy_file_range, {} by read/write, {} of rebuilt indexes); {} source entr(ies) left out.",
@@ -67,7 +51,7 @@ pub fn render_in_place(data: &Path, backup: &Path, s: &InPlaceSummary) -> String
             backup.join(MANIFEST).display()
         );
     } else {
-        o.push_str(&report_body(&s.report));
+        o.push_str(&s.report.render_human_body());
     }
     if s.entries.is_empty() {
         let _ = writeln!(
@@ -130,4 +114,32 @@ pub fn render_in_place(data: &Path, backup: &Path, s: &InPlaceSummary) -> String
         );
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::analysis::{check_path, AnalyzeOptions};
+    use crate::engine::policy::Policy;
+    use std::path::Path;
+
+    /// The body `repair` prints is `check`'s human report without its title and its
+    /// `Next:` line, exactly as when those two lines were filtered out of it.
+    #[test]
+    fn the_report_body_is_check_without_title_and_advice() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/takhin/data");
+        for policy in Policy::ALL {
+            let opts = AnalyzeOptions {
+                policy,
+                ..Default::default()
+            };
+            let (_, report) = check_path(&data, &opts, &|_| {}).unwrap();
+            let full = report.render_human();
+            let lines: Vec<&str> = full.lines().collect();
+            assert!(lines[0].starts_with("recoverfs check "), "{full}");
+            assert!(lines[lines.len() - 1].starts_with("Next: "), "{full}");
+            let mut body = lines[1..lines.len() - 1].join("\n");
+            body.push('\n');
+            assert_eq!(report.render_human_body(), body, "{policy}");
+        }
+    }
 }
