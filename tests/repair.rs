@@ -479,6 +479,7 @@ fn output_refusals() {
     assert!(!out.path().join("n").exists());
 }
 
+#[cfg(feature = "fault-injection")]
 #[test]
 fn output_killed_at_every_step_leaves_no_half_tree_and_a_rerun_completes() {
     let src = small_damaged();
@@ -834,6 +835,7 @@ fn small_damaged() -> tempfile::TempDir {
     t
 }
 
+#[cfg(feature = "fault-injection")]
 #[test]
 fn in_place_killed_at_every_step_then_rerun_completes() {
     for policy in POLICIES {
@@ -971,6 +973,7 @@ fn in_place_with_a_non_utf8_directory_name() {
     assert_eq!(&fs::read(backup.join(&truncated)).unwrap(), bytes);
 }
 
+#[cfg(feature = "fault-injection")]
 #[test]
 fn a_tampered_manifest_is_refused_before_anything_is_touched() {
     // A run killed right after its manifest was written leaves a backup to resume from.

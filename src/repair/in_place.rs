@@ -233,7 +233,7 @@ pub fn repair_in_place(
             });
         }
     }
-    let mut steps = Steps::from_env();
+    let mut steps = Steps::new();
     // An interrupted apply phase resumes from the manifest, not from a new analysis.
     if let Some(m) = existing
         .clone()

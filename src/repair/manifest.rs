@@ -237,7 +237,7 @@ mod tests {
                 .collect();
             assert!(!kinds.is_empty(), "{name}");
             fs::remove_file(&path).unwrap();
-            write_manifest(t.path(), &m, &mut Steps::from_env()).unwrap();
+            write_manifest(t.path(), &m, &mut Steps::new()).unwrap();
             assert_eq!(fs::read_to_string(&path).unwrap(), text, "{name}");
         }
     }

@@ -24,7 +24,7 @@
 //! (`--in-place`: planning, backup, apply) → `manifest` (the typed on-disk
 //! backup manifest) and `tree` (the tree to write) → `fsio` (attributes,
 //! copies, fsync, locks, paths) and `steps` (numbered steps, and the
-//! `fault-injection` feature's stop at one of them).
+//! `fault-injection` feature's stop at one of them, for tests).
 
 mod fsio;
 mod in_place;
@@ -41,6 +41,7 @@ pub use manifest::{
 };
 pub use output::{repair_to, OutputSummary};
 pub use render::{render_in_place, render_output};
+#[cfg(feature = "fault-injection")]
 pub use steps::{EXIT_INJECTED, FAIL_AT_ENV};
 
 use std::io;

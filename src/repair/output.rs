@@ -77,7 +77,7 @@ pub fn repair_to(
         progress,
         ..Default::default()
     };
-    let mut steps = Steps::from_env();
+    let mut steps = Steps::new();
     let written = write_tree(data, &tmp, &plan, &stats, &mut steps);
     if let Err(e) = written {
         let _ = fs::remove_dir_all(&tmp);
