@@ -3,12 +3,13 @@
 use super::{io_at, RepairError, Result};
 use crate::engine::scan::{rebuild_indexes, scan_segment, ScanOptions};
 use crate::engine::source::{advise_sequential, open_original};
+use rustix::fs::{AtFlags, FlockOperation, Timespec, Timestamps, CWD};
+use rustix::io::Errno;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,42 +40,31 @@ impl Attrs {
         }
     }
 
-    fn times(&self) -> [libc::timespec; 2] {
-        let ts = |(s, ns): (i64, i64)| libc::timespec {
-            tv_sec: s as libc::time_t,
-            tv_nsec: ns as _,
-        };
-        [ts(self.atime), ts(self.mtime)]
+    /// Access and modification times as `stat` gave them, seconds and nanoseconds
+    /// unconverted (the same for a file, through `futimens`, and a symlink, through `utimensat`).
+    fn times(&self) -> Timestamps {
+        let ts = |(tv_sec, tv_nsec): (i64, i64)| Timespec { tv_sec, tv_nsec };
+        Timestamps {
+            last_access: ts(self.atime),
+            last_modification: ts(self.mtime),
+        }
     }
 
     /// Sets mode and times on an open file or directory; the owner too when `chown`
     /// (in place, where a broker running as another user must still open the file).
     pub(super) fn apply(&self, f: &File, path: &Path, chown: bool) -> Result<()> {
-        let fd = f.as_raw_fd();
         if chown {
-            // SAFETY: fd is open for the life of `f`.
-            if unsafe { libc::fchown(fd, self.uid, self.gid) } != 0 {
-                let e = io::Error::last_os_error();
+            if let Err(e) = std::os::unix::fs::fchown(f, Some(self.uid), Some(self.gid)) {
                 // Without CAP_CHOWN only our own files are ours to give: keep going.
                 if e.raw_os_error() != Some(libc::EPERM) {
                     return Err(io_at(path, "could not set the owner")(e));
                 }
             }
         }
-        // SAFETY: as above.
-        if unsafe { libc::fchmod(fd, self.mode as libc::mode_t) } != 0 {
-            return Err(io_at(path, "could not set the mode")(
-                io::Error::last_os_error(),
-            ));
-        }
-        let t = self.times();
-        // SAFETY: `t` holds two valid timespecs.
-        if unsafe { libc::futimens(fd, t.as_ptr()) } != 0 {
-            return Err(io_at(path, "could not set the times")(
-                io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
+        f.set_permissions(fs::Permissions::from_mode(self.mode))
+            .map_err(io_at(path, "could not set the mode"))?;
+        rustix::fs::futimens(f, &self.times())
+            .map_err(|e| io_at(path, "could not set the times")(e.into()))
     }
 }
 
@@ -121,13 +111,11 @@ fn try_reflink(src: &File, dst: &File) -> bool {
     if NO_REFLINK.load(Ordering::Relaxed) {
         return false;
     }
-    // SAFETY: both fds are open for the duration of the call.
-    let r = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE as _, src.as_raw_fd()) };
-    if r == 0 {
+    let Err(e) = rustix::fs::ioctl_ficlone(dst, src) else {
         return true;
-    }
-    if let Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::EINVAL | libc::EXDEV | libc::ENOSYS) =
-        io::Error::last_os_error().raw_os_error()
+    };
+    if let libc::EOPNOTSUPP | libc::ENOTTY | libc::EINVAL | libc::EXDEV | libc::ENOSYS =
+        e.raw_os_error()
     {
         NO_REFLINK.store(true, Ordering::Relaxed)
     }
@@ -148,29 +136,23 @@ fn copy_prefix(
     let mut done: u64 = 0;
     while done < len {
         if kernel {
-            let mut off_in = done as libc::loff_t;
-            let mut off_out = done as libc::loff_t;
+            let (mut off_in, mut off_out) = (done, done);
             let want = (len - done).min(1 << 30) as usize;
-            // SAFETY: valid fds; the offsets point at live locals.
-            let n = unsafe {
-                libc::copy_file_range(
-                    src.as_raw_fd(),
-                    &mut off_in,
-                    dst.as_raw_fd(),
-                    &mut off_out,
-                    want,
-                    0,
-                )
+            let e = match rustix::fs::copy_file_range(
+                src,
+                Some(&mut off_in),
+                dst,
+                Some(&mut off_out),
+                want,
+            ) {
+                Ok(0) => return Err(shrank(src_path, done, len)),
+                Ok(n) => {
+                    done += n as u64;
+                    CopyStats::add(&stats.kernel_copied, n as u64);
+                    continue;
+                }
+                Err(e) => io::Error::from(e),
             };
-            if n > 0 {
-                done += n as u64;
-                CopyStats::add(&stats.kernel_copied, n as u64);
-                continue;
-            }
-            if n == 0 {
-                return Err(shrank(src_path, done, len));
-            }
-            let e = io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EINTR) => continue,
                 // Not offered here (old kernel, cross-device, special filesystem): copy by hand.
@@ -293,7 +275,8 @@ pub(super) fn rebuild_from(
 /// copying and disk writes).
 pub(super) fn start_writeback(f: &File) {
     // Advice only: the later fsync is what guarantees durability.
-    // SAFETY: the fd is open for the life of `f`.
+    // SAFETY: sync_file_range reads no memory of ours; the fd is open for the life of `f`
+    // (neither std nor rustix offers this call).
     unsafe {
         libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
     }
@@ -373,15 +356,11 @@ pub(super) fn check_data_dir(data: &Path) -> Result<PathBuf> {
 /// Takes an exclusive `flock` on a directory (opened read-only, so nothing of it changes).
 pub(super) fn lock_dir(dir: &Path) -> Result<File> {
     let f = File::open(dir).map_err(io_at(dir, "could not open"))?;
-    // SAFETY: the fd is open for the life of `f`.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(RepairError::Busy(dir.to_path_buf()));
-        }
-        return Err(io_at(dir, "could not lock")(e));
+    match rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(f),
+        Err(Errno::WOULDBLOCK) => Err(RepairError::Busy(dir.to_path_buf())),
+        Err(e) => Err(io_at(dir, "could not lock")(e.into())),
     }
-    Ok(f)
 }
 
 /// True when `dir` holds no entry at all; a missing directory counts as empty.
@@ -395,24 +374,8 @@ pub(super) fn is_empty_or_missing(dir: &Path) -> Result<bool> {
 }
 
 pub(super) fn set_link_times(path: &Path, attrs: &Attrs) -> Result<()> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io_at(path, "bad name")(io::ErrorKind::InvalidInput.into()))?;
-    let t = attrs.times();
-    // SAFETY: `c` is NUL-terminated, `t` holds two timespecs.
-    if unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            t.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } != 0
-    {
-        return Err(io_at(path, "could not set the times")(
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    rustix::fs::utimensat(CWD, path, &attrs.times(), AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| io_at(path, "could not set the times")(e.into()))
 }
 
 /// Streams a file into a new one, returning the CRC-32 of all of it and of its first `prefix` bytes.
@@ -500,5 +463,61 @@ mod tests {
         }
         let e = open_checked(&src_path, 150).unwrap_err();
         assert!(e.to_string().contains("is now 100 bytes, was 150"), "{e}");
+    }
+
+    fn times_of(p: &Path) -> ((i64, i64), (i64, i64)) {
+        let m = fs::symlink_metadata(p).unwrap();
+        ((m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec()))
+    }
+
+    /// Mode and times (to the nanosecond, before 1970 too) carry over to a file and a
+    /// symlink exactly; the symlink's target keeps its own.
+    #[test]
+    fn attributes_carry_over_to_files_and_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::write(&src, b"x").unwrap();
+        fs::set_permissions(&src, fs::Permissions::from_mode(0o640)).unwrap();
+        let stamp = |tv_sec, tv_nsec| Timespec { tv_sec, tv_nsec };
+        let times = Timestamps {
+            last_access: stamp(-86_400 * 365 - 1, 123_456_789),
+            last_modification: stamp(1_700_000_000, 999_999_999),
+        };
+        rustix::fs::utimensat(CWD, &src, &times, AtFlags::empty()).unwrap();
+        let attrs = Attrs::of(&fs::symlink_metadata(&src).unwrap());
+        let want = (
+            (-86_400 * 365 - 1, 123_456_789),
+            (1_700_000_000, 999_999_999),
+        );
+        assert_eq!(times_of(&src), want);
+
+        let dst = t.path().join("dst");
+        let f = create_new(&dst).unwrap();
+        attrs.apply(&f, &dst, true).unwrap();
+        assert_eq!(times_of(&dst), want);
+        assert_eq!(fs::metadata(&dst).unwrap().mode() & 0o7777, 0o640);
+
+        let target = t.path().join("target");
+        fs::write(&target, b"y").unwrap();
+        let before = times_of(&target);
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        set_link_times(&link, &attrs).unwrap();
+        assert_eq!(times_of(&link), want);
+        assert_eq!(times_of(&target), before);
+    }
+
+    /// A second lock on a locked directory is refused at once, as "busy".
+    #[test]
+    fn a_locked_directory_is_busy() {
+        let t = tempfile::tempdir().unwrap();
+        let held = lock_dir(t.path()).unwrap();
+        let e = lock_dir(t.path()).unwrap_err();
+        assert!(
+            matches!(e, RepairError::Busy(ref p) if p == t.path()),
+            "{e}"
+        );
+        drop(held);
+        lock_dir(t.path()).unwrap();
     }
 }
