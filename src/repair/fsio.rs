@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Suffix of the temporary files and directories repair writes before renaming them.
-pub(super) const TMP_SUFFIX: &str = "recoverfs-tmp";
+const TMP_SUFFIX: &str = "recoverfs-tmp";
 /// Bytes per read/write when the kernel cannot copy for us, and per CRC pass.
 pub(super) const BUF_BYTES: usize = 1 << 20;
 
@@ -398,6 +398,8 @@ pub(super) fn copy_with_crc(
     Ok((all.finalize(), pre.finalize()))
 }
 
+/// The temporary name repair writes `path` under first (`.NAME.recoverfs-tmp`, beside it):
+/// fixed, so that what a killed run left there is found, and cleared, by the next.
 pub(super) fn tmp_beside(path: &Path) -> PathBuf {
     let mut name = OsString::from(".");
     name.push(path.file_name().unwrap_or_default());

@@ -1,12 +1,12 @@
 //! The backup manifest, `BACKUP_DIR/recoverfs-backup.json`: its typed on-disk schema, read and written atomically.
 
-use super::fsio::{create_new, fsync, fsync_dir, TMP_SUFFIX};
+use super::fsio::{create_new, fsync, fsync_dir, tmp_beside};
 use super::steps::Steps;
 use super::{io_at, RepairError, Result};
 use crate::engine::layout::escape_path;
 use crate::engine::policy::Policy;
 use serde::{Deserialize, Serialize};
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -171,7 +171,7 @@ pub(super) fn read_manifest(path: &Path) -> Result<Option<Manifest>> {
 /// Writes the manifest atomically: temporary file, fsync, rename, fsync of the directory.
 pub(super) fn write_manifest(backup: &Path, m: &Manifest, steps: &mut Steps) -> Result<()> {
     let path = backup.join(MANIFEST);
-    let tmp = backup.join(format!(".{MANIFEST}.{TMP_SUFFIX}"));
+    let tmp = tmp_beside(&path);
     let _ = fs::remove_file(&tmp);
     let mut f = create_new(&tmp)?;
     let text = serde_json::to_string_pretty(m).expect("the manifest serializes") + "\n";
@@ -190,7 +190,7 @@ pub(super) fn backup_is_blank(backup: &Path) -> Result<bool> {
         Ok(it) => {
             for e in it {
                 let e = e.map_err(io_at(backup, "could not list"))?;
-                if e.file_name() != OsStr::new(&format!(".{MANIFEST}.{TMP_SUFFIX}")) {
+                if e.path() != tmp_beside(&backup.join(MANIFEST)) {
                     return Ok(false);
                 }
             }

@@ -2,8 +2,8 @@
 
 use super::fsio::{
     check_data_dir, create_new, fsync, fsync_dir, is_empty_or_missing, lock_dir, open_checked,
-    resolve, run_jobs, set_link_times, start_writeback, write_copy, Attrs, CopyStats, Progress,
-    TMP_SUFFIX,
+    resolve, run_jobs, set_link_times, start_writeback, tmp_beside, write_copy, Attrs, CopyStats,
+    Progress,
 };
 use super::steps::Steps;
 use super::tree::{analyze, build_plan, Content, Entry, TreePlan};
@@ -12,7 +12,6 @@ use crate::engine::analysis::AnalyzeOptions;
 use crate::engine::format::takhin::FileKind;
 use crate::engine::report::Report;
 use crate::engine::scan::{rebuild_indexes, SegmentScan};
-use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,18 +56,15 @@ pub fn repair_to(
     }
     let (layout, report) = analyze(data, opts, progress.as_ref())?;
     let plan = build_plan(data, &layout, &report)?;
-    let (parent, name) = match (out_abs.parent(), out_abs.file_name()) {
-        (Some(p), Some(n)) => (p.to_path_buf(), n.to_os_string()),
+    let parent = match (out_abs.parent(), out_abs.file_name()) {
+        (Some(p), Some(_)) => p.to_path_buf(),
         _ => return Err(RepairError::OutputNotEmpty(output.to_path_buf())),
     };
     fs::create_dir_all(&parent).map_err(io_at(&parent, "could not create"))?;
     // Two runs writing to the same parent would share the temporary sibling.
     let _lock = lock_dir(&parent)?;
     // A fixed sibling name: a run killed earlier left this, and it is ours to clear.
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(&name);
-    tmp_name.push(format!(".{TMP_SUFFIX}"));
-    let tmp = parent.join(tmp_name);
+    let tmp = tmp_beside(&out_abs);
     if fs::symlink_metadata(&tmp).is_ok() {
         fs::remove_dir_all(&tmp)
             .map_err(io_at(&tmp, "could not clear an earlier partial output"))?;
