@@ -11,7 +11,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const POLICIES: [&str; 2] = ["per-segment", "point-in-time"];
 
@@ -232,6 +232,7 @@ fn output_refusals() {
     assert!(!out.path().join("n").exists());
 }
 
+#[cfg(feature = "fault-injection")]
 #[test]
 fn output_killed_at_every_step_leaves_no_half_tree_and_a_rerun_completes() {
     let src = small_damaged();
@@ -242,7 +243,7 @@ fn output_killed_at_every_step_leaves_no_half_tree_and_a_rerun_completes() {
         let out = tempfile::tempdir().unwrap();
         let new = out.path().join("r");
         let args = output_args(src.path(), &new, &[]);
-        let o = Command::new(bin())
+        let o = std::process::Command::new(bin())
             .args(&args)
             .env("RECOVERFS_TEST_FAIL_AT", step.to_string())
             .output()
@@ -477,6 +478,7 @@ fn in_place_refusals() {
     assert_unchanged(&before, &snapshot(src.path()));
 }
 
+#[cfg(feature = "fault-injection")]
 #[test]
 fn in_place_killed_at_every_step_then_rerun_completes() {
     for policy in POLICIES {
@@ -490,7 +492,7 @@ fn in_place_killed_at_every_step_then_rerun_completes() {
             let bk = tempfile::tempdir().unwrap();
             let backup = bk.path().join("b");
             let args = in_place_args(src.path(), &backup, &["--policy", policy]);
-            let o = Command::new(bin())
+            let o = std::process::Command::new(bin())
                 .args(&args)
                 .env("RECOVERFS_TEST_FAIL_AT", step.to_string())
                 .output()

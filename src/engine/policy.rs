@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// What the view shows of a log (README, "Policies"; names from RocksDB's WAL recovery modes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
     /// Every segment's valid prefix, later segments kept, gaps reported.

@@ -266,13 +266,20 @@ impl Report {
 
     /// The short human form: a line per log, a line per anomaly, totals, what next.
     pub fn render_human(&self) -> String {
+        format!(
+            "recoverfs check {} (policy {})\n{}{}\n",
+            self.source,
+            self.policy,
+            self.render_human_body(),
+            self.next_steps()
+        )
+    }
+
+    /// [`Self::render_human`] without its `check` title and its `Next:` advice:
+    /// the lines about the logs and the totals, for a front end with its own title and advice.
+    pub fn render_human_body(&self) -> String {
         let mut o = String::new();
         let s = &self.summary;
-        let _ = writeln!(
-            o,
-            "recoverfs check {} (policy {})",
-            self.source, self.policy
-        );
         for p in &self.problems {
             let _ = writeln!(o, "  UNREADABLE  {}/: {}", p.path, p.error);
         }
@@ -390,7 +397,6 @@ impl Report {
             s.logs, s.segments, s.clean, s.truncated, s.unreadable, s.records, s.bytes_kept, s.bytes_cut,
             s.gaps, s.overlaps, s.orphans, s.indexes_rebuilt, s.hidden
         );
-        let _ = writeln!(o, "{}", self.next_steps());
         o
     }
 

@@ -1,0 +1,521 @@
+//! `repair --in-place --backup DIR`: the plan of changes, then its three phases (back up, apply, done).
+
+use super::fsio::{
+    check_data_dir, copy_with_crc, create_new, fsync, fsync_dir, lock_dir, lstat, open_checked,
+    rebuild_from, resolve, tmp_beside, write_copy, Attrs, CopyStats, Progress, BUF_BYTES,
+};
+use super::manifest::{
+    backup_is_blank, manifest_entry, read_manifest, write_manifest, Action, Manifest,
+    ManifestEntry, ManifestState, Original, OriginalKind, Replacement, MANIFEST,
+};
+use super::steps::Steps;
+use super::tree::{analyze, build_plan, reports_by_dir, Content, Entry, LeftOut, TreePlan};
+use super::{io_at, RepairError, Result};
+use crate::engine::analysis::AnalyzeOptions;
+use crate::engine::format::takhin::FileKind;
+use crate::engine::layout::{escape_path, Layout};
+use crate::engine::report::{Report, SegmentReport};
+use crate::engine::scan::{rebuild_indexes, IndexKind, ScanOptions};
+use crate::engine::source::{advise_sequential, open_original};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+fn original_of(path: &Path) -> Result<Option<Original>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => Ok(Some(Original {
+            kind: OriginalKind::File,
+            bytes: m.len(),
+            crc32: None,
+        })),
+        Ok(m) if m.file_type().is_symlink() => Ok(Some(Original {
+            kind: OriginalKind::Symlink,
+            bytes: fs::read_link(path)
+                .map_err(io_at(path, "could not read the link"))?
+                .as_os_str()
+                .len() as u64,
+            crc32: None,
+        })),
+        Ok(m) if m.is_dir() => Err(RepairError::DirInTheWay(path.to_path_buf())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_at(path, "could not stat")(e)),
+    }
+}
+
+fn damage_why(seg: Option<&SegmentReport>) -> String {
+    match seg.and_then(|s| s.damage.as_ref()) {
+        Some(d) => format!(
+            "{} ({}) at byte {}",
+            d.kind().as_str(),
+            d.class.as_str(),
+            d.position
+        ),
+        None => "damaged".into(),
+    }
+}
+
+/// Turns the repaired tree into the changes that make the source equal to it.
+/// Also returns the special files left where they are.
+fn in_place_entries(
+    data: &Path,
+    layout: &Layout,
+    report: &Report,
+    plan: &TreePlan,
+) -> Result<(Vec<ManifestEntry>, Vec<PathBuf>)> {
+    let logs = reports_by_dir(layout, report);
+    let seg_of = |log_rel: &Path| -> Option<&SegmentReport> {
+        let dir = log_rel.parent().unwrap_or(Path::new(""));
+        let want = escape_path(log_rel);
+        logs.get(dir)
+            .and_then(|l| l.segments.iter().find(|s| s.path == want))
+    };
+    let mut out = Vec::new();
+    let mut rebuilt_cache: HashMap<PathBuf, (Vec<u8>, Vec<u8>)> = HashMap::new();
+    for e in &plan.entries {
+        let Entry::File { rel, content, .. } = e else {
+            continue;
+        };
+        let path = data.join(rel);
+        match content {
+            Content::Whole { .. } => {}
+            Content::Prefix { len, original_len } if len < original_len => {
+                out.push(manifest_entry(
+                    rel,
+                    Action::Truncate,
+                    damage_why(seg_of(rel)),
+                    Some(Original {
+                        kind: OriginalKind::File,
+                        bytes: *original_len,
+                        crc32: None,
+                    }),
+                    Some(Replacement {
+                        bytes: *len,
+                        crc32: None,
+                    }),
+                ))
+            }
+            Content::Prefix { .. } => {}
+            Content::Rebuilt {
+                kind,
+                log,
+                scan,
+                original_matches,
+            } => {
+                if *original_matches {
+                    continue;
+                }
+                let original = original_of(&path)?;
+                if !rebuilt_cache.contains_key(log) {
+                    let log_path = data.join(log);
+                    let f = open_checked(&log_path, scan.original_bytes)?;
+                    let r = rebuild_indexes(&f, scan).map_err(|e| RepairError::SourceChanged {
+                        path: log_path.clone(),
+                        what: e.to_string(),
+                    })?;
+                    rebuilt_cache.insert(log.clone(), r);
+                }
+                let (i, t) = &rebuilt_cache[log];
+                let bytes = if *kind == FileKind::Index { i } else { t };
+                let seg = seg_of(log);
+                let verdict = match (seg, kind) {
+                    (Some(s), FileKind::Index) => s.index.describe(IndexKind::Offset),
+                    (Some(s), _) => s.timeindex.describe(IndexKind::Time),
+                    (None, _) => String::new(),
+                };
+                let (action, why) = if original.is_some() {
+                    (Action::Rebuild, format!("rebuilt (original: {verdict})"))
+                } else {
+                    (Action::Create, "rebuilt (original: missing)".to_string())
+                };
+                out.push(manifest_entry(
+                    rel,
+                    action,
+                    why,
+                    original,
+                    Some(Replacement {
+                        bytes: bytes.len() as u64,
+                        crc32: Some(crc32fast::hash(bytes)),
+                    }),
+                ));
+            }
+        }
+    }
+    let mut specials = Vec::new();
+    for (rel, why) in &plan.left_out {
+        let why = match why {
+            LeftOut::Special => {
+                specials.push(rel.clone());
+                continue;
+            }
+            LeftOut::Hidden => format!("hidden under {}", report.policy),
+            LeftOut::Orphan => "orphan index (no .log beside it)".to_string(),
+        };
+        if let Some(original) = original_of(&data.join(rel))? {
+            out.push(manifest_entry(
+                rel,
+                Action::Remove,
+                why,
+                Some(original),
+                None,
+            ));
+        }
+    }
+    Ok((out, specials))
+}
+
+/// What an in-place repair did (or, with `--dry-run`, would do).
+#[derive(Debug)]
+pub struct InPlaceSummary {
+    pub report: Report,
+    pub entries: Vec<ManifestEntry>,
+    /// FIFOs, sockets and devices: left out of the view, left where they are.
+    pub specials: Vec<PathBuf>,
+    /// True when the backup held an interrupted run of this repair, now finished.
+    pub resumed: bool,
+    pub dry_run: bool,
+}
+
+/// `repair DATA --in-place --backup BACKUP [--dry-run]`.
+pub fn repair_in_place(
+    data: &Path,
+    backup: Option<&Path>,
+    dry_run: bool,
+    opts: &AnalyzeOptions,
+    progress: Option<Progress>,
+) -> Result<InPlaceSummary> {
+    let data_abs = check_data_dir(data)?;
+    let Some(backup) = backup else {
+        return Err(RepairError::NoBackup(data.to_path_buf()));
+    };
+    let backup_abs = resolve(backup)?;
+    if backup_abs.starts_with(&data_abs) {
+        return Err(RepairError::BackupInsideData {
+            backup: backup.to_path_buf(),
+            data: data.to_path_buf(),
+        });
+    }
+    // Held until the repair returns: a second repair of the same tree waits for nothing, it refuses.
+    let _lock = if dry_run { None } else { Some(lock_dir(data)?) };
+    let manifest_path = backup.join(MANIFEST);
+    let existing = if backup_is_blank(backup)? {
+        None
+    } else {
+        match read_manifest(&manifest_path)? {
+            Some(m) => Some(m),
+            None => {
+                return Err(RepairError::DifferentBackup {
+                    path: backup.to_path_buf(),
+                    why: format!("not empty, and no {MANIFEST}"),
+                })
+            }
+        }
+    };
+    let source = data_abs.to_string_lossy().into_owned();
+    if let Some(m) = &existing {
+        if m.source != source
+            || m.policy != opts.policy
+            || m.max_record_bytes != opts.scan.max_record_bytes
+        {
+            return Err(RepairError::DifferentBackup {
+                path: backup.to_path_buf(),
+                why: format!(
+                    "of {} under {} with --max-record-bytes {}",
+                    m.source, m.policy, m.max_record_bytes
+                ),
+            });
+        }
+    }
+    let mut steps = Steps::new();
+    // An interrupted apply phase resumes from the manifest, not from a new analysis.
+    if let Some(m) = existing
+        .clone()
+        .filter(|m| m.state == ManifestState::BackedUp)
+    {
+        let (_, report) = analyze(data, opts, progress.as_ref())?;
+        if !dry_run {
+            apply(data, backup, m.clone(), &mut steps)?;
+        }
+        return Ok(InPlaceSummary {
+            report,
+            entries: m.entries,
+            specials: vec![],
+            resumed: true,
+            dry_run,
+        });
+    }
+    let (layout, report) = analyze(data, opts, progress.as_ref())?;
+    let plan = build_plan(data, &layout, &report)?;
+    let (entries, specials) = in_place_entries(data, &layout, &report, &plan)?;
+    let mut summary = InPlaceSummary {
+        report,
+        entries,
+        specials,
+        resumed: false,
+        dry_run,
+    };
+    match &existing {
+        Some(m) if m.state == ManifestState::Applied => {
+            if summary.entries.is_empty() {
+                return Ok(summary);
+            }
+            return Err(RepairError::DifferentBackup {
+                path: backup.to_path_buf(),
+                why: "the completed backup of an earlier repair".into(),
+            });
+        }
+        Some(m) => {
+            // BackingUp: the source is untouched, so a fresh plan must be the same plan.
+            let same = m.entries.len() == summary.entries.len()
+                && m.entries
+                    .iter()
+                    .zip(&summary.entries)
+                    .all(|(a, b)| a.same_plan(b));
+            if !same {
+                return Err(RepairError::DifferentBackup {
+                    path: backup.to_path_buf(),
+                    why: "an interrupted backup whose plan no longer matches the data directory"
+                        .into(),
+                });
+            }
+            summary.resumed = true;
+        }
+        None => {}
+    }
+    if dry_run || summary.entries.is_empty() {
+        return Ok(summary);
+    }
+    let mut manifest = Manifest {
+        schema: 1,
+        tool: format!("recoverfs {}", env!("CARGO_PKG_VERSION")),
+        source,
+        policy: opts.policy,
+        max_record_bytes: opts.scan.max_record_bytes,
+        state: ManifestState::BackingUp,
+        entries: summary.entries.clone(),
+    };
+    fs::create_dir_all(backup).map_err(io_at(backup, "could not create"))?;
+    if let Some(parent) = backup_abs.parent() {
+        fsync_dir(parent)?;
+    }
+    write_manifest(backup, &manifest, &mut steps)?;
+    back_up(data, backup, &mut manifest, &mut steps)?;
+    manifest.state = ManifestState::BackedUp;
+    write_manifest(backup, &manifest, &mut steps)?;
+    apply(data, backup, manifest.clone(), &mut steps)?;
+    summary.entries = manifest.entries;
+    Ok(summary)
+}
+
+/// Phase 1: every original that will change or go, copied into the backup at its relative path.
+fn back_up(data: &Path, backup: &Path, manifest: &mut Manifest, steps: &mut Steps) -> Result<()> {
+    for e in manifest.entries.iter_mut() {
+        let rel = e.rel();
+        let Some(orig) = e.original.as_mut() else {
+            continue;
+        };
+        let src = data.join(&rel);
+        let dst = backup.join(&rel);
+        let dir = dst.parent().expect("a relative path under the backup");
+        fs::create_dir_all(dir).map_err(io_at(dir, "could not create"))?;
+        let tmp = tmp_beside(&dst);
+        let _ = fs::remove_file(&tmp);
+        if orig.kind == OriginalKind::Symlink {
+            let target = fs::read_link(&src).map_err(io_at(&src, "could not read the link"))?;
+            std::os::unix::fs::symlink(&target, &tmp).map_err(io_at(&tmp, "could not create"))?;
+            orig.crc32 = Some(crc32fast::hash(target.as_os_str().as_bytes()));
+        } else {
+            let f = open_checked(&src, orig.bytes)?;
+            let out = create_new(&tmp)?;
+            let prefix = e.new.as_ref().map_or(0, |n| n.bytes);
+            let (all, pre) = copy_with_crc(&f, &src, &out, &tmp, orig.bytes, prefix)?;
+            let m = f.metadata().map_err(io_at(&src, "could not stat"))?;
+            Attrs::of(&m).apply(&out, &tmp, false)?;
+            fsync(&out, &tmp)?;
+            orig.crc32 = Some(all);
+            if e.action == Action::Truncate {
+                if let Some(n) = e.new.as_mut() {
+                    n.crc32 = Some(pre);
+                }
+            }
+        }
+        steps.step("original copied, not yet renamed into the backup");
+        fs::rename(&tmp, &dst).map_err(io_at(&dst, "could not rename into place"))?;
+        steps.step("original renamed into the backup");
+        fsync_dir(dir)?;
+    }
+    // Every directory of the backup, deepest first, so each new name is durable.
+    let mut dirs: Vec<PathBuf> = manifest
+        .entries
+        .iter()
+        .filter(|e| e.original.is_some())
+        .flat_map(|e| {
+            let mut v = Vec::new();
+            let mut p = e.rel();
+            while p.pop() && !p.as_os_str().is_empty() {
+                v.push(backup.join(&p));
+            }
+            v
+        })
+        .collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs.dedup();
+    for d in dirs {
+        fsync_dir(&d)?;
+    }
+    fsync_dir(backup)
+}
+
+/// What a path of the data directory holds now, as far as a manifest entry cares.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    Absent,
+    /// A regular file: its size and CRC-32.
+    File(u64, u32),
+    /// A symlink: the length and CRC-32 of its target text.
+    Symlink(u64, u32),
+    Other,
+}
+
+fn found_at(path: &Path) -> Result<Found> {
+    let m = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Absent),
+        Err(e) => return Err(io_at(path, "could not stat")(e)),
+    };
+    if m.file_type().is_symlink() {
+        let t = fs::read_link(path).map_err(io_at(path, "could not read the link"))?;
+        let b = t.as_os_str().as_bytes();
+        return Ok(Found::Symlink(b.len() as u64, crc32fast::hash(b)));
+    }
+    if !m.is_file() {
+        return Ok(Found::Other);
+    }
+    let f = open_original(path).map_err(io_at(path, "could not open"))?;
+    advise_sequential(&f);
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; BUF_BYTES.min(m.len() as usize).max(1)];
+    let mut at = 0u64;
+    loop {
+        match f.read_at(&mut buf, at) {
+            Ok(0) => break,
+            Ok(n) => {
+                h.update(&buf[..n]);
+                at += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_at(path, "could not read")(e)),
+        }
+    }
+    Ok(Found::File(at, h.finalize()))
+}
+
+fn found_original(o: &Option<Original>) -> Found {
+    match o {
+        None => Found::Absent,
+        Some(o) if o.kind == OriginalKind::Symlink => {
+            Found::Symlink(o.bytes, o.crc32.unwrap_or_default())
+        }
+        Some(o) => Found::File(o.bytes, o.crc32.unwrap_or_default()),
+    }
+}
+
+/// Phase 2: changes the data directory entry by entry. Each path holds either
+/// its original or its replacement (renames are atomic), so a rerun skips what is done.
+pub(super) fn apply(
+    data: &Path,
+    backup: &Path,
+    mut manifest: Manifest,
+    steps: &mut Steps,
+) -> Result<()> {
+    let opts = ScanOptions {
+        max_record_bytes: manifest.max_record_bytes,
+    };
+    for e in &manifest.entries {
+        let rel = e.rel();
+        let path = data.join(&rel);
+        let dir = path.parent().expect("an entry inside the data directory");
+        let now = found_at(&path)?;
+        let done = match &e.new {
+            Some(n) => Found::File(n.bytes, n.crc32.unwrap_or_default()),
+            None => Found::Absent,
+        };
+        if now == done {
+            continue;
+        }
+        if now != found_original(&e.original) {
+            return Err(RepairError::SourceChanged {
+                path,
+                what: format!("holds neither its original ({}) nor its repair; the backup at {} still holds the original", e.path, backup.display()),
+            });
+        }
+        if e.action == Action::Remove {
+            fs::remove_file(&path).map_err(io_at(&path, "could not remove"))?;
+            steps.step("original removed, directory not yet synced");
+            fsync_dir(dir)?;
+            continue;
+        }
+        let new = e.new.as_ref().expect("a replacement for every non-removal");
+        let tmp = tmp_beside(&path);
+        let _ = fs::remove_file(&tmp);
+        let out = match e.action {
+            Action::Truncate => {
+                let stats = CopyStats::default();
+                let orig_len = e.original.as_ref().map_or(0, |o| o.bytes);
+                let f = write_copy(&path, &tmp, new.bytes, orig_len, &stats)?;
+                let m = lstat(&path)?;
+                Attrs::of(&m).apply(&f, &tmp, true)?;
+                f
+            }
+            _ => {
+                let log_name = rel.with_extension(FileKind::Log.ext());
+                let log_path = data.join(&log_name);
+                let base = match crate::engine::format::takhin::classify_name(
+                    rel.file_name().unwrap_or_default().as_bytes(),
+                ) {
+                    crate::engine::format::takhin::NameMatch::Segment(b, _) => b,
+                    _ => {
+                        return Err(RepairError::BadManifest {
+                            path: backup.join(MANIFEST),
+                            what: format!("{}: not an index name", e.path),
+                        })
+                    }
+                };
+                // The .log's valid prefix is the same cut or not, so its rebuilt indexes are too.
+                let (i, t) = rebuild_from(&log_path, base, &opts)?;
+                let bytes = if rel.extension() == Some(OsStr::new(FileKind::Index.ext())) {
+                    i
+                } else {
+                    t
+                };
+                if bytes.len() as u64 != new.bytes || Some(crc32fast::hash(&bytes)) != new.crc32 {
+                    return Err(RepairError::SourceChanged {
+                        path: log_path,
+                        what: "no longer yields the index planned from it".into(),
+                    });
+                }
+                let mut f = create_new(&tmp)?;
+                f.write_all(&bytes)
+                    .map_err(io_at(&tmp, "could not write"))?;
+                let m = match fs::symlink_metadata(&path) {
+                    Ok(m) if m.is_file() => m,
+                    _ => lstat(&log_path)?,
+                };
+                Attrs::of(&m).apply(&f, &tmp, true)?;
+                f
+            }
+        };
+        fsync(&out, &tmp)?;
+        drop(out);
+        steps.step("replacement written, not yet renamed over the original");
+        fs::rename(&tmp, &path).map_err(io_at(&path, "could not rename over the original"))?;
+        steps.step("replacement renamed, directory not yet synced");
+        fsync_dir(dir)?;
+    }
+    manifest.state = ManifestState::Applied;
+    write_manifest(backup, &manifest, steps)
+}

@@ -1,0 +1,225 @@
+//! `repair --output NEW_DIR`: the whole tree written beside NEW_DIR, fsynced, renamed into place.
+
+use super::fsio::{
+    check_data_dir, create_new, fsync, fsync_dir, is_empty_or_missing, lock_dir, open_checked,
+    resolve, run_jobs, set_link_times, start_writeback, tmp_beside, write_copy, Attrs, CopyStats,
+    Progress,
+};
+use super::steps::Steps;
+use super::tree::{analyze, build_plan, Content, Entry, TreePlan};
+use super::{io_at, RepairError, Result};
+use crate::engine::analysis::AnalyzeOptions;
+use crate::engine::format::takhin::FileKind;
+use crate::engine::report::Report;
+use crate::engine::scan::{rebuild_indexes, SegmentScan};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What `repair --output` wrote.
+#[derive(Debug)]
+pub struct OutputSummary {
+    pub report: Report,
+    pub files: u64,
+    pub bytes: u64,
+    pub reflinked: u64,
+    pub kernel_copied: u64,
+    pub plain_copied: u64,
+    pub generated: u64,
+    pub left_out: usize,
+}
+
+/// `repair DATA --output NEW`: writes the repaired tree to NEW, all or nothing.
+pub fn repair_to(
+    data: &Path,
+    output: &Path,
+    opts: &AnalyzeOptions,
+    progress: Option<Progress>,
+) -> Result<OutputSummary> {
+    let data_abs = check_data_dir(data)?;
+    let out_abs = resolve(output)?;
+    if out_abs.starts_with(&data_abs) {
+        return Err(RepairError::OutputInsideData {
+            output: output.to_path_buf(),
+            data: data.to_path_buf(),
+        });
+    }
+    if data_abs.starts_with(&out_abs) {
+        return Err(RepairError::DataInsideOutput {
+            data: data.to_path_buf(),
+            output: output.to_path_buf(),
+        });
+    }
+    if !is_empty_or_missing(output)? {
+        return Err(RepairError::OutputNotEmpty(output.to_path_buf()));
+    }
+    let (layout, report) = analyze(data, opts, progress.as_ref())?;
+    let plan = build_plan(data, &layout, &report)?;
+    let parent = match (out_abs.parent(), out_abs.file_name()) {
+        (Some(p), Some(_)) => p.to_path_buf(),
+        _ => return Err(RepairError::OutputNotEmpty(output.to_path_buf())),
+    };
+    fs::create_dir_all(&parent).map_err(io_at(&parent, "could not create"))?;
+    // Two runs writing to the same parent would share the temporary sibling.
+    let _lock = lock_dir(&parent)?;
+    // A fixed sibling name: a run killed earlier left this, and it is ours to clear.
+    let tmp = tmp_beside(&out_abs);
+    if fs::symlink_metadata(&tmp).is_ok() {
+        fs::remove_dir_all(&tmp)
+            .map_err(io_at(&tmp, "could not clear an earlier partial output"))?;
+    }
+    let stats = CopyStats {
+        progress,
+        ..Default::default()
+    };
+    let mut steps = Steps::new();
+    let written = write_tree(data, &tmp, &plan, &stats, &mut steps);
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    // An empty NEW_DIR is replaced atomically; a missing one appears whole.
+    steps.step("tree written and fsynced, not yet renamed into place");
+    fs::rename(&tmp, &out_abs).map_err(|e| {
+        let _ = fs::remove_dir_all(&tmp);
+        io_at(output, "could not rename the finished tree into place")(e)
+    })?;
+    steps.step("tree renamed into place, parent not yet synced");
+    fsync_dir(&parent)?;
+    Ok(OutputSummary {
+        report,
+        files: CopyStats::get(&stats.files),
+        bytes: CopyStats::get(&stats.bytes),
+        reflinked: CopyStats::get(&stats.reflinked),
+        kernel_copied: CopyStats::get(&stats.kernel_copied),
+        plain_copied: CopyStats::get(&stats.plain_copied),
+        generated: CopyStats::get(&stats.generated),
+        left_out: plan.left_out.len(),
+    })
+}
+
+/// The rebuilt index files of one segment: its `.log`, its scan, and (path, kind) per file.
+type IndexJob = (PathBuf, Arc<SegmentScan>, Vec<(PathBuf, FileKind)>);
+
+/// Writes every entry of the plan under `root` (which must not exist), fsynced.
+fn write_tree(
+    data: &Path,
+    root: &Path,
+    plan: &TreePlan,
+    stats: &CopyStats,
+    steps: &mut Steps,
+) -> Result<()> {
+    let mut dirs = Vec::new();
+    let mut files = Vec::new();
+    // Rebuilt indexes are written per segment, so each `.log` is walked once for both
+    // (a segment's two index names sort next to each other, around its `.log`).
+    let mut rebuilt: Vec<IndexJob> = Vec::new();
+    for e in &plan.entries {
+        match e {
+            Entry::Dir { rel, attrs } => {
+                let p = root.join(rel);
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&p)
+                    .map_err(io_at(&p, "could not create"))?;
+                dirs.push((p, *attrs));
+            }
+            Entry::Symlink { rel, attrs } => {
+                let p = root.join(rel);
+                let src = data.join(rel);
+                let target = fs::read_link(&src).map_err(io_at(&src, "could not read the link"))?;
+                std::os::unix::fs::symlink(target, &p).map_err(io_at(&p, "could not create"))?;
+                set_link_times(&p, attrs)?;
+            }
+            // An original index that already equals the rebuilt one (compared byte for byte by
+            // the analysis) is copied like any file, sparing a second walk through its `.log`.
+            Entry::File {
+                rel,
+                content:
+                    Content::Rebuilt {
+                        scan,
+                        original_matches: true,
+                        ..
+                    },
+                ..
+            } => files.push((rel, scan.index_bytes(), scan.index_bytes())),
+            Entry::File {
+                rel,
+                content:
+                    Content::Rebuilt {
+                        kind, log, scan, ..
+                    },
+                ..
+            } => match rebuilt.last_mut().filter(|r| r.0 == *log) {
+                Some(r) => r.2.push((rel.clone(), *kind)),
+                None => rebuilt.push((log.clone(), scan.clone(), vec![(rel.clone(), *kind)])),
+            },
+            Entry::File {
+                rel,
+                content: Content::Whole { len },
+                ..
+            } => files.push((rel, *len, *len)),
+            Entry::File {
+                rel,
+                content: Content::Prefix { len, original_len },
+                ..
+            } => files.push((rel, *len, *original_len)),
+        }
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    run_jobs(&files, |(rel, len, original_len)| {
+        let dst = root.join(rel);
+        let f = write_copy(&data.join(rel), &dst, *len, *original_len, stats)?;
+        start_writeback(&f);
+        CopyStats::add(&stats.files, 1);
+        Ok(())
+    })?;
+    steps.step("files copied, indexes not yet rebuilt");
+    run_jobs(&rebuilt, |(log, scan, outs)| {
+        let log_path = data.join(log);
+        let src = open_checked(&log_path, scan.original_bytes)?;
+        let (index, timeindex) =
+            rebuild_indexes(&src, scan).map_err(|e| RepairError::SourceChanged {
+                path: log_path.clone(),
+                what: e.to_string(),
+            })?;
+        for (rel, kind) in outs {
+            let bytes = if *kind == FileKind::Index {
+                &index
+            } else {
+                &timeindex
+            };
+            let dst = root.join(rel);
+            let mut f = create_new(&dst)?;
+            f.write_all(bytes).map_err(io_at(&dst, "could not write"))?;
+            start_writeback(&f);
+            CopyStats::add(&stats.files, 1);
+            stats.add_bytes(bytes.len() as u64);
+            CopyStats::add(&stats.generated, bytes.len() as u64);
+        }
+        Ok(())
+    })?;
+    // Every file durable before the directories that name them, and before the rename.
+    // Mode and times are set here, not at creation: the file is still ours (0600) to reopen.
+    let written: Vec<(PathBuf, Attrs)> = plan
+        .entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::File { rel, attrs, .. } => Some((root.join(rel), *attrs)),
+            _ => None,
+        })
+        .collect();
+    run_jobs(&written, |(p, attrs)| {
+        let f = File::open(p).map_err(io_at(p, "could not reopen"))?;
+        attrs.apply(&f, p, false)?;
+        fsync(&f, p)
+    })?;
+    // Deepest first, so a directory's times are set after its entries stop changing it.
+    for (p, attrs) in dirs.iter().rev() {
+        let d = File::open(p).map_err(io_at(p, "could not open the directory"))?;
+        attrs.apply(&d, p, false)?;
+        fsync(&d, p)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! The tree to write: the policy's view of the source, listed entry by entry from `crate::engine::plan`.
+
+use super::fsio::{lstat, Attrs, Progress};
+use super::{io_at, RepairError, Result};
+use crate::engine::analysis::{check_path, AnalyzeOptions};
+use crate::engine::format::takhin::{segment_file_name, FileKind};
+use crate::engine::layout::{read_dir_sorted, Layout};
+use crate::engine::plan::{dir_children, visible_children, Node};
+use crate::engine::policy::{Policy, ViewAction};
+use crate::engine::report::{LogReport, Report, SegmentReport};
+use crate::engine::scan::SegmentScan;
+use crate::engine::segment::SegmentStatus;
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the bytes of a file of the repaired tree come from.
+#[derive(Debug, Clone)]
+pub(super) enum Content {
+    /// A passed-through file: the original, whole.
+    Whole { len: u64 },
+    /// A segment's `.log`: its first `len` bytes (the valid prefix) of `original_len`.
+    Prefix { len: u64, original_len: u64 },
+    /// A rebuilt `.index`/`.timeindex` of the segment whose `.log` is `log`.
+    Rebuilt {
+        kind: FileKind,
+        log: PathBuf,
+        scan: Arc<SegmentScan>,
+        /// Whether the original file at this path already holds exactly these bytes.
+        original_matches: bool,
+    },
+}
+
+/// One entry of the repaired tree, relative to the data directory.
+#[derive(Debug, Clone)]
+pub(super) enum Entry {
+    Dir {
+        rel: PathBuf,
+        attrs: Attrs,
+    },
+    /// Its target is read only when written out: `readlink` moves a symlink's atime
+    /// (no `O_NOATIME` exists for it), so in-place runs and dry runs never read it.
+    Symlink {
+        rel: PathBuf,
+        attrs: Attrs,
+    },
+    File {
+        rel: PathBuf,
+        content: Content,
+        attrs: Attrs,
+    },
+}
+
+/// Why a source entry is not in the repaired tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LeftOut {
+    /// A segment file the policy hides.
+    Hidden,
+    /// An `.index`/`.timeindex` with no `.log`.
+    Orphan,
+    /// A FIFO, socket or device: never opened, never shown.
+    Special,
+}
+
+/// The repaired tree, in pre-order (every directory before its entries).
+#[derive(Debug, Default)]
+pub(super) struct TreePlan {
+    pub(super) entries: Vec<Entry>,
+    pub(super) left_out: Vec<(PathBuf, LeftOut)>,
+}
+
+/// Matches each discovered log directory with its report.
+pub(super) fn reports_by_dir<'a>(
+    layout: &Layout,
+    report: &'a Report,
+) -> HashMap<PathBuf, &'a LogReport> {
+    // `analyze` reports the logs of a whole-directory target in layout order.
+    layout
+        .logs
+        .iter()
+        .zip(&report.logs)
+        .map(|(l, r)| (l.rel.clone(), r))
+        .collect()
+}
+
+fn segment<'a>(log: Option<&&'a LogReport>, base: u64) -> Option<&'a SegmentReport> {
+    log.and_then(|l| l.segments.iter().find(|s| s.base_offset == base))
+}
+
+/// Refuses what the view cannot serve, or what strict will not repair.
+fn refuse_unservable(data: &Path, report: &Report) -> Result<()> {
+    if report.policy == Policy::Strict && report.summary.view_differs {
+        let s = &report.summary;
+        let mut why = Vec::new();
+        for (n, what) in [
+            (s.truncated, "segment(s) damaged"),
+            (s.unreadable, "segment(s) unreadable"),
+            (s.indexes_rebuilt, "index set(s) to rebuild"),
+            (s.gaps, "gap(s)"),
+            (s.overlaps, "overlap(s)"),
+            (s.orphans, "orphan index(es)"),
+            (s.unrecognized, "unrecognized file(s)"),
+            (report.problems.len() as u64, "unlistable dir(s)"),
+        ] {
+            if n > 0 {
+                why.push(format!("{n} {what}"));
+            }
+        }
+        return Err(RepairError::StrictRefuses {
+            path: data.to_path_buf(),
+            why: why.join(", "),
+        });
+    }
+    if let Some(p) = report.problems.first() {
+        return Err(RepairError::Unlisted {
+            path: data.join(&p.path),
+            error: p.error.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Walks the source and lists the repaired tree, exactly as the mount shows it.
+pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Result<TreePlan> {
+    refuse_unservable(data, report)?;
+    let logs = reports_by_dir(layout, report);
+    let mut plan = TreePlan::default();
+    plan.entries.push(Entry::Dir {
+        rel: PathBuf::new(),
+        attrs: Attrs::of(&lstat(data)?),
+    });
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = data.join(&rel);
+        let entries = read_dir_sorted(&dir).map_err(io_at(&dir, "could not list"))?;
+        let (children, _) = dir_children(&rel, &entries);
+        let log = logs.get(&rel);
+        let visible = visible_children(children.clone(), log.copied());
+        for (name, ft) in &entries {
+            // recoverfs's own metadata name: not copied, and never removed in place.
+            if crate::engine::layout::is_reserved(&rel, name) {
+                continue;
+            }
+            if !visible.contains_key(name) {
+                let why = match children.get(name) {
+                    Some(_) => LeftOut::Hidden,
+                    None if ft.is_file() => LeftOut::Orphan,
+                    None => LeftOut::Special,
+                };
+                plan.left_out.push((rel.join(name), why));
+            }
+        }
+        let mut subdirs = Vec::new();
+        for (name, node) in visible {
+            let child = rel.join(&name);
+            let path = data.join(&child);
+            match node {
+                Node::Dir => {
+                    plan.entries.push(Entry::Dir {
+                        rel: child.clone(),
+                        attrs: Attrs::of(&lstat(&path)?),
+                    });
+                    subdirs.push(child);
+                }
+                Node::Symlink => plan.entries.push(Entry::Symlink {
+                    attrs: Attrs::of(&lstat(&path)?),
+                    rel: child,
+                }),
+                Node::File => {
+                    let m = lstat(&path)?;
+                    plan.entries.push(Entry::File {
+                        rel: child,
+                        content: Content::Whole { len: m.len() },
+                        attrs: Attrs::of(&m),
+                    })
+                }
+                Node::Log { base } => {
+                    let seg = served(data, &child, segment(log, base))?;
+                    plan.entries.push(Entry::File {
+                        content: Content::Prefix {
+                            len: seg.valid_bytes,
+                            original_len: seg.original_bytes,
+                        },
+                        attrs: Attrs::of(&lstat(&path)?),
+                        rel: child,
+                    })
+                }
+                Node::Index { base, kind } => {
+                    let log_rel = rel.join(segment_file_name(base, FileKind::Log));
+                    let seg = served(data, &log_rel, segment(log, base))?;
+                    // A rebuilt index takes the original's mode and times, or the .log's when missing.
+                    let attrs = match fs::symlink_metadata(&path) {
+                        Ok(m) if m.is_file() => Attrs::of(&m),
+                        _ => Attrs::of(&lstat(&data.join(&log_rel))?),
+                    };
+                    let verdict = if kind == FileKind::Index {
+                        &seg.index
+                    } else {
+                        &seg.timeindex
+                    };
+                    plan.entries.push(Entry::File {
+                        rel: child,
+                        content: Content::Rebuilt {
+                            kind,
+                            log: log_rel,
+                            scan: seg.scan.clone().expect("a served segment was scanned"),
+                            original_matches: verdict.is_match(),
+                        },
+                        attrs,
+                    })
+                }
+            }
+        }
+        // Reversed so directories are visited in name order.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(plan)
+}
+
+/// The report of a segment the view serves; refuses one it answers with EIO.
+fn served<'a>(
+    data: &Path,
+    rel: &Path,
+    seg: Option<&'a SegmentReport>,
+) -> Result<&'a SegmentReport> {
+    let path = data.join(rel);
+    let seg = seg.ok_or_else(|| RepairError::SourceChanged {
+        path: path.clone(),
+        what: "appeared after the analysis".into(),
+    })?;
+    match seg.view {
+        ViewAction::Kept | ViewAction::Truncated if seg.scan.is_some() => Ok(seg),
+        _ if seg.status == SegmentStatus::Unreadable => Err(RepairError::Unreadable {
+            path,
+            error: seg.error.clone().unwrap_or_default(),
+        }),
+        _ => Err(RepairError::StrictRefuses {
+            path,
+            why: "damaged segment".into(),
+        }),
+    }
+}
+
+pub(super) fn analyze(
+    data: &Path,
+    opts: &AnalyzeOptions,
+    progress: Option<&Progress>,
+) -> Result<(Layout, Report)> {
+    let tell = |n: u64| {
+        if let Some(p) = progress {
+            p(n)
+        }
+    };
+    Ok(check_path(data, opts, &tell)?)
+}
