@@ -4,9 +4,10 @@ mod common;
 
 use common::*;
 use recoverfs::engine::format::takhin::{FileKind, Record, SegmentWriter, RECORD_OVERHEAD};
+use recoverfs::engine::index::rebuild_indexes;
 use recoverfs::engine::layout::discover;
 use recoverfs::engine::policy::Policy;
-use recoverfs::engine::scan::{read_exact_at, rebuild_indexes, scan_segment, ScanOptions};
+use recoverfs::engine::scan::{read_exact_at, scan_segment, ScanOptions};
 use std::fs;
 use std::path::{Path, PathBuf};
 

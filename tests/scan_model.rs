@@ -4,9 +4,8 @@ mod common;
 
 use common::segment_of;
 use proptest::prelude::*;
-use recoverfs::engine::scan::{
-    read_rebuilt_index, scan_segment, DamageKind, IndexComparer, IndexKind, ScanOptions,
-};
+use recoverfs::engine::index::{read_rebuilt_index, IndexComparer, IndexKind};
+use recoverfs::engine::scan::{scan_segment, DamageKind, ScanOptions};
 
 /// The README's "Damage kinds" table, written as plainly as possible over a byte slice:
 /// (valid bytes, records, damage kind).

@@ -2,7 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use recoverfs::engine::scan::{read_rebuilt_index, scan_segment, IndexComparer, IndexKind, ScanOptions};
+use recoverfs::engine::scan::{scan_segment, ScanOptions};
+use recoverfs::engine::index::{read_rebuilt_index, IndexComparer, IndexKind};
 
 fuzz_target!(|data: &[u8]| {
     // First 12 bytes steer: base offset and max record size; the rest is a .log,

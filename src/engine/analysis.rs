@@ -174,8 +174,9 @@ pub fn check_path(
 mod tests {
     use super::*;
     use crate::engine::format::takhin::SegmentWriter;
+    use crate::engine::index::IndexVerdict;
     use crate::engine::policy::ViewAction;
-    use crate::engine::scan::{scan_segment, IndexVerdict};
+    use crate::engine::scan::scan_segment;
     use crate::engine::segment::{FileStamp, ReadError, SegmentStatus};
     use std::io;
     use std::sync::Arc;

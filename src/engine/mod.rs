@@ -1,11 +1,12 @@
 //! The engine: reads the source, finds each segment's valid prefix, decides the policy's view and reports it; never writes, knows nothing of FUSE, clap or the terminal.
 //!
 //! Layers, lowest first (a module imports only those above it in this list):
-//! `format` → `scan` → `source` → `layout` → `segment` → `policy` → `report`
+//! `format` → `scan` → `index` → `source` → `layout` → `segment` → `policy` → `report`
 //! → `analysis` → `plan`; `synth` writes test and benchmark trees with `format`.
 
 pub mod analysis;
 pub mod format;
+pub mod index;
 pub mod layout;
 pub mod plan;
 pub mod policy;

@@ -1,9 +1,10 @@
 //! The schema-1 report: its types, JSON form, and the short human form.
 
 use crate::engine::format::takhin::{INDEX_EXT, TIMEINDEX_EXT};
+use crate::engine::index::{IndexKind, IndexVerdict};
 use crate::engine::layout::{escape_path, Problem};
 use crate::engine::policy::{DamageClass, Policy, ViewAction};
-use crate::engine::scan::{Damage, DamageKind, IndexKind, IndexVerdict, SegmentScan};
+use crate::engine::scan::{Damage, DamageKind, SegmentScan};
 use crate::engine::segment::{SegmentAnalysis, SegmentStatus};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};

@@ -1,10 +1,9 @@
 //! One segment's analysis: its scan, its original indexes' verdicts, and the file stamp it was made from.
 
 use crate::engine::format::takhin::FileKind;
+use crate::engine::index::{IndexComparer, IndexKind, IndexVerdict};
 use crate::engine::layout::{LogLayout, SegmentEntry};
-use crate::engine::scan::{
-    scan_segment, IndexComparer, IndexKind, IndexVerdict, ScanOptions, SegmentScan,
-};
+use crate::engine::scan::{scan_segment, ScanOptions, SegmentScan};
 use crate::engine::source::{advise_sequential, Source};
 use serde::Serialize;
 use std::fs;

@@ -1,7 +1,8 @@
 //! The filesystem side of a repair: attributes, copies, fsync, locks, and path helpers.
 
 use super::{io_at, RepairError, Result};
-use crate::engine::scan::{rebuild_indexes, scan_segment, ScanOptions};
+use crate::engine::index::rebuild_indexes;
+use crate::engine::scan::{scan_segment, ScanOptions};
 use crate::engine::source::{advise_sequential, open_original};
 use rustix::fs::{AtFlags, FlockOperation, Timespec, Timestamps, CWD};
 use rustix::io::Errno;

@@ -13,9 +13,10 @@ use super::tree::{analyze, build_plan, reports_by_dir, Content, Entry, LeftOut, 
 use super::{io_at, RepairError, Result};
 use crate::engine::analysis::AnalyzeOptions;
 use crate::engine::format::takhin::FileKind;
+use crate::engine::index::{rebuild_indexes, IndexKind};
 use crate::engine::layout::{escape_path, Layout};
 use crate::engine::report::{Report, SegmentReport};
-use crate::engine::scan::{rebuild_indexes, IndexKind, ScanOptions};
+use crate::engine::scan::ScanOptions;
 use crate::engine::source::{advise_sequential, open_original};
 use std::collections::HashMap;
 use std::ffi::OsStr;

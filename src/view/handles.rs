@@ -1,8 +1,8 @@
 //! Open files and directories: handles, opens that pin a verdict to the exact file read, reads that never pass the validated prefix, and their refresh when the source changes.
 
 use crate::engine::format::takhin::{segment_file_name, FileKind};
+use crate::engine::index::{read_rebuilt_index, IndexKind};
 use crate::engine::layout::escape_path;
-use crate::engine::scan::{read_rebuilt_index, IndexKind};
 use crate::engine::segment::{FileStamp, SegmentAnalysis};
 use crate::view::error::{source_err, Result, ViewError};
 use crate::view::inodes::DirEntry;

@@ -1,8 +1,8 @@
 //! The mirrored source tree: lookup, attributes, open and listing of the data directory's entries, as the policy shows them.
 
 use crate::engine::format::takhin::{segment_file_name, FileKind};
+use crate::engine::index::IndexKind;
 use crate::engine::plan::Node;
-use crate::engine::scan::IndexKind;
 use crate::view::error::{Result, ViewError};
 use crate::view::handles::{Handles, Opened, SegPart};
 use crate::view::inodes::{Attr, EntryType};
