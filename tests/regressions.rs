@@ -63,17 +63,12 @@ fn a_directory_without_logs_is_an_error_not_a_clean_bill() {
 #[test]
 fn a_tampered_manifest_is_refused_before_anything_is_touched() {
     use serde_json::Value;
-    use std::process::Command;
     // A run killed right after its manifest was written leaves a backup to resume from.
     let src = small_damaged();
     let bk = tempfile::tempdir().unwrap();
     let backup = bk.path().join("b");
     let args = in_place_args(src.path(), &backup, &[]);
-    let o = Command::new(bin())
-        .args(&args)
-        .env("RECOVERFS_TEST_FAIL_AT", "2")
-        .output()
-        .unwrap();
+    let o = run_failing_at(&args, 2);
     assert!(!o.status.success());
     let manifest = backup.join("recoverfs-backup.json");
     let good: Value = serde_json::from_slice(&fs::read(&manifest).unwrap()).unwrap();

@@ -243,11 +243,7 @@ fn output_killed_at_every_step_leaves_no_half_tree_and_a_rerun_completes() {
         let out = tempfile::tempdir().unwrap();
         let new = out.path().join("r");
         let args = output_args(src.path(), &new, &[]);
-        let o = std::process::Command::new(bin())
-            .args(&args)
-            .env("RECOVERFS_TEST_FAIL_AT", step.to_string())
-            .output()
-            .unwrap();
+        let o = run_failing_at(&args, step);
         if o.status.success() {
             assert!(step > 3, "only {} steps", step - 1);
             break;
@@ -492,11 +488,7 @@ fn in_place_killed_at_every_step_then_rerun_completes() {
             let bk = tempfile::tempdir().unwrap();
             let backup = bk.path().join("b");
             let args = in_place_args(src.path(), &backup, &["--policy", policy]);
-            let o = std::process::Command::new(bin())
-                .args(&args)
-                .env("RECOVERFS_TEST_FAIL_AT", step.to_string())
-                .output()
-                .unwrap();
+            let o = run_failing_at(&args, step);
             if o.status.success() {
                 // The step number is past the last step: every step was tried.
                 assert!(step > 20, "{policy}: only {} steps", step - 1);

@@ -11,7 +11,6 @@ use recoverfs::cli::demo::write_demo_data;
 use recoverfs::engine::format::takhin::{segment_file_name, FileKind, SegmentWriter};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The demo's tree (torn tail, zero-fill, bad lengths mid-log, missing index, gap) plus
 /// the findings it lacks: an index that differs, a short and a long one, an orphan,
@@ -73,12 +72,13 @@ fn check_json_equals_the_stored_schema_1_reports() {
     build(&root);
     for policy in ["per-segment", "point-in-time", "strict"] {
         for (form, ext) in [(Some("--json"), "json"), (None, "txt")] {
-            let out = Command::new(common::bin())
-                .args(["check", "--policy", policy])
-                .args(form)
-                .arg(&root)
-                .output()
-                .unwrap();
+            let mut args = vec!["check", "--policy", policy];
+            args.extend(form);
+            let out = common::cli::run(
+                args.iter()
+                    .map(std::ffi::OsStr::new)
+                    .chain([root.as_os_str()]),
+            );
             assert_eq!(out.status.code(), Some(1), "{policy}");
             let got = String::from_utf8(out.stdout)
                 .unwrap()

@@ -20,6 +20,16 @@ pub fn run<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> Output {
         .unwrap()
 }
 
+/// `recoverfs ARGS...` made to stop abruptly at repair step `step` (needs the
+/// `fault-injection` feature; exit code 86 when it stopped there).
+pub fn run_failing_at<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I, step: u32) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("RECOVERFS_TEST_FAIL_AT", step.to_string())
+        .output()
+        .unwrap()
+}
+
 /// `ARGS...` as owned arguments.
 pub fn argv(args: &[Arg]) -> Vec<OsString> {
     args.iter().map(|a| a.as_ref().to_owned()).collect()
