@@ -118,6 +118,8 @@ fn demo(a: &DemoArgs) -> Result<(), String> {
     let opts = SessionOptions {
         fsname: "recoverfs-demo".into(),
         allow_other: false,
+        allow_root: false,
+        owner: Default::default(),
         threads: 2,
         extra: vec![],
     };

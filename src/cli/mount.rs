@@ -8,6 +8,7 @@ use crate::engine::policy::Policy;
 use crate::engine::scan::ScanOptions;
 use crate::engine::source::Source;
 use crate::view::fuse::session::{raise_readahead, start_session, SessionOptions};
+use crate::view::fuse::Owner;
 use crate::view::{View, ViewConfig};
 use clap::{ArgAction, Args};
 use fuser::MountOption;
@@ -46,8 +47,10 @@ pub struct MountArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CACHE_MB)]
     pub cache_mb: u64,
     /// Mount options, comma-separated: policy=P, cache_mb=N, threads=N, allow_other,
-    /// max_record_bytes=N, log_file=F, fsname=S, noexec, noatime; ro, rw, defaults, auto,
-    /// noauto, user, nofail, _netdev and x-* are accepted and ignored.
+    /// allow_root, uid=N, gid=N, umask=OOO, max_record_bytes=N, log_file=F, fsname=S,
+    /// noexec, noatime; ro, nodev, nosuid and default_permissions are always in effect;
+    /// defaults, auto, noauto, user, nofail, _netdev and x-* are mount(8)'s and fstab's.
+    /// Anything else (rw, dev, suid, sync, context=, comment=, ...) is refused.
     #[arg(short = 'o', value_name = "OPTS", action = ArgAction::Append)]
     pub options: Vec<String>,
     /// Append logs here (default: stderr in the foreground, nowhere in the background).
@@ -65,6 +68,10 @@ struct Settings {
     cache_mb: u64,
     threads: usize,
     allow_other: bool,
+    /// Root (and the mount's owner) only: `allow_root`.
+    allow_root: bool,
+    /// `uid=`, `gid=`, `umask=`: the owner, group and mode bits the view shows.
+    owner: Owner,
     log_file: Option<PathBuf>,
     fsname: Option<String>,
     extra: Vec<MountOption>,
@@ -79,6 +86,8 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
         cache_mb: a.cache_mb,
         threads: a.threads,
         allow_other: a.allow_other,
+        allow_root: false,
+        owner: Owner::default(),
         log_file: a.log_file.clone(),
         fsname: None,
         extra: Vec::new(),
@@ -95,48 +104,75 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
             Some(("max_record_bytes", v)) => s.scan.max_record_bytes = num(v)?,
             Some(("log_file", v)) => s.log_file = Some(v.into()),
             Some(("fsname", v)) => s.fsname = Some(v.into()),
-            // mount(8) and fstab conventions with no meaning here.
-            Some(("subtype" | "comment" | "context" | "uid" | "gid", _)) => {}
+            Some(("uid", v)) => s.owner.uid = Some(id(o, v)?),
+            Some(("gid", v)) => s.owner.gid = Some(id(o, v)?),
+            Some(("umask", v)) => {
+                s.owner.umask = u16::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| format!("-o {o}: not an octal mode (e.g. umask=027)"))?
+            }
+            Some(("subtype", _)) => {}
+            Some((k @ ("context" | "fscontext" | "defcontext" | "rootcontext"), _)) => {
+                return Err(format!(
+                    "-o {o}: SELinux {k} is not supported by this filesystem; leave it out"
+                ))
+            }
+            Some(("comment", _)) => {
+                return Err(format!(
+                    "-o {o}: not supported; fstab annotations go in x-* options"
+                ))
+            }
             Some((k, _)) if k.starts_with("x-") => {}
             Some(_) => return Err(format!("-o {o}: unknown mount option")),
             None => match o {
                 "" => {}
-                "allow_other" | "allow_root" => s.allow_other = true,
+                "allow_other" => s.allow_other = true,
+                "allow_root" => s.allow_root = true,
                 "noexec" => s.extra.push(MountOption::NoExec),
                 "noatime" => s.extra.push(MountOption::NoAtime),
-                // Always ro, nodev, nosuid; the rest are mount(8)'s business.
-                "ro"
-                | "rw"
-                | "defaults"
-                | "auto"
-                | "noauto"
-                | "user"
-                | "nouser"
-                | "users"
-                | "owner"
-                | "nofail"
-                | "_netdev"
-                | "nodev"
-                | "nosuid"
-                | "dev"
-                | "suid"
-                | "exec"
-                | "atime"
-                | "relatime"
-                | "norelatime"
-                | "strictatime"
-                | "lazytime"
-                | "async"
-                | "sync"
-                | "silent"
-                | "loud"
-                | "default_permissions" => {}
+                "rw" | "dev" | "suid" | "sync" | "dirsync" | "mand" => {
+                    return Err(format!(
+                        "-o {o}: not supported; the view is always ro, nodev, nosuid, async"
+                    ))
+                }
+                // Always in effect: ro, nodev, nosuid, default_permissions, async.
+                "ro" | "nodev" | "nosuid" | "default_permissions" | "async" => {}
+                // mount(8)'s and fstab's own business, done before we are called.
+                "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "owner"
+                | "nofail" | "_netdev" | "silent" | "loud" => {}
+                // The kernel defaults, kept as asked.
+                "exec" | "atime" | "relatime" => {}
+                "norelatime" | "strictatime" | "lazytime" => {
+                    return Err(format!(
+                        "-o {o}: not supported (the view's atimes are the originals')"
+                    ))
+                }
                 x if x.starts_with("x-") => {}
                 _ => return Err(format!("-o {o}: unknown mount option")),
             },
         }
     }
+    if s.allow_other && s.allow_root {
+        return Err("-o allow_other and allow_root: choose one".into());
+    }
     Ok(s)
+}
+
+/// A user or group id given to `-o uid=`/`gid=`: a number, or a name known to the system.
+fn id(o: &str, v: &str) -> Result<u32, String> {
+    if let Ok(n) = v.parse::<u32>() {
+        return Ok(n);
+    }
+    let found = if o.starts_with("uid") {
+        nix::unistd::User::from_name(v).map(|u| u.map(|u| u.uid.as_raw()))
+    } else {
+        nix::unistd::Group::from_name(v).map(|g| g.map(|g| g.gid.as_raw()))
+    };
+    match found {
+        Ok(Some(n)) => Ok(n),
+        _ => Err(format!("-o {o}: no such user or group")),
+    }
 }
 
 /// Checks that mounting can work, so a failure is one line before anything is mounted.
@@ -148,15 +184,19 @@ fn precheck(s: &mut Settings) -> Result<(), String> {
     }
     s.source = fs::canonicalize(src).map_err(|e| format!("source {}: {e}", src.display()))?;
     let mp = s.mountpoint.clone();
-    let m = match fs::metadata(&mp) {
-        Ok(m) => m,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            return Err(format!(
+    // A dead FUSE mount (its daemon killed) answers ENOTCONN, but a stat may be
+    // served from the kernel's cached attributes for a while: statfs always asks.
+    let dead = |e: &dyn std::fmt::Display| {
+        format!(
             "mountpoint {}: a dead FUSE mount is still there ({e}); clean it with `umount -l {}`",
             mp.display(),
             mp.display()
-        ))
-        }
+        )
+    };
+    let enotconn = |e: &io::Error| e.raw_os_error() == Some(libc::ENOTCONN);
+    let m = match fs::metadata(&mp) {
+        Ok(m) => m,
+        Err(e) if enotconn(&e) => return Err(dead(&e)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(format!("mountpoint {}: does not exist", mp.display()))
         }
@@ -165,9 +205,16 @@ fn precheck(s: &mut Settings) -> Result<(), String> {
     if !m.is_dir() {
         return Err(format!("mountpoint {}: not a directory", mp.display()));
     }
-    s.mountpoint =
-        fs::canonicalize(&mp).map_err(|e| format!("mountpoint {}: {e}", mp.display()))?;
+    s.mountpoint = fs::canonicalize(&mp).map_err(|e| match enotconn(&e) {
+        true => dead(&e),
+        false => format!("mountpoint {}: {e}", mp.display()),
+    })?;
     if is_mount_point(&s.mountpoint) {
+        if let Err(e) = nix::sys::statfs::statfs(&s.mountpoint) {
+            if e == nix::errno::Errno::ENOTCONN {
+                return Err(dead(&e));
+            }
+        }
         return Err(format!(
             "mountpoint {}: already a mount point",
             mp.display()
@@ -288,10 +335,26 @@ fn spawn_daemon() -> Result<(), String> {
         msg.join("; ")
     })
 }
+/// Raises the soft limit on open files to the hard limit: every open of the
+/// view holds a source fd, and a reader keeping a thousand files open must not
+/// make every other access (and the report) fail with EMFILE.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!("open file limit raised from {soft} to {hard}"),
+            Err(e) => tracing::warn!("open file limit left at {soft}: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!("reading the open file limit: {e}"),
+    }
+}
+
 /// Mounts and serves until unmounted (by `umount`, or by a signal).
 fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
     let sigs = block_signals();
     init_tracing(s.log_file.as_deref())?;
+    raise_nofile_limit();
     let threads = if s.threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
@@ -314,6 +377,8 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
             .clone()
             .unwrap_or_else(|| s.source.display().to_string()),
         allow_other: s.allow_other,
+        allow_root: s.allow_root,
+        owner: s.owner,
         threads,
         extra: s.extra.clone(),
     };

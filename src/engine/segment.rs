@@ -54,11 +54,15 @@ impl SegmentStatus {
     }
 }
 
-/// Size, mtime and inode of a file when it was analysed: if any changes, the analysis is stale.
+/// Size, mtime, ctime, inode and device of a file when it was analysed: if any
+/// changes, the analysis is stale. The ctime is what catches a same-size
+/// overwrite whose mtime was put back (`touch -r`, `cp -p`, `rsync -t`): no
+/// program can set it, and any write or attribute change moves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FileStamp {
     pub size: u64,
     pub mtime_ns: i128,
+    pub ctime_ns: i128,
     pub ino: u64,
     pub dev: u64,
 }
@@ -68,6 +72,7 @@ impl FileStamp {
         FileStamp {
             size: meta.len(),
             mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
             ino: meta.ino(),
             dev: meta.dev(),
         }

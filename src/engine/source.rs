@@ -259,6 +259,16 @@ impl Source {
         Ok(PathBuf::from(target))
     }
 
+    /// An `O_PATH` fd of the directory `rel` (reached like every other path:
+    /// beneath the root, through no symlink), for calls that take a path to a
+    /// directory the caller already holds: `/proc/self/fd/N` names exactly it.
+    pub fn dir_fd(&self, rel: &Path) -> io::Result<OwnedFd> {
+        self.openat(
+            rel,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        )
+    }
+
     /// A directory's entries, sorted by name, read from the directory's own fd.
     pub fn read_dir(&self, rel: &Path) -> io::Result<Entries> {
         let fd = self.openat(rel, read_flags() | OFlag::O_DIRECTORY)?;

@@ -44,11 +44,30 @@ thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// The owner, group and mode bits shown instead of the originals' (`-o uid=,gid=,umask=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Cleared from every mode shown.
+    pub umask: u16,
+}
+
+impl Owner {
+    fn apply(&self, mut a: FileAttr) -> FileAttr {
+        a.uid = self.uid.unwrap_or(a.uid);
+        a.gid = self.gid.unwrap_or(a.gid);
+        a.perm &= !self.umask;
+        a
+    }
+}
+
 /// The FUSE filesystem: a [`View`] behind fuser's trait.
 pub struct RecoverFs {
     view: Arc<View>,
     /// Largest readahead asked of the kernel, in bytes.
     max_readahead: u32,
+    owner: Owner,
 }
 
 impl RecoverFs {
@@ -56,7 +75,17 @@ impl RecoverFs {
         RecoverFs {
             view,
             max_readahead,
+            owner: Owner::default(),
         }
+    }
+
+    /// Shows `owner`'s ids and mode mask instead of the originals'.
+    pub fn with_owner(self, owner: Owner) -> Self {
+        RecoverFs { owner, ..self }
+    }
+
+    fn attr(&self, a: &Attr) -> FileAttr {
+        self.owner.apply(file_attr(a))
     }
 }
 
@@ -118,7 +147,7 @@ impl Filesystem for RecoverFs {
         match self.view.lookup(parent.0, name) {
             Ok(a) => {
                 let (attr_ttl, entry_ttl) = ttls(&a);
-                reply.entry_with_ttls(&attr_ttl, &entry_ttl, &file_attr(&a), Generation(0))
+                reply.entry_with_ttls(&attr_ttl, &entry_ttl, &self.attr(&a), Generation(0))
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -126,7 +155,7 @@ impl Filesystem for RecoverFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.view.getattr(ino.0) {
-            Ok(a) => reply.attr(&ttls(&a).0, &file_attr(&a)),
+            Ok(a) => reply.attr(&ttls(&a).0, &self.attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -98,11 +98,12 @@ impl Handles {
         if !m.is_file() {
             return Err(ViewError::NotFound);
         }
-        let keep_cache = self.same_as_last_open(ino, FileStamp::of(&m));
+        let stamp = FileStamp::of(&m);
+        let keep_cache = self.same_as_last_open(ino, stamp);
         Ok(Opened {
             fh: self.add(Handle::Plain(f)),
             keep_cache,
-            direct_io: false,
+            direct_io: changed_recently(stamp),
         })
     }
 
@@ -139,6 +140,7 @@ impl Handles {
     ) -> Result<Opened> {
         let (file, analysis) = open_validated(v, dir, base, part)?;
         let keep_cache = self.same_as_last_open(ino, analysis.stamp);
+        let direct_io = changed_recently(analysis.stamp);
         let h = SegHandle {
             file,
             analysis,
@@ -149,7 +151,7 @@ impl Handles {
         Ok(Opened {
             fh: self.add(Handle::Segment(RwLock::new(h))),
             keep_cache,
-            direct_io: false,
+            direct_io,
         })
     }
 
@@ -171,7 +173,8 @@ impl Handles {
             bytes.len()
         };
         match &*h {
-            Handle::Plain(f) => pread_into(f, offset, size as u64, u64::MAX, buf),
+            Handle::Plain(f) => Ok(read_unraced(f, offset, size as u64, u64::MAX, buf, None)?
+                .expect("no prefix: never stale")),
             Handle::Bytes(b) => {
                 let start = (offset.min(b.len() as u64)) as usize;
                 let end = (start + size as usize).min(b.len());
@@ -179,34 +182,62 @@ impl Handles {
             }
             Handle::Dir(_) => Err(ViewError::IsDir),
             Handle::Segment(lock) => {
-                refresh_handle(v, lock, offset, size)?;
-                let s = lock.read();
-                let scan = match &s.analysis.scan {
-                    Ok(scan) => scan.clone(),
-                    Err(e) => {
-                        return Err(ViewError::Refused {
-                            path: format!("segment {}", s.base),
-                            why: format!("unreadable: {e}"),
-                        })
-                    }
-                };
-                match s.part {
-                    // Never past the validated prefix, whatever the file holds now.
-                    SegPart::Log => pread_into(&s.file, offset, size as u64, scan.valid_bytes, buf),
-                    SegPart::Tail => {
-                        let start = scan.valid_bytes.saturating_add(offset);
-                        pread_into(&s.file, start, size as u64, scan.original_bytes, buf)
-                    }
-                    SegPart::Index(kind) => {
-                        let b = read_rebuilt_index(&s.file, &scan, kind, offset, size as u64)
-                            .map_err(|err| ViewError::Source {
-                                path: format!("segment {}", s.base),
-                                err,
-                            })?;
-                        Ok(copy(&b, buf))
+                // A change landing between the refresh and the read sends us round again.
+                for _ in 0..3 {
+                    refresh_handle(v, lock, offset, size)?;
+                    if let Some(n) = read_segment(&lock.read(), offset, size, buf)? {
+                        return Ok(n);
                     }
                 }
+                Err(ViewError::Refused {
+                    path: format!("segment {}", lock.read().base),
+                    why: "it kept changing while being read".into(),
+                })
             }
+        }
+    }
+}
+
+/// Reads from a segment handle whose verdict is current; `None` if its file
+/// changed since (not by an append) and the verdict must be refreshed first.
+fn read_segment(s: &SegHandle, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<Option<usize>> {
+    let scan = match &s.analysis.scan {
+        Ok(scan) => scan.clone(),
+        Err(e) => {
+            return Err(ViewError::Refused {
+                path: format!("segment {}", s.base),
+                why: format!("unreadable: {e}"),
+            })
+        }
+    };
+    match s.part {
+        // Never past the validated prefix, whatever the file holds now; an
+        // append while reading does not touch the prefix.
+        SegPart::Log => read_unraced(
+            &s.file,
+            offset,
+            size as u64,
+            scan.valid_bytes,
+            buf,
+            Some(s.analysis.stamp),
+        ),
+        SegPart::Tail => {
+            let start = scan.valid_bytes.saturating_add(offset);
+            read_unraced(&s.file, start, size as u64, scan.original_bytes, buf, None)
+        }
+        SegPart::Index(kind) => {
+            let b =
+                read_rebuilt_index(&s.file, &scan, kind, offset, size as u64).map_err(|err| {
+                    ViewError::Source {
+                        path: format!("segment {}", s.base),
+                        err,
+                    }
+                })?;
+            if buf.len() < b.len() {
+                buf.resize(b.len(), 0);
+            }
+            buf[..b.len()].copy_from_slice(&b);
+            Ok(Some(b.len()))
         }
     }
 }
@@ -320,4 +351,91 @@ fn pread_into(f: &File, offset: u64, size: u64, limit: u64, buf: &mut Vec<u8>) -
         }
     }
     Ok(got)
+}
+
+// ---- reads that never race with a change ----
+
+/// A file whose last change (its ctime) is younger than this is still settling:
+/// a write already under way when a read starts moves no timestamp during the
+/// read, so the read waits until the last change is this old. Longer than a
+/// coarse clock tick, far longer than one write of a file's bytes takes.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(10);
+/// How long a read may keep meeting changes before it fails with EIO.
+const RACE_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
+/// A file changed within this long is opened with direct I/O: each read of it
+/// reaches [`read_unraced`], and the kernel neither mixes cached pages of two
+/// versions nor cuts a read at another version's size.
+const RECENT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The wall-clock age of a stamp's last change (zero if in the future).
+fn change_age(stamp: FileStamp) -> std::time::Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    std::time::Duration::from_nanos((now - stamp.ctime_ns).clamp(0, u64::MAX as i128) as u64)
+}
+
+fn changed_recently(stamp: FileStamp) -> bool {
+    change_age(stamp) < RECENT
+}
+
+/// Reads like [`pread_into`] between two `fstat`s of the same fd, and returns
+/// only bytes read while the file did not change: a read that raced with a
+/// change is done again, and after [`RACE_BUDGET`] of changes fails with EIO.
+/// It never returns bytes that no version of the file held.
+///
+/// `prefix`: for a segment's `.log`, the stamp its validated prefix was read
+/// from. A change that only appended to that same file (same inode, larger)
+/// leaves the prefix as it was, so it does not disturb a read of the prefix;
+/// any other change since means the verdict is stale: `None`, nothing read.
+fn read_unraced(
+    f: &File,
+    offset: u64,
+    size: u64,
+    limit: u64,
+    buf: &mut Vec<u8>,
+    prefix: Option<FileStamp>,
+) -> Result<Option<usize>> {
+    let stamp = || -> Result<FileStamp> {
+        f.metadata()
+            .map(|m| FileStamp::of(&m))
+            .map_err(|err| ViewError::Source {
+                path: "source file".into(),
+                err,
+            })
+    };
+    // `to` is `from` or `from` appended to.
+    let grew = |from: FileStamp, to: FileStamp| {
+        from == to || (to.ino == from.ino && to.dev == from.dev && to.size > from.size)
+    };
+    let start = std::time::Instant::now();
+    loop {
+        let before = stamp()?;
+        if let Some(p) = prefix {
+            if !grew(p, before) {
+                return Ok(None);
+            }
+        }
+        let age = change_age(before);
+        // A prefix being appended to needs no settling: appends do not touch it.
+        if prefix.is_none() && age < SETTLE {
+            if start.elapsed() >= RACE_BUDGET {
+                break;
+            }
+            std::thread::sleep(SETTLE - age);
+            continue;
+        }
+        let n = pread_into(f, offset, size, limit, buf)?;
+        let after = stamp()?;
+        if after == before || (prefix.is_some() && grew(before, after)) {
+            return Ok(Some(n));
+        }
+        if start.elapsed() >= RACE_BUDGET {
+            break;
+        }
+    }
+    Err(ViewError::Refused {
+        path: "source file".into(),
+        why: "it kept changing while being read".into(),
+    })
 }

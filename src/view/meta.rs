@@ -211,7 +211,8 @@ impl Meta {
                     len = self.refresh_report(v).len() as u64;
                 }
                 let mut a = Attr::from_meta(ino, EntryType::File, len, &m);
-                a.perm = 0o444;
+                // Readable by whoever may read the source's root (it names what is in it).
+                a.perm &= 0o444;
                 Ok(a)
             }
             MetaNode::Raw { rel, kind } => {

@@ -118,7 +118,7 @@ impl View {
     /// Watches every source directory the view lists, so that a change to a
     /// file reaches the kernel's caches without waiting for a lookup.
     pub fn start_watching(self: &Arc<Self>) -> io::Result<()> {
-        let w = Arc::new(Watcher::new(self.cfg.source.path())?);
+        let w = Arc::new(Watcher::new(self.cfg.source.clone())?);
         if !self.verdicts.set_watcher(w.clone()) {
             return Ok(()); // already watching
         }

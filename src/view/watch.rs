@@ -6,13 +6,23 @@
 //! a watched file changes, so the kernel drops those pages and the next read
 //! reaches the daemon, which validates again. Watching only reads metadata: it
 //! changes nothing in the source, not even access times.
+//!
+//! `inotify_add_watch` takes a path and follows symlinks, so a directory is
+//! never named by its source path (a symlink swapped in along it could point the
+//! watch anywhere, our own mount included): it is opened through the
+//! [`Source`] door (beneath the root, no symlinks; an `O_PATH` fd) and the watch
+//! is added on `/proc/self/fd/N`, the magic link to exactly that directory. Only
+//! without `/proc` is the source path used, then with `IN_DONT_FOLLOW |
+//! IN_ONLYDIR`, so a final symlink or a non-directory is refused.
 
+use crate::engine::source::Source;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What counts as a change: content, size, metadata, and names coming and going.
 const MASK: u32 = libc::IN_MODIFY
@@ -27,12 +37,12 @@ const MASK: u32 = libc::IN_MODIFY
 /// An inotify instance and the directories it watches (relative to the source root).
 pub struct Watcher {
     fd: OwnedFd,
-    root: PathBuf,
+    source: Arc<Source>,
     dirs: parking_lot::Mutex<(HashMap<i32, PathBuf>, HashSet<PathBuf>)>,
 }
 
 impl Watcher {
-    pub fn new(root: &Path) -> io::Result<Watcher> {
+    pub fn new(source: Arc<Source>) -> io::Result<Watcher> {
         // SAFETY: inotify_init1 takes flags only.
         let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
         if fd < 0 {
@@ -41,7 +51,7 @@ impl Watcher {
         Ok(Watcher {
             // SAFETY: fd is a fresh descriptor we own.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            root: root.to_path_buf(),
+            source,
             dirs: parking_lot::Mutex::new((HashMap::new(), HashSet::new())),
         })
     }
@@ -53,21 +63,38 @@ impl Watcher {
         if d.1.contains(rel) {
             return;
         }
-        let Ok(c) = CString::new(self.root.join(rel).as_os_str().as_bytes()) else {
-            return;
+        let wd = match self.add_watch(rel) {
+            Ok(wd) => wd,
+            Err(e) => {
+                tracing::debug!("not watching {}: {e}", rel.display());
+                return;
+            }
         };
-        // SAFETY: valid fd and C string.
-        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK) };
-        if wd < 0 {
-            tracing::debug!(
-                "not watching {}: {}",
-                rel.display(),
-                io::Error::last_os_error()
-            );
-            return;
-        }
         d.0.insert(wd, rel.to_path_buf());
         d.1.insert(rel.to_path_buf());
+    }
+
+    /// Adds the watch on the directory `rel` as opened through the source door.
+    fn add_watch(&self, rel: &Path) -> io::Result<i32> {
+        let dir = self.source.dir_fd(rel)?;
+        let add = |path: &Path, mask: u32| -> io::Result<i32> {
+            let c = CString::new(path.as_os_str().as_bytes())?;
+            // SAFETY: a valid inotify fd and a NUL-terminated path.
+            let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), mask) };
+            if wd < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(wd)
+            }
+        };
+        // The magic link is followed on purpose: it is our own fd, opened beneath the root.
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        match add(&by_fd, MASK) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                add(&self.source.display_path(rel), MASK | libc::IN_DONT_FOLLOW)
+            }
+            r => r,
+        }
     }
 
     /// Blocks reading events and hands each `(directory, name)` to `changed`; returns on error.

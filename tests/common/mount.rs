@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 /// A mounted view, unmounted and its daemon reaped on drop (even on panic).
 pub struct Mounted {
     mp: PathBuf,
+    /// The FUSE connection's number (the minor of the mount's st_dev), for fusectl's abort.
+    conn: Option<u64>,
     _mp_dir: tempfile::TempDir,
     log_dir: tempfile::TempDir,
     pub child: Option<Child>,
@@ -20,11 +22,16 @@ pub struct Mounted {
 impl Mounted {
     /// `recoverfs mount SRC MP --foreground EXTRA...` on a fresh mount point, once mounted.
     pub fn new(src: &Path, extra: &[&str]) -> Mounted {
+        Self::new_with(src, extra, |_| {})
+    }
+
+    /// Like [`Mounted::new`], with the daemon's command adjusted by `tweak` first.
+    pub fn new_with(src: &Path, extra: &[&str], tweak: impl FnOnce(&mut Command)) -> Mounted {
         let mp_dir = tempfile::tempdir().unwrap();
         let mp = fs::canonicalize(mp_dir.path()).unwrap();
         let log_dir = tempfile::tempdir().unwrap();
-        let child = Command::new(bin())
-            .arg("mount")
+        let mut cmd = Command::new(bin());
+        cmd.arg("mount")
             .arg(src)
             .arg(&mp)
             .arg("--foreground")
@@ -33,10 +40,11 @@ impl Mounted {
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::null());
+        tweak(&mut cmd);
+        let child = cmd.spawn().unwrap();
         let mut m = Mounted {
+            conn: None,
             mp,
             _mp_dir: mp_dir,
             log_dir,
@@ -55,7 +63,26 @@ impl Mounted {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        use std::os::unix::fs::MetadataExt;
+        m.conn = fs::metadata(&m.mp)
+            .ok()
+            .map(|st| libc::minor(st.dev()) as u64);
         m
+    }
+
+    /// Aborts the FUSE connection through fusectl (mounting fusectl if it is not),
+    /// so that nothing waiting on the mount can hang: every request fails ENOTCONN.
+    pub fn abort(&self) {
+        let Some(conn) = self.conn else { return };
+        let dir = Path::new("/sys/fs/fuse/connections");
+        if !dir.join(conn.to_string()).exists() {
+            let _ = Command::new("mount")
+                .args(["-t", "fusectl", "fusectl"])
+                .arg(dir)
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = fs::write(dir.join(conn.to_string()).join("abort"), b"1");
     }
 
     pub fn path(&self) -> &Path {
@@ -82,6 +109,8 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         if is_mount_point(&self.mp) {
+            // A wedged daemon or a waiting reader must not hang the test run: abort first.
+            self.abort();
             let _ = recoverfs::cli::sys::lazy_unmount(&self.mp);
         }
         if let Some(mut c) = self.child.take() {
@@ -96,4 +125,14 @@ pub fn errno_of<T: std::fmt::Debug>(r: io::Result<T>) -> i32 {
     r.expect_err("expected an error")
         .raw_os_error()
         .unwrap_or(-1)
+}
+
+/// Runs `f` on its own thread and waits at most `secs` for it: `None` if it is
+/// still blocked then (the thread is left behind, freed when the mount is aborted).
+pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs)).ok()
 }

@@ -1,6 +1,6 @@
 //! Mount wiring: session options, the read-only mount, kernel-cache invalidation, readahead.
 
-use crate::view::fuse::RecoverFs;
+use crate::view::fuse::{Owner, RecoverFs};
 use crate::view::View;
 use fuser::{Config, INodeNo, MountOption, Session, SessionACL};
 use std::io;
@@ -15,6 +15,10 @@ pub const MAX_READ: u32 = 1 << 20;
 pub struct SessionOptions {
     pub fsname: String,
     pub allow_other: bool,
+    /// Root (and the mount's owner) only; exclusive with `allow_other`.
+    pub allow_root: bool,
+    /// The owner, group and mode bits shown instead of the originals'.
+    pub owner: Owner,
     /// Worker threads (at least 2: one slow validation must not stall every reader).
     pub threads: usize,
     /// Extra mount options passed through (nodev, noexec, ...).
@@ -36,6 +40,9 @@ pub fn start_session(
         MountOption::Subtype("recoverfs".into()),
         MountOption::NoDev,
         MountOption::NoSuid,
+        // The kernel checks every access against the modes and owners the view
+        // shows (the originals'), whoever may reach the mount.
+        MountOption::DefaultPermissions,
     ];
     for o in &opts.extra {
         if !cfg.mount_options.contains(o) {
@@ -44,13 +51,16 @@ pub fn start_session(
     }
     if opts.allow_other {
         cfg.acl = SessionACL::All;
+    } else if opts.allow_root {
+        cfg.acl = SessionACL::RootAndOwner;
     }
     cfg.n_threads = Some(opts.threads.max(2));
     cfg.clone_fd = true;
     if let Err(e) = view.start_watching() {
         tracing::warn!("not watching the source for changes ({e}): changes are seen at the next lookup or open only");
     }
-    let session = Session::new(RecoverFs::new(view.clone(), MAX_READ), mountpoint, &cfg)?;
+    let fs = RecoverFs::new(view.clone(), MAX_READ).with_owner(opts.owner);
+    let session = Session::new(fs, mountpoint, &cfg)?;
     // Invalidations go through their own thread: sent from inside a request
     // handler they could wait on a page lock held by the very read being served.
     let notifier = session.notifier();
