@@ -1,8 +1,8 @@
 //! The engine: reads the source, finds each segment's valid prefix, decides the policy's view and reports it; never writes, knows nothing of FUSE, clap or the terminal.
 //!
 //! Layers, lowest first (a module imports only those above it in this list):
-//! `format` → `scan` → `index` → `source` → `layout` → `segment` → `policy` → `report`
-//! → `analysis` → `plan`; `synth` writes test and benchmark trees with `format`.
+//! `format` → `scan` → `salvage` → `index` → `source` → `layout` → `segment` → `policy`
+//! → `report` → `analysis` → `plan`; `synth` writes test and benchmark trees with `format`.
 
 pub mod analysis;
 pub mod format;
@@ -11,6 +11,7 @@ pub mod layout;
 pub mod plan;
 pub mod policy;
 pub mod report;
+pub mod salvage;
 pub mod scan;
 pub mod segment;
 pub mod source;

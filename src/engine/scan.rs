@@ -342,6 +342,7 @@ impl SegmentScan {
 }
 
 /// A sliding window over a source, refilled in large sequential reads.
+/// (`pub(crate)`: `index` and `salvage` read through the same bounded buffers.)
 pub(crate) struct Window<'a, S: ?Sized> {
     src: &'a S,
     /// Bytes of the source the scan may look at (its size when scanning began).
@@ -354,8 +355,14 @@ pub(crate) struct Window<'a, S: ?Sized> {
 
 impl<'a, S: ReadAt + ?Sized> Window<'a, S> {
     pub(crate) fn new(src: &'a S, len: u64) -> Self {
+        Self::with_capacity(src, len, WINDOW_BYTES)
+    }
+
+    /// A window of at most `cap` bytes (at least 64, the most `get` hands out):
+    /// small ones serve scattered probes without re-reading a large buffer each time.
+    pub(crate) fn with_capacity(src: &'a S, len: u64, cap: usize) -> Self {
         // Never allocate beyond what the file holds.
-        let cap = (WINDOW_BYTES as u64).min(len.max(64)) as usize;
+        let cap = (cap.max(64) as u64).min(len.max(64)) as usize;
         Window {
             src,
             len,
@@ -369,12 +376,18 @@ impl<'a, S: ReadAt + ?Sized> Window<'a, S> {
     /// and `n <= 64`; a source shorter than `len` is an `UnexpectedEof`.
     #[inline]
     pub(crate) fn get(&mut self, pos: u64, n: usize) -> io::Result<&[u8]> {
-        if pos >= self.start && pos + n as u64 <= self.start + self.filled as u64 {
+        if self.holds(pos, n) {
             let at = (pos - self.start) as usize;
             return Ok(&self.buf[at..at + n]);
         }
         self.refill(pos, n)?;
         Ok(&self.buf[..n])
+    }
+
+    /// True when `get(pos, n)` would be served without reading the source.
+    #[inline]
+    pub(crate) fn holds(&self, pos: u64, n: usize) -> bool {
+        pos >= self.start && pos + n as u64 <= self.start + self.filled as u64
     }
 
     #[cold]
