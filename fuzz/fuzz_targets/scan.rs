@@ -1,9 +1,10 @@
-//! Fuzz target: the segment scanner, index comparer and rebuilt-index reader on arbitrary bytes.
+//! Fuzz target: the segment scanner, index comparer, rebuilt-index reader and salvage search on arbitrary bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use recoverfs::engine::scan::{scan_segment, ScanOptions};
-use recoverfs::engine::index::{read_rebuilt_index, IndexComparer, IndexKind};
+use recoverfs::engine::index::{read_rebuilt_index, rebuild_indexes, IndexComparer, IndexKind};
+use recoverfs::engine::salvage::salvage;
+use recoverfs::engine::scan::{scan_segment, ReadAt, ScanOptions};
 
 fuzz_target!(|data: &[u8]| {
     // First 12 bytes steer: base offset and max record size; the rest is a .log,
@@ -23,4 +24,23 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(s.damage.is_none(), s.valid_bytes == log.len() as u64);
     let idx = read_rebuilt_index(log, &s, IndexKind::Time, 0, u64::MAX).expect("prefix re-walks");
     assert_eq!(idx.len() as u64, s.records * 16);
+
+    // Salvage after the damage, without and with the second half as the original .index;
+    // the steering bytes double as the next segment's base.
+    let index = index.to_vec();
+    let next_base = base.checked_add(max);
+    for ix in [None, Some((&index as &dyn ReadAt, index.len() as u64))] {
+        let v = salvage(log, log.len() as u64, &s, ix, next_base, &opts).expect("slices never fail");
+        let mut at = s.valid_bytes;
+        let mut offset = s.base_offset + s.records;
+        for r in &v.runs {
+            assert!(r.position >= at && r.position > s.valid_bytes);
+            assert!(r.first_offset >= offset && r.end <= log.len() as u64);
+            assert!(next_base.is_none_or(|nb| r.last_offset() < nb));
+            let (i, t) = rebuild_indexes(&r.view(log), &r.scan).expect("runs re-walk");
+            assert_eq!((i.len() as u64, t.len() as u64), (r.records * 16, r.records * 16));
+            at = r.end;
+            offset = r.last_offset() + 1;
+        }
+    }
 });
