@@ -220,53 +220,75 @@ struct Frame {
     end: u64,
 }
 
-/// The `.log` as salvage reads it: `near` follows the search forward; `probe` serves
-/// reads elsewhere so they never drag `near` back and forth.
+/// Which window a read goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// `near`, refilled forward: the byte search and the runs.
+    Near,
+    /// Wherever the bytes already are, else `probe`: a candidate's far fields and its
+    /// second record, which must not drag `near` back and forth.
+    Anywhere,
+    /// Wherever the bytes already are, else `ahead` while positions only grow (index
+    /// hints of a healthy index), else `probe`: a hostile index costs small reads only.
+    Ahead,
+}
+
+/// The `.log` as salvage reads it, through bounded windows.
 struct Log<'a, S: ?Sized> {
     src: &'a S,
     len: u64,
     max: u64,
     near: Window<'a, S>,
     probe: Window<'a, S>,
+    ahead: Window<'a, S>,
+    /// The last position read through `ahead`: reads at or after it move it forward.
+    ahead_floor: u64,
 }
 
 impl<'a, S: ReadAt + ?Sized> Log<'a, S> {
-    fn u32_anywhere(&mut self, pos: u64) -> io::Result<u32> {
-        let w = if self.near.holds(pos, 4) {
-            &mut self.near
-        } else {
-            &mut self.probe
-        };
-        Ok(be_u32(w.get(pos, 4)?, 0))
+    fn new(src: &'a S, len: u64, max: u64) -> Self {
+        Log {
+            src,
+            len,
+            max,
+            near: Window::new(src, len),
+            probe: Window::with_capacity(src, len, PROBE_BYTES),
+            ahead: Window::new(src, len),
+            ahead_floor: 0,
+        }
     }
 
-    /// The record at `p` if it is well-formed and `want(offset)`; reads through
-    /// `near` only when `forward`, else wherever the bytes already are or `probe`.
+    /// The `n <= 64` bytes at `pos` (the caller guarantees `pos + n <= len`).
+    #[inline]
+    fn read(&mut self, via: Via, pos: u64, n: usize) -> io::Result<&[u8]> {
+        if via == Via::Near || self.near.holds(pos, n) {
+            return self.near.get(pos, n);
+        }
+        if via == Via::Ahead && (self.ahead.holds(pos, n) || pos >= self.ahead_floor) {
+            self.ahead_floor = self.ahead_floor.max(pos);
+            return self.ahead.get(pos, n);
+        }
+        self.probe.get(pos, n)
+    }
+
+    /// The record at `p` if it is well-formed and `want(offset)`.
     /// The offset is tested before the value_len read: it is cheap and rarely passes
     /// on garbage, and whether a record qualifies does not depend on the order.
+    #[inline]
     fn frame(
         &mut self,
         p: u64,
-        forward: bool,
+        via: Via,
         want: impl FnOnce(u64) -> bool,
     ) -> io::Result<Option<Frame>> {
         if self.len.saturating_sub(p) < SIZE_FIELD_LEN {
             return Ok(None);
         }
-        let size = if forward {
-            be_u32(self.near.get(p, 4)?, 0)
-        } else {
-            self.u32_anywhere(p)?
-        } as u64;
+        let size = be_u32(self.read(via, p, 4)?, 0) as u64;
         if size < RECORD_OVERHEAD || size > self.max || SIZE_FIELD_LEN + size > self.len - p {
             return Ok(None);
         }
-        let w = if forward || self.near.holds(p, HEADER_LEN) {
-            &mut self.near
-        } else {
-            &mut self.probe
-        };
-        let h = w.get(p, HEADER_LEN)?;
+        let h = self.read(via, p, HEADER_LEN)?;
         let (offset, timestamp, key_len) = (
             be_u64(h, OFFSET_AT),
             be_i64(h, TIMESTAMP_AT),
@@ -275,7 +297,8 @@ impl<'a, S: ReadAt + ?Sized> Log<'a, S> {
         if !want(offset) || RECORD_OVERHEAD + key_len > size {
             return Ok(None);
         }
-        let value_len = self.u32_anywhere(p + KEY_AT as u64 + key_len)? as u64;
+        let far = if via == Via::Near { Via::Anywhere } else { via };
+        let value_len = be_u32(self.read(far, p + KEY_AT as u64 + key_len, 4)?, 0) as u64;
         if RECORD_OVERHEAD + key_len + value_len != size {
             return Ok(None);
         }
@@ -454,7 +477,7 @@ impl<'a> Index<'a> {
             } else if pos > c
                 && pos < log.len
                 && plausible(o, pos, c, e)
-                && log.frame(pos, false, |x| x == o)?.is_some()
+                && log.frame(pos, Via::Ahead, |x| x == o)?.is_some()
             {
                 let clear =
                     laid_out && prev.is_none_or(|p| pos >= p.saturating_add(MIN_RECORD_BYTES));
@@ -499,13 +522,7 @@ pub fn salvage<S: ReadAt + ?Sized>(
         return Ok(out);
     };
     let c = scan.valid_bytes;
-    let mut log = Log {
-        src,
-        len,
-        max: opts.max_record_bytes,
-        near: Window::new(src, len),
-        probe: Window::with_capacity(src, len, PROBE_BYTES),
-    };
+    let mut log = Log::new(src, len, opts.max_record_bytes);
     let mut index = index.map(|(i, ilen)| Index::new(i, ilen, scan.base_offset));
     Search {
         log: &mut log,
@@ -585,8 +602,23 @@ impl<S: ReadAt + ?Sized> Search<'_, '_, S> {
     fn find(&mut self, c: u64, e: u64, limit: u64, h: Option<Hint>) -> io::Result<Step> {
         let len = self.log.len;
         let mut q = c + 1;
+        let max = self.log.max;
         while q < limit && len - q >= MIN_RECORD_BYTES {
-            if self.log.near.get(q, 4)? == [0; 4] {
+            // The hot loop: sift the size fields of up to 61 positions from one slice
+            // of the window; only a size that could frame a record (or a zero one,
+            // which may open a zero run to skip) is looked at further.
+            let n = (len - q).min(64) as usize;
+            let sift = (n - 3).min((limit - q) as usize);
+            let chunk = self.log.near.get(q, n)?;
+            let Some(i) = (0..sift).find(|&i| {
+                let size = be_u32(chunk, i) as u64;
+                size == 0 || ((RECORD_OVERHEAD..=max).contains(&size) && size < len - q - i as u64)
+            }) else {
+                q += sift as u64;
+                continue;
+            };
+            q += i as u64;
+            if be_u32(chunk, i) == 0 {
                 // A zero size field: no record starts until the next non-zero byte is in one.
                 match self.log.first_nonzero(q + 4)? {
                     Some(z) => q = (q + 1).max(z - 3),
@@ -594,7 +626,7 @@ impl<S: ReadAt + ?Sized> Search<'_, '_, S> {
                 }
                 continue;
             }
-            let Some(f) = self.log.frame(q, true, |o| plausible(o, q, c, e))? else {
+            let Some(f) = self.log.frame(q, Via::Near, |o| plausible(o, q, c, e))? else {
                 q += 1;
                 continue;
             };
@@ -608,7 +640,7 @@ impl<S: ReadAt + ?Sized> Search<'_, '_, S> {
             };
             let accepted = confirmed || f.end == len || {
                 let next = f.offset.wrapping_add(1);
-                match self.log.frame(f.end, false, |o| o == next)? {
+                match self.log.frame(f.end, Via::Anywhere, |o| o == next)? {
                     Some(g) => Self::fits_before(h, f.end, g.end, g.offset),
                     None => false,
                 }
