@@ -506,7 +506,9 @@ impl<'a> Index<'a> {
 /// Finds the runs of intact records after the damage that ends `scan`'s valid prefix
 /// (see the module docs for the rule). `src`/`len` are the `.log` that `scan` was made
 /// from; `index` the original `.index` and its length, if any; `next_base` the base
-/// offset of the next real segment, if any. A clean scan yields nothing.
+/// offset of the next real segment, if any. A clean scan, or one that ends in a
+/// zero-filled tail, yields nothing. (`index` is a trait object so `None` needs no
+/// type; a byte slice is passed as `&Vec<u8>`, a file as `&File`.)
 pub fn salvage<S: ReadAt + ?Sized>(
     src: &S,
     len: u64,
