@@ -833,7 +833,7 @@ fn hex(b: &[u8]) -> String {
 /// `ReadAt` wrapper, so nothing large is copied or written.
 ///
 /// ```text
-/// recoverfs synth /var/tmp/rfs-salvage --segment-mb 1024   # see `recoverfs synth --help`
+/// recoverfs synth /var/tmp/rfs-salvage --partitions 1 --segment-mb 1024
 /// RECOVERFS_SALVAGE_LOG=/var/tmp/rfs-salvage/topic-0/partition-0/00000000000000000000.log \
 ///   cargo test --release --test salvage_model -- --ignored --nocapture bench
 /// ```
