@@ -79,8 +79,9 @@
 //! Memory: four windows, one checkpoint per [`CHECKPOINT_EVERY`] records per run, and
 //! at most [`MAX_RUNS`] runs. Bytes crafted so that every position is a candidate cost
 //! a few small reads per position: linear, never quadratic. Measured on a 1 GiB
-//! segment: damage at byte 100 salvages in 0.9-1.0x the time of a clean scan; 256 MiB
-//! of garbage after byte 100 in 1.8x without the `.index`, 0.9x with it.
+//! segment (page cache, 2 shared cores): damage at byte 100 salvages in 0.9-1.0x the
+//! time of a clean scan, with or without the `.index`; 256 MiB of garbage after byte
+//! 100 in 1.8-2.6x without the `.index` (the byte search), 0.9-1.1x with it.
 
 use crate::engine::format::takhin::{
     be_i64, be_u32, be_u64, HEADER_LEN, INDEX_ENTRY_LEN, KEY_AT, KEY_LEN_AT, OFFSET_AT,
