@@ -1,8 +1,9 @@
 //! `repair --in-place --backup DIR`: the plan of changes, then its three phases (back up, apply, done).
 
 use super::fsio::{
-    check_data_dir, copy_with_crc, create_new, fsync, fsync_dir, lock_dir, lstat, open_checked,
-    rebuild_from, resolve, tmp_beside, write_copy, Attrs, CopyStats, Progress, BUF_BYTES,
+    check_data_dir, copy_with_crc, create_new, fsync, fsync_dir, lock_dir, open_checked,
+    rebuild_from, resolve, stat_source, tmp_beside, write_copy, Attrs, CopyStats, Progress,
+    BUF_BYTES,
 };
 use super::manifest::{
     backup_is_blank, manifest_entry, read_manifest, write_manifest, Action, Manifest,
@@ -17,7 +18,7 @@ use crate::engine::index::{rebuild_indexes, IndexKind};
 use crate::engine::layout::{escape_path, Layout};
 use crate::engine::report::{Report, SegmentReport};
 use crate::engine::scan::ScanOptions;
-use crate::engine::source::{advise_sequential, open_original};
+use crate::engine::source::{advise_sequential, EntryType, Source};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
@@ -26,25 +27,32 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-fn original_of(path: &Path) -> Result<Option<Original>> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_file() => Ok(Some(Original {
+/// What the source holds at `rel` before the repair: a file, a symlink, or nothing
+/// (a FIFO, socket or device counts as nothing). A directory is refused.
+fn original_of(source: &Source, rel: &Path) -> Result<Option<Original>> {
+    let path = source.display_path(rel);
+    let m = match source.metadata(rel) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_at(&path, "could not stat")(e)),
+    };
+    match EntryType::of(&m) {
+        EntryType::File => Ok(Some(Original {
             kind: OriginalKind::File,
             bytes: m.len(),
             crc32: None,
         })),
-        Ok(m) if m.file_type().is_symlink() => Ok(Some(Original {
+        EntryType::Symlink => Ok(Some(Original {
             kind: OriginalKind::Symlink,
-            bytes: fs::read_link(path)
-                .map_err(io_at(path, "could not read the link"))?
+            bytes: source
+                .read_link(rel)
+                .map_err(io_at(&path, "could not read the link"))?
                 .as_os_str()
                 .len() as u64,
             crc32: None,
         })),
-        Ok(m) if m.is_dir() => Err(RepairError::DirInTheWay(path.to_path_buf())),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_at(path, "could not stat")(e)),
+        EntryType::Dir => Err(RepairError::DirInTheWay(path)),
+        EntryType::Other => Ok(None),
     }
 }
 
@@ -68,6 +76,7 @@ fn in_place_entries(
     report: &Report,
     plan: &TreePlan,
 ) -> Result<(Vec<ManifestEntry>, Vec<PathBuf>)> {
+    let source = &layout.source;
     let logs = reports_by_dir(layout, report);
     let seg_of = |log_rel: &Path| -> Option<&SegmentReport> {
         let dir = log_rel.parent().unwrap_or(Path::new(""));
@@ -81,7 +90,6 @@ fn in_place_entries(
         let Entry::File { rel, content, .. } = e else {
             continue;
         };
-        let path = data.join(rel);
         match content {
             Content::Whole { .. } => {}
             Content::Prefix { len, original_len } if len < original_len => {
@@ -110,10 +118,10 @@ fn in_place_entries(
                 if *original_matches {
                     continue;
                 }
-                let original = original_of(&path)?;
+                let original = original_of(source, rel)?;
                 if !rebuilt_cache.contains_key(log) {
                     let log_path = data.join(log);
-                    let f = open_checked(&log_path, scan.original_bytes)?;
+                    let f = open_checked(source, log, scan.original_bytes)?;
                     let r = rebuild_indexes(&f, scan).map_err(|e| RepairError::SourceChanged {
                         path: log_path.clone(),
                         what: e.to_string(),
@@ -156,7 +164,7 @@ fn in_place_entries(
             LeftOut::Hidden => format!("hidden under {}", report.policy),
             LeftOut::Orphan => "orphan index (no .log beside it)".to_string(),
         };
-        if let Some(original) = original_of(&data.join(rel))? {
+        if let Some(original) = original_of(source, rel)? {
             out.push(manifest_entry(
                 rel,
                 Action::Remove,
@@ -237,9 +245,9 @@ pub fn repair_in_place(
         .clone()
         .filter(|m| m.state == ManifestState::BackedUp)
     {
-        let (_, report) = analyze(data, opts, progress.as_ref())?;
+        let (layout, report) = analyze(data, opts, progress.as_ref())?;
         if !dry_run {
-            apply(data, backup, m.clone(), &mut steps)?;
+            apply(&layout.source, data, backup, m.clone(), &mut steps)?;
         }
         return Ok(InPlaceSummary {
             report,
@@ -304,33 +312,40 @@ pub fn repair_in_place(
         fsync_dir(parent)?;
     }
     write_manifest(backup, &manifest, &mut steps)?;
-    back_up(data, backup, &mut manifest, &mut steps)?;
+    back_up(&layout.source, backup, &mut manifest, &mut steps)?;
     manifest.state = ManifestState::BackedUp;
     write_manifest(backup, &manifest, &mut steps)?;
-    apply(data, backup, manifest.clone(), &mut steps)?;
+    apply(&layout.source, data, backup, manifest.clone(), &mut steps)?;
     summary.entries = manifest.entries;
     Ok(summary)
 }
 
 /// Phase 1: every original that will change or go, copied into the backup at its relative path.
-fn back_up(data: &Path, backup: &Path, manifest: &mut Manifest, steps: &mut Steps) -> Result<()> {
+fn back_up(
+    source: &Source,
+    backup: &Path,
+    manifest: &mut Manifest,
+    steps: &mut Steps,
+) -> Result<()> {
     for e in manifest.entries.iter_mut() {
         let rel = e.rel();
         let Some(orig) = e.original.as_mut() else {
             continue;
         };
-        let src = data.join(&rel);
+        let src = source.display_path(&rel);
         let dst = backup.join(&rel);
         let dir = dst.parent().expect("a relative path under the backup");
         fs::create_dir_all(dir).map_err(io_at(dir, "could not create"))?;
         let tmp = tmp_beside(&dst);
         let _ = fs::remove_file(&tmp);
         if orig.kind == OriginalKind::Symlink {
-            let target = fs::read_link(&src).map_err(io_at(&src, "could not read the link"))?;
+            let target = source
+                .read_link(&rel)
+                .map_err(io_at(&src, "could not read the link"))?;
             std::os::unix::fs::symlink(&target, &tmp).map_err(io_at(&tmp, "could not create"))?;
             orig.crc32 = Some(crc32fast::hash(target.as_os_str().as_bytes()));
         } else {
-            let f = open_checked(&src, orig.bytes)?;
+            let f = open_checked(source, &rel, orig.bytes)?;
             let out = create_new(&tmp)?;
             let prefix = e.new.as_ref().map_or(0, |n| n.bytes);
             let (all, pre) = copy_with_crc(&f, &src, &out, &tmp, orig.bytes, prefix)?;
@@ -382,21 +397,25 @@ enum Found {
     Other,
 }
 
-fn found_at(path: &Path) -> Result<Found> {
-    let m = match fs::symlink_metadata(path) {
+/// What `rel` holds now, read through `source` (the data directory, or the backup).
+fn found_at(source: &Source, rel: &Path) -> Result<Found> {
+    let path = &source.display_path(rel);
+    let m = match source.metadata(rel) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Absent),
         Err(e) => return Err(io_at(path, "could not stat")(e)),
     };
     if m.file_type().is_symlink() {
-        let t = fs::read_link(path).map_err(io_at(path, "could not read the link"))?;
+        let t = source
+            .read_link(rel)
+            .map_err(io_at(path, "could not read the link"))?;
         let b = t.as_os_str().as_bytes();
         return Ok(Found::Symlink(b.len() as u64, crc32fast::hash(b)));
     }
     if !m.is_file() {
         return Ok(Found::Other);
     }
-    let f = open_original(path).map_err(io_at(path, "could not open"))?;
+    let f = source.file(rel).map_err(io_at(path, "could not open"))?;
     advise_sequential(&f);
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; BUF_BYTES.min(m.len() as usize).max(1)];
@@ -427,7 +446,10 @@ fn found_original(o: &Option<Original>) -> Found {
 
 /// Phase 2: changes the data directory entry by entry. Each path holds either
 /// its original or its replacement (renames are atomic), so a rerun skips what is done.
+/// Writes go by path under `data`; every read (of what a path holds now, of the `.log`
+/// an index is rebuilt from) goes through `source`, which sees each rename at once.
 pub(super) fn apply(
+    source: &Source,
     data: &Path,
     backup: &Path,
     mut manifest: Manifest,
@@ -440,7 +462,7 @@ pub(super) fn apply(
         let rel = e.rel();
         let path = data.join(&rel);
         let dir = path.parent().expect("an entry inside the data directory");
-        let now = found_at(&path)?;
+        let now = found_at(source, &rel)?;
         let done = match &e.new {
             Some(n) => Found::File(n.bytes, n.crc32.unwrap_or_default()),
             None => Found::Absent,
@@ -467,8 +489,8 @@ pub(super) fn apply(
             Action::Truncate => {
                 let stats = CopyStats::default();
                 let orig_len = e.original.as_ref().map_or(0, |o| o.bytes);
-                let f = write_copy(&path, &tmp, new.bytes, orig_len, &stats)?;
-                let m = lstat(&path)?;
+                let f = write_copy(source, &rel, &tmp, new.bytes, orig_len, &stats)?;
+                let m = stat_source(source, &rel)?;
                 Attrs::of(&m).apply(&f, &tmp, true)?;
                 f
             }
@@ -487,7 +509,7 @@ pub(super) fn apply(
                     }
                 };
                 // The .log's valid prefix is the same cut or not, so its rebuilt indexes are too.
-                let (i, t) = rebuild_from(&log_path, base, &opts)?;
+                let (i, t) = rebuild_from(source, &log_name, base, &opts)?;
                 let bytes = if rel.extension() == Some(OsStr::new(FileKind::Index.ext())) {
                     i
                 } else {
@@ -502,9 +524,9 @@ pub(super) fn apply(
                 let mut f = create_new(&tmp)?;
                 f.write_all(&bytes)
                     .map_err(io_at(&tmp, "could not write"))?;
-                let m = match fs::symlink_metadata(&path) {
+                let m = match source.metadata(&rel) {
                     Ok(m) if m.is_file() => m,
-                    _ => lstat(&log_path)?,
+                    _ => stat_source(source, &log_name)?,
                 };
                 Attrs::of(&m).apply(&f, &tmp, true)?;
                 f

@@ -2,8 +2,9 @@
 //!
 //! The tree is built with [`crate::engine::plan::dir_children`] and
 //! [`crate::engine::plan::visible_children`], the same functions the mount serves from,
-//! so what was inspected is what gets committed. Originals are only ever read
-//! through [`crate::engine::source::open_original`].
+//! so what was inspected is what gets committed. The source is only ever read
+//! through its door, [`crate::engine::source::Source`] (the analysis's `Layout`
+//! carries it); in-place repair writes to it by path, and rereads through the door.
 //!
 //! `--output` builds the whole tree in a sibling temporary directory, fsyncs it
 //! and renames it into place. `--in-place` runs in three phases recorded in a

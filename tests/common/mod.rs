@@ -16,6 +16,7 @@ pub use {cli::*, engine::*, segments::*, trees::*};
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -67,12 +68,13 @@ pub struct FileSnap {
     pub atime: (i64, i64),
 }
 
-/// Sets every regular file's atime well before its mtime, so that under the usual
-/// `relatime` any read of it would move its atime, and a snapshot would show it.
+/// Sets every regular file's and directory's atime (the root's too) well before its
+/// mtime, so that under the usual `relatime` any read or listing of it would move its
+/// atime, and a snapshot would show it.
 pub fn age_atimes(root: &Path) {
-    for p in walk(root) {
+    for p in walk(root).into_iter().chain([root.to_path_buf()]) {
         let m = fs::symlink_metadata(&p).unwrap();
-        if m.file_type().is_file() {
+        if m.file_type().is_file() || m.file_type().is_dir() {
             let mtime = filetime::FileTime::from_last_modification_time(&m);
             let old = filetime::FileTime::from_unix_time(mtime.unix_seconds() - 100_000, 0);
             filetime::set_file_atime(&p, old).unwrap();
@@ -80,14 +82,23 @@ pub fn age_atimes(root: &Path) {
     }
 }
 
+/// Every entry under `root`, sorted. Directories are listed with `O_NOATIME`, so
+/// walking a tree does not move the atimes a snapshot compares.
 fn walk(root: &Path) -> Vec<PathBuf> {
+    use nix::fcntl::OFlag;
     let mut out = vec![];
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOATIME | OFlag::O_CLOEXEC;
+        let mut dir = nix::dir::Dir::open(&d, flags, nix::sys::stat::Mode::empty()).unwrap();
+        for e in dir.iter() {
             let e = e.unwrap();
-            let p = e.path();
-            if e.file_type().unwrap().is_dir() {
+            let name = std::ffi::OsStr::from_bytes(e.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            let p = d.join(name);
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
                 stack.push(p.clone());
             }
             out.push(p);
@@ -97,11 +108,12 @@ fn walk(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Snapshots every entry under `root`. Stats are taken before reading the bytes, and
-/// the bytes are read with O_NOATIME, so snapshotting itself changes nothing.
+/// Snapshots every entry under `root`, and `root` itself (as the empty path):
+/// directories too, their atimes included. Directories are listed and bytes read with
+/// O_NOATIME, so snapshotting itself changes nothing.
 pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, FileSnap> {
     let mut out = BTreeMap::new();
-    for p in walk(root) {
+    for p in walk(root).into_iter().chain([root.to_path_buf()]) {
         let m = fs::symlink_metadata(&p).unwrap();
         let bytes = if m.file_type().is_file() {
             use std::io::Read;
