@@ -233,3 +233,81 @@ fn check_and_repair_output_leave_directory_atimes_alone() {
     }
     assert_unchanged(&before, &snapshot(src.path()));
 }
+
+/// Bug: a directory named `x\nTRUNCATED   forged…` forged lines of `check`'s human
+/// output, and escape sequences in names reached the terminal raw (in `check`, in
+/// `repair`'s summaries and plan, and in error messages). Fixed in the commit
+/// "human output escapes control characters in names" (harden-repair): human text
+/// shows them as `\xNN`; the JSON report is unchanged (JSON escapes them itself).
+#[test]
+fn control_characters_in_names_are_escaped_in_human_output() {
+    let t = tempfile::tempdir().unwrap();
+    let evil = "x\nTRUNCATED   forged \x1b]0;pwned\x07\x1b[2J\u{9b}31m";
+    let dir = t.path().join(evil);
+    let w = write_segment(&dir, 0, 20, 30);
+    cut_tail(&log_path(&dir, 0), 7);
+    fs::remove_file(seg_path(&dir, 0, "index")).unwrap();
+    drop(w);
+    let raw = |s: &str| {
+        s.contains('\x1b')
+            || s.contains('\x07')
+            || s.contains('\u{9b}')
+            || s.lines().any(|l| l.starts_with("TRUNCATED   forged"))
+    };
+    let escaped = "x\\x0aTRUNCATED   forged \\x1b]0;pwned\\x07\\x1b[2J\\xc2\\x9b31m";
+
+    let o = check_cli(t.path(), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(!raw(&text), "{text:?}");
+    assert!(text.contains(escaped), "{text}");
+    // Every line is one of ours: the title, a log line, an indented finding, totals, advice.
+    for l in text.lines() {
+        assert!(
+            l.starts_with("recoverfs check ")
+                || l.starts_with(&format!("{escaped}:"))
+                || l.starts_with("  ")
+                || l.contains(" log(s), ")
+                || l.starts_with("Next: "),
+            "{l:?}"
+        );
+    }
+    // The JSON report keeps the name itself (JSON escapes the control characters).
+    let (_, v) = check_json(t.path(), &[]);
+    assert_eq!(v["logs"][0]["path"].as_str(), Some(evil));
+
+    let out = tempfile::tempdir().unwrap();
+    let new = out.path().join("new\x1b[1m");
+    let o = repair_output(t.path(), &new, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !raw(&stdout(&o)) && stdout(&o).contains(escaped),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("new\\x1b[1m"), "{}", stdout(&o));
+    // An error naming the path: one line on stderr, escaped.
+    let o = repair_output(t.path(), &new, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!raw(&stderr(&o)), "{:?}", stderr(&o));
+    assert!(stderr(&o).contains("new\\x1b[1m"), "{}", stderr(&o));
+    let o = check_cli(&t.path().join("gone\n\x1b[2J"), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        !raw(&stderr(&o)) && stderr(&o).trim_end().lines().count() == 1,
+        "{:?}",
+        stderr(&o)
+    );
+
+    let backup = out.path().join("backup");
+    for extra in [&["--dry-run"][..], &[]] {
+        let o = repair_in_place(t.path(), &backup, extra);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = stdout(&o);
+        assert!(!raw(&text), "{text:?}");
+        assert!(
+            text.contains(&format!("  TRUNCATE {escaped}/00000000000000000000.log")),
+            "{text}"
+        );
+    }
+}
