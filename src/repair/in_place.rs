@@ -246,6 +246,8 @@ pub fn repair_in_place(
         .filter(|m| m.state == ManifestState::BackedUp)
     {
         let (layout, report) = analyze(data, opts, progress.as_ref())?;
+        // Once an original is replaced its copy is all there is: every copy is checked first.
+        verify_backup(backup, &m)?;
         if !dry_run {
             apply(&layout.source, data, backup, m.clone(), &mut steps)?;
         }
@@ -318,6 +320,43 @@ pub fn repair_in_place(
     apply(&layout.source, data, backup, manifest.clone(), &mut steps)?;
     summary.entries = manifest.entries;
     Ok(summary)
+}
+
+/// Checks that every copy in the backup still holds the original the manifest recorded
+/// (size and CRC-32, of the content or of a link's target), read without following links.
+fn verify_backup(backup: &Path, manifest: &Manifest) -> Result<()> {
+    let copies = Source::open(backup).map_err(io_at(backup, "could not open"))?;
+    for e in manifest.entries.iter().filter(|e| e.original.is_some()) {
+        let rel = e.rel();
+        let found = match found_at(&copies, &rel) {
+            Ok(f) => f,
+            Err(RepairError::Io { source, .. }) => {
+                return Err(RepairError::BackupDamaged {
+                    path: copies.display_path(&rel),
+                    what: source.to_string(),
+                })
+            }
+            Err(other) => return Err(other),
+        };
+        let want = found_original(&e.original);
+        if found != want {
+            return Err(RepairError::BackupDamaged {
+                path: copies.display_path(&rel),
+                what: match found {
+                    Found::Absent => "is missing".into(),
+                    Found::Other => "is not a regular file".into(),
+                    Found::File(n, c) | Found::Symlink(n, c) => {
+                        let (wn, wc) = match want {
+                            Found::File(n, c) | Found::Symlink(n, c) => (n, c),
+                            _ => (0, 0),
+                        };
+                        format!("holds {n} bytes with CRC-32 {c:08x}, not the original's {wn} bytes with CRC-32 {wc:08x}")
+                    }
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Phase 1: every original that will change or go, copied into the backup at its relative path.
