@@ -380,3 +380,65 @@ fn a_resumed_in_place_repair_reverifies_every_backup_copy() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(check_code(src.path(), "per-segment"), Some(0));
 }
+
+/// A read-only bind mount of `src`, removed on drop (even when the test fails).
+struct ReadOnlyBind(std::path::PathBuf);
+
+impl ReadOnlyBind {
+    /// None where bind mounts are not permitted (not root).
+    fn new(src: &std::path::Path, at: &std::path::Path) -> Option<ReadOnlyBind> {
+        use std::process::Command;
+        fs::create_dir_all(at).unwrap();
+        let ok = |args: &[&OsStr]| {
+            Command::new("mount")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ok(&[OsStr::new("--bind"), src.as_os_str(), at.as_os_str()]) {
+            return None;
+        }
+        let guard = ReadOnlyBind(at.to_path_buf());
+        let ro = ok(&[
+            OsStr::new("-o"),
+            OsStr::new("remount,bind,ro"),
+            at.as_os_str(),
+        ]);
+        ro.then_some(guard)
+    }
+}
+
+impl Drop for ReadOnlyBind {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Bug: `repair --in-place` on a read-only source copied every original into the
+/// backup (50 MB in the report) before its first write failed, and every rerun failed
+/// the same way. Fixed in the commit "in-place repair refuses a source it cannot
+/// change" (harden-repair): the directories it would change are probed (`statvfs`,
+/// `faccessat`) before anything is copied, in the dry run too.
+#[test]
+fn a_read_only_source_is_refused_before_anything_is_copied() {
+    let src = small_damaged();
+    let t = tempfile::tempdir().unwrap();
+    let Some(ro) = ReadOnlyBind::new(src.path(), &t.path().join("ro")) else {
+        eprintln!("no bind mount permitted here (not root?): not tested");
+        return;
+    };
+    let before = snapshot(src.path());
+    let backup = t.path().join("backup");
+    for extra in [&["--dry-run"][..], &[], &[]] {
+        let o = repair_in_place(&ro.0, &backup, extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("read-only"), "{}", stderr(&o));
+        assert_eq!(stderr(&o).trim_end().lines().count(), 1, "{}", stderr(&o));
+        assert!(!backup.exists(), "{extra:?}: a backup was written");
+    }
+    drop(ro);
+    assert_unchanged(&before, &snapshot(src.path()));
+    // Writable again, the same command repairs.
+    let o = repair_in_place(src.path(), &backup, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

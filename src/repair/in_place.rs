@@ -19,7 +19,7 @@ use crate::engine::layout::{escape_path, Layout};
 use crate::engine::report::{Report, SegmentReport};
 use crate::engine::scan::ScanOptions;
 use crate::engine::source::{advise_sequential, EntryType, Source};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Write};
@@ -246,6 +246,7 @@ pub fn repair_in_place(
         .filter(|m| m.state == ManifestState::BackedUp)
     {
         let (layout, report) = analyze(data, opts, progress.as_ref())?;
+        check_writable(data, &m.entries)?;
         // Once an original is replaced its copy is all there is: every copy is checked first.
         verify_backup(backup, &m)?;
         if !dry_run {
@@ -297,6 +298,8 @@ pub fn repair_in_place(
         }
         None => {}
     }
+    // Nothing is copied for a repair that could not be applied (the dry run says so too).
+    check_writable(data, &summary.entries)?;
     if dry_run || summary.entries.is_empty() {
         return Ok(summary);
     }
@@ -320,6 +323,50 @@ pub fn repair_in_place(
     apply(&layout.source, data, backup, manifest.clone(), &mut steps)?;
     summary.entries = manifest.entries;
     Ok(summary)
+}
+
+/// Refuses a data directory the repair could not change, before anything is copied:
+/// every directory an entry changes must be writable and searchable (not on a read-only
+/// mount, not immutable, ours to write), and no original replaced or removed may be
+/// immutable or append-only. Asks the kernel (`faccessat`, `statvfs`); creates nothing.
+fn check_writable(data: &Path, entries: &[ManifestEntry]) -> Result<()> {
+    use rustix::fs::{accessat, statvfs, Access, AtFlags, StatVfsMountFlags, CWD};
+    let refuse = |path: &Path, why: String| RepairError::NotWritable {
+        path: path.to_path_buf(),
+        why,
+    };
+    let paths: Vec<(PathBuf, bool)> = entries
+        .iter()
+        .map(|e| {
+            let file = e
+                .original
+                .as_ref()
+                .is_some_and(|o| o.kind == OriginalKind::File);
+            (data.join(e.rel()), file)
+        })
+        .collect();
+    let dirs: BTreeSet<&Path> = paths
+        .iter()
+        .map(|(p, _)| p.parent().unwrap_or(data))
+        .collect();
+    for d in dirs {
+        let v = statvfs(d).map_err(|e| io_at(d, "could not stat the filesystem")(e.into()))?;
+        if v.f_flag.contains(StatVfsMountFlags::RDONLY) {
+            return Err(refuse(d, "on a read-only mount".into()));
+        }
+        accessat(CWD, d, Access::WRITE_OK | Access::EXEC_OK, AtFlags::EACCESS)
+            .map_err(|e| refuse(d, io::Error::from(e).to_string()))?;
+    }
+    // A mode without write permission does not stop a rename over a file (EACCES is
+    // fine); an immutable or append-only one does (EPERM).
+    for (path, _) in paths.iter().filter(|(_, file)| *file) {
+        if let Err(e @ (rustix::io::Errno::PERM | rustix::io::Errno::ROFS)) =
+            accessat(CWD, path, Access::WRITE_OK, AtFlags::EACCESS)
+        {
+            return Err(refuse(path, io::Error::from(e).to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// Checks that every copy in the backup still holds the original the manifest recorded

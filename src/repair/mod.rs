@@ -81,6 +81,8 @@ pub enum RepairError {
     SourceChanged { path: PathBuf, what: String },
     #[error("{}: a directory stands where the rebuilt index goes; move it away first", .0.display())]
     DirInTheWay(PathBuf),
+    #[error("{}: cannot be changed in place ({why}); nothing copied, nothing changed", path.display())]
+    NotWritable { path: PathBuf, why: String },
     #[error("{}: this backup copy {what}; once its original is replaced it is the only copy, so nothing more is changed", path.display())]
     BackupDamaged { path: PathBuf, what: String },
     #[error("{}: {what}", path.display())]
