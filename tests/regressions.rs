@@ -442,3 +442,37 @@ fn a_read_only_source_is_refused_before_anything_is_copied() {
     let o = repair_in_place(src.path(), &backup, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Bug: a FIFO where a rebuilt index goes was planned as a `CREATE` by the dry run,
+/// and made every `--in-place` run fail after the backup ("holds neither its original
+/// nor its repair"), forever. Fixed in the commit "in-place repair refuses a FIFO where
+/// a rebuilt index goes" (harden-repair): refused up front, in the dry run too.
+#[test]
+fn a_fifo_where_a_rebuilt_index_goes_is_refused_up_front() {
+    let src = small_damaged();
+    let b = bases(src.path());
+    let index = seg_path(src.path(), b[2], "index");
+    assert!(!index.exists());
+    nix::unistd::mkfifo(&index, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let before = snapshot(src.path());
+    let bk = tempfile::tempdir().unwrap();
+    let backup = bk.path().join("b");
+    for extra in [&["--dry-run"][..], &[]] {
+        let o = repair_in_place(src.path(), &backup, extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&index.display().to_string()) && err.contains("FIFO"),
+            "{err}"
+        );
+        assert!(!backup.exists());
+        assert_unchanged(&before, &snapshot(src.path()));
+    }
+    // `--output` writes the rebuilt index and reads nothing from the FIFO.
+    let new = bk.path().join("new");
+    let o = repair_output(src.path(), &new, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(fs::metadata(new.join(index.file_name().unwrap()))
+        .unwrap()
+        .is_file());
+}

@@ -27,14 +27,22 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// What the source holds at `rel` before the repair: a file, a symlink, or nothing
-/// (a FIFO, socket or device counts as nothing). A directory is refused.
-fn original_of(source: &Source, rel: &Path) -> Result<Option<Original>> {
+/// What the source holds at `rel` before the repair: a file, a symlink, or nothing.
+/// A directory is refused; so is a FIFO, socket or device where a rebuilt index goes
+/// (`index`: the rename over it would succeed but the entry would never read as done),
+/// while one at a path the repair removes is left where it is.
+fn original_of(source: &Source, rel: &Path, index: bool) -> Result<Option<Original>> {
     let path = source.display_path(rel);
     let m = match source.metadata(rel) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_at(&path, "could not stat")(e)),
+    };
+    let in_the_way = |what| {
+        Err(RepairError::InTheWay {
+            path: path.clone(),
+            what,
+        })
     };
     match EntryType::of(&m) {
         EntryType::File => Ok(Some(Original {
@@ -51,7 +59,8 @@ fn original_of(source: &Source, rel: &Path) -> Result<Option<Original>> {
                 .len() as u64,
             crc32: None,
         })),
-        EntryType::Dir => Err(RepairError::DirInTheWay(path)),
+        EntryType::Dir => in_the_way("a directory"),
+        EntryType::Other if index => in_the_way("a FIFO, socket or device"),
         EntryType::Other => Ok(None),
     }
 }
@@ -118,7 +127,7 @@ fn in_place_entries(
                 if *original_matches {
                     continue;
                 }
-                let original = original_of(source, rel)?;
+                let original = original_of(source, rel, true)?;
                 if !rebuilt_cache.contains_key(log) {
                     let log_path = data.join(log);
                     let f = open_checked(source, log, scan.original_bytes)?;
@@ -164,7 +173,7 @@ fn in_place_entries(
             LeftOut::Hidden => format!("hidden under {}", report.policy),
             LeftOut::Orphan => "orphan index (no .log beside it)".to_string(),
         };
-        if let Some(original) = original_of(source, rel)? {
+        if let Some(original) = original_of(source, rel, false)? {
             out.push(manifest_entry(
                 rel,
                 Action::Remove,

@@ -79,8 +79,8 @@ pub enum RepairError {
     Unlisted { path: PathBuf, error: String },
     #[error("{}: {what}; nothing more written (stop whatever writes there and run again)", path.display())]
     SourceChanged { path: PathBuf, what: String },
-    #[error("{}: a directory stands where the rebuilt index goes; move it away first", .0.display())]
-    DirInTheWay(PathBuf),
+    #[error("{}: {what} stands where the rebuilt index goes; move it away first", path.display())]
+    InTheWay { path: PathBuf, what: &'static str },
     #[error("{}: cannot be changed in place ({why}); nothing copied, nothing changed", path.display())]
     NotWritable { path: PathBuf, why: String },
     #[error("{}: this backup copy {what}; once its original is replaced it is the only copy, so nothing more is changed", path.display())]
