@@ -203,8 +203,8 @@ fn a_file_that_only_grew_is_not_rescanned_for_reads_inside_its_validated_prefix(
 /// Bug: `repair --output` listed the source's directories by path (`fs::read_dir`),
 /// not through the door's read-only noatime clone, so every directory's atime moved
 /// under `relatime`; the snapshots did not see it (they did not age directory atimes,
-/// and listed directories themselves without `O_NOATIME`). Fixed in the commit
-/// "repair reads the source only through Source" (harden-repair): `check` and
+/// and listed directories themselves without `O_NOATIME`). Fixed in f89231e
+/// (repair reads the source only through `Source`): `check` and
 /// `repair --output` leave every atime still, directories' included, and so does the
 /// door without a clone (directories opened `O_NOATIME`).
 #[test]
@@ -236,9 +236,8 @@ fn check_and_repair_output_leave_directory_atimes_alone() {
 
 /// Bug: a directory named `x\nTRUNCATED   forged…` forged lines of `check`'s human
 /// output, and escape sequences in names reached the terminal raw (in `check`, in
-/// `repair`'s summaries and plan, and in error messages). Fixed in the commit
-/// "human output escapes control characters in names" (harden-repair): human text
-/// shows them as `\xNN`; the JSON report is unchanged (JSON escapes them itself).
+/// `repair`'s summaries and plan, and in error messages). Fixed in d1f97d8: human
+/// text shows them as `\xNN`; the JSON report is unchanged (JSON escapes them itself).
 #[test]
 fn control_characters_in_names_are_escaped_in_human_output() {
     let t = tempfile::tempdir().unwrap();
@@ -314,8 +313,7 @@ fn control_characters_in_names_are_escaped_in_human_output() {
 
 /// Bug: a resumed `repair --in-place` replaced originals without checking that their
 /// copies were still in the backup: with one copy deleted between the phases, the
-/// original was replaced and then existed nowhere. Fixed in the commit "a resumed
-/// in-place repair re-verifies every backup copy" (harden-repair): a resume checks
+/// original was replaced and then existed nowhere. Fixed in 73b8255: a resume checks
 /// every copy against the manifest's size and CRC-32 before touching anything.
 #[cfg(feature = "fault-injection")]
 #[test]
@@ -416,8 +414,7 @@ impl Drop for ReadOnlyBind {
 
 /// Bug: `repair --in-place` on a read-only source copied every original into the
 /// backup (50 MB in the report) before its first write failed, and every rerun failed
-/// the same way. Fixed in the commit "in-place repair refuses a source it cannot
-/// change" (harden-repair): the directories it would change are probed (`statvfs`,
+/// the same way. Fixed in 81c73d7: the directories it would change are probed (`statvfs`,
 /// `faccessat`) before anything is copied, in the dry run too.
 #[test]
 fn a_read_only_source_is_refused_before_anything_is_copied() {
@@ -445,8 +442,7 @@ fn a_read_only_source_is_refused_before_anything_is_copied() {
 
 /// Bug: a FIFO where a rebuilt index goes was planned as a `CREATE` by the dry run,
 /// and made every `--in-place` run fail after the backup ("holds neither its original
-/// nor its repair"), forever. Fixed in the commit "in-place repair refuses a FIFO where
-/// a rebuilt index goes" (harden-repair): refused up front, in the dry run too.
+/// nor its repair"), forever. Fixed in cdc35b0: refused up front, in the dry run too.
 #[test]
 fn a_fifo_where_a_rebuilt_index_goes_is_refused_up_front() {
     let src = small_damaged();
