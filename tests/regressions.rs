@@ -203,35 +203,34 @@ fn a_file_that_only_grew_is_not_rescanned_for_reads_inside_its_validated_prefix(
 /// Bug: `repair --output` listed the source's directories by path (`fs::read_dir`),
 /// not through the door's read-only noatime clone, so every directory's atime moved
 /// under `relatime`; the snapshots did not see it (they did not age directory atimes,
-/// and listed directories themselves without `O_NOATIME`). Fixed in f89231e
+/// and listed directories themselves without `O_NOATIME`: `snapshot_all` does both). Fixed in f89231e
 /// (repair reads the source only through `Source`): `check` and
 /// `repair --output` leave every atime still, directories' included, and so does the
-/// door without a clone (directories opened `O_NOATIME`).
+/// door without a clone (directories opened `O_NOATIME`). The in-place dry run too.
 #[test]
 fn check_and_repair_output_leave_directory_atimes_alone() {
     let src = damaged();
-    age_atimes(src.path());
-    let before = snapshot(src.path());
+    age_all_atimes(src.path());
+    let before = snapshot_all(src.path());
     let o = check_cli(src.path(), &[]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let _ = check_json(src.path(), &["--policy", "point-in-time"]);
-    assert_unchanged(&before, &snapshot(src.path()));
+    assert_unchanged(&before, &snapshot_all(src.path()));
+    let out = tempfile::tempdir().unwrap();
     for policy in ["per-segment", "point-in-time"] {
-        let out = tempfile::tempdir().unwrap();
-        let o = repair_output(
-            src.path(),
-            &out.path().join("repaired"),
-            &["--policy", policy],
-        );
+        let o = repair_output(src.path(), &out.path().join(policy), &["--policy", policy]);
         assert!(o.status.success(), "{policy}: {}", stderr(&o));
-        assert_unchanged(&before, &snapshot(src.path()));
+        assert_unchanged(&before, &snapshot_all(src.path()));
     }
+    let o = repair_in_place(src.path(), &out.path().join("backup"), &["--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_unchanged(&before, &snapshot_all(src.path()));
     // The fallback door (no clone) lists every directory without moving its atime.
     let s = recoverfs::engine::source::Source::open_without_clone(src.path()).unwrap();
     for dir in ["", "orders", "orders/partition-0", "events/partition-0"] {
         assert!(!s.read_dir(std::path::Path::new(dir)).unwrap().is_empty());
     }
-    assert_unchanged(&before, &snapshot(src.path()));
+    assert_unchanged(&before, &snapshot_all(src.path()));
 }
 
 /// Bug: a directory named `x\nTRUNCATED   forged…` forged lines of `check`'s human

@@ -68,13 +68,24 @@ pub struct FileSnap {
     pub atime: (i64, i64),
 }
 
-/// Sets every regular file's and directory's atime (the root's too) well before its
-/// mtime, so that under the usual `relatime` any read or listing of it would move its
-/// atime, and a snapshot would show it.
+/// Sets every regular file's atime well before its mtime, so that under the usual
+/// `relatime` any read of it would move its atime, and a snapshot would show it.
 pub fn age_atimes(root: &Path) {
-    for p in walk(root).into_iter().chain([root.to_path_buf()]) {
+    age(root, false)
+}
+
+/// Like [`age_atimes`], for directories (the root's too) as well as files: for what
+/// must move no directory's atime either (the mount, through its read-only clone).
+pub fn age_all_atimes(root: &Path) {
+    age(root, true)
+}
+
+fn age(root: &Path, dirs: bool) {
+    let mut all = walk(root);
+    all.push(root.to_path_buf());
+    for p in all {
         let m = fs::symlink_metadata(&p).unwrap();
-        if m.file_type().is_file() || m.file_type().is_dir() {
+        if m.file_type().is_file() || (dirs && m.file_type().is_dir()) {
             let mtime = filetime::FileTime::from_last_modification_time(&m);
             let old = filetime::FileTime::from_unix_time(mtime.unix_seconds() - 100_000, 0);
             filetime::set_file_atime(&p, old).unwrap();
@@ -82,15 +93,22 @@ pub fn age_atimes(root: &Path) {
     }
 }
 
-/// Every entry under `root`, sorted. Directories are listed with `O_NOATIME`, so
-/// walking a tree does not move the atimes a snapshot compares.
+/// Every entry under `root`, sorted; directories are read with O_NOATIME, so walking
+/// moves no directory's atime (a plain `read_dir` would, under `relatime`).
 fn walk(root: &Path) -> Vec<PathBuf> {
-    use nix::fcntl::OFlag;
     let mut out = vec![];
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOATIME | OFlag::O_CLOEXEC;
-        let mut dir = nix::dir::Dir::open(&d, flags, nix::sys::stat::Mode::empty()).unwrap();
+        let fd = nix::fcntl::open(
+            &d,
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_NOATIME
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        let mut dir = nix::dir::Dir::from_fd(fd).unwrap();
         for e in dir.iter() {
             let e = e.unwrap();
             let name = std::ffi::OsStr::from_bytes(e.file_name().to_bytes());
@@ -108,12 +126,37 @@ fn walk(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Snapshots every entry under `root`, and `root` itself (as the empty path):
-/// directories too, their atimes included. Directories are listed and bytes read with
-/// O_NOATIME, so snapshotting itself changes nothing.
+/// Snapshots every entry under `root`. Stats are taken before reading the bytes, and
+/// the bytes are read with O_NOATIME, so snapshotting itself changes nothing.
+///
+/// Directories are listed with a plain `read_dir`, which moves their atimes under
+/// `relatime` (so the snapshot shows only later moves); [`snapshot_all`] does not.
 pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, FileSnap> {
+    let mut out = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    snap(root, out)
+}
+
+/// Like [`snapshot`], with the root directory itself too (its atime included).
+pub fn snapshot_all(root: &Path) -> BTreeMap<PathBuf, FileSnap> {
+    let mut all = walk(root);
+    all.push(root.to_path_buf());
+    snap(root, all)
+}
+
+fn snap(root: &Path, all: Vec<PathBuf>) -> BTreeMap<PathBuf, FileSnap> {
     let mut out = BTreeMap::new();
-    for p in walk(root).into_iter().chain([root.to_path_buf()]) {
+    for p in all {
         let m = fs::symlink_metadata(&p).unwrap();
         let bytes = if m.file_type().is_file() {
             use std::io::Read;
