@@ -730,3 +730,277 @@ fn a_dead_mount_is_reported_at_once_with_the_umount_hint() {
         "{err}"
     );
 }
+
+// ---- issue 8, hardening of check and repair ----
+
+/// Bug: `repair --output` listed the source's directories by path (`fs::read_dir`),
+/// not through the door's read-only noatime clone, so every directory's atime moved
+/// under `relatime`; the snapshots did not see it (they did not age directory atimes,
+/// and listed directories themselves without `O_NOATIME`: `snapshot_all` does both). Fixed in f89231e
+/// (repair reads the source only through `Source`): `check` and
+/// `repair --output` leave every atime still, directories' included, and so does the
+/// door without a clone (directories opened `O_NOATIME`). The in-place dry run too.
+#[test]
+fn check_and_repair_output_leave_directory_atimes_alone() {
+    let src = damaged();
+    age_all_atimes(src.path());
+    let before = snapshot_all(src.path());
+    let o = check_cli(src.path(), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let _ = check_json(src.path(), &["--policy", "point-in-time"]);
+    assert_unchanged(&before, &snapshot_all(src.path()));
+    let out = tempfile::tempdir().unwrap();
+    for policy in ["per-segment", "point-in-time"] {
+        let o = repair_output(src.path(), &out.path().join(policy), &["--policy", policy]);
+        assert!(o.status.success(), "{policy}: {}", stderr(&o));
+        assert_unchanged(&before, &snapshot_all(src.path()));
+    }
+    let o = repair_in_place(src.path(), &out.path().join("backup"), &["--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_unchanged(&before, &snapshot_all(src.path()));
+    // The fallback door (no clone) lists every directory without moving its atime.
+    let s = recoverfs::engine::source::Source::open_without_clone(src.path()).unwrap();
+    for dir in ["", "orders", "orders/partition-0", "events/partition-0"] {
+        assert!(!s.read_dir(std::path::Path::new(dir)).unwrap().is_empty());
+    }
+    assert_unchanged(&before, &snapshot_all(src.path()));
+}
+
+/// Bug: a directory named `x\nTRUNCATED   forged…` forged lines of `check`'s human
+/// output, and escape sequences in names reached the terminal raw (in `check`, in
+/// `repair`'s summaries and plan, and in error messages). Fixed in d1f97d8: human
+/// text shows them as `\xNN`; the JSON report is unchanged (JSON escapes them itself).
+#[test]
+fn control_characters_in_names_are_escaped_in_human_output() {
+    let t = tempfile::tempdir().unwrap();
+    let evil = "x\nTRUNCATED   forged \x1b]0;pwned\x07\x1b[2J\u{9b}31m";
+    let dir = t.path().join(evil);
+    let w = write_segment(&dir, 0, 20, 30);
+    cut_tail(&log_path(&dir, 0), 7);
+    fs::remove_file(seg_path(&dir, 0, "index")).unwrap();
+    drop(w);
+    let raw = |s: &str| {
+        s.contains('\x1b')
+            || s.contains('\x07')
+            || s.contains('\u{9b}')
+            || s.lines().any(|l| l.starts_with("TRUNCATED   forged"))
+    };
+    let escaped = "x\\x0aTRUNCATED   forged \\x1b]0;pwned\\x07\\x1b[2J\\xc2\\x9b31m";
+
+    let o = check_cli(t.path(), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(!raw(&text), "{text:?}");
+    assert!(text.contains(escaped), "{text}");
+    // Every line is one of ours: the title, a log line, an indented finding, totals, advice.
+    for l in text.lines() {
+        assert!(
+            l.starts_with("recoverfs check ")
+                || l.starts_with(&format!("{escaped}:"))
+                || l.starts_with("  ")
+                || l.contains(" log(s), ")
+                || l.starts_with("Next: "),
+            "{l:?}"
+        );
+    }
+    // The JSON report keeps the name itself (JSON escapes the control characters).
+    let (_, v) = check_json(t.path(), &[]);
+    assert_eq!(v["logs"][0]["path"].as_str(), Some(evil));
+
+    let out = tempfile::tempdir().unwrap();
+    let new = out.path().join("new\x1b[1m");
+    let o = repair_output(t.path(), &new, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !raw(&stdout(&o)) && stdout(&o).contains(escaped),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("new\\x1b[1m"), "{}", stdout(&o));
+    // An error naming the path: one line on stderr, escaped.
+    let o = repair_output(t.path(), &new, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!raw(&stderr(&o)), "{:?}", stderr(&o));
+    assert!(stderr(&o).contains("new\\x1b[1m"), "{}", stderr(&o));
+    let o = check_cli(&t.path().join("gone\n\x1b[2J"), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        !raw(&stderr(&o)) && stderr(&o).trim_end().lines().count() == 1,
+        "{:?}",
+        stderr(&o)
+    );
+
+    let backup = out.path().join("backup");
+    for extra in [&["--dry-run"][..], &[]] {
+        let o = repair_in_place(t.path(), &backup, extra);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = stdout(&o);
+        assert!(!raw(&text), "{text:?}");
+        assert!(
+            text.contains(&format!("  TRUNCATE {escaped}/00000000000000000000.log")),
+            "{text}"
+        );
+    }
+}
+
+/// Bug: a resumed `repair --in-place` replaced originals without checking that their
+/// copies were still in the backup: with one copy deleted between the phases, the
+/// original was replaced and then existed nowhere. Fixed in 73b8255: a resume checks
+/// every copy against the manifest's size and CRC-32 before touching anything.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_resumed_in_place_repair_reverifies_every_backup_copy() {
+    use serde_json::Value;
+    use std::process::Command;
+    let src = small_damaged();
+    let bk = tempfile::tempdir().unwrap();
+    let backup = bk.path().join("b");
+    let args = in_place_args(src.path(), &backup, &[]);
+    // Killed in phase 2, before its first replacement is renamed over an original.
+    let mut step = 1;
+    loop {
+        let o = Command::new(bin())
+            .args(&args)
+            .env("RECOVERFS_TEST_FAIL_AT", step.to_string())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(86), "step {step}: {}", stderr(&o));
+        if stderr(&o).contains("replacement written, not yet renamed over the original") {
+            break;
+        }
+        fs::remove_dir_all(&backup).unwrap();
+        step += 1;
+        assert!(step < 40, "no apply step found");
+    }
+    let m: Value =
+        serde_json::from_slice(&fs::read(backup.join("recoverfs-backup.json")).unwrap()).unwrap();
+    assert_eq!(m["state"], "backed-up");
+    // The last original the run replaces loses its copy.
+    let last = m["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["original"].is_object())
+        .unwrap();
+    let rel = last["path"].as_str().unwrap();
+    let copy = backup.join(rel);
+    let saved = fs::read(&copy).unwrap();
+    fs::remove_file(&copy).unwrap();
+    let before = snapshot(src.path());
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&copy.display().to_string()) && stderr(&o).contains("is missing"),
+        "{}",
+        stderr(&o)
+    );
+    assert_unchanged(&before, &snapshot(src.path()));
+    // A copy that differs from the original is refused the same way.
+    let mut bad = saved.clone();
+    bad[0] ^= 1;
+    fs::write(&copy, &bad).unwrap();
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("CRC-32"), "{}", stderr(&o));
+    assert_unchanged(&before, &snapshot(src.path()));
+    // With the copy restored, the resume finishes.
+    fs::write(&copy, &saved).unwrap();
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(check_code(src.path(), "per-segment"), Some(0));
+}
+
+/// A read-only bind mount of `src`, removed on drop (even when the test fails).
+struct ReadOnlyBind(std::path::PathBuf);
+
+impl ReadOnlyBind {
+    /// None where bind mounts are not permitted (not root).
+    fn new(src: &std::path::Path, at: &std::path::Path) -> Option<ReadOnlyBind> {
+        use std::process::Command;
+        fs::create_dir_all(at).unwrap();
+        let ok = |args: &[&OsStr]| {
+            Command::new("mount")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ok(&[OsStr::new("--bind"), src.as_os_str(), at.as_os_str()]) {
+            return None;
+        }
+        let guard = ReadOnlyBind(at.to_path_buf());
+        let ro = ok(&[
+            OsStr::new("-o"),
+            OsStr::new("remount,bind,ro"),
+            at.as_os_str(),
+        ]);
+        ro.then_some(guard)
+    }
+}
+
+impl Drop for ReadOnlyBind {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Bug: `repair --in-place` on a read-only source copied every original into the
+/// backup (50 MB in the report) before its first write failed, and every rerun failed
+/// the same way. Fixed in 81c73d7: the directories it would change are probed (`statvfs`,
+/// `faccessat`) before anything is copied, in the dry run too.
+#[test]
+fn a_read_only_source_is_refused_before_anything_is_copied() {
+    let src = small_damaged();
+    let t = tempfile::tempdir().unwrap();
+    let Some(ro) = ReadOnlyBind::new(src.path(), &t.path().join("ro")) else {
+        eprintln!("no bind mount permitted here (not root?): not tested");
+        return;
+    };
+    let before = snapshot(src.path());
+    let backup = t.path().join("backup");
+    for extra in [&["--dry-run"][..], &[], &[]] {
+        let o = repair_in_place(&ro.0, &backup, extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("read-only"), "{}", stderr(&o));
+        assert_eq!(stderr(&o).trim_end().lines().count(), 1, "{}", stderr(&o));
+        assert!(!backup.exists(), "{extra:?}: a backup was written");
+    }
+    drop(ro);
+    assert_unchanged(&before, &snapshot(src.path()));
+    // Writable again, the same command repairs.
+    let o = repair_in_place(src.path(), &backup, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Bug: a FIFO where a rebuilt index goes was planned as a `CREATE` by the dry run,
+/// and made every `--in-place` run fail after the backup ("holds neither its original
+/// nor its repair"), forever. Fixed in cdc35b0: refused up front, in the dry run too.
+#[test]
+fn a_fifo_where_a_rebuilt_index_goes_is_refused_up_front() {
+    let src = small_damaged();
+    let b = bases(src.path());
+    let index = seg_path(src.path(), b[2], "index");
+    assert!(!index.exists());
+    nix::unistd::mkfifo(&index, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let before = snapshot(src.path());
+    let bk = tempfile::tempdir().unwrap();
+    let backup = bk.path().join("b");
+    for extra in [&["--dry-run"][..], &[]] {
+        let o = repair_in_place(src.path(), &backup, extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&index.display().to_string()) && err.contains("FIFO"),
+            "{err}"
+        );
+        assert!(!backup.exists());
+        assert_unchanged(&before, &snapshot(src.path()));
+    }
+    // `--output` writes the rebuilt index and reads nothing from the FIFO.
+    let new = bk.path().join("new");
+    let o = repair_output(src.path(), &new, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(fs::metadata(new.join(index.file_name().unwrap()))
+        .unwrap()
+        .is_file());
+}

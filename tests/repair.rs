@@ -95,8 +95,8 @@ fn output_equals_the_expected_view_under_each_policy() {
         let (code, report) = check_json(src.path(), &["--policy", policy]);
         assert_eq!(code, Some(1), "the damaged tree must differ from its view");
         let want = expected(src.path(), &report);
-        age_atimes(src.path());
-        let before = snapshot(src.path());
+        age_all_atimes(src.path());
+        let before = snapshot_all(src.path());
 
         let out = tempfile::tempdir().unwrap();
         let new = out.path().join("repaired");
@@ -104,7 +104,7 @@ fn output_equals_the_expected_view_under_each_policy() {
         assert!(o.status.success(), "{policy}: {}", stderr(&o));
         // (Its text, without check's title and advice: regressions.rs.)
 
-        assert_unchanged(&before, &snapshot(src.path()));
+        assert_unchanged(&before, &snapshot_all(src.path()));
         assert_trees_eq(&items(&new), &want, policy);
         // The top directory and the passed-through files keep their mode and mtime.
         let odd = Path::new("orders").join(OsStr::from_bytes(b"notes-\xff.txt"));
@@ -366,8 +366,8 @@ fn in_place_equals_output_keeps_every_original_and_is_idempotent() {
 #[test]
 fn dry_run_prints_the_plan_and_touches_nothing() {
     let src = damaged();
-    age_atimes(src.path());
-    let before = snapshot(src.path());
+    age_all_atimes(src.path());
+    let before = snapshot_all(src.path());
     let bk = tempfile::tempdir().unwrap();
     let backup = bk.path().join("b");
     let o = repair_in_place(
@@ -388,7 +388,7 @@ fn dry_run_prints_the_plan_and_touches_nothing() {
         assert!(s.contains(w), "{w}: {s}");
     }
     assert!(!backup.exists());
-    assert_unchanged(&before, &snapshot(src.path()));
+    assert_unchanged(&before, &snapshot_all(src.path()));
 }
 
 #[test]

@@ -28,7 +28,10 @@ pub fn run(a: &CheckArgs) -> ExitCode {
     let report = match result {
         Ok((_, r)) => r,
         Err(e) => {
-            eprintln!("recoverfs check: {e}");
+            eprintln!(
+                "recoverfs check: {}",
+                crate::engine::layout::display_name(&e.to_string())
+            );
             return ExitCode::from(EXIT_ERROR);
         }
     };

@@ -39,7 +39,10 @@ pub fn run(a: &DumpArgs) -> ExitCode {
         Ok(false) => ExitCode::from(EXIT_DAMAGE),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::from(EXIT_CLEAN),
         Err(e) => {
-            eprintln!("recoverfs dump: {e}");
+            eprintln!(
+                "recoverfs dump: {}",
+                crate::engine::layout::display_name(&e.to_string())
+            );
             ExitCode::from(EXIT_ERROR)
         }
     }

@@ -79,7 +79,10 @@ pub fn run(a: &RepairArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("recoverfs repair: {e}");
+            eprintln!(
+                "recoverfs repair: {}",
+                crate::engine::layout::display_name(&e.to_string())
+            );
             ExitCode::from(e.exit_code())
         }
     }

@@ -46,6 +46,28 @@ pub fn escape_path(p: &Path) -> String {
     }
 }
 
+/// Report text (a path from [`escape_path`], a message naming one) made safe for a
+/// terminal: every control character (C0, DEL, C1) becomes `\xNN` per byte of its
+/// UTF-8 form, so a name can neither forge a line of output nor send an escape
+/// sequence. [`escape_path`] already wrote any backslash as `\\`, so `\x` stays
+/// unambiguous. The JSON report does not need it: JSON escapes control characters itself.
+pub fn display_name(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 /// A path that could not be examined.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {

@@ -2,7 +2,7 @@
 
 use crate::engine::format::takhin::{INDEX_EXT, TIMEINDEX_EXT};
 use crate::engine::index::{IndexKind, IndexVerdict};
-use crate::engine::layout::{escape_path, Problem};
+use crate::engine::layout::{display_name as shown, escape_path, Problem};
 use crate::engine::policy::{DamageClass, Policy, ViewAction};
 use crate::engine::scan::{Damage, DamageKind, SegmentScan};
 use crate::engine::segment::{SegmentAnalysis, SegmentStatus};
@@ -269,7 +269,7 @@ impl Report {
     pub fn render_human(&self) -> String {
         format!(
             "recoverfs check {} (policy {})\n{}{}\n",
-            self.source,
+            shown(&self.source),
             self.policy,
             self.render_human_body(),
             self.next_steps()
@@ -282,7 +282,7 @@ impl Report {
         let mut o = String::new();
         let s = &self.summary;
         for p in &self.problems {
-            let _ = writeln!(o, "  UNREADABLE  {}/: {}", p.path, p.error);
+            let _ = writeln!(o, "  UNREADABLE  {}/: {}", shown(&p.path), p.error);
         }
         for log in &self.logs {
             let count =
@@ -315,12 +315,14 @@ impl Report {
             let _ = writeln!(
                 o,
                 "{}: {} segment(s), {} record(s), next offset {}: {verdict}",
-                log.path,
+                shown(&log.path),
                 log.segments.len(),
                 records,
                 log.next_offset
             );
             for seg in &log.segments {
+                // Names in human text: control characters escaped, never sent raw.
+                let path = shown(&seg.path);
                 if let Some(d) = &seg.damage {
                     // Mid-log damage lost data: shouted, so it is not read past.
                     let class = match d.class {
@@ -330,14 +332,14 @@ impl Report {
                     let _ = writeln!(
                         o,
                         "  TRUNCATED   {}: {} ({class}) at byte {}, record {}: {} bytes cut, {} record(s) kept; {}",
-                        seg.path, d.kind(), d.position, d.record, seg.bytes_cut(), seg.records, d.cause
+                        path, d.kind(), d.position, d.record, seg.bytes_cut(), seg.records, d.cause
                     );
                 }
                 if let Some(e) = &seg.error {
-                    let _ = writeln!(o, "  UNREADABLE  {}: {e}", seg.path);
+                    let _ = writeln!(o, "  UNREADABLE  {path}: {e}");
                 }
                 if seg.status != SegmentStatus::Unreadable {
-                    let stem = seg.path.strip_suffix(".log").unwrap_or(&seg.path);
+                    let stem = path.strip_suffix(".log").unwrap_or(&path);
                     for (ext, v, kind) in [
                         (INDEX_EXT, &seg.index, IndexKind::Offset),
                         (TIMEINDEX_EXT, &seg.timeindex, IndexKind::Time),
@@ -353,14 +355,10 @@ impl Report {
                 }
                 match seg.view {
                     ViewAction::Hidden => {
-                        let _ = writeln!(
-                            o,
-                            "  HIDDEN      {}: left out under {}",
-                            seg.path, self.policy
-                        );
+                        let _ = writeln!(o, "  HIDDEN      {path}: left out under {}", self.policy);
                     }
                     ViewAction::Eio if seg.status != SegmentStatus::Unreadable => {
-                        let _ = writeln!(o, "  EIO         {}: refused under strict", seg.path);
+                        let _ = writeln!(o, "  EIO         {path}: refused under strict");
                     }
                     _ => {}
                 }
@@ -369,26 +367,32 @@ impl Report {
                 let _ = writeln!(
                     o,
                     "  GAP         offsets {}..={} ({} missing) between {} and {}",
-                    g.from_offset, g.to_offset, g.missing, g.after, g.before
+                    g.from_offset,
+                    g.to_offset,
+                    g.missing,
+                    shown(&g.after),
+                    shown(&g.before)
                 );
             }
             for v in &log.overlaps {
                 let _ = writeln!(
                     o,
                     "  OVERLAP     {} starts at {} but {} already reaches {} ({} offsets claimed twice)",
-                    v.segment, v.base_offset, v.previous, v.previous_next_offset, v.offsets
+                    shown(&v.segment), v.base_offset, shown(&v.previous), v.previous_next_offset, v.offsets
                 );
             }
             for p in &log.orphans {
                 let _ = writeln!(
                     o,
-                    "  ORPHAN      {p}: index with no .log (left out of the view)"
+                    "  ORPHAN      {}: index with no .log (left out of the view)",
+                    shown(p)
                 );
             }
             for p in &log.unrecognized {
                 let _ = writeln!(
                     o,
-                    "  UNRECOGNIZED {p}: named like a segment file, but is not one"
+                    "  UNRECOGNIZED {}: named like a segment file, but is not one",
+                    shown(p)
                 );
             }
         }
@@ -403,7 +407,7 @@ impl Report {
 
     fn next_steps(&self) -> String {
         let s = &self.summary;
-        let src = &self.source;
+        let src = shown(&self.source);
         if !s.view_differs {
             if s.gaps > 0 || s.overlaps > 0 {
                 return format!("Next: the segments are intact but offsets are missing or doubled (see GAP/OVERLAP); nothing to repair under {}.", self.policy);

@@ -364,25 +364,6 @@ fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Opens an original file read-only with `O_NOATIME` (so even its access time
-/// stays put), falling back to a plain read-only open where the kernel refuses
-/// `O_NOATIME` (EPERM: we do not own the file and lack CAP_FOWNER). Never
-/// follows a symlink at the last component: a symlink is not ours to read.
-pub fn open_original(path: &Path) -> io::Result<File> {
-    use std::fs::OpenOptions;
-    use std::os::unix::fs::OpenOptionsExt;
-    let open = |flags: i32| {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(flags | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-    };
-    match open(libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
-        r => r,
-    }
-}
-
 /// Tells the kernel we will read the file front to back, so it reads ahead further.
 pub fn advise_sequential(file: &File) {
     // Advice only: failure changes nothing we rely on.

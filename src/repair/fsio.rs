@@ -3,7 +3,7 @@
 use super::{io_at, RepairError, Result};
 use crate::engine::index::rebuild_indexes;
 use crate::engine::scan::{scan_segment, ScanOptions};
-use crate::engine::source::{advise_sequential, open_original};
+use crate::engine::source::{advise_sequential, Source};
 use rustix::fs::{AtFlags, FlockOperation, Timespec, Timestamps, CWD};
 use rustix::io::Errno;
 use std::ffi::OsString;
@@ -69,8 +69,12 @@ impl Attrs {
     }
 }
 
-pub(super) fn lstat(path: &Path) -> Result<fs::Metadata> {
-    fs::symlink_metadata(path).map_err(io_at(path, "could not stat"))
+/// The attributes of the source entry `rel` itself (a symlink described, not followed),
+/// through the door.
+pub(super) fn stat_source(source: &Source, rel: &Path) -> Result<fs::Metadata> {
+    source
+        .metadata(rel)
+        .map_err(io_at(&source.display_path(rel), "could not stat"))
 }
 
 /// Told how many bytes were just read or written, for a progress bar.
@@ -214,9 +218,10 @@ fn shrank(path: &Path, at: u64, len: u64) -> RepairError {
     }
 }
 
-/// Opens an original and checks it still has the size the analysis saw.
-pub(super) fn open_checked(path: &Path, expect_len: u64) -> Result<File> {
-    let f = open_original(path).map_err(io_at(path, "could not open"))?;
+/// Opens the original `rel` through the door and checks it still has the size the analysis saw.
+pub(super) fn open_checked(source: &Source, rel: &Path, expect_len: u64) -> Result<File> {
+    let path = &source.display_path(rel);
+    let f = source.file(rel).map_err(io_at(path, "could not open"))?;
     let m = f.metadata().map_err(io_at(path, "could not stat"))?;
     if !m.is_file() || m.len() != expect_len {
         return Err(RepairError::SourceChanged {
@@ -239,15 +244,17 @@ pub(super) fn create_new(path: &Path) -> Result<File> {
         .map_err(io_at(path, "could not create"))
 }
 
-/// Writes the first `len` bytes (`len == original_len` for a whole file) of an original.
+/// Writes the first `len` bytes (`len == original_len` for a whole file) of the original `rel`.
 pub(super) fn write_copy(
-    src_path: &Path,
+    source: &Source,
+    rel: &Path,
     dst_path: &Path,
     len: u64,
     original_len: u64,
     stats: &CopyStats,
 ) -> Result<File> {
-    let src = open_checked(src_path, original_len)?;
+    let src = open_checked(source, rel, original_len)?;
+    let src_path = &source.display_path(rel);
     let dst = create_new(dst_path)?;
     if len > 0 && len == original_len && try_reflink(&src, &dst) {
         CopyStats::add(&stats.reflinked, len);
@@ -260,11 +267,13 @@ pub(super) fn write_copy(
 
 /// Scans a `.log` again and rebuilds both its indexes, for when no scan is at hand.
 pub(super) fn rebuild_from(
-    path: &Path,
+    source: &Source,
+    rel: &Path,
     base: u64,
     opts: &ScanOptions,
 ) -> Result<(Vec<u8>, Vec<u8>)> {
-    let f = open_original(path).map_err(io_at(path, "could not open"))?;
+    let path = &source.display_path(rel);
+    let f = source.file(rel).map_err(io_at(path, "could not open"))?;
     let len = f.metadata().map_err(io_at(path, "could not stat"))?.len();
     advise_sequential(&f);
     let scan = scan_segment(&f, len, base, opts, |_| {}).map_err(io_at(path, "could not read"))?;
@@ -464,7 +473,8 @@ mod tests {
                 "{e}"
             );
         }
-        let e = open_checked(&src_path, 150).unwrap_err();
+        let source = Source::open(t.path()).unwrap();
+        let e = open_checked(&source, Path::new("src"), 150).unwrap_err();
         assert!(e.to_string().contains("is now 100 bytes, was 150"), "{e}");
     }
 

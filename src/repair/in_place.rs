@@ -1,8 +1,9 @@
 //! `repair --in-place --backup DIR`: the plan of changes, then its three phases (back up, apply, done).
 
 use super::fsio::{
-    check_data_dir, copy_with_crc, create_new, fsync, fsync_dir, lock_dir, lstat, open_checked,
-    rebuild_from, resolve, tmp_beside, write_copy, Attrs, CopyStats, Progress, BUF_BYTES,
+    check_data_dir, copy_with_crc, create_new, fsync, fsync_dir, lock_dir, open_checked,
+    rebuild_from, resolve, stat_source, tmp_beside, write_copy, Attrs, CopyStats, Progress,
+    BUF_BYTES,
 };
 use super::manifest::{
     backup_is_blank, manifest_entry, read_manifest, write_manifest, Action, Manifest,
@@ -17,8 +18,8 @@ use crate::engine::index::{rebuild_indexes, IndexKind};
 use crate::engine::layout::{escape_path, Layout};
 use crate::engine::report::{Report, SegmentReport};
 use crate::engine::scan::ScanOptions;
-use crate::engine::source::{advise_sequential, open_original};
-use std::collections::HashMap;
+use crate::engine::source::{advise_sequential, EntryType, Source};
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Write};
@@ -26,25 +27,41 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-fn original_of(path: &Path) -> Result<Option<Original>> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_file() => Ok(Some(Original {
+/// What the source holds at `rel` before the repair: a file, a symlink, or nothing.
+/// A directory is refused; so is a FIFO, socket or device where a rebuilt index goes
+/// (`index`: the rename over it would succeed but the entry would never read as done),
+/// while one at a path the repair removes is left where it is.
+fn original_of(source: &Source, rel: &Path, index: bool) -> Result<Option<Original>> {
+    let path = source.display_path(rel);
+    let m = match source.metadata(rel) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_at(&path, "could not stat")(e)),
+    };
+    let in_the_way = |what| {
+        Err(RepairError::InTheWay {
+            path: path.clone(),
+            what,
+        })
+    };
+    match EntryType::of(&m) {
+        EntryType::File => Ok(Some(Original {
             kind: OriginalKind::File,
             bytes: m.len(),
             crc32: None,
         })),
-        Ok(m) if m.file_type().is_symlink() => Ok(Some(Original {
+        EntryType::Symlink => Ok(Some(Original {
             kind: OriginalKind::Symlink,
-            bytes: fs::read_link(path)
-                .map_err(io_at(path, "could not read the link"))?
+            bytes: source
+                .read_link(rel)
+                .map_err(io_at(&path, "could not read the link"))?
                 .as_os_str()
                 .len() as u64,
             crc32: None,
         })),
-        Ok(m) if m.is_dir() => Err(RepairError::DirInTheWay(path.to_path_buf())),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_at(path, "could not stat")(e)),
+        EntryType::Dir => in_the_way("a directory"),
+        EntryType::Other if index => in_the_way("a FIFO, socket or device"),
+        EntryType::Other => Ok(None),
     }
 }
 
@@ -68,6 +85,7 @@ fn in_place_entries(
     report: &Report,
     plan: &TreePlan,
 ) -> Result<(Vec<ManifestEntry>, Vec<PathBuf>)> {
+    let source = &layout.source;
     let logs = reports_by_dir(layout, report);
     let seg_of = |log_rel: &Path| -> Option<&SegmentReport> {
         let dir = log_rel.parent().unwrap_or(Path::new(""));
@@ -81,7 +99,6 @@ fn in_place_entries(
         let Entry::File { rel, content, .. } = e else {
             continue;
         };
-        let path = data.join(rel);
         match content {
             Content::Whole { .. } => {}
             Content::Prefix { len, original_len } if len < original_len => {
@@ -110,10 +127,10 @@ fn in_place_entries(
                 if *original_matches {
                     continue;
                 }
-                let original = original_of(&path)?;
+                let original = original_of(source, rel, true)?;
                 if !rebuilt_cache.contains_key(log) {
                     let log_path = data.join(log);
-                    let f = open_checked(&log_path, scan.original_bytes)?;
+                    let f = open_checked(source, log, scan.original_bytes)?;
                     let r = rebuild_indexes(&f, scan).map_err(|e| RepairError::SourceChanged {
                         path: log_path.clone(),
                         what: e.to_string(),
@@ -156,7 +173,7 @@ fn in_place_entries(
             LeftOut::Hidden => format!("hidden under {}", report.policy),
             LeftOut::Orphan => "orphan index (no .log beside it)".to_string(),
         };
-        if let Some(original) = original_of(&data.join(rel))? {
+        if let Some(original) = original_of(source, rel, false)? {
             out.push(manifest_entry(
                 rel,
                 Action::Remove,
@@ -237,9 +254,12 @@ pub fn repair_in_place(
         .clone()
         .filter(|m| m.state == ManifestState::BackedUp)
     {
-        let (_, report) = analyze(data, opts, progress.as_ref())?;
+        let (layout, report) = analyze(data, opts, progress.as_ref())?;
+        check_writable(data, &m.entries)?;
+        // Once an original is replaced its copy is all there is: every copy is checked first.
+        verify_backup(backup, &m)?;
         if !dry_run {
-            apply(data, backup, m.clone(), &mut steps)?;
+            apply(&layout.source, data, backup, m.clone(), &mut steps)?;
         }
         return Ok(InPlaceSummary {
             report,
@@ -287,6 +307,8 @@ pub fn repair_in_place(
         }
         None => {}
     }
+    // Nothing is copied for a repair that could not be applied (the dry run says so too).
+    check_writable(data, &summary.entries)?;
     if dry_run || summary.entries.is_empty() {
         return Ok(summary);
     }
@@ -304,33 +326,121 @@ pub fn repair_in_place(
         fsync_dir(parent)?;
     }
     write_manifest(backup, &manifest, &mut steps)?;
-    back_up(data, backup, &mut manifest, &mut steps)?;
+    back_up(&layout.source, backup, &mut manifest, &mut steps)?;
     manifest.state = ManifestState::BackedUp;
     write_manifest(backup, &manifest, &mut steps)?;
-    apply(data, backup, manifest.clone(), &mut steps)?;
+    apply(&layout.source, data, backup, manifest.clone(), &mut steps)?;
     summary.entries = manifest.entries;
     Ok(summary)
 }
 
+/// Refuses a data directory the repair could not change, before anything is copied:
+/// every directory an entry changes must be writable and searchable (not on a read-only
+/// mount, not immutable, ours to write), and no original replaced or removed may be
+/// immutable or append-only. Asks the kernel (`faccessat`, `statvfs`); creates nothing.
+fn check_writable(data: &Path, entries: &[ManifestEntry]) -> Result<()> {
+    use rustix::fs::{accessat, statvfs, Access, AtFlags, StatVfsMountFlags, CWD};
+    let refuse = |path: &Path, why: String| RepairError::NotWritable {
+        path: path.to_path_buf(),
+        why,
+    };
+    let paths: Vec<(PathBuf, bool)> = entries
+        .iter()
+        .map(|e| {
+            let file = e
+                .original
+                .as_ref()
+                .is_some_and(|o| o.kind == OriginalKind::File);
+            (data.join(e.rel()), file)
+        })
+        .collect();
+    let dirs: BTreeSet<&Path> = paths
+        .iter()
+        .map(|(p, _)| p.parent().unwrap_or(data))
+        .collect();
+    for d in dirs {
+        let v = statvfs(d).map_err(|e| io_at(d, "could not stat the filesystem")(e.into()))?;
+        if v.f_flag.contains(StatVfsMountFlags::RDONLY) {
+            return Err(refuse(d, "on a read-only mount".into()));
+        }
+        accessat(CWD, d, Access::WRITE_OK | Access::EXEC_OK, AtFlags::EACCESS)
+            .map_err(|e| refuse(d, io::Error::from(e).to_string()))?;
+    }
+    // A mode without write permission does not stop a rename over a file (EACCES is
+    // fine); an immutable or append-only one does (EPERM).
+    for (path, _) in paths.iter().filter(|(_, file)| *file) {
+        if let Err(e @ (rustix::io::Errno::PERM | rustix::io::Errno::ROFS)) =
+            accessat(CWD, path, Access::WRITE_OK, AtFlags::EACCESS)
+        {
+            return Err(refuse(path, io::Error::from(e).to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that every copy in the backup still holds the original the manifest recorded
+/// (size and CRC-32, of the content or of a link's target), read without following links.
+fn verify_backup(backup: &Path, manifest: &Manifest) -> Result<()> {
+    let copies = Source::open(backup).map_err(io_at(backup, "could not open"))?;
+    for e in manifest.entries.iter().filter(|e| e.original.is_some()) {
+        let rel = e.rel();
+        let found = match found_at(&copies, &rel) {
+            Ok(f) => f,
+            Err(RepairError::Io { source, .. }) => {
+                return Err(RepairError::BackupDamaged {
+                    path: copies.display_path(&rel),
+                    what: source.to_string(),
+                })
+            }
+            Err(other) => return Err(other),
+        };
+        let want = found_original(&e.original);
+        if found != want {
+            return Err(RepairError::BackupDamaged {
+                path: copies.display_path(&rel),
+                what: match found {
+                    Found::Absent => "is missing".into(),
+                    Found::Other => "is not a regular file".into(),
+                    Found::File(n, c) | Found::Symlink(n, c) => {
+                        let (wn, wc) = match want {
+                            Found::File(n, c) | Found::Symlink(n, c) => (n, c),
+                            _ => (0, 0),
+                        };
+                        format!("holds {n} bytes with CRC-32 {c:08x}, not the original's {wn} bytes with CRC-32 {wc:08x}")
+                    }
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Phase 1: every original that will change or go, copied into the backup at its relative path.
-fn back_up(data: &Path, backup: &Path, manifest: &mut Manifest, steps: &mut Steps) -> Result<()> {
+fn back_up(
+    source: &Source,
+    backup: &Path,
+    manifest: &mut Manifest,
+    steps: &mut Steps,
+) -> Result<()> {
     for e in manifest.entries.iter_mut() {
         let rel = e.rel();
         let Some(orig) = e.original.as_mut() else {
             continue;
         };
-        let src = data.join(&rel);
+        let src = source.display_path(&rel);
         let dst = backup.join(&rel);
         let dir = dst.parent().expect("a relative path under the backup");
         fs::create_dir_all(dir).map_err(io_at(dir, "could not create"))?;
         let tmp = tmp_beside(&dst);
         let _ = fs::remove_file(&tmp);
         if orig.kind == OriginalKind::Symlink {
-            let target = fs::read_link(&src).map_err(io_at(&src, "could not read the link"))?;
+            let target = source
+                .read_link(&rel)
+                .map_err(io_at(&src, "could not read the link"))?;
             std::os::unix::fs::symlink(&target, &tmp).map_err(io_at(&tmp, "could not create"))?;
             orig.crc32 = Some(crc32fast::hash(target.as_os_str().as_bytes()));
         } else {
-            let f = open_checked(&src, orig.bytes)?;
+            let f = open_checked(source, &rel, orig.bytes)?;
             let out = create_new(&tmp)?;
             let prefix = e.new.as_ref().map_or(0, |n| n.bytes);
             let (all, pre) = copy_with_crc(&f, &src, &out, &tmp, orig.bytes, prefix)?;
@@ -382,21 +492,25 @@ enum Found {
     Other,
 }
 
-fn found_at(path: &Path) -> Result<Found> {
-    let m = match fs::symlink_metadata(path) {
+/// What `rel` holds now, read through `source` (the data directory, or the backup).
+fn found_at(source: &Source, rel: &Path) -> Result<Found> {
+    let path = &source.display_path(rel);
+    let m = match source.metadata(rel) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Absent),
         Err(e) => return Err(io_at(path, "could not stat")(e)),
     };
     if m.file_type().is_symlink() {
-        let t = fs::read_link(path).map_err(io_at(path, "could not read the link"))?;
+        let t = source
+            .read_link(rel)
+            .map_err(io_at(path, "could not read the link"))?;
         let b = t.as_os_str().as_bytes();
         return Ok(Found::Symlink(b.len() as u64, crc32fast::hash(b)));
     }
     if !m.is_file() {
         return Ok(Found::Other);
     }
-    let f = open_original(path).map_err(io_at(path, "could not open"))?;
+    let f = source.file(rel).map_err(io_at(path, "could not open"))?;
     advise_sequential(&f);
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; BUF_BYTES.min(m.len() as usize).max(1)];
@@ -427,7 +541,10 @@ fn found_original(o: &Option<Original>) -> Found {
 
 /// Phase 2: changes the data directory entry by entry. Each path holds either
 /// its original or its replacement (renames are atomic), so a rerun skips what is done.
+/// Writes go by path under `data`; every read (of what a path holds now, of the `.log`
+/// an index is rebuilt from) goes through `source`, which sees each rename at once.
 pub(super) fn apply(
+    source: &Source,
     data: &Path,
     backup: &Path,
     mut manifest: Manifest,
@@ -440,7 +557,7 @@ pub(super) fn apply(
         let rel = e.rel();
         let path = data.join(&rel);
         let dir = path.parent().expect("an entry inside the data directory");
-        let now = found_at(&path)?;
+        let now = found_at(source, &rel)?;
         let done = match &e.new {
             Some(n) => Found::File(n.bytes, n.crc32.unwrap_or_default()),
             None => Found::Absent,
@@ -467,8 +584,8 @@ pub(super) fn apply(
             Action::Truncate => {
                 let stats = CopyStats::default();
                 let orig_len = e.original.as_ref().map_or(0, |o| o.bytes);
-                let f = write_copy(&path, &tmp, new.bytes, orig_len, &stats)?;
-                let m = lstat(&path)?;
+                let f = write_copy(source, &rel, &tmp, new.bytes, orig_len, &stats)?;
+                let m = stat_source(source, &rel)?;
                 Attrs::of(&m).apply(&f, &tmp, true)?;
                 f
             }
@@ -487,7 +604,7 @@ pub(super) fn apply(
                     }
                 };
                 // The .log's valid prefix is the same cut or not, so its rebuilt indexes are too.
-                let (i, t) = rebuild_from(&log_path, base, &opts)?;
+                let (i, t) = rebuild_from(source, &log_name, base, &opts)?;
                 let bytes = if rel.extension() == Some(OsStr::new(FileKind::Index.ext())) {
                     i
                 } else {
@@ -502,9 +619,9 @@ pub(super) fn apply(
                 let mut f = create_new(&tmp)?;
                 f.write_all(&bytes)
                     .map_err(io_at(&tmp, "could not write"))?;
-                let m = match fs::symlink_metadata(&path) {
+                let m = match source.metadata(&rel) {
                     Ok(m) if m.is_file() => m,
-                    _ => lstat(&log_path)?,
+                    _ => stat_source(source, &log_name)?,
                 };
                 Attrs::of(&m).apply(&f, &tmp, true)?;
                 f

@@ -2,8 +2,9 @@
 //!
 //! The tree is built with [`crate::engine::plan::dir_children`] and
 //! [`crate::engine::plan::visible_children`], the same functions the mount serves from,
-//! so what was inspected is what gets committed. Originals are only ever read
-//! through [`crate::engine::source::open_original`].
+//! so what was inspected is what gets committed. The source is only ever read
+//! through its door, [`crate::engine::source::Source`] (the analysis's `Layout`
+//! carries it); in-place repair writes to it by path, and rereads through the door.
 //!
 //! `--output` builds the whole tree in a sibling temporary directory, fsyncs it
 //! and renames it into place. `--in-place` runs in three phases recorded in a
@@ -78,8 +79,12 @@ pub enum RepairError {
     Unlisted { path: PathBuf, error: String },
     #[error("{}: {what}; nothing more written (stop whatever writes there and run again)", path.display())]
     SourceChanged { path: PathBuf, what: String },
-    #[error("{}: a directory stands where the rebuilt index goes; move it away first", .0.display())]
-    DirInTheWay(PathBuf),
+    #[error("{}: {what} stands where the rebuilt index goes; move it away first", path.display())]
+    InTheWay { path: PathBuf, what: &'static str },
+    #[error("{}: cannot be changed in place ({why}); nothing copied, nothing changed", path.display())]
+    NotWritable { path: PathBuf, why: String },
+    #[error("{}: this backup copy {what}; once its original is replaced it is the only copy, so nothing more is changed", path.display())]
+    BackupDamaged { path: PathBuf, what: String },
     #[error("{}: {what}", path.display())]
     BadManifest { path: PathBuf, what: String },
     #[error("{}: another repair is running here; wait for it to finish", .0.display())]

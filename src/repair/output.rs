@@ -13,6 +13,7 @@ use crate::engine::format::takhin::FileKind;
 use crate::engine::index::rebuild_indexes;
 use crate::engine::report::Report;
 use crate::engine::scan::SegmentScan;
+use crate::engine::source::Source;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -75,7 +76,7 @@ pub fn repair_to(
         ..Default::default()
     };
     let mut steps = Steps::new();
-    let written = write_tree(data, &tmp, &plan, &stats, &mut steps);
+    let written = write_tree(&layout.source, &tmp, &plan, &stats, &mut steps);
     if let Err(e) = written {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
@@ -103,9 +104,10 @@ pub fn repair_to(
 /// The rebuilt index files of one segment: its `.log`, its scan, and (path, kind) per file.
 type IndexJob = (PathBuf, Arc<SegmentScan>, Vec<(PathBuf, FileKind)>);
 
-/// Writes every entry of the plan under `root` (which must not exist), fsynced.
+/// Writes every entry of the plan under `root` (which must not exist), fsynced;
+/// the source is read through its door only.
 fn write_tree(
-    data: &Path,
+    source: &Source,
     root: &Path,
     plan: &TreePlan,
     stats: &CopyStats,
@@ -128,8 +130,9 @@ fn write_tree(
             }
             Entry::Symlink { rel, attrs } => {
                 let p = root.join(rel);
-                let src = data.join(rel);
-                let target = fs::read_link(&src).map_err(io_at(&src, "could not read the link"))?;
+                let target = source
+                    .read_link(rel)
+                    .map_err(io_at(&source.display_path(rel), "could not read the link"))?;
                 std::os::unix::fs::symlink(target, &p).map_err(io_at(&p, "could not create"))?;
                 set_link_times(&p, attrs)?;
             }
@@ -171,15 +174,15 @@ fn write_tree(
     use std::os::unix::fs::DirBuilderExt;
     run_jobs(&files, |(rel, len, original_len)| {
         let dst = root.join(rel);
-        let f = write_copy(&data.join(rel), &dst, *len, *original_len, stats)?;
+        let f = write_copy(source, rel, &dst, *len, *original_len, stats)?;
         start_writeback(&f);
         CopyStats::add(&stats.files, 1);
         Ok(())
     })?;
     steps.step("files copied, indexes not yet rebuilt");
     run_jobs(&rebuilt, |(log, scan, outs)| {
-        let log_path = data.join(log);
-        let src = open_checked(&log_path, scan.original_bytes)?;
+        let log_path = source.display_path(log);
+        let src = open_checked(source, log, scan.original_bytes)?;
         let (index, timeindex) =
             rebuild_indexes(&src, scan).map_err(|e| RepairError::SourceChanged {
                 path: log_path.clone(),

@@ -3,22 +3,28 @@
 use super::in_place::InPlaceSummary;
 use super::manifest::{Action, ManifestEntry, MANIFEST};
 use super::output::OutputSummary;
-use crate::engine::layout::escape_path;
+use crate::engine::layout::{display_name, escape_path};
 use std::fmt::Write as _;
 use std::path::Path;
+
+/// A path as human text: non-UTF-8 bytes and control characters as `\xNN`, so no
+/// name reaches the terminal raw.
+fn shown(p: &Path) -> String {
+    display_name(&escape_path(p)).into_owned()
+}
 
 pub fn render_output(data: &Path, output: &Path, s: &OutputSummary) -> String {
     let mut o = format!(
         "recoverfs repair {} --output {} (policy {})\n",
-        data.display(),
-        output.display(),
+        shown(data),
+        shown(output),
         s.report.policy
     );
     o.push_str(&s.report.render_human_body());
     let _ = writeln!(
         o,
         "Wrote {}: {} file(s), {} bytes ({} reflinked, {} by copy_file_range, {} by read/write, {} of rebuilt indexes); {} source entr(ies) left out.",
-        output.display(),
+        shown(output),
         s.files,
         s.bytes,
         s.reflinked,
@@ -30,7 +36,7 @@ pub fn render_output(data: &Path, output: &Path, s: &OutputSummary) -> String {
     let _ = writeln!(
         o,
         "Next: `recoverfs check {} --policy {}` should exit 0; then point the broker at it.",
-        output.display(),
+        shown(output),
         s.report.policy
     );
     o
@@ -39,8 +45,8 @@ pub fn render_output(data: &Path, output: &Path, s: &OutputSummary) -> String {
 pub fn render_in_place(data: &Path, backup: &Path, s: &InPlaceSummary) -> String {
     let mut o = format!(
         "recoverfs repair {} --in-place --backup {} (policy {}){}\n",
-        data.display(),
-        backup.display(),
+        shown(data),
+        shown(backup),
         s.report.policy,
         if s.dry_run { " --dry-run" } else { "" }
     );
@@ -48,7 +54,7 @@ pub fn render_in_place(data: &Path, backup: &Path, s: &InPlaceSummary) -> String
         let _ = writeln!(
             o,
             "Resuming the interrupted repair recorded in {}.",
-            backup.join(MANIFEST).display()
+            shown(&backup.join(MANIFEST))
         );
     } else {
         o.push_str(&s.report.render_human_body());
@@ -58,7 +64,7 @@ pub fn render_in_place(data: &Path, backup: &Path, s: &InPlaceSummary) -> String
             o,
             "Nothing to repair: the view under {} equals {}. Nothing changed.",
             s.report.policy,
-            data.display()
+            shown(data)
         );
         return o;
     }
@@ -75,13 +81,18 @@ pub fn render_in_place(data: &Path, backup: &Path, s: &InPlaceSummary) -> String
             (Some(a), None) => format!("{} bytes, moved to the backup", a.bytes),
             (None, None) => String::new(),
         };
-        let _ = writeln!(o, "  {verb} {}: {sizes}; {}", e.path, e.why);
+        let _ = writeln!(
+            o,
+            "  {verb} {}: {sizes}; {}",
+            display_name(&e.path),
+            display_name(&e.why)
+        );
     }
     for p in &s.specials {
         let _ = writeln!(
             o,
             "  LEAVE    {}: not a regular file; left where it is",
-            escape_path(p)
+            shown(p)
         );
     }
     let backed: Vec<&ManifestEntry> = s.entries.iter().filter(|e| e.original.is_some()).collect();
@@ -96,7 +107,7 @@ pub fn render_in_place(data: &Path, backup: &Path, s: &InPlaceSummary) -> String
             "Dry run: {} change(s) planned; {} original(s), {bytes} bytes, would be copied to {} first. Nothing was touched.",
             s.entries.len(),
             backed.len(),
-            backup.display()
+            shown(backup)
         );
     } else {
         let _ = writeln!(
@@ -104,12 +115,12 @@ pub fn render_in_place(data: &Path, backup: &Path, s: &InPlaceSummary) -> String
             "Repaired in place: {} change(s); {} original(s), {bytes} bytes, are in {} (manifest {MANIFEST}).",
             s.entries.len(),
             backed.len(),
-            backup.display()
+            shown(backup)
         );
         let _ = writeln!(
             o,
             "Next: `recoverfs check {} --policy {}` should exit 0.",
-            data.display(),
+            shown(data),
             s.report.policy
         );
     }

@@ -1,17 +1,16 @@
 //! The tree to write: the policy's view of the source, listed entry by entry from `crate::engine::plan`.
 
-use super::fsio::{lstat, Attrs, Progress};
+use super::fsio::{stat_source, Attrs, Progress};
 use super::{io_at, RepairError, Result};
 use crate::engine::analysis::{check_path, AnalyzeOptions};
 use crate::engine::format::takhin::{segment_file_name, FileKind};
-use crate::engine::layout::{read_dir_sorted, Layout};
+use crate::engine::layout::Layout;
 use crate::engine::plan::{dir_children, visible_children, Node};
 use crate::engine::policy::{Policy, ViewAction};
 use crate::engine::report::{LogReport, Report, SegmentReport};
 use crate::engine::scan::SegmentScan;
 use crate::engine::segment::SegmentStatus;
 use std::collections::HashMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -124,16 +123,19 @@ fn refuse_unservable(data: &Path, report: &Report) -> Result<()> {
 /// Walks the source and lists the repaired tree, exactly as the mount shows it.
 pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Result<TreePlan> {
     refuse_unservable(data, report)?;
+    let source = &layout.source;
+    let stat = |rel: &Path| stat_source(source, rel);
     let logs = reports_by_dir(layout, report);
     let mut plan = TreePlan::default();
     plan.entries.push(Entry::Dir {
         rel: PathBuf::new(),
-        attrs: Attrs::of(&lstat(data)?),
+        attrs: Attrs::of(&stat(Path::new(""))?),
     });
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
-        let dir = data.join(&rel);
-        let entries = read_dir_sorted(&dir).map_err(io_at(&dir, "could not list"))?;
+        let entries = source
+            .read_dir(&rel)
+            .map_err(io_at(&source.display_path(&rel), "could not list"))?;
         let (children, _) = dir_children(&rel, &entries);
         let log = logs.get(&rel);
         let visible = visible_children(children.clone(), log.copied());
@@ -154,21 +156,20 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
         let mut subdirs = Vec::new();
         for (name, node) in visible {
             let child = rel.join(&name);
-            let path = data.join(&child);
             match node {
                 Node::Dir => {
                     plan.entries.push(Entry::Dir {
                         rel: child.clone(),
-                        attrs: Attrs::of(&lstat(&path)?),
+                        attrs: Attrs::of(&stat(&child)?),
                     });
                     subdirs.push(child);
                 }
                 Node::Symlink => plan.entries.push(Entry::Symlink {
-                    attrs: Attrs::of(&lstat(&path)?),
+                    attrs: Attrs::of(&stat(&child)?),
                     rel: child,
                 }),
                 Node::File => {
-                    let m = lstat(&path)?;
+                    let m = stat(&child)?;
                     plan.entries.push(Entry::File {
                         rel: child,
                         content: Content::Whole { len: m.len() },
@@ -182,7 +183,7 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
                             len: seg.valid_bytes,
                             original_len: seg.original_bytes,
                         },
-                        attrs: Attrs::of(&lstat(&path)?),
+                        attrs: Attrs::of(&stat(&child)?),
                         rel: child,
                     })
                 }
@@ -190,9 +191,9 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
                     let log_rel = rel.join(segment_file_name(base, FileKind::Log));
                     let seg = served(data, &log_rel, segment(log, base))?;
                     // A rebuilt index takes the original's mode and times, or the .log's when missing.
-                    let attrs = match fs::symlink_metadata(&path) {
+                    let attrs = match source.metadata(&child) {
                         Ok(m) if m.is_file() => Attrs::of(&m),
-                        _ => Attrs::of(&lstat(&data.join(&log_rel))?),
+                        _ => Attrs::of(&stat(&log_rel)?),
                     };
                     let verdict = if kind == FileKind::Index {
                         &seg.index
