@@ -133,6 +133,7 @@ impl Meta {
         let report = Report::new(
             &self.source_label,
             v.policy(),
+            v.source().access(),
             logs,
             layout.problems.clone(),
         );

@@ -47,6 +47,10 @@ pub fn start_session(
     }
     cfg.n_threads = Some(opts.threads.max(2));
     cfg.clone_fd = true;
+    tracing::info!(
+        "reading the source through {}",
+        view.config().source.access().as_str()
+    );
     if let Err(e) = view.start_watching() {
         tracing::warn!("not watching the source for changes ({e}): changes are seen at the next lookup or open only");
     }
