@@ -120,6 +120,7 @@ fn demo(a: &DemoArgs) -> Result<(), String> {
         allow_other: false,
         threads: 2,
         extra: vec![],
+        passthrough: true,
     };
     let session = start_session(view, &view_dir, &opts).map_err(|e| {
         format!(

@@ -46,13 +46,26 @@ pub struct MountArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CACHE_MB)]
     pub cache_mb: u64,
     /// Mount options, comma-separated: policy=P, cache_mb=N, threads=N, allow_other,
-    /// max_record_bytes=N, log_file=F, fsname=S, noexec, noatime; ro, rw, defaults, auto,
+    /// max_record_bytes=N, log_file=F, fsname=S, passthrough=auto|off, noexec, noatime; ro, rw, defaults, auto,
     /// noauto, user, nofail, _netdev and x-* are accepted and ignored.
     #[arg(short = 'o', value_name = "OPTS", action = ArgAction::Append)]
     pub options: Vec<String>,
     /// Append logs here (default: stderr in the foreground, nowhere in the background).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// FUSE passthrough of whole original files (clean sealed segments, other files,
+    /// .recoverfs/raw/): auto uses it where the kernel permits, off never does.
+    #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = parse_passthrough, action = ArgAction::Set)]
+    pub passthrough: bool,
+}
+
+/// `auto` (true) or `off` (false).
+fn parse_passthrough(v: &str) -> Result<bool, String> {
+    match v {
+        "auto" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("passthrough={v}: expected auto or off")),
+    }
 }
 
 /// Everything `mount` needs once the options are merged.
@@ -68,6 +81,7 @@ struct Settings {
     log_file: Option<PathBuf>,
     fsname: Option<String>,
     extra: Vec<MountOption>,
+    passthrough: bool,
 }
 
 fn settings(a: &MountArgs) -> Result<Settings, String> {
@@ -82,6 +96,7 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
         log_file: a.log_file.clone(),
         fsname: None,
         extra: Vec::new(),
+        passthrough: a.passthrough,
     };
     for o in a.options.iter().flat_map(|x| x.split(',')) {
         let num = |v: &str| {
@@ -95,6 +110,7 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
             Some(("max_record_bytes", v)) => s.scan.max_record_bytes = num(v)?,
             Some(("log_file", v)) => s.log_file = Some(v.into()),
             Some(("fsname", v)) => s.fsname = Some(v.into()),
+            Some(("passthrough", v)) => s.passthrough = parse_passthrough(v)?,
             // mount(8) and fstab conventions with no meaning here.
             Some(("subtype" | "comment" | "context" | "uid" | "gid", _)) => {}
             Some((k, _)) if k.starts_with("x-") => {}
@@ -316,6 +332,7 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
         allow_other: s.allow_other,
         threads,
         extra: s.extra.clone(),
+        passthrough: s.passthrough,
     };
     let mut session = start_session(view, &s.mountpoint, &opts)
         .map_err(|e| format!("mounting on {}: {e}", s.mountpoint.display()))?;

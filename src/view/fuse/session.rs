@@ -1,5 +1,7 @@
 //! Mount wiring: session options, the read-only mount, kernel-cache invalidation, readahead.
 
+use crate::engine::source::SourceAccess;
+use crate::view::fuse::passthrough::Passthrough;
 use crate::view::fuse::RecoverFs;
 use crate::view::View;
 use fuser::{Config, INodeNo, MountOption, Session, SessionACL};
@@ -19,6 +21,8 @@ pub struct SessionOptions {
     pub threads: usize,
     /// Extra mount options passed through (nodev, noexec, ...).
     pub extra: Vec<MountOption>,
+    /// Serve whole original files by FUSE passthrough where the kernel allows it (`--passthrough auto`).
+    pub passthrough: bool,
 }
 
 /// Mounts `view` at `mountpoint` (read-only) and wires the kernel-cache
@@ -54,7 +58,18 @@ pub fn start_session(
     if let Err(e) = view.start_watching() {
         tracing::warn!("not watching the source for changes ({e}): changes are seen at the next lookup or open only");
     }
-    let session = Session::new(RecoverFs::new(view.clone(), MAX_READ), mountpoint, &cfg)?;
+    let access = view.config().source.access();
+    if opts.passthrough && access != SourceAccess::ReadOnlyClone {
+        // The kernel reopens a backing file without O_NOATIME: only the clone keeps atimes still.
+        tracing::info!(
+            "passthrough off: the source is not a read-only clone, and passthrough reads would move the originals' atimes"
+        );
+    }
+    let passthrough = Arc::new(Passthrough::new(
+        opts.passthrough && access == SourceAccess::ReadOnlyClone,
+    ));
+    let fs = RecoverFs::new(view.clone(), MAX_READ, passthrough.clone());
+    let session = Session::new(fs, mountpoint, &cfg)?;
     // Invalidations go through their own thread: sent from inside a request
     // handler they could wait on a page lock held by the very read being served.
     let notifier = session.notifier();
@@ -69,7 +84,15 @@ pub fn start_session(
             }
         })?;
     let tx = parking_lot::Mutex::new(tx);
+    let weak = Arc::downgrade(&view);
     view.set_invalidator(Box::new(move |ino| {
+        if passthrough.changed_while_passed_through(ino) {
+            let path = weak.upgrade().and_then(|v| v.path_of(ino));
+            tracing::warn!(
+                "{}: the source changed while passed through to an open reader; that reader sees the source as it is now, not as validated",
+                path.map_or(format!("inode {ino}"), |p| p.display().to_string())
+            );
+        }
         let _ = tx.lock().send(ino);
     }));
     Ok(session)

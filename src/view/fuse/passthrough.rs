@@ -1,0 +1,202 @@
+//! FUSE passthrough bookkeeping: whether it is on, one backing id per inode while it is open, and each open's I/O mode.
+//!
+//! The kernel serves a passthrough file from its backing file to the backing
+//! file's own end, so only a file whose view is the whole original is passed
+//! through ([`Opened::whole`](crate::view::Opened)), and only when the source is
+//! the read-only noatime clone: the kernel reopens the backing file's path with
+//! the reader's flags (no `O_NOATIME`), and only the clone's noatime mount keeps
+//! the original's atime still then.
+//!
+//! The kernel allows one backing file per inode at a time and refuses (EIO to
+//! the reader) a cached open of an inode that has passthrough opens, or the
+//! reverse; direct-I/O opens mix with both. So every open of an inode is
+//! counted here by mode: a whole file is passed through unless the inode has
+//! cached opens; anything else is cached unless the inode has passthrough opens,
+//! then it is direct I/O (still the daemon's validated bytes).
+
+use crate::engine::segment::FileStamp;
+use fuser::BackingId;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// How an open is answered.
+#[derive(Debug, Clone)]
+pub enum OpenMode {
+    /// Served by the kernel from this backing file.
+    Passthrough(Arc<BackingId>),
+    /// Through the daemon and the view's page cache (the usual path).
+    Cached,
+    /// Through the daemon, bypassing the page cache (the inode is passed through for another open).
+    Direct,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Passthrough,
+    Cached,
+    Direct,
+}
+
+/// An inode's open files by mode, and its backing file while any is passed through.
+#[derive(Default)]
+struct InodeOpens {
+    backing: Option<(Arc<BackingId>, FileStamp)>,
+    passthrough: u32,
+    cached: u32,
+    /// A change of its source was already logged for the current backing file.
+    change_logged: bool,
+}
+
+#[derive(Default)]
+struct State {
+    inodes: HashMap<u64, InodeOpens>,
+    /// Every open file handle counted here: its inode and mode.
+    handles: HashMap<u64, (u64, Mode)>,
+}
+
+/// Passthrough for one mount.
+pub struct Passthrough {
+    /// Asked for (`--passthrough auto`) and safe (the source is the read-only clone).
+    wanted: bool,
+    /// Granted by the kernel at init and not refused since.
+    enabled: AtomicBool,
+    state: Mutex<State>,
+    /// Opens answered with a backing file, since the mount.
+    opens: AtomicU64,
+}
+
+impl Passthrough {
+    /// `wanted`: asked for and safe; it is enabled once the kernel grants it at init.
+    pub fn new(wanted: bool) -> Self {
+        Passthrough {
+            wanted,
+            enabled: AtomicBool::new(false),
+            state: Mutex::new(State::default()),
+            opens: AtomicU64::new(0),
+        }
+    }
+
+    pub fn wanted(&self) -> bool {
+        self.wanted
+    }
+
+    /// The kernel's answer at init.
+    pub fn set_granted(&self, granted: bool) {
+        self.enabled
+            .store(self.wanted && granted, Ordering::Relaxed);
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Opens answered with a backing file so far.
+    pub fn opens(&self) -> u64 {
+        self.opens.load(Ordering::Relaxed)
+    }
+
+    /// Decides how open file `fh` of inode `ino` is served and counts it.
+    /// `whole`: its view is the whole original; `backing` gives that original
+    /// (opened through the source's door); `register` hands it to the kernel.
+    pub fn open(
+        &self,
+        ino: u64,
+        fh: u64,
+        whole: bool,
+        backing: impl FnOnce() -> Option<File>,
+        register: impl FnOnce(&File) -> io::Result<BackingId>,
+    ) -> OpenMode {
+        let mut st = self.state.lock();
+        let e = st.inodes.entry(ino).or_default();
+        let mut out = None;
+        if whole && self.enabled() && e.cached == 0 {
+            if let Some(file) = backing() {
+                let stamp = file.metadata().ok().map(|m| FileStamp::of(&m));
+                match (&e.backing, stamp) {
+                    (Some((id, was)), Some(now)) if *was == now => {
+                        out = Some(OpenMode::Passthrough(id.clone()))
+                    }
+                    // Another version of the file is still passed through for this inode.
+                    (Some(_), _) | (None, None) => {}
+                    (None, Some(now)) => match register(&file) {
+                        Ok(id) => {
+                            let id = Arc::new(id);
+                            e.backing = Some((id.clone(), now));
+                            e.change_logged = false;
+                            out = Some(OpenMode::Passthrough(id));
+                        }
+                        Err(err) => self.refused(&err),
+                    },
+                }
+            }
+        }
+        let mode = match &out {
+            Some(_) => Mode::Passthrough,
+            None if e.passthrough > 0 => Mode::Direct,
+            None => Mode::Cached,
+        };
+        match mode {
+            Mode::Passthrough => {
+                e.passthrough += 1;
+                self.opens.fetch_add(1, Ordering::Relaxed);
+            }
+            Mode::Cached => e.cached += 1,
+            Mode::Direct => {}
+        }
+        st.handles.insert(fh, (ino, mode));
+        out.unwrap_or(match mode {
+            Mode::Direct => OpenMode::Direct,
+            _ => OpenMode::Cached,
+        })
+    }
+
+    /// The kernel refused a backing file: passthrough is off from now on.
+    fn refused(&self, err: &io::Error) {
+        if self.enabled.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                "passthrough off: the kernel refused a backing file ({err}); every read goes through the daemon"
+            );
+        }
+    }
+
+    /// Open file `fh` was closed; the backing file goes with its inode's last passthrough open.
+    pub fn release(&self, fh: u64) {
+        let mut st = self.state.lock();
+        let Some((ino, mode)) = st.handles.remove(&fh) else {
+            return;
+        };
+        let Some(e) = st.inodes.get_mut(&ino) else {
+            return;
+        };
+        match mode {
+            Mode::Passthrough => {
+                e.passthrough = e.passthrough.saturating_sub(1);
+                if e.passthrough == 0 {
+                    e.backing = None; // closes the backing id
+                }
+            }
+            Mode::Cached => e.cached = e.cached.saturating_sub(1),
+            Mode::Direct => {}
+        }
+        if e.passthrough == 0 && e.cached == 0 {
+            st.inodes.remove(&ino);
+        }
+    }
+
+    /// True the first time the source of inode `ino` is seen changed while it
+    /// is passed through (so the change is logged once per backing file).
+    pub fn changed_while_passed_through(&self, ino: u64) -> bool {
+        let mut st = self.state.lock();
+        match st.inodes.get_mut(&ino) {
+            Some(e) if e.backing.is_some() && !e.change_logged => {
+                e.change_logged = true;
+                true
+            }
+            _ => false,
+        }
+    }
+}
