@@ -20,6 +20,11 @@ pub struct Mounted {
 impl Mounted {
     /// `recoverfs mount SRC MP --foreground EXTRA...` on a fresh mount point, once mounted.
     pub fn new(src: &Path, extra: &[&str]) -> Mounted {
+        Self::with_env(src, extra, &[])
+    }
+
+    /// Like [`Mounted::new`], with `env` set for the daemon.
+    pub fn with_env(src: &Path, extra: &[&str], env: &[(&str, &str)]) -> Mounted {
         let mp_dir = tempfile::tempdir().unwrap();
         let mp = fs::canonicalize(mp_dir.path()).unwrap();
         let log_dir = tempfile::tempdir().unwrap();
@@ -31,6 +36,7 @@ impl Mounted {
             .arg("--log-file")
             .arg(log_dir.path().join("daemon.log"))
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
