@@ -260,3 +260,48 @@ fn passthrough_engages_for_sealed_segments_and_raw_files() {
     let (reads, opens) = served(&unmount_log(m));
     assert!(reads > 0 && opens == 0);
 }
+
+/// The kernel refuses (EIO) a cached open of an inode held open by passthrough
+/// and the reverse: opens of one file that change mode while another is held
+/// still read, with the right bytes.
+#[test]
+fn opens_that_change_mode_while_another_is_held_still_read() {
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("t/partition-0");
+    let mut w = write_segment(&dir, 0, 30, 50);
+    let first = w.log.clone();
+    let m = Mounted::new(src.path(), &[]);
+    let shown = m.path().join("t/partition-0/00000000000000000000.log");
+    // The last segment: on the daemon path, held open.
+    let held = fs::File::open(&shown).unwrap();
+    let mut b = vec![0u8; first.len()];
+    held.read_exact_at(&mut b, 0).unwrap();
+    // A new segment seals it: its next open could be passed through, but must not
+    // be while the cached one is held.
+    write_segment(&dir, 30, 5, 50);
+    assert!(fs::read(&shown).unwrap() == first);
+    assert!(mmap_read(&shown) == first);
+    drop(held);
+    // Now passed through (when permitted), held; the source changes (records
+    // appended to the sealed segment): a new open reads the new view, not EIO.
+    let held = fs::File::open(&shown).unwrap();
+    held.read_exact_at(&mut b, 0).unwrap();
+    let old = w.log.len();
+    for i in 0..3 {
+        w.append(1, b"late", &[i; 20]);
+    }
+    fs::OpenOptions::new()
+        .append(true)
+        .open(log_path(&dir, 0))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &w.log[old..]))
+        .unwrap();
+    assert_eq!(fs::metadata(&shown).unwrap().len(), w.log.len() as u64);
+    assert!(
+        fs::read(&shown).unwrap() == w.log,
+        "the grown sealed segment"
+    );
+    drop(held);
+    assert!(fs::read(&shown).unwrap() == w.log);
+    let log = unmount_log(m);
+    assert!(!log.contains("ERROR"), "{log}");
+}

@@ -184,15 +184,21 @@ impl Filesystem for RecoverFs {
                     OpenMode::Passthrough(id) => {
                         return reply.opened_passthrough(FileHandle(o.fh), f, &id)
                     }
-                    OpenMode::Direct => f |= FopenFlags::FOPEN_DIRECT_IO,
-                    OpenMode::Cached => {
-                        if o.keep_cache {
-                            f |= FopenFlags::FOPEN_KEEP_CACHE;
-                        }
-                        if o.direct_io {
-                            f |= FopenFlags::FOPEN_DIRECT_IO;
-                        }
+                    OpenMode::Busy => {
+                        self.view.release(o.fh);
+                        tracing::warn!(
+                            "inode {}: open refused (EBUSY): its source changed while passed through to a reader that still holds it",
+                            ino.0
+                        );
+                        return reply.error(Errno::EBUSY);
                     }
+                    OpenMode::Cached => {}
+                }
+                if o.keep_cache {
+                    f |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
+                if o.direct_io {
+                    f |= FopenFlags::FOPEN_DIRECT_IO;
                 }
                 reply.opened(FileHandle(o.fh), f)
             }

@@ -7,12 +7,16 @@
 //! the reader's flags (no `O_NOATIME`), and only the clone's noatime mount keeps
 //! the original's atime still then.
 //!
-//! The kernel allows one backing file per inode at a time and refuses (EIO to
-//! the reader) a cached open of an inode that has passthrough opens, or the
-//! reverse; direct-I/O opens mix with both. So every open of an inode is
-//! counted here by mode: a whole file is passed through unless the inode has
-//! cached opens; anything else is cached unless the inode has passthrough opens,
-//! then it is direct I/O (still the daemon's validated bytes).
+//! The kernel allows one backing file per inode at a time, and while an inode
+//! has one, every open of it must be passed through to that same backing file
+//! (anything else fails with EIO to the reader); a passthrough open of an inode
+//! with cached opens fails too. So every open of an inode is counted here by
+//! mode: a whole file is passed through unless the inode has cached opens (then
+//! it is cached); anything else is cached. While an inode is passed through, a
+//! new open reuses its backing file when the view is still the whole of that
+//! same file (it only grew, say); otherwise (the file was replaced, or is no
+//! longer whole) the open is refused with EBUSY until the passthrough readers
+//! close it: serving it would mean serving bytes that were not validated.
 
 use crate::engine::segment::FileStamp;
 use fuser::BackingId;
@@ -28,23 +32,29 @@ use std::sync::Arc;
 pub enum OpenMode {
     /// Served by the kernel from this backing file.
     Passthrough(Arc<BackingId>),
-    /// Through the daemon and the view's page cache (the usual path).
+    /// Through the daemon (the usual path).
     Cached,
-    /// Through the daemon, bypassing the page cache (the inode is passed through for another open).
-    Direct,
+    /// Refused: the inode is passed through to a file this open's view is not the whole of.
+    Busy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Passthrough,
     Cached,
-    Direct,
+}
+
+/// Which file a backing file is: device and inode.
+fn identity(f: &File) -> Option<(u64, u64)> {
+    let m = f.metadata().ok()?;
+    let s = FileStamp::of(&m);
+    Some((s.dev, s.ino))
 }
 
 /// An inode's open files by mode, and its backing file while any is passed through.
 #[derive(Default)]
 struct InodeOpens {
-    backing: Option<(Arc<BackingId>, FileStamp)>,
+    backing: Option<(Arc<BackingId>, (u64, u64))>,
     passthrough: u32,
     cached: u32,
     /// A change of its source was already logged for the current backing file.
@@ -112,46 +122,44 @@ impl Passthrough {
     ) -> OpenMode {
         let mut st = self.state.lock();
         let e = st.inodes.entry(ino).or_default();
-        let mut out = None;
-        if whole && self.enabled() && e.cached == 0 {
-            if let Some(file) = backing() {
-                let stamp = file.metadata().ok().map(|m| FileStamp::of(&m));
-                match (&e.backing, stamp) {
-                    (Some((id, was)), Some(now)) if *was == now => {
-                        out = Some(OpenMode::Passthrough(id.clone()))
-                    }
-                    // Another version of the file is still passed through for this inode.
-                    (Some(_), _) | (None, None) => {}
-                    (None, Some(now)) => match register(&file) {
-                        Ok(id) => {
-                            let id = Arc::new(id);
-                            e.backing = Some((id.clone(), now));
-                            e.change_logged = false;
-                            out = Some(OpenMode::Passthrough(id));
-                        }
-                        Err(err) => self.refused(&err),
-                    },
-                }
-            }
-        }
-        let mode = match &out {
-            Some(_) => Mode::Passthrough,
-            None if e.passthrough > 0 => Mode::Direct,
-            None => Mode::Cached,
+        let file = if whole && (e.backing.is_some() || (self.enabled() && e.cached == 0)) {
+            backing()
+        } else {
+            None
         };
-        match mode {
-            Mode::Passthrough => {
+        let id = file.as_ref().and_then(identity);
+        let out = match (&e.backing, file, id) {
+            // Passed through already: only the same file, still whole, may join.
+            (Some((b, was)), Some(_), Some(now)) if *was == now => OpenMode::Passthrough(b.clone()),
+            (Some(_), _, _) => OpenMode::Busy,
+            (None, Some(file), Some(now)) => match register(&file) {
+                Ok(b) => {
+                    let b = Arc::new(b);
+                    e.backing = Some((b.clone(), now));
+                    e.change_logged = false;
+                    OpenMode::Passthrough(b)
+                }
+                Err(err) => {
+                    self.refused(&err);
+                    OpenMode::Cached
+                }
+            },
+            (None, _, _) => OpenMode::Cached,
+        };
+        let mode = match out {
+            OpenMode::Passthrough(_) => {
                 e.passthrough += 1;
                 self.opens.fetch_add(1, Ordering::Relaxed);
+                Mode::Passthrough
             }
-            Mode::Cached => e.cached += 1,
-            Mode::Direct => {}
-        }
+            OpenMode::Cached => {
+                e.cached += 1;
+                Mode::Cached
+            }
+            OpenMode::Busy => return out,
+        };
         st.handles.insert(fh, (ino, mode));
-        out.unwrap_or(match mode {
-            Mode::Direct => OpenMode::Direct,
-            _ => OpenMode::Cached,
-        })
+        out
     }
 
     /// The kernel refused a backing file: passthrough is off from now on.
@@ -180,7 +188,6 @@ impl Passthrough {
                 }
             }
             Mode::Cached => e.cached = e.cached.saturating_sub(1),
-            Mode::Direct => {}
         }
         if e.passthrough == 0 && e.cached == 0 {
             st.inodes.remove(&ino);
