@@ -207,3 +207,59 @@ impl Passthrough {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a_file() -> File {
+        File::open(std::env::current_exe().unwrap()).unwrap()
+    }
+
+    /// Not asked for, or not granted: every open is cached and nothing is registered.
+    #[test]
+    fn off_unless_wanted_and_granted() {
+        for (wanted, granted) in [(false, true), (true, false), (false, false)] {
+            let p = Passthrough::new(wanted);
+            p.set_granted(granted);
+            assert!(!p.enabled());
+            let mode = p.open(1, 10, true, || Some(a_file()), |_| panic!("registered"));
+            assert!(matches!(mode, OpenMode::Cached));
+            p.release(10);
+            assert!(p.state.lock().inodes.is_empty());
+        }
+    }
+
+    /// A refused backing file turns passthrough off for good; the open is cached.
+    #[test]
+    fn a_refusal_falls_back_and_turns_it_off() {
+        let p = Passthrough::new(true);
+        p.set_granted(true);
+        let refuse = |_: &File| Err(io::Error::from_raw_os_error(libc::EPERM));
+        assert!(matches!(
+            p.open(1, 10, true, || Some(a_file()), refuse),
+            OpenMode::Cached
+        ));
+        assert!(!p.enabled());
+        assert!(matches!(
+            p.open(1, 11, true, || Some(a_file()), |_| panic!("asked again")),
+            OpenMode::Cached
+        ));
+        assert_eq!(p.state.lock().inodes[&1].cached, 2);
+        p.release(10);
+        p.release(11);
+        p.release(12); // unknown: ignored
+        assert!(p.state.lock().inodes.is_empty());
+        assert_eq!(p.opens(), 0);
+    }
+
+    /// A file that is not whole never asks for its backing file.
+    #[test]
+    fn not_whole_is_cached() {
+        let p = Passthrough::new(true);
+        p.set_granted(true);
+        let mode = p.open(1, 10, false, || panic!("asked"), |_| panic!("registered"));
+        assert!(matches!(mode, OpenMode::Cached));
+        assert!(!p.changed_while_passed_through(1));
+    }
+}
