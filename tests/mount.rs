@@ -388,7 +388,9 @@ fn live_source_grows_shrinks_and_vanishes() {
     let dir = src.path().join("t/partition-0");
     let mut w = write_segment(&dir, 0, 30, 50);
     write_segment(&dir, 30, 5, 50); // a later segment, so 0 is not the last
-    let m = Mounted::new(src.path(), &[]);
+                                    // The daemon path: a sealed clean segment held open under passthrough sees
+                                    // the source as it is (tests/passthrough.rs covers that case).
+    let m = Mounted::new(src.path(), &["--passthrough", "off"]);
     let shown = m.path().join("t/partition-0/00000000000000000000.log");
     let orig = log_path(&dir, 0);
     assert_eq!(fs::read(&shown).unwrap(), w.log);

@@ -122,6 +122,7 @@ fn demo(a: &DemoArgs) -> Result<(), String> {
         owner: Default::default(),
         threads: 2,
         extra: vec![],
+        passthrough: true,
     };
     let session = start_session(view, &view_dir, &opts).map_err(|e| {
         format!(

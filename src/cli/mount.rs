@@ -48,6 +48,7 @@ pub struct MountArgs {
     pub cache_mb: u64,
     /// Mount options, comma-separated: policy=P, cache_mb=N, threads=N, allow_other,
     /// allow_root, uid=N, gid=N, umask=OOO, max_record_bytes=N, log_file=F, fsname=S,
+    /// passthrough=auto|off,
     /// noexec, noatime; ro, nodev, nosuid and default_permissions are always in effect;
     /// defaults, auto, noauto, user, nofail, _netdev and x-* are mount(8)'s and fstab's.
     /// Anything else (rw, dev, suid, sync, context=, comment=, ...) is refused.
@@ -56,6 +57,19 @@ pub struct MountArgs {
     /// Append logs here (default: stderr in the foreground, nowhere in the background).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// FUSE passthrough of whole original files (clean sealed segments, other files,
+    /// .recoverfs/raw/): auto uses it where the kernel permits, off never does.
+    #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = parse_passthrough, action = ArgAction::Set)]
+    pub passthrough: bool,
+}
+
+/// `auto` (true) or `off` (false).
+fn parse_passthrough(v: &str) -> Result<bool, String> {
+    match v {
+        "auto" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("passthrough={v}: expected auto or off")),
+    }
 }
 
 /// Everything `mount` needs once the options are merged.
@@ -75,6 +89,7 @@ struct Settings {
     log_file: Option<PathBuf>,
     fsname: Option<String>,
     extra: Vec<MountOption>,
+    passthrough: bool,
 }
 
 fn settings(a: &MountArgs) -> Result<Settings, String> {
@@ -91,6 +106,7 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
         log_file: a.log_file.clone(),
         fsname: None,
         extra: Vec::new(),
+        passthrough: a.passthrough,
     };
     for o in a.options.iter().flat_map(|x| x.split(',')) {
         let num = |v: &str| {
@@ -104,6 +120,7 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
             Some(("max_record_bytes", v)) => s.scan.max_record_bytes = num(v)?,
             Some(("log_file", v)) => s.log_file = Some(v.into()),
             Some(("fsname", v)) => s.fsname = Some(v.into()),
+            Some(("passthrough", v)) => s.passthrough = parse_passthrough(v)?,
             Some(("uid", v)) => s.owner.uid = Some(id(o, v)?),
             Some(("gid", v)) => s.owner.gid = Some(id(o, v)?),
             Some(("umask", v)) => {
@@ -381,6 +398,7 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
         owner: s.owner,
         threads,
         extra: s.extra.clone(),
+        passthrough: s.passthrough,
     };
     let mut session = start_session(view, &s.mountpoint, &opts)
         .map_err(|e| format!("mounting on {}: {e}", s.mountpoint.display()))?;

@@ -149,7 +149,13 @@ pub fn analyze(
             Some(b) == last
         }));
     }
-    Report::new(source, opts.policy, logs, layout.problems.clone())
+    Report::new(
+        source,
+        opts.policy,
+        layout.source.access(),
+        logs,
+        layout.problems.clone(),
+    )
 }
 
 /// Discovers and analyses PATH in one call: what `check` and `repair` run.
@@ -178,6 +184,7 @@ mod tests {
     use crate::engine::policy::ViewAction;
     use crate::engine::scan::scan_segment;
     use crate::engine::segment::{FileStamp, ReadError, SegmentStatus};
+    use crate::engine::source::SourceAccess;
     use std::io;
     use std::sync::Arc;
 
@@ -256,7 +263,7 @@ mod tests {
                 log.gaps.is_empty(),
                 "no gap is claimed across an unreadable segment"
             );
-            let r = Report::new("x", policy, vec![log], vec![]);
+            let r = Report::new("x", policy, SourceAccess::NoatimeOpens, vec![log], vec![]);
             assert_eq!((r.summary.unreadable, r.summary.truncated), (1, 0));
             assert!(r.summary.view_differs);
             assert!(r.render_human().contains("UNREADABLE"));

@@ -6,6 +6,7 @@ use crate::engine::layout::{display_name as shown, escape_path, Problem};
 use crate::engine::policy::{DamageClass, Policy, ViewAction};
 use crate::engine::scan::{Damage, DamageKind, SegmentScan};
 use crate::engine::segment::{SegmentAnalysis, SegmentStatus};
+use crate::engine::source::SourceAccess;
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use std::fmt::Write as _;
@@ -196,6 +197,8 @@ pub struct Report {
     pub schema: u32,
     pub source: String,
     pub policy: Policy,
+    /// How the source was read: through a read-only noatime clone, or plain `O_NOATIME` opens.
+    pub source_access: SourceAccess,
     pub summary: Summary,
     pub logs: Vec<LogReport>,
     /// Directories that could not be listed.
@@ -203,7 +206,13 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(source: &str, policy: Policy, logs: Vec<LogReport>, problems: Vec<Problem>) -> Self {
+    pub fn new(
+        source: &str,
+        policy: Policy,
+        source_access: SourceAccess,
+        logs: Vec<LogReport>,
+        problems: Vec<Problem>,
+    ) -> Self {
         let mut s = Summary {
             logs: logs.len() as u64,
             ..Default::default()
@@ -248,6 +257,7 @@ impl Report {
             schema: SCHEMA,
             source: source.to_string(),
             policy,
+            source_access,
             summary: s,
             logs,
             problems,

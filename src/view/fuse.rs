@@ -13,7 +13,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+pub mod passthrough;
 pub mod session;
+
+use passthrough::{OpenMode, Passthrough};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Entry TTL of files and symlinks: zero. The source may change under the
 /// mount (a broker still writing), so every path walk to a file reaches the
@@ -68,14 +72,19 @@ pub struct RecoverFs {
     /// Largest readahead asked of the kernel, in bytes.
     max_readahead: u32,
     owner: Owner,
+    passthrough: Arc<Passthrough>,
+    /// READ requests the daemon answered (passthrough reads never reach it).
+    reads: AtomicU64,
 }
 
 impl RecoverFs {
-    pub fn new(view: Arc<View>, max_readahead: u32) -> Self {
+    pub fn new(view: Arc<View>, max_readahead: u32, passthrough: Arc<Passthrough>) -> Self {
         RecoverFs {
             view,
             max_readahead,
             owner: Owner::default(),
+            passthrough,
+            reads: AtomicU64::new(0),
         }
     }
 
@@ -140,7 +149,35 @@ impl Filesystem for RecoverFs {
                 "kernel lacks {missing:?}: a changed file is seen at its next lookup or open only"
             );
         }
+        // A file opened with direct I/O (one changed moments ago) must still map
+        // shared: readers such as index lookups mmap their files.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP) {
+            tracing::warn!(
+                "kernel lacks {missing:?}: a file changed in the last seconds cannot be mapped shared"
+            );
+        }
+        if self.passthrough.wanted() {
+            // Depth 2: the backing files may themselves be on a stacked fs (overlayfs).
+            let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(2).is_ok();
+            self.passthrough.set_granted(granted);
+            if granted {
+                tracing::info!("passthrough on: whole original files are served by the kernel");
+            } else {
+                tracing::info!(
+                    "passthrough off: the kernel does not offer FUSE_PASSTHROUGH; every read goes through the daemon"
+                );
+            }
+        }
         Ok(())
+    }
+
+    fn destroy(&mut self) {
+        tracing::info!(
+            "served {} reads through the daemon; {} opens passed through",
+            self.reads.load(Ordering::Relaxed),
+            self.passthrough.opens()
+        );
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -171,7 +208,28 @@ impl Filesystem for RecoverFs {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         match self.view.open(ino.0, write) {
             Ok(o) => {
+                let mode = self.passthrough.open(
+                    ino.0,
+                    o.fh,
+                    o.whole,
+                    || self.view.backing_file(o.fh),
+                    |file| reply.open_backing(file),
+                );
                 let mut f = FopenFlags::empty();
+                match mode {
+                    OpenMode::Passthrough(id) => {
+                        return reply.opened_passthrough(FileHandle(o.fh), f, &id)
+                    }
+                    OpenMode::Busy => {
+                        self.view.release(o.fh);
+                        tracing::warn!(
+                            "inode {}: open refused (EBUSY): its source changed while passed through to a reader that still holds it",
+                            ino.0
+                        );
+                        return reply.error(Errno::EBUSY);
+                    }
+                    OpenMode::Cached => {}
+                }
                 if o.keep_cache {
                     f |= FopenFlags::FOPEN_KEEP_CACHE;
                 }
@@ -195,6 +253,7 @@ impl Filesystem for RecoverFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         READ_BUF.with_borrow_mut(|buf| match self.view.read_into(fh.0, offset, size, buf) {
             Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(errno(&e)),
@@ -211,6 +270,7 @@ impl Filesystem for RecoverFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.passthrough.release(fh.0);
         self.view.release(fh.0);
         reply.ok()
     }

@@ -3,6 +3,7 @@
 use crate::engine::format::takhin::{segment_file_name, FileKind};
 use crate::engine::index::{read_rebuilt_index, IndexKind};
 use crate::engine::layout::escape_path;
+use crate::engine::policy::ViewAction;
 use crate::engine::segment::{FileStamp, SegmentAnalysis};
 use crate::view::error::{source_err, Result, ViewError};
 use crate::view::inodes::DirEntry;
@@ -24,6 +25,10 @@ pub struct Opened {
     pub keep_cache: bool,
     /// The content is generated per open (the report): bypass the page cache.
     pub direct_io: bool,
+    /// The view of this file is the whole original as opened (a pass-through
+    /// file, or a clean sealed segment's `.log`): it may be served by FUSE
+    /// passthrough from [`Handles::backing_file`].
+    pub whole: bool,
 }
 
 /// Which bytes of a segment a handle serves.
@@ -104,6 +109,7 @@ impl Handles {
             fh: self.add(Handle::Plain(f)),
             keep_cache,
             direct_io: changed_recently(stamp),
+            whole: true,
         })
     }
 
@@ -113,6 +119,7 @@ impl Handles {
             fh: self.add(Handle::Bytes(bytes)),
             keep_cache: false,
             direct_io: true,
+            whole: false,
         }
     }
 
@@ -141,6 +148,7 @@ impl Handles {
         let (file, analysis) = open_validated(v, dir, base, part)?;
         let keep_cache = self.same_as_last_open(ino, analysis.stamp);
         let direct_io = changed_recently(analysis.stamp);
+        let whole = part == SegPart::Log && whole_sealed_log(v, dir, base, &file, &analysis);
         let h = SegHandle {
             file,
             analysis,
@@ -152,7 +160,22 @@ impl Handles {
             fh: self.add(Handle::Segment(RwLock::new(h))),
             keep_cache,
             direct_io,
+            whole,
         })
+    }
+
+    /// The original behind an open file whose view is the whole original (a
+    /// new descriptor of the same open file, opened through the source's door),
+    /// for FUSE passthrough; `None` for anything else.
+    pub fn backing_file(&self, fh: u64) -> Option<File> {
+        match &*self.get(fh).ok()? {
+            Handle::Plain(f) => f.try_clone().ok(),
+            Handle::Segment(lock) => {
+                let s = lock.read();
+                (s.part == SegPart::Log).then(|| s.file.try_clone().ok())?
+            }
+            _ => None,
+        }
     }
 
     /// Reads up to `size` bytes at `offset` from an open file into `buf[..n]`, returning `n`.
@@ -240,6 +263,31 @@ fn read_segment(s: &SegHandle, offset: u64, size: u32, buf: &mut Vec<u8>) -> Res
             Ok(Some(b.len()))
         }
     }
+}
+
+/// True when the view of segment `base`'s `.log` is the whole of `file`: the
+/// segment is clean, kept, not its log's last (sealed: nothing is appended to
+/// it), and `file` still has the size and stamp it was validated with.
+fn whole_sealed_log(
+    v: &Verdicts,
+    dir: &Path,
+    base: u64,
+    file: &File,
+    analysis: &SegmentAnalysis,
+) -> bool {
+    let Ok(scan) = &analysis.scan else {
+        return false;
+    };
+    let Ok(m) = file.metadata() else {
+        return false;
+    };
+    let clean = scan.damage.is_none() && scan.valid_bytes == scan.original_bytes;
+    let unchanged = FileStamp::of(&m) == analysis.stamp && m.len() == scan.valid_bytes;
+    clean
+        && unchanged
+        && v.seg_view(dir, base).is_ok_and(|sv| {
+            !sv.is_last && sv.action == ViewAction::Kept && sv.analysis.stamp == analysis.stamp
+        })
 }
 
 /// Opens a segment's `.log` and returns it with a verdict computed on exactly that file.

@@ -53,6 +53,14 @@ impl MetaNode {
         }
     }
 
+    /// The source entry this shows, if any (`raw/` entries).
+    pub fn source_rel(&self) -> Option<&Path> {
+        match self {
+            MetaNode::Raw { rel, .. } => Some(rel),
+            _ => None,
+        }
+    }
+
     /// The source symlink this entry shows, if it is one.
     pub fn symlink(&self) -> Option<&Path> {
         match self {
@@ -133,6 +141,7 @@ impl Meta {
         let report = Report::new(
             &self.source_label,
             v.policy(),
+            v.source().access(),
             logs,
             layout.problems.clone(),
         );

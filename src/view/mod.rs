@@ -263,6 +263,22 @@ impl View {
         self.handles.release(fh);
     }
 
+    /// The original behind open file `fh` when its view is the whole original
+    /// ([`Opened::whole`]), opened through the source's door: what FUSE
+    /// passthrough may serve instead of the daemon.
+    pub fn backing_file(&self, fh: u64) -> Option<std::fs::File> {
+        self.handles.backing_file(fh)
+    }
+
+    /// The source path an inode shows (for messages), if it shows one.
+    pub fn path_of(&self, ino: u64) -> Option<PathBuf> {
+        let (_, kind) = self.inodes.get(ino).ok()?;
+        match &*kind {
+            Kind::Src { rel, .. } => Some(self.cfg.source.display_path(rel)),
+            Kind::Meta(m) => m.source_rel().map(|r| self.cfg.source.display_path(r)),
+        }
+    }
+
     /// Lists a directory once, so `readdir` offsets stay stable while it is read.
     pub fn opendir(&self, ino: u64) -> Result<u64> {
         let (parent, kind) = self.inodes.get(ino)?;

@@ -136,3 +136,33 @@ pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'stat
     });
     rx.recv_timeout(Duration::from_secs(secs)).ok()
 }
+
+/// The whole file read through a read-only shared mapping.
+pub fn mmap_read(p: &Path) -> Vec<u8> {
+    let f = std::fs::File::open(p).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    if len == 0 {
+        return vec![];
+    }
+    // SAFETY: a fresh read-only shared mapping of `len` bytes of an open file;
+    // checked against MAP_FAILED, copied out, then unmapped.
+    unsafe {
+        let a = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        );
+        assert!(
+            a != libc::MAP_FAILED,
+            "mmap {}: {}",
+            p.display(),
+            std::io::Error::last_os_error()
+        );
+        let out = std::slice::from_raw_parts(a as *const u8, len).to_vec();
+        libc::munmap(a, len);
+        out
+    }
+}

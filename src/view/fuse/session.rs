@@ -1,5 +1,7 @@
 //! Mount wiring: session options, the read-only mount, kernel-cache invalidation, readahead.
 
+use crate::engine::source::SourceAccess;
+use crate::view::fuse::passthrough::Passthrough;
 use crate::view::fuse::{Owner, RecoverFs};
 use crate::view::View;
 use fuser::{Config, INodeNo, MountOption, Session, SessionACL};
@@ -23,6 +25,8 @@ pub struct SessionOptions {
     pub threads: usize,
     /// Extra mount options passed through (nodev, noexec, ...).
     pub extra: Vec<MountOption>,
+    /// Serve whole original files by FUSE passthrough where the kernel allows it (`--passthrough auto`).
+    pub passthrough: bool,
 }
 
 /// Mounts `view` at `mountpoint` (read-only) and wires the kernel-cache
@@ -56,10 +60,24 @@ pub fn start_session(
     }
     cfg.n_threads = Some(opts.threads.max(2));
     cfg.clone_fd = true;
+    tracing::info!(
+        "reading the source through {}",
+        view.config().source.access().as_str()
+    );
     if let Err(e) = view.start_watching() {
         tracing::warn!("not watching the source for changes ({e}): changes are seen at the next lookup or open only");
     }
-    let fs = RecoverFs::new(view.clone(), MAX_READ).with_owner(opts.owner);
+    let access = view.config().source.access();
+    if opts.passthrough && access != SourceAccess::ReadOnlyClone {
+        // The kernel reopens a backing file without O_NOATIME: only the clone keeps atimes still.
+        tracing::info!(
+            "passthrough off: the source is not a read-only clone, and passthrough reads would move the originals' atimes"
+        );
+    }
+    let passthrough = Arc::new(Passthrough::new(
+        opts.passthrough && access == SourceAccess::ReadOnlyClone,
+    ));
+    let fs = RecoverFs::new(view.clone(), MAX_READ, passthrough.clone()).with_owner(opts.owner);
     let session = Session::new(fs, mountpoint, &cfg)?;
     // Invalidations go through their own thread: sent from inside a request
     // handler they could wait on a page lock held by the very read being served.
@@ -75,7 +93,15 @@ pub fn start_session(
             }
         })?;
     let tx = parking_lot::Mutex::new(tx);
+    let weak = Arc::downgrade(&view);
     view.set_invalidator(Box::new(move |ino| {
+        if passthrough.changed_while_passed_through(ino) {
+            let path = weak.upgrade().and_then(|v| v.path_of(ino));
+            tracing::warn!(
+                "{}: the source changed while passed through to an open reader; that reader sees the source as it is now, not as validated",
+                path.map_or(format!("inode {ino}"), |p| p.display().to_string())
+            );
+        }
         let _ = tx.lock().send(ino);
     }));
     Ok(session)
