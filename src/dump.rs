@@ -23,12 +23,7 @@ pub struct DumpOptions {
     pub scan: ScanOptions,
 }
 
-/// Milliseconds since the epoch as ISO-8601 UTC, or a note when out of range.
-pub fn iso8601_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| "out-of-range".into())
-}
+pub use crate::engine::report::iso8601_ms;
 
 /// Printable ASCII as text, anything else as hex (`0x…`).
 pub fn show_bytes(b: &[u8]) -> String {

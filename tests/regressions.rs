@@ -36,7 +36,7 @@ fn repair_does_not_repeat_checks_title_and_advice() {
         // check's own title and advice (to run a repair) are not repeated.
         let title = format!("recoverfs check {} (policy", src.path().display());
         assert!(
-            !text.contains(&title) && !text.contains("NEW_DIR"),
+            !text.contains(&title) && !text.contains("Inspect with"),
             "{text}"
         );
     }
@@ -198,4 +198,124 @@ fn a_file_that_only_grew_is_not_rescanned_for_reads_inside_its_validated_prefix(
         "reaching its end: validated again"
     );
     assert!(w.log.len() > old);
+}
+
+/// Bug: `check /var/log` reported "3 log(s), 0 segment(s) … the log is clean" (exit 0),
+/// and `repair` would copy it: any name ending in `.log` made a directory a Takhin log.
+/// Fixed on branch `cli` (issue 11, finding 1): only `<20 digits>.log|.index|.timeindex`
+/// names make a log; other `*.log` names are reported only inside a real log.
+#[test]
+fn a_directory_of_ordinary_log_files_is_not_a_takhin_log() {
+    let t = tempfile::tempdir().unwrap();
+    fs::write(t.path().join("syslog.log"), b"Nov 26 kernel: hello\n").unwrap();
+    fs::create_dir(t.path().join("apt")).unwrap();
+    fs::write(t.path().join("apt/history.log"), b"Start-Date: x\n").unwrap();
+    fs::write(t.path().join("apt/123.log"), b"x\n").unwrap();
+    let out = check_cli(t.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("no Takhin log here"),
+        "{}",
+        stderr(&out)
+    );
+    // Beside a real segment, such a name is still reported as unrecognized.
+    write_segment(&t.path().join("apt"), 0, 3, 10);
+    let (code, r) = check_json(t.path(), &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(r["summary"]["logs"], 1);
+    assert_eq!(r["logs"][0]["unrecognized"].as_array().unwrap().len(), 2);
+}
+
+/// Bug: under `strict` and `point-in-time` the per-log lines contradicted the summary:
+/// records of hidden or refused segments counted, "bytes cut" for a segment the view
+/// refuses whole, `next offset 0`, and INDEX lines saying "rebuilt in the view" for a
+/// segment that is hidden or answers EIO. Fixed on branch `cli` (issue 11, finding 2).
+#[test]
+fn per_log_lines_agree_with_the_summary_under_every_policy() {
+    let src = damaged();
+    let strict = stdout(&check_cli(src.path(), &["--policy", "strict"]));
+    for line in strict.lines().filter(|l| l.contains(".log:")) {
+        assert!(!line.contains("bytes cut"), "{line}");
+    }
+    assert!(!strict.contains("rebuilt in the view"), "{strict}");
+    for line in strict.lines().filter(|l| l.contains("next offset 0:")) {
+        assert!(!line.contains("refused"), "{line}");
+    }
+    let (_, j) = check_json(src.path(), &["--policy", "strict"]);
+    let served: u64 = strict
+        .lines()
+        .filter(|l| !l.starts_with(' ') && l.contains(" segment(s), "))
+        .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| {
+            l.split(" segment(s), ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(
+        served,
+        j["summary"]["records"].as_u64().unwrap(),
+        "{strict}"
+    );
+    let pit = stdout(&check_cli(src.path(), &["--policy", "point-in-time"]));
+    for line in pit.lines().filter(|l| l.starts_with("  HIDDEN")) {
+        assert!(
+            line.contains(" from ") || line.contains("no valid record"),
+            "{line}"
+        );
+    }
+}
+
+/// Bug: the "Next:" commands failed when pasted: `repair --policy strict` (refuses by
+/// design), `mount X.log /mnt/view` for a one-segment check, a `/mnt/view` that does
+/// not exist, unquoted paths with spaces. Fixed on branch `cli` (issue 11, finding 3).
+#[test]
+fn next_hints_can_be_pasted() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("my data/p 0");
+    write_segment(&dir, 0, 5, 20);
+    cut_tail(&log_path(&dir, 0), 7);
+    for (target, policy) in [(dir.clone(), "per-segment"), (log_path(&dir, 0), "strict")] {
+        let text = stdout(&check_cli(&target, &["--policy", policy]));
+        let next = text.lines().last().unwrap();
+        assert!(!next.contains("--policy strict"), "{next}");
+        assert!(next.contains("mkdir -p /mnt/recoverfs && "), "{next}");
+        assert!(next.contains(&format!("'{}'", dir.display())), "{next}");
+        assert!(!next.contains(".log /mnt"), "{next}");
+        // The repair command, pasted into a shell, works.
+        let repair = next
+            .split('`')
+            .find(|c| c.starts_with("recoverfs repair"))
+            .unwrap();
+        let cmd = repair.replacen("recoverfs", &format!("'{}'", bin().display()), 1);
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{cmd}: {}", stderr(&o));
+        fs::remove_dir_all(format!("{}.repaired", dir.display())).unwrap();
+    }
+}
+
+/// Bug: the text report never said when data was lost; timestamps were only in the JSON.
+/// Fixed on branch `cli` (issue 11, finding 13): the last kept record's time per cut.
+#[test]
+fn the_text_report_names_the_time_of_each_cut() {
+    let t = tempfile::tempdir().unwrap();
+    let w = write_segment(t.path(), 0, 5, 20);
+    cut_tail(&log_path(t.path(), 0), 7);
+    let last_kept = 1_700_000_000_000i64 + 3;
+    let text = stdout(&check_cli(t.path(), &[]));
+    let want = format!(
+        "records after {} are lost",
+        recoverfs::dump::iso8601_ms(last_kept)
+    );
+    assert!(text.contains(&want), "{text}");
+    drop(w);
 }
