@@ -117,6 +117,7 @@ fn demo(a: &DemoArgs) -> Result<(), String> {
     }));
     let opts = SessionOptions {
         fsname: "recoverfs-demo".into(),
+        subtype: "recoverfs".into(),
         allow_other: false,
         threads: 2,
         extra: vec![],

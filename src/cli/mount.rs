@@ -1,5 +1,6 @@
 //! The `mount` front end: argument and `-o` parsing, pre-mount checks, daemonizing, signals, logging.
 
+use crate::cli::log::{self, Sink};
 use crate::cli::sys::{
     block_signals, detach_stdio, is_mount_point, is_root, lazy_unmount, pipe, wait_signal, which,
 };
@@ -14,7 +15,7 @@ use fuser::MountOption;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 
@@ -46,13 +47,17 @@ pub struct MountArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CACHE_MB)]
     pub cache_mb: u64,
     /// Mount options, comma-separated: policy=P, cache_mb=N, threads=N, allow_other,
-    /// max_record_bytes=N, log_file=F, fsname=S, noexec, noatime; ro, rw, defaults, auto,
+    /// max_record_bytes=N, log_file=F, fsname=S, subtype=S, nometa, noexec, noatime; ro, rw, defaults, auto,
     /// noauto, user, nofail, _netdev and x-* are accepted and ignored.
     #[arg(short = 'o', value_name = "OPTS", action = ArgAction::Append)]
     pub options: Vec<String>,
-    /// Append logs here (default: stderr in the foreground, nowhere in the background).
+    /// Append logs here (default: stderr in the foreground, syslog/the journal in the background).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Hide `.recoverfs/` and the `user.recoverfs.*` xattrs (also `-o nometa`): `cp -a`,
+    /// `tar` or `rsync` of the view's root then copy exactly the repaired log.
+    #[arg(long)]
+    pub no_meta: bool,
 }
 
 /// Everything `mount` needs once the options are merged.
@@ -67,6 +72,8 @@ struct Settings {
     allow_other: bool,
     log_file: Option<PathBuf>,
     fsname: Option<String>,
+    subtype: String,
+    no_meta: bool,
     extra: Vec<MountOption>,
 }
 
@@ -81,6 +88,8 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
         allow_other: a.allow_other,
         log_file: a.log_file.clone(),
         fsname: None,
+        subtype: "recoverfs".into(),
+        no_meta: a.no_meta,
         extra: Vec::new(),
     };
     for o in a.options.iter().flat_map(|x| x.split(',')) {
@@ -95,13 +104,18 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
             Some(("max_record_bytes", v)) => s.scan.max_record_bytes = num(v)?,
             Some(("log_file", v)) => s.log_file = Some(v.into()),
             Some(("fsname", v)) => s.fsname = Some(v.into()),
+            Some(("subtype", v)) if !v.is_empty() && !v.contains([',', '.', '/']) => {
+                s.subtype = v.into()
+            }
+            Some(("subtype", _)) => return Err(format!("-o {o}: not a valid subtype")),
             // mount(8) and fstab conventions with no meaning here.
-            Some(("subtype" | "comment" | "context" | "uid" | "gid", _)) => {}
+            Some(("comment" | "context" | "uid" | "gid", _)) => {}
             Some((k, _)) if k.starts_with("x-") => {}
             Some(_) => return Err(format!("-o {o}: unknown mount option")),
             None => match o {
                 "" => {}
                 "allow_other" | "allow_root" => s.allow_other = true,
+                "nometa" => s.no_meta = true,
                 "noexec" => s.extra.push(MountOption::NoExec),
                 "noatime" => s.extra.push(MountOption::NoAtime),
                 // Always ro, nodev, nosuid; the rest are mount(8)'s business.
@@ -200,27 +214,20 @@ fn precheck(s: &mut Settings) -> Result<(), String> {
     Ok(())
 }
 
-fn init_tracing(log_file: Option<&Path>) -> Result<(), String> {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false);
-    let r = match log_file {
-        Some(p) => {
-            let f = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| format!("log file {}: {e}", p.display()))?;
-            b.with_writer(std::sync::Mutex::new(f)).try_init()
-        }
-        None => b.with_writer(io::stderr).try_init(),
-    };
-    // Already initialised (the demo, tests): keep the existing subscriber.
-    let _ = r;
-    Ok(())
+/// Where the mount logs: `--log-file`, else stderr in the foreground, else syslog.
+fn init_logging(s: &Settings, daemon_child: bool) -> Result<(), String> {
+    let v = log::verbosity();
+    match &s.log_file {
+        Some(p) => log::init(v, Sink::File(p.clone())),
+        None if daemon_child => log::init(v, Sink::Syslog).or_else(|e| {
+            // Told to the parent, which prints it: the daemon's stderr is about to go.
+            println!("recoverfs mount: warning: {e}; logging nowhere (use --log-file)");
+            Ok(())
+        }),
+        None => log::init(v, Sink::Stderr),
+    }
 }
+
 pub fn run(a: &MountArgs) -> ExitCode {
     let fail = |msg: String| {
         eprintln!("recoverfs mount: {msg}");
@@ -274,6 +281,9 @@ fn spawn_daemon() -> Result<(), String> {
     let _ = r.read_to_end(&mut out);
     let out = String::from_utf8_lossy(&out);
     if out.lines().any(|l| l == READY_LINE) {
+        for l in out.lines().filter(|l| *l != READY_LINE && !l.is_empty()) {
+            eprintln!("{l}");
+        }
         return Ok(());
     }
     drop(child);
@@ -291,7 +301,7 @@ fn spawn_daemon() -> Result<(), String> {
 /// Mounts and serves until unmounted (by `umount`, or by a signal).
 fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
     let sigs = block_signals();
-    init_tracing(s.log_file.as_deref())?;
+    init_logging(s, daemon_child)?;
     let threads = if s.threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
@@ -301,18 +311,20 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
     // Opened before the mount exists: the clone never holds our own view.
     let source =
         Source::open(&s.source).map_err(|e| format!("source {}: {e}", s.source.display()))?;
-    let view = Arc::new(View::new(ViewConfig {
+    let view = View::new(ViewConfig {
         source: Arc::new(source),
         source_label: s.source.display().to_string(),
         policy: s.policy,
         scan: s.scan,
         cache_bytes: s.cache_mb.saturating_mul(1 << 20),
-    }));
+    });
+    let view = Arc::new(if s.no_meta { view.without_meta() } else { view });
     let opts = SessionOptions {
         fsname: s
             .fsname
             .clone()
             .unwrap_or_else(|| s.source.display().to_string()),
+        subtype: s.subtype.clone(),
         allow_other: s.allow_other,
         threads,
         extra: s.extra.clone(),

@@ -76,6 +76,15 @@ pub struct ViewConfig {
     pub cache_bytes: u64,
 }
 
+/// The view's `statfs` totals (free space and free inodes are always 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub files: u64,
+    pub bsize: u32,
+    pub frsize: u32,
+}
+
 /// Called with an inode whose cached attributes and pages the kernel must drop.
 pub type Invalidator = Box<dyn Fn(u64) + Send + Sync>;
 
@@ -87,6 +96,8 @@ pub struct View {
     handles: handles::Handles,
     meta: Meta,
     invalidator: OnceLock<Invalidator>,
+    /// `-o nometa`: no `.recoverfs/`, no xattrs; the root copies as exactly the repaired log.
+    no_meta: bool,
 }
 
 impl View {
@@ -100,8 +111,16 @@ impl View {
             handles: handles::Handles::new(),
             meta: Meta::new(cfg.source_label.clone()),
             invalidator: OnceLock::new(),
+            no_meta: false,
             cfg,
         }
+    }
+
+    /// The view without `.recoverfs/` and without `user.recoverfs.*` xattrs (`-o nometa`):
+    /// `cp -a`, `tar` or `rsync` of its root then copy exactly the repaired log.
+    pub fn without_meta(mut self) -> View {
+        self.no_meta = true;
+        self
     }
 
     pub fn config(&self) -> &ViewConfig {
@@ -157,6 +176,25 @@ impl View {
         }
     }
 
+    /// What `df` shows: the space and files used on the source's filesystem as the
+    /// view's size, none free (nothing can be written here). Cheap: no segment is read.
+    pub fn statfs(&self) -> StatFs {
+        match rustix::fs::statvfs(self.cfg.source.path()) {
+            Ok(v) => StatFs {
+                blocks: v.f_blocks.saturating_sub(v.f_bfree),
+                files: v.f_files.saturating_sub(v.f_ffree),
+                bsize: v.f_bsize as u32,
+                frsize: v.f_frsize as u32,
+            },
+            Err(_) => StatFs {
+                blocks: 0,
+                files: 0,
+                bsize: 4096,
+                frsize: 4096,
+            },
+        }
+    }
+
     /// Segments validated so far (each validation counts, re-validations too).
     pub fn validations(&self) -> u64 {
         self.verdicts.validations()
@@ -182,7 +220,9 @@ impl View {
                 rel,
                 node: Node::Dir,
             } => {
-                if is_reserved(rel, name) {
+                if is_reserved(rel, name) && self.no_meta {
+                    return Err(ViewError::NotFound);
+                } else if is_reserved(rel, name) {
                     Kind::Meta(MetaNode::Root)
                 } else {
                     Kind::Src {
@@ -287,7 +327,7 @@ impl View {
                 rel,
                 node: Node::Dir,
             } => {
-                if rel.as_os_str().is_empty() {
+                if rel.as_os_str().is_empty() && !self.no_meta {
                     push(META_DIR.into(), Kind::Meta(MetaNode::Root), EntryType::Dir);
                 }
                 for (name, node) in tree::readdir(&self.verdicts, rel)? {
@@ -325,18 +365,36 @@ impl View {
     /// The names `listxattr` returns, NUL-terminated: the view's xattrs on segment files, none elsewhere.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
         Ok(match self.segment_of(ino)? {
-            Some(_) => xattr::names(),
-            None => Vec::new(),
+            Some(_) if !self.no_meta => xattr::names(),
+            _ => Vec::new(),
         })
     }
 
-    /// The value of one `user.recoverfs.*` xattr of a segment file.
+    /// The value of one `user.recoverfs.*` xattr of a segment file: the `.log`'s own,
+    /// or an index file's own (its original against the rebuilt one).
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
         let Some((dir, base)) = self.segment_of(ino)? else {
             return Err(ViewError::NoAttr);
         };
+        if self.no_meta {
+            return Err(ViewError::NoAttr);
+        }
         let sv = self.verdicts.seg_view(&dir, base)?;
         let rel = dir.join(segment_file_name(base, FileKind::Log));
-        xattr::value(&sv, &rel, name)
+        let (_, kind) = self.inodes.get(ino)?;
+        match &*kind {
+            Kind::Src {
+                node: Node::Index { kind, .. },
+                ..
+            } => {
+                let original = self
+                    .verdicts
+                    .lstat(&dir.join(segment_file_name(base, *kind)))
+                    .ok()
+                    .map(|m| m.len());
+                xattr::index_value(&sv, &rel, *kind, original, name)
+            }
+            _ => xattr::value(&sv, &rel, name),
+        }
     }
 }

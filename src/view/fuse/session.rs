@@ -14,6 +14,8 @@ pub const MAX_READ: u32 = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
     pub fsname: String,
+    /// Shown as the type `fuse.<subtype>` by findmnt, df -T and /proc/mounts.
+    pub subtype: String,
     pub allow_other: bool,
     /// Worker threads (at least 2: one slow validation must not stall every reader).
     pub threads: usize,
@@ -33,7 +35,8 @@ pub fn start_session(
     cfg.mount_options = vec![
         MountOption::RO,
         MountOption::FSName(opts.fsname.clone()),
-        MountOption::Subtype("recoverfs".into()),
+        // A kernel option: fuser's own Subtype only reaches fusermount3, not mount(2).
+        MountOption::CUSTOM(format!("subtype={}", opts.subtype)),
         MountOption::NoDev,
         MountOption::NoSuid,
     ];
