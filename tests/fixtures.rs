@@ -244,7 +244,10 @@ fn dump_prints_records_then_the_end() {
     );
     // The rest is examined after --limit: the end line still says clean or damaged.
     assert_eq!(text.lines().count(), 4, "{text}");
-    assert!(text.lines().last().unwrap().starts_with("end: clean"), "{text}");
+    assert!(
+        text.lines().last().unwrap().starts_with("end: clean"),
+        "{text}"
+    );
 }
 
 /// The source-access door to a fixture directory.
