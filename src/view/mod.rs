@@ -76,7 +76,7 @@ pub struct ViewConfig {
     pub cache_bytes: u64,
 }
 
-/// The view's `statfs` totals (free space and free inodes are always 0).
+/// The view's `statfs` totals, in `frsize` units (free space and free inodes are always 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatFs {
     pub blocks: u64,
@@ -98,7 +98,11 @@ pub struct View {
     invalidator: OnceLock<Invalidator>,
     /// `-o nometa`: no `.recoverfs/`, no xattrs; the root copies as exactly the repaired log.
     no_meta: bool,
+    statfs_cache: parking_lot::Mutex<Option<(std::time::Instant, StatFs)>>,
 }
+
+/// How long `statfs` totals are reused before the source is walked again.
+pub const STATFS_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl View {
     pub fn new(cfg: ViewConfig) -> View {
@@ -112,6 +116,7 @@ impl View {
             meta: Meta::new(cfg.source_label.clone()),
             invalidator: OnceLock::new(),
             no_meta: false,
+            statfs_cache: parking_lot::Mutex::new(None),
             cfg,
         }
     }
@@ -176,23 +181,44 @@ impl View {
         }
     }
 
-    /// What `df` shows: the space and files used on the source's filesystem as the
-    /// view's size, none free (nothing can be written here). Cheap: no segment is read.
+    /// What `df` shows: the space the data directory's files take (their allocated
+    /// blocks, at most what the view serves) and how many entries it holds, none free
+    /// (nothing can be written here). A walk of the source's metadata, no segment
+    /// read, cached for [`STATFS_FOR`].
     pub fn statfs(&self) -> StatFs {
-        match rustix::fs::statvfs(self.cfg.source.path()) {
-            Ok(v) => StatFs {
-                blocks: v.f_blocks.saturating_sub(v.f_bfree),
-                files: v.f_files.saturating_sub(v.f_ffree),
-                bsize: v.f_bsize as u32,
-                frsize: v.f_frsize as u32,
-            },
-            Err(_) => StatFs {
-                blocks: 0,
-                files: 0,
-                bsize: 4096,
-                frsize: 4096,
-            },
+        let mut cached = self.statfs_cache.lock();
+        if let Some((at, st)) = *cached {
+            if at.elapsed() < STATFS_FOR {
+                return st;
+            }
         }
+        let src = &self.cfg.source;
+        let (mut blocks, mut files) = (0u64, 0u64);
+        let mut stack = vec![PathBuf::new()];
+        while let Some(dir) = stack.pop() {
+            for (name, ft) in src.read_dir(&dir).unwrap_or_default() {
+                if is_reserved(&dir, &name) {
+                    continue;
+                }
+                let rel = dir.join(&name);
+                files += 1;
+                if ft.is_dir() {
+                    stack.push(rel);
+                } else if ft.is_file() {
+                    blocks += src
+                        .metadata(&rel)
+                        .map_or(0, |m| std::os::unix::fs::MetadataExt::blocks(&m));
+                }
+            }
+        }
+        let st = StatFs {
+            blocks,
+            files,
+            bsize: 4096,
+            frsize: 512,
+        };
+        *cached = Some((std::time::Instant::now(), st));
+        st
     }
 
     /// Segments validated so far (each validation counts, re-validations too).
