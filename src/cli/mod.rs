@@ -55,9 +55,14 @@ pub enum Command {
 gaps included), 2 when PATH could not be checked.\n\nExamples:\n  recoverfs check /var/lib/takhin\n  recoverfs check /var/lib/takhin/orders/partition-0 --policy point-in-time\n  recoverfs check /var/lib/takhin --json | jq .summary"
     )]
     Check(check::CheckArgs),
-    /// Print one segment's records, one per line, then where and why its valid prefix ends.
+    /// Print segment files entry by entry (a .log's records, an index's entries), then where and why each valid prefix ends.
     #[command(
-        after_help = "Examples:\n  recoverfs dump 00000000000000000000.log --limit 10\n  recoverfs dump 00000000000000000375.log --from-offset 700 --json"
+        after_help = "Exit status: 0 every file clean (examined to its end even past --limit or a closed pipe), \
+1 damage in one (or an index that disagrees, with --verify-index), 2 a file could not be read.\n\nExamples:\n  \
+recoverfs dump 00000000000000000000.log --limit 10\n  \
+recoverfs dump 00000000000000000375.log --from-offset 700 --json --values full\n  \
+recoverfs dump 00000000000000000375.index 00000000000000000375.timeindex --verify-index\n  \
+recoverfs dump carved.bin --base-offset 375"
     )]
     Dump(dump::DumpArgs),
     /// Mount the repaired view read-only (FUSE): repaired segments, rebuilt indexes, `.recoverfs/`.
@@ -66,7 +71,9 @@ gaps included), 2 when PATH could not be checked.\n\nExamples:\n  recoverfs chec
 `.recoverfs/` at the root holds report.json (the whole-tree report), raw/ (the untouched originals) and \
 tails/ (the bytes cut from each truncated segment). Unmount with `umount MOUNTPOINT`.\n\nExamples:\n  \
 recoverfs mount /var/lib/takhin /mnt/view\n  recoverfs mount /var/lib/takhin /mnt/view --policy point-in-time -o allow_other\n  \
-recoverfs mount /var/lib/takhin /mnt/view --foreground --log-file /var/log/recoverfs.log"
+recoverfs mount /var/lib/takhin /mnt/view --foreground --log-file /var/log/recoverfs.log\n  \
+recoverfs mount /var/lib/takhin /mnt/view -o nometa && cp -a /mnt/view/. /srv/copy   exactly the repaired log\n\n\
+Logs: --log-file, else stderr with --foreground, else syslog (journalctl -t recoverfs); -v/-q, or RUST_LOG=recoverfs=debug."
     )]
     Mount(mount::MountArgs),
     /// Write the repaired view as real files: to a new directory, or in place after a backup.
