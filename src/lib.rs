@@ -9,4 +9,5 @@ pub mod cli;
 pub mod dump;
 pub mod engine;
 pub mod repair;
+pub mod version;
 pub mod view;

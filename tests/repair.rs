@@ -375,7 +375,8 @@ fn dry_run_prints_the_plan_and_touches_nothing() {
         &backup,
         &["--dry-run", "--policy", "point-in-time"],
     );
-    assert!(o.status.success(), "{}", stderr(&o));
+    // Changes are pending: exit 1 (issue 11, finding 10).
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let s = stdout(&o);
     for w in [
         "TRUNCATE",

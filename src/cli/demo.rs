@@ -93,6 +93,19 @@ pub fn run(a: &DemoArgs) -> ExitCode {
 
 fn demo(a: &DemoArgs) -> Result<(), String> {
     if let Some(dir) = &a.write_to {
+        // Never mixed into someone's files: DIR must be new or empty.
+        match fs::read_dir(dir).map(|mut d| d.next().is_some()) {
+            Ok(true) => {
+                return Err(format!(
+                    "{}: not empty; give a new or empty directory",
+                    dir.display()
+                ))
+            }
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(format!("{}: {e}", dir.display()))
+            }
+            _ => {}
+        }
         write_demo_data(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         println!("wrote a damaged Takhin data directory to {}", dir.display());
         return Ok(());
@@ -117,6 +130,7 @@ fn demo(a: &DemoArgs) -> Result<(), String> {
     }));
     let opts = SessionOptions {
         fsname: "recoverfs-demo".into(),
+        subtype: "recoverfs".into(),
         allow_other: false,
         allow_root: false,
         owner: Default::default(),
@@ -133,7 +147,7 @@ fn demo(a: &DemoArgs) -> Result<(), String> {
     let bg = session
         .spawn()
         .map_err(|e| format!("starting the FUSE session: {e}"))?;
-    let tour = tour(&data, &view_dir, policy);
+    let tour = tour(&data, &view_dir, policy, !a.no_wait);
     print!("{tour}");
     if !a.no_wait {
         println!("Press Ctrl-C to unmount and remove the demo.");
@@ -155,7 +169,9 @@ fn demo(a: &DemoArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn tour(data: &Path, view: &Path, policy: Policy) -> String {
+/// The tour's text; `to_try` adds commands to run while the demo waits (not when it
+/// is about to remove what they point at).
+fn tour(data: &Path, view: &Path, policy: Policy, to_try: bool) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
     let _ = writeln!(
@@ -191,6 +207,14 @@ fn tour(data: &Path, view: &Path, policy: Policy) -> String {
                 s.path, s.original_bytes, shown
             );
         }
+    }
+    if !to_try {
+        let _ = writeln!(
+            o,
+            "\n(--no-wait: the view is unmounted and removed now. `recoverfs demo` keeps it mounted \
+             until Ctrl-C; `recoverfs demo --write-to DIR` keeps the damaged data.)\n"
+        );
+        return o;
     }
     let v = view.display();
     let p0 = "orders/partition-0";

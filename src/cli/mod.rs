@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod check;
 pub mod demo;
+pub mod docs;
 pub mod dump;
+pub mod log;
 pub mod mount;
 pub mod progress;
 pub mod repair;
@@ -25,7 +27,7 @@ pub const EXIT_ERROR: u8 = 2;
 #[derive(Parser, Debug)]
 #[command(
     name = "recoverfs",
-    version,
+    version = crate::version::LONG,
     about = "Show a damaged Takhin log directory as it would look after a correct recovery, without changing a byte of it.",
     long_about = "Show a damaged Takhin log directory as it would look after a correct recovery, without changing a byte of it.\n\n\
 Takhin keeps each partition as segments: <base>.log (records), <base>.index and <base>.timeindex (dense indexes). \
@@ -34,6 +36,12 @@ reports, mounts or writes out the result. The originals are never opened for wri
     after_help = "Typical session:\n  recoverfs check /var/lib/takhin            what is damaged, and where\n  recoverfs dump  /var/lib/takhin/t/partition-0/00000000000000000000.log --limit 20\n  recoverfs mount /var/lib/takhin /mnt/view   inspect the repaired view read-only\n  recoverfs repair /var/lib/takhin --output /var/lib/takhin.repaired"
 )]
 pub struct Cli {
+    /// More log lines on stderr (or the mount's log): -v our debug lines, -vv fuser's too.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Fewer log lines: -q errors only, -qq none (the report itself is still printed).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,9 +55,14 @@ pub enum Command {
 gaps included), 2 when PATH could not be checked.\n\nExamples:\n  recoverfs check /var/lib/takhin\n  recoverfs check /var/lib/takhin/orders/partition-0 --policy point-in-time\n  recoverfs check /var/lib/takhin --json | jq .summary"
     )]
     Check(check::CheckArgs),
-    /// Print one segment's records, one per line, then where and why its valid prefix ends.
+    /// Print segment files entry by entry (a .log's records, an index's entries), then where and why each valid prefix ends.
     #[command(
-        after_help = "Examples:\n  recoverfs dump 00000000000000000000.log --limit 10\n  recoverfs dump 00000000000000000375.log --from-offset 700 --json"
+        after_help = "Exit status: 0 every file clean (examined to its end even past --limit or a closed pipe), \
+1 damage in one (or an index that disagrees, with --verify-index), 2 a file could not be read.\n\nExamples:\n  \
+recoverfs dump 00000000000000000000.log --limit 10\n  \
+recoverfs dump 00000000000000000375.log --from-offset 700 --json --values full\n  \
+recoverfs dump 00000000000000000375.index 00000000000000000375.timeindex --verify-index\n  \
+recoverfs dump carved.bin --base-offset 375"
     )]
     Dump(dump::DumpArgs),
     /// Mount the repaired view read-only (FUSE): repaired segments, rebuilt indexes, `.recoverfs/`.
@@ -58,7 +71,9 @@ gaps included), 2 when PATH could not be checked.\n\nExamples:\n  recoverfs chec
 `.recoverfs/` at the root holds report.json (the whole-tree report), raw/ (the untouched originals) and \
 tails/ (the bytes cut from each truncated segment). Unmount with `umount MOUNTPOINT`.\n\nExamples:\n  \
 recoverfs mount /var/lib/takhin /mnt/view\n  recoverfs mount /var/lib/takhin /mnt/view --policy point-in-time -o allow_other\n  \
-recoverfs mount /var/lib/takhin /mnt/view --foreground --log-file /var/log/recoverfs.log"
+recoverfs mount /var/lib/takhin /mnt/view --foreground --log-file /var/log/recoverfs.log\n  \
+recoverfs mount /var/lib/takhin /mnt/view -o nometa && cp -a /mnt/view/. /srv/copy   exactly the repaired log\n\n\
+Logs: --log-file, else stderr with --foreground, else syslog (journalctl -t recoverfs); -v/-q, or RUST_LOG=recoverfs=debug."
     )]
     Mount(mount::MountArgs),
     /// Write the repaired view as real files: to a new directory, or in place after a backup.
@@ -72,8 +87,9 @@ With --in-place, every original that will change or go is first copied into BACK
 fsynced, listed with its size and CRC-32 in BACKUP_DIR/recoverfs-backup.json); then each change is a temporary \
 file renamed over the original, or a removal. If the run is killed, run the same command again: it finishes \
 the job from the manifest. Stop the broker first: a file that changes under repair is refused, not followed.",
-        after_help = "Exit status: 0 when the repaired tree was written (or nothing needed repair), 1 when \
---policy strict refused because the view differs from the source, 2 on any other refusal or error.\n\n\
+        after_help = "Exit status: 0 when the repaired tree was written (or nothing needed repair; with --dry-run: \
+nothing would change), 1 when --policy strict refused because the view differs from the source, or --dry-run \
+found changes pending, 2 on any other refusal or error.\n\n\
 Examples:\n  recoverfs check  /var/lib/takhin                                 inspect first\n  \
 recoverfs repair /var/lib/takhin --output /var/lib/takhin.repaired\n  \
 recoverfs check  /var/lib/takhin.repaired                        verify: exits 0\n  \
@@ -83,6 +99,18 @@ recoverfs repair /var/lib/takhin --in-place --backup /srv/takhin.orig --policy p
     Repair(repair::RepairArgs),
     /// Write a small damaged Takhin log, mount its repaired view, and show around.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(
+        after_help = "Install (bash): recoverfs completions bash > /etc/bash_completion.d/recoverfs\n\
+Install (zsh):  recoverfs completions zsh > /usr/local/share/zsh/site-functions/_recoverfs\n\
+Install (fish): recoverfs completions fish > ~/.config/fish/completions/recoverfs.fish"
+    )]
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff) to stdout: every subcommand, exit codes, the report, `.recoverfs/`.
+    #[command(
+        after_help = "Install: recoverfs man > /usr/local/share/man/man1/recoverfs.1 && mandb -q\nRead without installing: recoverfs man | man -l -"
+    )]
+    Man,
     /// Write a clean synthetic data directory (for benchmarks and experiments).
     #[command(hide = true)]
     Synth(synth::SynthArgs),
@@ -133,12 +161,27 @@ fn parse_policy(s: &str) -> Result<Policy, String> {
 impl Cli {
     /// Runs the chosen subcommand; its exit code is the process's.
     pub fn run(&self) -> std::process::ExitCode {
+        let verbosity = (self.verbose.min(3) as i8) - (self.quiet.min(3) as i8);
+        log::set_verbosity(verbosity);
+        match &self.command {
+            // The mount picks its own sink (a file, syslog, stderr) once it knows where it runs.
+            Command::Mount(_) => {}
+            // The demo's own mount would log a line per segment over its tour.
+            Command::Demo(_) => {
+                let _ = log::init(verbosity - 1, log::Sink::Stderr);
+            }
+            _ => {
+                let _ = log::init(verbosity, log::Sink::Stderr);
+            }
+        }
         match &self.command {
             Command::Check(a) => check::run(a),
             Command::Dump(a) => dump::run(a),
             Command::Mount(a) => mount::run(a),
             Command::Repair(a) => repair::run(a),
             Command::Demo(a) => demo::run(a),
+            Command::Completions(a) => docs::completions(a),
+            Command::Man => docs::man(),
             Command::Synth(a) => synth::run(a),
         }
     }

@@ -1,5 +1,6 @@
 //! The `mount` front end: argument and `-o` parsing, pre-mount checks, daemonizing, signals, logging.
 
+use crate::cli::log::{self, Sink};
 use crate::cli::sys::{
     block_signals, detach_stdio, is_mount_point, is_root, lazy_unmount, pipe, wait_signal, which,
 };
@@ -15,7 +16,7 @@ use fuser::MountOption;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 
@@ -48,15 +49,19 @@ pub struct MountArgs {
     pub cache_mb: u64,
     /// Mount options, comma-separated: policy=P, cache_mb=N, threads=N, allow_other,
     /// allow_root, uid=N, gid=N, umask=OOO, max_record_bytes=N, log_file=F, fsname=S,
-    /// passthrough=auto|off,
-    /// noexec, noatime; ro, nodev, nosuid and default_permissions are always in effect;
-    /// defaults, auto, noauto, user, nofail, _netdev and x-* are mount(8)'s and fstab's.
-    /// Anything else (rw, dev, suid, sync, context=, comment=, ...) is refused.
+    /// subtype=S, nometa, passthrough=auto|off, noexec, noatime; ro, nodev, nosuid and
+    /// default_permissions are always in effect; defaults, auto, noauto, user, nofail,
+    /// _netdev and x-* are mount(8)'s and fstab's. Anything else (rw, dev, suid, sync,
+    /// context=, comment=, ...) is refused.
     #[arg(short = 'o', value_name = "OPTS", action = ArgAction::Append)]
     pub options: Vec<String>,
-    /// Append logs here (default: stderr in the foreground, nowhere in the background).
+    /// Append logs here (default: stderr in the foreground, syslog/the journal in the background).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Hide `.recoverfs/` and the `user.recoverfs.*` xattrs (also `-o nometa`): `cp -a`,
+    /// `tar` or `rsync` of the view's root then copy exactly the repaired log.
+    #[arg(long)]
+    pub no_meta: bool,
     /// FUSE passthrough of whole original files (clean sealed segments, other files,
     /// .recoverfs/raw/): auto uses it where the kernel permits, off never does.
     #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = parse_passthrough, action = ArgAction::Set)]
@@ -88,6 +93,8 @@ struct Settings {
     owner: Owner,
     log_file: Option<PathBuf>,
     fsname: Option<String>,
+    subtype: String,
+    no_meta: bool,
     extra: Vec<MountOption>,
     passthrough: bool,
 }
@@ -105,6 +112,8 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
         owner: Owner::default(),
         log_file: a.log_file.clone(),
         fsname: None,
+        subtype: "recoverfs".into(),
+        no_meta: a.no_meta,
         extra: Vec::new(),
         passthrough: a.passthrough,
     };
@@ -129,7 +138,10 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
                     .filter(|m| *m <= 0o7777)
                     .ok_or_else(|| format!("-o {o}: not an octal mode (e.g. umask=027)"))?
             }
-            Some(("subtype", _)) => {}
+            Some(("subtype", v)) if !v.is_empty() && !v.contains([',', '.', '/']) => {
+                s.subtype = v.into()
+            }
+            Some(("subtype", _)) => return Err(format!("-o {o}: not a valid subtype")),
             Some((k @ ("context" | "fscontext" | "defcontext" | "rootcontext"), _)) => {
                 return Err(format!(
                     "-o {o}: SELinux {k} is not supported by this filesystem; leave it out"
@@ -146,6 +158,7 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
                 "" => {}
                 "allow_other" => s.allow_other = true,
                 "allow_root" => s.allow_root = true,
+                "nometa" => s.no_meta = true,
                 "noexec" => s.extra.push(MountOption::NoExec),
                 "noatime" => s.extra.push(MountOption::NoAtime),
                 "rw" | "dev" | "suid" | "sync" | "dirsync" | "mand" => {
@@ -264,27 +277,20 @@ fn precheck(s: &mut Settings) -> Result<(), String> {
     Ok(())
 }
 
-fn init_tracing(log_file: Option<&Path>) -> Result<(), String> {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false);
-    let r = match log_file {
-        Some(p) => {
-            let f = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| format!("log file {}: {e}", p.display()))?;
-            b.with_writer(std::sync::Mutex::new(f)).try_init()
-        }
-        None => b.with_writer(io::stderr).try_init(),
-    };
-    // Already initialised (the demo, tests): keep the existing subscriber.
-    let _ = r;
-    Ok(())
+/// Where the mount logs: `--log-file`, else stderr in the foreground, else syslog.
+fn init_logging(s: &Settings, daemon_child: bool) -> Result<(), String> {
+    let v = log::verbosity();
+    match &s.log_file {
+        Some(p) => log::init(v, Sink::File(p.clone())),
+        None if daemon_child => log::init(v, Sink::Syslog).or_else(|e| {
+            // Told to the parent, which prints it: the daemon's stderr is about to go.
+            println!("recoverfs mount: warning: {e}; logging nowhere (use --log-file)");
+            Ok(())
+        }),
+        None => log::init(v, Sink::Stderr),
+    }
 }
+
 pub fn run(a: &MountArgs) -> ExitCode {
     let fail = |msg: String| {
         eprintln!("recoverfs mount: {msg}");
@@ -338,6 +344,9 @@ fn spawn_daemon() -> Result<(), String> {
     let _ = r.read_to_end(&mut out);
     let out = String::from_utf8_lossy(&out);
     if out.lines().any(|l| l == READY_LINE) {
+        for l in out.lines().filter(|l| *l != READY_LINE && !l.is_empty()) {
+            eprintln!("{l}");
+        }
         return Ok(());
     }
     drop(child);
@@ -370,7 +379,7 @@ fn raise_nofile_limit() {
 /// Mounts and serves until unmounted (by `umount`, or by a signal).
 fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
     let sigs = block_signals();
-    init_tracing(s.log_file.as_deref())?;
+    init_logging(s, daemon_child)?;
     raise_nofile_limit();
     let threads = if s.threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -381,18 +390,20 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
     // Opened before the mount exists: the clone never holds our own view.
     let source =
         Source::open(&s.source).map_err(|e| format!("source {}: {e}", s.source.display()))?;
-    let view = Arc::new(View::new(ViewConfig {
+    let view = View::new(ViewConfig {
         source: Arc::new(source),
         source_label: s.source.display().to_string(),
         policy: s.policy,
         scan: s.scan,
         cache_bytes: s.cache_mb.saturating_mul(1 << 20),
-    }));
+    });
+    let view = Arc::new(if s.no_meta { view.without_meta() } else { view });
     let opts = SessionOptions {
         fsname: s
             .fsname
             .clone()
             .unwrap_or_else(|| s.source.display().to_string()),
+        subtype: s.subtype.clone(),
         allow_other: s.allow_other,
         allow_root: s.allow_root,
         owner: s.owner,

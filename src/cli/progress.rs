@@ -8,8 +8,8 @@ use std::path::PathBuf;
 /// Bytes above which a progress bar is worth showing (on a terminal).
 const PROGRESS_ABOVE: u64 = 256 << 20;
 
-/// A progress bar on stderr for long runs, drawn only when stderr is a terminal
-/// and the work is large enough to take a while; otherwise it draws nothing.
+/// A progress bar on stderr for long runs, drawn only when stderr is a terminal,
+/// the work is large enough to take a while and `-q` was not given; otherwise it draws nothing.
 pub struct Progress {
     bar: std::sync::Arc<indicatif::ProgressBar>,
 }
@@ -19,7 +19,8 @@ impl Progress {
     /// with `and_copy`, every regular file's bytes (written once by a repair).
     pub fn new(path: &std::path::Path, verb: &str, and_copy: bool) -> Self {
         let bar = indicatif::ProgressBar::hidden();
-        if std::io::IsTerminal::is_terminal(&io::stderr()) {
+        // -q: nothing on stderr but errors.
+        if std::io::IsTerminal::is_terminal(&io::stderr()) && crate::cli::log::verbosity() >= 0 {
             if let Some((t, l)) = resolve_target(path)
                 .ok()
                 .and_then(|t| discover_target(&t).ok().map(|l| (t, l)))

@@ -1,7 +1,7 @@
 //! `repair`: writes the repaired view out, to a new directory or in place after a backup.
 
 use crate::cli::progress::Progress;
-use crate::cli::EngineArgs;
+use crate::cli::{EngineArgs, EXIT_CLEAN, EXIT_DAMAGE};
 use crate::repair::{render_in_place, render_output, repair_in_place, repair_to};
 use clap::Args;
 use std::io::{self, Write};
@@ -22,7 +22,7 @@ pub struct RepairArgs {
     /// Where --in-place keeps the originals (outside DATA_DIR; new, empty, or this repair's own).
     #[arg(long, value_name = "BACKUP_DIR")]
     pub backup: Option<PathBuf>,
-    /// With --in-place: print what would change and touch nothing.
+    /// With --in-place: print what would change and touch nothing (exit 1 when changes are pending, 0 when none).
     #[arg(long, requires = "in_place")]
     pub dry_run: bool,
     /// Print the schema-1 JSON report instead of the summary.
@@ -45,6 +45,8 @@ pub fn run(a: &RepairArgs) -> ExitCode {
         },
         a.output.is_some(),
     );
+    // A dry run with changes planned exits 1: a script can tell "changes pending".
+    let mut pending = false;
     let printed = match &a.output {
         Some(out) => repair_to(&a.data_dir, out, &opts, bar.sink()).map(|s| {
             if a.json {
@@ -61,6 +63,7 @@ pub fn run(a: &RepairArgs) -> ExitCode {
             bar.sink(),
         )
         .map(|s| {
+            pending = s.dry_run && !s.entries.is_empty();
             if a.json {
                 s.report.to_json() + "\n"
             } else {
@@ -76,7 +79,7 @@ pub fn run(a: &RepairArgs) -> ExitCode {
         Ok(text) => {
             // The repair is done; a closed stdout does not undo it.
             let _ = io::stdout().write_all(text.as_bytes());
-            ExitCode::SUCCESS
+            ExitCode::from(if pending { EXIT_DAMAGE } else { EXIT_CLEAN })
         }
         Err(e) => {
             eprintln!(

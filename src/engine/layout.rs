@@ -114,8 +114,11 @@ impl LogLayout {
     }
 }
 
-/// Classifies the entries of one directory. Returns `None` when the directory
-/// holds nothing named like a segment file (it is not a log).
+/// Classifies the entries of one directory. Returns `None` when the directory is
+/// not a log: only a name that is exactly `<20 digits>.log`, `.index` or
+/// `.timeindex` makes it one (whatever the entry's type). Names that merely end
+/// in `.log` (`syslog.log`, `123.log`) are everywhere on a Linux box; in a log
+/// they are reported as unrecognized, but alone they make nothing a log.
 pub fn classify_dir(rel: &Path, entries: &[(OsString, EntryType)]) -> Option<LogLayout> {
     let mut logs: BTreeMap<u64, SegmentEntry> = BTreeMap::new();
     let mut indexes: Vec<(u64, FileKind, OsString)> = Vec::new();
@@ -138,10 +141,11 @@ pub fn classify_dir(rel: &Path, entries: &[(OsString, EntryType)]) -> Option<Log
                     indexes.push((base, kind, name.clone()));
                 }
             }
-            NameMatch::Segment(..) | NameMatch::SegmentLike(_) => {
+            NameMatch::Segment(..) => {
                 any = true;
                 unrecognized.push(name.clone());
             }
+            NameMatch::SegmentLike(_) => unrecognized.push(name.clone()),
             NameMatch::Other => {}
         }
     }

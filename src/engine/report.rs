@@ -1,6 +1,6 @@
 //! The schema-1 report: its types, JSON form, and the short human form.
 
-use crate::engine::format::takhin::{INDEX_EXT, TIMEINDEX_EXT};
+use crate::engine::format::takhin::{classify_name, FileKind, NameMatch, INDEX_EXT, TIMEINDEX_EXT};
 use crate::engine::index::{IndexKind, IndexVerdict};
 use crate::engine::layout::{display_name as shown, escape_path, Problem};
 use crate::engine::policy::{DamageClass, Policy, ViewAction};
@@ -10,6 +10,7 @@ use crate::engine::source::SourceAccess;
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -282,7 +283,8 @@ impl Report {
             shown(&self.source),
             self.policy,
             self.render_human_body(),
-            self.next_steps()
+            // Quoted for pasting, and control characters escaped like every name shown.
+            shown(&self.next_steps())
         )
     }
 
@@ -321,14 +323,42 @@ impl Report {
             } else {
                 findings.join(", ")
             };
-            let records: u64 = log.segments.iter().map(|x| x.records).sum();
+            // Only what the view serves: hidden and refused segments are counted apart.
+            let served =
+                |x: &SegmentReport| matches!(x.view, ViewAction::Kept | ViewAction::Truncated);
+            let records: u64 = log
+                .segments
+                .iter()
+                .filter(|x| served(x))
+                .map(|x| x.records)
+                .sum();
+            let mut verdict = verdict;
+            for (n, what) in [
+                (count(&|x| x.view == ViewAction::Hidden), "hidden"),
+                (
+                    count(&|x| x.view == ViewAction::Eio && x.status != SegmentStatus::Unreadable),
+                    "refused (EIO)",
+                ),
+            ] {
+                if n > 0 {
+                    verdict = if verdict == "ok" {
+                        format!("{n} {what}")
+                    } else {
+                        format!("{verdict}, {n} {what}")
+                    };
+                }
+            }
+            let next = if log.segments.is_empty() || log.segments.iter().any(served) {
+                format!("next offset {}", log.next_offset)
+            } else {
+                "no segment served".to_string()
+            };
             let _ = writeln!(
                 o,
-                "{}: {} segment(s), {} record(s), next offset {}: {verdict}",
+                "{}: {} segment(s), {} record(s), {next}: {verdict}",
                 shown(&log.path),
                 log.segments.len(),
                 records,
-                log.next_offset
             );
             for seg in &log.segments {
                 // Names in human text: control characters escaped, never sent raw.
@@ -339,17 +369,35 @@ impl Report {
                         DamageClass::Tail => "tail",
                         DamageClass::MidLog => "MID-LOG",
                     };
-                    let _ = writeln!(
-                        o,
-                        "  TRUNCATED   {}: {} ({class}) at byte {}, record {}: {} bytes cut, {} record(s) kept; {}",
-                        path, d.kind(), d.position, d.record, seg.bytes_cut(), seg.records, d.cause
-                    );
+                    if served(seg) {
+                        let lost = match seg.scan.as_ref().and_then(|s| s.last_timestamp) {
+                            Some(t) => format!("records after {} are lost", iso8601_ms(t)),
+                            None => "no record kept".to_string(),
+                        };
+                        let _ = writeln!(
+                            o,
+                            "  TRUNCATED   {}: {} ({class}) at byte {}, record {}: {} bytes cut, {} record(s) kept, {lost}; {}",
+                            path, d.kind(), d.position, d.record, seg.bytes_cut(), seg.records, d.cause
+                        );
+                    } else {
+                        // Not served at all: nothing is cut, the whole segment is out.
+                        let _ = writeln!(
+                            o,
+                            "  DAMAGED     {}: {} ({class}) at byte {}, record {}: the valid prefix holds {} record(s); {}",
+                            path, d.kind(), d.position, d.record, seg.records, d.cause
+                        );
+                    }
                 }
                 if let Some(e) = &seg.error {
                     let _ = writeln!(o, "  UNREADABLE  {path}: {e}");
                 }
                 if seg.status != SegmentStatus::Unreadable {
                     let stem = path.strip_suffix(".log").unwrap_or(&path);
+                    let fate = match seg.view {
+                        ViewAction::Hidden => "the segment is hidden",
+                        ViewAction::Eio => "not served: the segment answers EIO",
+                        _ => "rebuilt in the view",
+                    };
                     for (ext, v, kind) in [
                         (INDEX_EXT, &seg.index, IndexKind::Offset),
                         (TIMEINDEX_EXT, &seg.timeindex, IndexKind::Time),
@@ -357,7 +405,7 @@ impl Report {
                         if !v.is_match() {
                             let _ = writeln!(
                                 o,
-                                "  INDEX       {stem}.{ext}: {} (rebuilt in the view)",
+                                "  INDEX       {stem}.{ext}: {} ({fate})",
                                 v.describe(kind)
                             );
                         }
@@ -365,10 +413,32 @@ impl Report {
                 }
                 match seg.view {
                     ViewAction::Hidden => {
-                        let _ = writeln!(o, "  HIDDEN      {path}: left out under {}", self.policy);
+                        let span = match (
+                            seg.first_offset,
+                            seg.last_offset,
+                            seg.min_timestamp,
+                            seg.max_timestamp,
+                        ) {
+                            (Some(a), Some(b), Some(t0), Some(t1)) => format!(
+                                ": offsets {a}..={b} ({} record(s), {} bytes) from {} to {}",
+                                seg.records,
+                                seg.original_bytes,
+                                iso8601_ms(t0),
+                                iso8601_ms(t1)
+                            ),
+                            _ => format!(": {} bytes, no valid record", seg.original_bytes),
+                        };
+                        let _ = writeln!(
+                            o,
+                            "  HIDDEN      {path}: left out under {}{span}",
+                            self.policy
+                        );
                     }
                     ViewAction::Eio if seg.status != SegmentStatus::Unreadable => {
-                        let _ = writeln!(o, "  EIO         {path}: refused under strict");
+                        let _ = writeln!(
+                            o,
+                            "  EIO         {path}: refused under strict (reads fail with EIO)"
+                        );
                     }
                     _ => {}
                 }
@@ -415,9 +485,11 @@ impl Report {
         o
     }
 
-    fn next_steps(&self) -> String {
+    /// The advice line: every command in it can be pasted as is (paths shell-quoted,
+    /// a directory where a command needs one, a mount point created first, a policy
+    /// that repairs something).
+    pub fn next_steps(&self) -> String {
         let s = &self.summary;
-        let src = shown(&self.source);
         if !s.view_differs {
             if s.gaps > 0 || s.overlaps > 0 {
                 return format!("Next: the segments are intact but offsets are missing or doubled (see GAP/OVERLAP); nothing to repair under {}.", self.policy);
@@ -444,12 +516,58 @@ impl Report {
         if differs {
             n.push_str("An index that disagrees with a clean .log can mean bytes changed inside records, which the format cannot detect: look with `recoverfs dump`. ");
         }
+        // mount and repair take a directory: a single segment's is its partition.
+        let src = Path::new(&self.source);
+        let dir = match src.file_name().map(|f| classify_name(f.as_bytes())) {
+            Some(NameMatch::Segment(_, FileKind::Log)) => src
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+            _ => src,
+        };
+        let dir_text = dir.to_string_lossy();
+        let dir_text = match dir_text.trim_end_matches('/') {
+            "" => "/",
+            t => t,
+        };
+        let q = shell_quote(dir_text);
+        let out = shell_quote(&format!("{dir_text}.repaired"));
+        if dir != src {
+            let _ = write!(
+                n,
+                "{} is one segment of {q}: mount and repair take the directory. ",
+                shell_quote(&self.source)
+            );
+        }
+        // strict repairs nothing by design: advise the policy that does.
+        let p = if self.policy == Policy::Strict {
+            n.push_str("Under strict nothing is repaired (a repair refuses); per-segment keeps every valid prefix. ");
+            Policy::PerSegment
+        } else {
+            self.policy
+        };
         let _ = write!(
             n,
-            "Inspect with `recoverfs mount {src} /mnt/view --policy {p}`, then `recoverfs repair {src} --output NEW_DIR --policy {p}`.",
-            p = self.policy
+            "Inspect with `mkdir -p /mnt/recoverfs && recoverfs mount {q} /mnt/recoverfs --policy {p}`, then `recoverfs repair {q} --output {out} --policy {p}`.",
         );
         n
+    }
+}
+
+/// Milliseconds since the epoch as ISO-8601 UTC, or a note when out of range.
+pub fn iso8601_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| "out-of-range".into())
+}
+
+/// `s` as one shell word: as is when it holds only safe characters, else in single quotes.
+pub fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 
@@ -492,6 +610,14 @@ mod tests {
         ] {
             assert_eq!(json(serde_json::json!(k)), k.as_str());
         }
+    }
+
+    #[test]
+    fn shell_quote_quotes_what_the_shell_would_split() {
+        assert_eq!(shell_quote("/var/lib/takhin"), "/var/lib/takhin");
+        assert_eq!(shell_quote("/data/my logs"), "'/data/my logs'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 
     /// The damages the golden reports do not hold keep their schema-1 text.

@@ -664,7 +664,7 @@ impl<S: ReadAt + ?Sized> Search<'_, '_, S> {
     fn walk(&mut self, q: u64, o: u64, confirmed: bool, h: Option<Hint>) -> io::Result<Step> {
         let len = self.log.len;
         let (mut p, mut n) = (q, 0u64);
-        let (mut min_ts, mut max_ts) = (None::<i64>, None::<i64>);
+        let (mut min_ts, mut max_ts, mut last_ts) = (None::<i64>, None::<i64>, None::<i64>);
         let mut checkpoints = Vec::new();
         let ends_in = loop {
             if p >= len {
@@ -701,6 +701,7 @@ impl<S: ReadAt + ?Sized> Search<'_, '_, S> {
             }
             min_ts = Some(min_ts.map_or(f.timestamp, |t| t.min(f.timestamp)));
             max_ts = Some(max_ts.map_or(f.timestamp, |t| t.max(f.timestamp)));
+            last_ts = Some(f.timestamp);
             n += 1;
             p = f.end;
         };
@@ -720,6 +721,7 @@ impl<S: ReadAt + ?Sized> Search<'_, '_, S> {
                     records: n,
                     min_timestamp: min_ts,
                     max_timestamp: max_ts,
+                    last_timestamp: last_ts,
                     damage: None,
                     checkpoints,
                 },

@@ -313,6 +313,8 @@ pub struct SegmentScan {
     pub records: u64,
     pub min_timestamp: Option<i64>,
     pub max_timestamp: Option<i64>,
+    /// The timestamp of the last record of the valid prefix (the cut's time, when damaged).
+    pub last_timestamp: Option<i64>,
     pub damage: Option<SegmentDamage>,
     /// Position of record `k * CHECKPOINT_EVERY`, for every such record in the prefix.
     pub checkpoints: Vec<u64>,
@@ -592,6 +594,7 @@ pub fn scan_segment<S: ReadAt + ?Sized>(
 ) -> io::Result<SegmentScan> {
     let mut min_ts: Option<i64> = None;
     let mut max_ts: Option<i64> = None;
+    let mut last_ts: Option<i64> = None;
     let mut checkpoints = Vec::new();
     let walk = walk(
         src,
@@ -608,6 +611,7 @@ pub fn scan_segment<S: ReadAt + ?Sized>(
             }
             min_ts = Some(min_ts.map_or(m.timestamp, |t| t.min(m.timestamp)));
             max_ts = Some(max_ts.map_or(m.timestamp, |t| t.max(m.timestamp)));
+            last_ts = Some(m.timestamp);
             visit(m);
             ControlFlow::Continue(())
         },
@@ -619,6 +623,7 @@ pub fn scan_segment<S: ReadAt + ?Sized>(
         records: walk.visited,
         min_timestamp: min_ts,
         max_timestamp: max_ts,
+        last_timestamp: last_ts,
         damage: walk.damage,
         checkpoints,
     })

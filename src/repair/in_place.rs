@@ -314,7 +314,7 @@ pub fn repair_in_place(
     }
     let mut manifest = Manifest {
         schema: 1,
-        tool: format!("recoverfs {}", env!("CARGO_PKG_VERSION")),
+        tool: format!("recoverfs {}", crate::version::LONG),
         source,
         policy: opts.policy,
         max_record_bytes: opts.scan.max_record_bytes,

@@ -327,8 +327,8 @@ impl Filesystem for RecoverFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        // No free space: nothing can be written here.
-        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096)
+        let st = self.view.statfs();
+        reply.statfs(st.blocks, 0, 0, st.files, 0, st.bsize, 255, st.frsize)
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

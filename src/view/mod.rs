@@ -76,6 +76,15 @@ pub struct ViewConfig {
     pub cache_bytes: u64,
 }
 
+/// The view's `statfs` totals, in `frsize` units (free space and free inodes are always 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub files: u64,
+    pub bsize: u32,
+    pub frsize: u32,
+}
+
 /// Called with an inode whose cached attributes and pages the kernel must drop.
 pub type Invalidator = Box<dyn Fn(u64) + Send + Sync>;
 
@@ -87,7 +96,13 @@ pub struct View {
     handles: handles::Handles,
     meta: Meta,
     invalidator: OnceLock<Invalidator>,
+    /// `-o nometa`: no `.recoverfs/`, no xattrs; the root copies as exactly the repaired log.
+    no_meta: bool,
+    statfs_cache: parking_lot::Mutex<Option<(std::time::Instant, StatFs)>>,
 }
+
+/// How long `statfs` totals are reused before the source is walked again.
+pub const STATFS_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl View {
     pub fn new(cfg: ViewConfig) -> View {
@@ -100,8 +115,17 @@ impl View {
             handles: handles::Handles::new(),
             meta: Meta::new(cfg.source_label.clone()),
             invalidator: OnceLock::new(),
+            no_meta: false,
+            statfs_cache: parking_lot::Mutex::new(None),
             cfg,
         }
+    }
+
+    /// The view without `.recoverfs/` and without `user.recoverfs.*` xattrs (`-o nometa`):
+    /// `cp -a`, `tar` or `rsync` of its root then copy exactly the repaired log.
+    pub fn without_meta(mut self) -> View {
+        self.no_meta = true;
+        self
     }
 
     pub fn config(&self) -> &ViewConfig {
@@ -157,6 +181,46 @@ impl View {
         }
     }
 
+    /// What `df` shows: the space the data directory's files take (their allocated
+    /// blocks, at most what the view serves) and how many entries it holds, none free
+    /// (nothing can be written here). A walk of the source's metadata, no segment
+    /// read, cached for [`STATFS_FOR`].
+    pub fn statfs(&self) -> StatFs {
+        let mut cached = self.statfs_cache.lock();
+        if let Some((at, st)) = *cached {
+            if at.elapsed() < STATFS_FOR {
+                return st;
+            }
+        }
+        let src = &self.cfg.source;
+        let (mut blocks, mut files) = (0u64, 0u64);
+        let mut stack = vec![PathBuf::new()];
+        while let Some(dir) = stack.pop() {
+            for (name, ft) in src.read_dir(&dir).unwrap_or_default() {
+                if is_reserved(&dir, &name) {
+                    continue;
+                }
+                let rel = dir.join(&name);
+                files += 1;
+                if ft.is_dir() {
+                    stack.push(rel);
+                } else if ft.is_file() {
+                    blocks += src
+                        .metadata(&rel)
+                        .map_or(0, |m| std::os::unix::fs::MetadataExt::blocks(&m));
+                }
+            }
+        }
+        let st = StatFs {
+            blocks,
+            files,
+            bsize: 4096,
+            frsize: 512,
+        };
+        *cached = Some((std::time::Instant::now(), st));
+        st
+    }
+
     /// Segments validated so far (each validation counts, re-validations too).
     pub fn validations(&self) -> u64 {
         self.verdicts.validations()
@@ -182,7 +246,9 @@ impl View {
                 rel,
                 node: Node::Dir,
             } => {
-                if is_reserved(rel, name) {
+                if is_reserved(rel, name) && self.no_meta {
+                    return Err(ViewError::NotFound);
+                } else if is_reserved(rel, name) {
                     Kind::Meta(MetaNode::Root)
                 } else {
                     Kind::Src {
@@ -303,7 +369,7 @@ impl View {
                 rel,
                 node: Node::Dir,
             } => {
-                if rel.as_os_str().is_empty() {
+                if rel.as_os_str().is_empty() && !self.no_meta {
                     push(META_DIR.into(), Kind::Meta(MetaNode::Root), EntryType::Dir);
                 }
                 for (name, node) in tree::readdir(&self.verdicts, rel)? {
@@ -341,18 +407,36 @@ impl View {
     /// The names `listxattr` returns, NUL-terminated: the view's xattrs on segment files, none elsewhere.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
         Ok(match self.segment_of(ino)? {
-            Some(_) => xattr::names(),
-            None => Vec::new(),
+            Some(_) if !self.no_meta => xattr::names(),
+            _ => Vec::new(),
         })
     }
 
-    /// The value of one `user.recoverfs.*` xattr of a segment file.
+    /// The value of one `user.recoverfs.*` xattr of a segment file: the `.log`'s own,
+    /// or an index file's own (its original against the rebuilt one).
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
         let Some((dir, base)) = self.segment_of(ino)? else {
             return Err(ViewError::NoAttr);
         };
+        if self.no_meta {
+            return Err(ViewError::NoAttr);
+        }
         let sv = self.verdicts.seg_view(&dir, base)?;
         let rel = dir.join(segment_file_name(base, FileKind::Log));
-        xattr::value(&sv, &rel, name)
+        let (_, kind) = self.inodes.get(ino)?;
+        match &*kind {
+            Kind::Src {
+                node: Node::Index { kind, .. },
+                ..
+            } => {
+                let original = self
+                    .verdicts
+                    .lstat(&dir.join(segment_file_name(base, *kind)))
+                    .ok()
+                    .map(|m| m.len());
+                xattr::index_value(&sv, &rel, *kind, original, name)
+            }
+            _ => xattr::value(&sv, &rel, name),
+        }
     }
 }

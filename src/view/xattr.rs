@@ -1,6 +1,9 @@
 //! Extended attributes of segment files (`user.recoverfs.*`): their names, values, and sizing for a caller's buffer.
 
+use crate::engine::format::takhin::FileKind;
+use crate::engine::index::IndexKind;
 use crate::engine::report::SegmentReport;
+use crate::engine::segment::SegmentStatus;
 use crate::view::error::{Result, ViewError};
 use crate::view::verdicts::SegView;
 use std::ffi::OsStr;
@@ -75,6 +78,38 @@ pub(crate) fn value(sv: &SegView, log_rel: &Path, name: &OsStr) -> Result<Vec<u8
             (None, Some(e)) => format!("unreadable: {e}"),
             (None, None) => "none".into(),
         },
+        _ => return Err(ViewError::NoAttr),
+    };
+    Ok(value.into_bytes())
+}
+
+/// The value of the xattr `name` of a segment's `.index` or `.timeindex` (`kind`), whose
+/// original holds `original` bytes (`None`: missing): the index's own truth, not the `.log`'s.
+/// `status` is `clean` when the original equals the rebuilt index, else `rebuilt`
+/// (`unreadable` with the `.log`); `valid_bytes` the rebuilt size; `records` its entries;
+/// `original_bytes` the original's size or `missing`; `damage` why it was rebuilt, or `none`.
+pub(crate) fn index_value(
+    sv: &SegView,
+    log_rel: &Path,
+    kind: FileKind,
+    original: Option<u64>,
+    name: &OsStr,
+) -> Result<Vec<u8>> {
+    let r = SegmentReport::from_analysis(log_rel, &sv.analysis, sv.action, sv.is_last);
+    let (verdict, ik) = match kind {
+        FileKind::TimeIndex => (&r.timeindex, IndexKind::Time),
+        _ => (&r.index, IndexKind::Offset),
+    };
+    let unreadable = r.status == SegmentStatus::Unreadable;
+    let value = match name.to_str() {
+        Some(XATTR_STATUS) if unreadable => "unreadable".to_string(),
+        Some(XATTR_STATUS) if verdict.is_match() => "clean".to_string(),
+        Some(XATTR_STATUS) => "rebuilt".to_string(),
+        Some(XATTR_VALID_BYTES) => r.scan.as_ref().map_or(0, |s| s.index_bytes()).to_string(),
+        Some(XATTR_ORIGINAL_BYTES) => original.map_or("missing".into(), |b| b.to_string()),
+        Some(XATTR_RECORDS) => r.records.to_string(),
+        Some(XATTR_DAMAGE) if verdict.is_match() => "none".to_string(),
+        Some(XATTR_DAMAGE) => verdict.describe(ik),
         _ => return Err(ViewError::NoAttr),
     };
     Ok(value.into_bytes())

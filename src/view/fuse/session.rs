@@ -16,6 +16,8 @@ pub const MAX_READ: u32 = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
     pub fsname: String,
+    /// Shown as the type `fuse.<subtype>` by findmnt, df -T and /proc/mounts.
+    pub subtype: String,
     pub allow_other: bool,
     /// Root (and the mount's owner) only; exclusive with `allow_other`.
     pub allow_root: bool,
@@ -41,7 +43,8 @@ pub fn start_session(
     cfg.mount_options = vec![
         MountOption::RO,
         MountOption::FSName(opts.fsname.clone()),
-        MountOption::Subtype("recoverfs".into()),
+        // A kernel option: fuser's own Subtype only reaches fusermount3, not mount(2).
+        MountOption::CUSTOM(format!("subtype={}", opts.subtype)),
         MountOption::NoDev,
         MountOption::NoSuid,
         // The kernel checks every access against the modes and owners the view
