@@ -32,6 +32,11 @@ pub(crate) enum SegPart {
     Log,
     Index(IndexKind),
     Tail,
+    /// A salvaged run's `.log` (`index: None`) or rebuilt index; `first` names the run.
+    Run {
+        first: u64,
+        index: Option<IndexKind>,
+    },
 }
 
 struct SegHandle {
@@ -233,6 +238,43 @@ fn read_segment(s: &SegHandle, offset: u64, size: u32, buf: &mut Vec<u8>) -> Res
                         err,
                     }
                 })?;
+            if buf.len() < b.len() {
+                buf.resize(b.len(), 0);
+            }
+            buf[..b.len()].copy_from_slice(&b);
+            Ok(Some(b.len()))
+        }
+        SegPart::Run { first, index } => read_run(s, first, index, offset, size, buf),
+    }
+}
+
+/// Reads a salvaged run's file: its `.log` is the original's bytes
+/// `[position, end)`, never more; its indexes are rebuilt from those bytes.
+fn read_run(
+    s: &SegHandle,
+    first: u64,
+    index: Option<IndexKind>,
+    offset: u64,
+    size: u32,
+    buf: &mut Vec<u8>,
+) -> Result<Option<usize>> {
+    let run = crate::view::runs::get(&s.analysis, first)?;
+    match index {
+        None => {
+            let Some(start) = run.position.checked_add(offset).filter(|&p| p < run.end) else {
+                return Ok(Some(0));
+            };
+            read_unraced(
+                &s.file,
+                start,
+                size as u64,
+                run.end,
+                buf,
+                Some(s.analysis.stamp),
+            )
+        }
+        Some(kind) => {
+            let b = crate::view::runs::read_index(&s.file, run, kind, offset, size as u64)?;
             if buf.len() < b.len() {
                 buf.resize(b.len(), 0);
             }
