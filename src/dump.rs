@@ -1,7 +1,10 @@
 //! `dump`: the records of one segment, one line each, then where and why its valid prefix ends.
 
-use crate::engine::format::takhin::{classify_name, FileKind, NameMatch};
-use crate::engine::scan::{read_exact_at, walk, RecordMeta, ScanOptions, WalkStart};
+use crate::engine::format::takhin::{classify_name, segment_file_name, FileKind, NameMatch};
+use crate::engine::salvage::salvage;
+use crate::engine::scan::{
+    read_exact_at, scan_segment, walk, ReadAt, RecordMeta, ScanOptions, WalkStart,
+};
 use crate::engine::source::{advise_sequential, Source};
 use serde::Serialize;
 use std::fs::File;
@@ -21,6 +24,8 @@ pub struct DumpOptions {
     pub from_offset: Option<u64>,
     pub limit: Option<u64>,
     pub scan: ScanOptions,
+    /// After the damage, also the runs salvage finds (each run's records).
+    pub salvage: bool,
 }
 
 /// Milliseconds since the epoch as ISO-8601 UTC, or a note when out of range.
@@ -87,9 +92,8 @@ pub fn dump(path: &Path, opts: &DumpOptions, out: &mut dyn Write) -> io::Result<
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let file = Source::open(dir)
-        .and_then(|s| s.file(Path::new(name)))
-        .map_err(located)?;
+    let source = Source::open(dir).map_err(located)?;
+    let file = source.file(Path::new(name)).map_err(located)?;
     advise_sequential(&file);
     let len = file.metadata()?.len();
     let mut shown = 0u64;
@@ -174,6 +178,10 @@ pub fn dump(path: &Path, opts: &DumpOptions, out: &mut dyn Write) -> io::Result<
                     len - d.position
                 )?;
             }
+            if opts.salvage {
+                dump_runs(&source, &file, len, base, opts, out, shown)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            }
             Ok(false)
         }
     }
@@ -220,4 +228,110 @@ fn print_record(file: &File, m: &RecordMeta, json: bool, out: &mut dyn Write) ->
             more(preview_len, m.value_len as usize),
         )
     }
+}
+
+/// `dump --salvage`: after the damage, each run salvage finds (the segment's own
+/// `.index` as evidence, the next segment of its directory as the bound), then its records.
+fn dump_runs(
+    source: &Source,
+    file: &File,
+    len: u64,
+    base: u64,
+    opts: &DumpOptions,
+    out: &mut dyn Write,
+    mut shown: u64,
+) -> io::Result<()> {
+    let scan = scan_segment(file, len, base, &opts.scan, |_| {})?;
+    let index = source
+        .file(Path::new(&segment_file_name(base, FileKind::Index)))
+        .ok()
+        .and_then(|f| Some((f.metadata().ok()?.len(), f)));
+    let next_base = source
+        .read_dir(Path::new(""))?
+        .iter()
+        .filter_map(|(n, ft)| match classify_name(n.as_bytes()) {
+            NameMatch::Segment(b, FileKind::Log) if ft.is_file() && b > base => Some(b),
+            _ => None,
+        })
+        .min();
+    let evidence = index.as_ref().map(|(l, f)| (f as &dyn ReadAt, *l));
+    let found = salvage(file, len, &scan, evidence, next_base, &opts.scan)?;
+    for run in &found.runs {
+        let how = if run.confirmed_by_index {
+            "confirmed by the index"
+        } else {
+            "chained"
+        };
+        if opts.json {
+            let v = serde_json::json!({"salvaged_run": {
+                "first_offset": run.first_offset, "last_offset": run.last_offset(),
+                "records": run.records, "position": run.position, "end": run.end,
+                "confirmed_by_index": run.confirmed_by_index}});
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(
+                out,
+                "salvaged run: {} record(s), offsets {}..={} from byte {} to {} ({how})",
+                run.records,
+                run.first_offset,
+                run.last_offset(),
+                run.position,
+                run.end
+            )?;
+        }
+        let mut failure = None;
+        let w = walk(
+            file,
+            run.end,
+            run.first_offset,
+            WalkStart {
+                position: run.position,
+                index: 0,
+            },
+            &opts.scan,
+            |m| {
+                if opts.from_offset.is_some_and(|f| m.offset < f) {
+                    return ControlFlow::Continue(());
+                }
+                if opts.limit.is_some_and(|l| shown >= l) {
+                    return ControlFlow::Break(());
+                }
+                shown += 1;
+                match print_record(file, m, opts.json, out) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        failure = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            },
+        )?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if w.stopped {
+            if !opts.json {
+                writeln!(out, "(stopped after {shown} record(s): --limit)")?;
+            }
+            return Ok(());
+        }
+    }
+    if let Some(c) = found.cut {
+        if !opts.json {
+            writeln!(
+                out,
+                "salvage stopped at byte {}: offset {} belongs to the next segment ({})",
+                c.position, c.offset, c.next_base
+            )?;
+        }
+    }
+    if !opts.json {
+        writeln!(
+            out,
+            "salvaged: {} run(s), {} record(s) after the damage",
+            found.runs.len(),
+            found.records()
+        )?;
+    }
+    Ok(())
 }

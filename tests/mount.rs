@@ -767,6 +767,7 @@ fn demo_tours_and_cleans_up() {
         "missing",
         "GAP",
         "3280 bytes ->   2050 bytes",
+        "orders/partition-0/00000000000000000066.log <- 14 record(s), offsets 66..=79",
     ] {
         assert!(text.contains(needle), "tour lacks {needle:?}:\n{text}");
     }

@@ -385,3 +385,45 @@ fn fixtures_damaged_mid_segment_read_back_through_a_real_mount_and_a_repair() {
     assert!(stderr(&out).contains("--in-place does not write salvaged runs"));
     assert_unchanged(&before, &snapshot_all(src.path()));
 }
+
+#[test]
+fn dump_salvage_prints_the_valid_records_the_damage_then_each_run() {
+    let t = tempfile::tempdir().unwrap();
+    let p = damaged_log(t.path(), 20);
+    let out = dump(&log_path(&p, 0), &["--salvage"]);
+    assert_eq!(out.status.code(), Some(1), "damage found");
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[..5].iter().all(|l| l.starts_with("offset ")),
+        "{text}"
+    );
+    assert!(
+        lines[5].starts_with("end: valid prefix ends at byte "),
+        "{text}"
+    );
+    assert!(
+        lines[6].starts_with("salvaged run: 14 record(s), offsets 6..=19 from byte "),
+        "{text}"
+    );
+    assert!(lines[6].ends_with("(confirmed by the index)"), "{text}");
+    for (i, l) in lines[7..21].iter().enumerate() {
+        assert!(l.starts_with(&format!("offset {} @", 6 + i)), "{l}");
+    }
+    assert_eq!(
+        lines[21],
+        "salvaged: 1 run(s), 14 record(s) after the damage"
+    );
+    assert_eq!(lines.len(), 22);
+    // Without --salvage, the dump ends at the damage, as before.
+    assert_eq!(stdout(&dump(&log_path(&p, 0), &[])).lines().count(), 6);
+    // JSON lines: each run announced, then its records.
+    let json = stdout(&dump(&log_path(&p, 0), &["--salvage", "--json"]));
+    let v: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(v[6]["salvaged_run"]["first_offset"], 6);
+    assert_eq!(v[7]["offset"], 6);
+    assert_eq!(v.len(), 21);
+}

@@ -20,6 +20,10 @@ pub struct DumpArgs {
     /// Print at most N records.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+    /// After the damage, also print each run of intact records salvage finds
+    /// (`--policy salvage`'s rule), and its records.
+    #[arg(long)]
+    pub salvage: bool,
     #[command(flatten)]
     pub scan: ScanArgs,
 }
@@ -30,6 +34,7 @@ pub fn run(a: &DumpArgs) -> ExitCode {
         from_offset: a.from_offset,
         limit: a.limit,
         scan: a.scan.options(),
+        salvage: a.salvage,
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
