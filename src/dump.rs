@@ -5,7 +5,10 @@ use crate::engine::format::takhin::{
     INDEX_ENTRY_LEN,
 };
 use crate::engine::index::{read_rebuilt_index, IndexComparer, IndexKind, IndexVerdict};
-use crate::engine::scan::{read_exact_at, scan_segment, walk, RecordMeta, ScanOptions, WalkStart};
+use crate::engine::salvage::salvage;
+use crate::engine::scan::{
+    read_exact_at, scan_segment, walk, ReadAt, RecordMeta, ScanOptions, WalkStart,
+};
 use crate::engine::source::{advise_sequential, Source};
 use serde::Serialize;
 use std::fs::File;
@@ -50,6 +53,8 @@ pub struct DumpOptions {
     pub verify_index: bool,
     /// Name the file on every JSON line (several files in one call).
     pub name_file: bool,
+    /// After the damage, also the runs salvage finds (each run's records).
+    pub salvage: bool,
 }
 
 impl Default for DumpOptions {
@@ -64,6 +69,7 @@ impl Default for DumpOptions {
             base_offset: None,
             verify_index: false,
             name_file: false,
+            salvage: false,
         }
     }
 }
@@ -325,6 +331,17 @@ fn dump_log(path: &Path, base: u64, opts: &DumpOptions, out: &mut Out) -> io::Re
             writeln!(out, "{ext}: {}", v.describe(*k))?;
         }
     }
+    if opts.salvage && w.damage.is_some() {
+        let seg = SegmentFile {
+            source: &source,
+            name: &name,
+            file: &file,
+            len,
+            base,
+        };
+        dump_runs(&seg, opts, label, out, shown)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    }
     Ok(w.damage.is_none() && indexes_match)
 }
 
@@ -530,4 +547,126 @@ fn dump_index(
         writeln!(out, "end: {entries} entr(ies), {len} bytes{tail}{v}")?;
     }
     Ok(ok)
+}
+
+/// A `.log` being dumped: where it is, its open file, its size and base offset.
+#[derive(Clone, Copy)]
+struct SegmentFile<'a> {
+    source: &'a Source,
+    name: &'a Path,
+    file: &'a File,
+    len: u64,
+    base: u64,
+}
+
+/// `dump --salvage`: after the damage, each run salvage finds (the segment's own
+/// `.index` as evidence, the next segment of its directory as the bound), then its records.
+fn dump_runs(
+    seg: &SegmentFile,
+    opts: &DumpOptions,
+    label: Option<&str>,
+    out: &mut dyn Write,
+    mut shown: u64,
+) -> io::Result<()> {
+    let SegmentFile {
+        source,
+        name,
+        file,
+        len,
+        base,
+    } = *seg;
+    let scan = scan_segment(file, len, base, &opts.scan, |_| {})?;
+    // Its own index (beside it, same stem) is the evidence; the next segment its bound.
+    let index = source
+        .file(&sibling(name, "index"))
+        .ok()
+        .and_then(|f| Some((f.metadata().ok()?.len(), f)));
+    let next_base = source
+        .read_dir(Path::new(""))?
+        .iter()
+        .filter_map(|(n, ft)| match classify_name(n.as_bytes()) {
+            NameMatch::Segment(b, FileKind::Log) if ft.is_file() && b > base => Some(b),
+            _ => None,
+        })
+        .min();
+    let evidence = index.as_ref().map(|(l, f)| (f as &dyn ReadAt, *l));
+    let found = salvage(file, len, &scan, evidence, next_base, &opts.scan)?;
+    for run in &found.runs {
+        let how = if run.confirmed_by_index {
+            "confirmed by the index"
+        } else {
+            "chained"
+        };
+        if opts.json {
+            let v = serde_json::json!({"salvaged_run": {
+                "first_offset": run.first_offset, "last_offset": run.last_offset(),
+                "records": run.records, "position": run.position, "end": run.end,
+                "confirmed_by_index": run.confirmed_by_index}});
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(
+                out,
+                "salvaged run: {} record(s), offsets {}..={} from byte {} to {} ({how})",
+                run.records,
+                run.first_offset,
+                run.last_offset(),
+                run.position,
+                run.end
+            )?;
+        }
+        let mut failure = None;
+        let w = walk(
+            file,
+            run.end,
+            run.first_offset,
+            WalkStart {
+                position: run.position,
+                index: 0,
+            },
+            &opts.scan,
+            |m| {
+                if opts.from_offset.is_some_and(|f| m.offset < f) {
+                    return ControlFlow::Continue(());
+                }
+                if opts.limit.is_some_and(|l| shown >= l) {
+                    return ControlFlow::Break(());
+                }
+                shown += 1;
+                match print_record(file, m, opts, label, out) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        failure = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            },
+        )?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if w.stopped {
+            if !opts.json {
+                writeln!(out, "(stopped after {shown} record(s): --limit)")?;
+            }
+            return Ok(());
+        }
+    }
+    if let Some(c) = found.cut {
+        if !opts.json {
+            writeln!(
+                out,
+                "salvage stopped at byte {}: offset {} belongs to the next segment ({})",
+                c.position, c.offset, c.next_base
+            )?;
+        }
+    }
+    if !opts.json {
+        writeln!(
+            out,
+            "salvaged: {} run(s), {} record(s) after the damage",
+            found.runs.len(),
+            found.records()
+        )?;
+    }
+    Ok(())
 }

@@ -70,7 +70,7 @@ fn check_json_equals_the_stored_schema_1_reports() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("data");
     build(&root);
-    for policy in ["per-segment", "point-in-time", "strict"] {
+    for policy in ["per-segment", "point-in-time", "strict", "salvage"] {
         for (form, ext) in [(Some("--json"), "json"), (None, "txt")] {
             let mut args = vec!["check", "--policy", policy];
             args.extend(form);

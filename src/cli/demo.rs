@@ -208,6 +208,7 @@ fn tour(data: &Path, view: &Path, policy: Policy, to_try: bool) -> String {
             );
         }
     }
+    salvage_tour(&mut o, data, to_try);
     if !to_try {
         let _ = writeln!(
             o,
@@ -229,4 +230,51 @@ fn tour(data: &Path, view: &Path, policy: Policy, to_try: bool) -> String {
         l200 = segment_file_name(200, FileKind::Log)
     );
     o
+}
+
+/// The tour's word on `--policy salvage`: the runs it would add to the view.
+/// What `--policy salvage` adds to the demo log; with `to_try`, commands to run on it
+/// (only when the data outlives the tour).
+fn salvage_tour(o: &mut String, data: &Path, to_try: bool) {
+    use std::fmt::Write as _;
+    let opts = AnalyzeOptions {
+        policy: Policy::Salvage,
+        ..Default::default()
+    };
+    let Ok((_, report)) = check_path(data, &opts, &|_| {}) else {
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "\nWhat `--policy salvage` adds: the intact records after mid-segment damage, each run shown as a segment of its own:"
+    );
+    for (_, s) in report.segments() {
+        for (r, _) in s.shown_runs() {
+            let _ = writeln!(
+                o,
+                "  {} <- {} record(s), offsets {}..={}, bytes {}.. of {} ({})",
+                r.path,
+                r.records,
+                r.first_offset,
+                r.last_offset,
+                r.position,
+                s.path,
+                if r.confirmed_by_index {
+                    "confirmed by the index"
+                } else {
+                    "chained"
+                }
+            );
+        }
+    }
+    if !to_try {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "  try: recoverfs dump {}/orders/partition-0/{} --salvage | tail -4\n       recoverfs mount {} /mnt/salvage --policy salvage",
+        data.display(),
+        segment_file_name(40, FileKind::Log),
+        data.display()
+    );
 }

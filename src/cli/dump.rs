@@ -45,6 +45,10 @@ pub struct DumpArgs {
     /// file, its .log beside it); a disagreement exits 1.
     #[arg(long)]
     pub verify_index: bool,
+    /// After the damage, also print each run of intact records salvage finds
+    /// (`--policy salvage`'s rule), and its records.
+    #[arg(long)]
+    pub salvage: bool,
     #[command(flatten)]
     pub scan: ScanArgs,
 }
@@ -65,6 +69,7 @@ pub fn run(a: &DumpArgs) -> ExitCode {
         base_offset: a.base_offset,
         verify_index: a.verify_index,
         name_file: several,
+        salvage: a.salvage,
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());

@@ -137,7 +137,8 @@ impl ScanArgs {
 #[derive(Args, Debug, Clone)]
 pub struct EngineArgs {
     /// Which segments the view keeps: per-segment (every valid prefix), point-in-time
-    /// (stop at the first damage or gap), strict (repair nothing; damaged segments fail).
+    /// (stop at the first damage or gap), strict (repair nothing; damaged segments fail),
+    /// salvage (per-segment, plus the runs of intact records after mid-segment damage).
     #[arg(long, default_value = "per-segment", value_parser = parse_policy)]
     pub policy: Policy,
     #[command(flatten)]

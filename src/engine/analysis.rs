@@ -1,14 +1,16 @@
 //! Whole-tree analysis: every segment analysed in parallel, each log assembled (gaps, overlaps, visibility) into the report.
 
-use crate::engine::format::takhin::FileKind;
+use crate::engine::format::takhin::{segment_file_name, FileKind};
 use crate::engine::layout::{
     discover_target, escape_path, resolve_target, Layout, LogLayout, SegmentEntry, Target,
     TargetError,
 };
 use crate::engine::policy::{visibility, Policy};
-use crate::engine::report::{Gap, LogReport, Overlap, Report, SegmentReport};
+use crate::engine::report::{Gap, LogReport, Overlap, Report, SalvagedReport, SegmentReport};
 use crate::engine::scan::ScanOptions;
-use crate::engine::segment::{analyze_segment, SegmentAnalysis};
+use crate::engine::segment::{analyze_segment_with, SegmentAnalysis};
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -25,34 +27,60 @@ pub fn assemble_log(
     let mut overlaps = Vec::new();
     let mut prev: Option<(u64, PathBuf)> = None;
     let mut segments = Vec::with_capacity(analyses.len());
+    // Names a run may not take: every segment-shaped name of the directory.
+    let taken = taken_names(log);
     for (a, action) in analyses.into_iter().zip(actions) {
         let rel = log.file_rel(a.base, FileKind::Log);
         if let Some((expected, prev_path)) = &prev {
-            if a.base > *expected {
-                gaps.push(Gap {
-                    after: escape_path(prev_path),
-                    before: escape_path(&rel),
-                    from_offset: *expected,
-                    to_offset: a.base - 1,
-                    missing: a.base - expected,
-                });
-            } else if a.base < *expected {
-                overlaps.push(Overlap {
-                    segment: escape_path(&rel),
-                    previous: escape_path(prev_path),
-                    base_offset: a.base,
-                    previous_next_offset: *expected,
-                    offsets: expected - a.base,
-                });
-            }
+            track(
+                &mut gaps,
+                &mut overlaps,
+                (*expected, prev_path),
+                a.base,
+                &rel,
+            );
         }
         let is_last = is_last_of_log(a.base);
-        let report = SegmentReport::from_analysis(&rel, &a, action, is_last);
+        let mut report = SegmentReport::from_analysis(&rel, &a, action, is_last);
         if let Ok(s) = &a.scan {
-            prev = Some((s.next_offset(), rel));
+            prev = Some((s.next_offset(), rel.clone()));
         } else {
             // An unreadable segment's extent is unknown: no gap is claimed across it.
             prev = None;
+        }
+        if policy.salvages() {
+            let salvaged = salvaged_runs(log, &rel, &a, &taken);
+            // The runs are segments of their own: gaps and overlaps are counted with them.
+            if action.serves() {
+                for (r, run) in salvaged.iter().zip(a.salvage.iter().flat_map(|s| &s.runs)) {
+                    if !r.shown() {
+                        continue;
+                    }
+                    let run_rel = log.file_rel(run.first_offset, FileKind::Log);
+                    if let Some((expected, prev_path)) = &prev {
+                        track(
+                            &mut gaps,
+                            &mut overlaps,
+                            (*expected, prev_path),
+                            run.first_offset,
+                            &run_rel,
+                        );
+                    }
+                    prev = Some((run.first_offset + run.records, run_rel));
+                }
+                // Records cut where the next real segment starts: claimed twice, reported so.
+                if let Some(cut) = a.salvage.as_ref().and_then(|s| s.cut) {
+                    let next_rel = log.file_rel(cut.next_base, FileKind::Log);
+                    overlaps.push(Overlap {
+                        segment: escape_path(&next_rel),
+                        previous: escape_path(&rel),
+                        base_offset: cut.next_base,
+                        previous_next_offset: cut.offset + 1,
+                        offsets: cut.offset + 1 - cut.next_base,
+                    });
+                }
+            }
+            report.salvaged = Some(salvaged);
         }
         segments.push(report);
     }
@@ -60,6 +88,12 @@ pub fn assemble_log(
         .iter()
         .filter(|s| s.view.serves())
         .filter_map(|s| s.scan.as_ref().map(|x| x.next_offset()))
+        .chain(
+            segments
+                .iter()
+                .flat_map(|s| s.shown_runs())
+                .map(|(r, _)| r.last_offset + 1),
+        )
         .max()
         .unwrap_or_else(|| log.segments.first().map_or(0, |s| s.base));
     LogReport {
@@ -83,6 +117,77 @@ pub fn assemble_log(
             .collect(),
         segments,
     }
+}
+
+/// Records a gap or an overlap between what came before (its next offset and
+/// path) and a segment (or salvaged run) starting at `base`.
+fn track(
+    gaps: &mut Vec<Gap>,
+    overlaps: &mut Vec<Overlap>,
+    (expected, prev_path): (u64, &Path),
+    base: u64,
+    rel: &Path,
+) {
+    if base > expected {
+        gaps.push(Gap {
+            after: escape_path(prev_path),
+            before: escape_path(rel),
+            from_offset: expected,
+            to_offset: base - 1,
+            missing: base - expected,
+        });
+    } else if base < expected {
+        overlaps.push(Overlap {
+            segment: escape_path(rel),
+            previous: escape_path(prev_path),
+            base_offset: base,
+            previous_next_offset: expected,
+            offsets: expected - base,
+        });
+    }
+}
+
+/// Every segment-shaped file name of a log directory: its segments' three files,
+/// its orphan indexes and the names it does not recognize.
+fn taken_names(log: &LogLayout) -> HashSet<OsString> {
+    let mut out: HashSet<OsString> = log
+        .segments
+        .iter()
+        .flat_map(|s| {
+            [FileKind::Log, FileKind::Index, FileKind::TimeIndex]
+                .map(|k| OsString::from(segment_file_name(s.base, k)))
+        })
+        .collect();
+    out.extend(log.orphans.iter().cloned());
+    out.extend(log.unrecognized.iter().cloned());
+    out
+}
+
+/// The report's entries for a segment's salvaged runs; a run whose `.log`,
+/// `.index` or `.timeindex` name is taken by a file of the source is refused.
+fn salvaged_runs(
+    log: &LogLayout,
+    rel: &Path,
+    a: &SegmentAnalysis,
+    taken: &HashSet<OsString>,
+) -> Vec<SalvagedReport> {
+    let runs = a.salvage.iter().flat_map(|s| &s.runs);
+    runs.map(|run| {
+        let mut r = SalvagedReport::of(&log.file_rel(run.first_offset, FileKind::Log), run);
+        let clash = [FileKind::Log, FileKind::Index, FileKind::TimeIndex]
+            .map(|k| segment_file_name(run.first_offset, k))
+            .into_iter()
+            .find(|n| taken.contains(OsStr::new(n)));
+        if let Some(n) = clash {
+            r.refused = Some(format!(
+                "{} already exists in the source; a run never overrides a real file (salvaged from {})",
+                escape_path(&log.rel.join(n)),
+                escape_path(rel)
+            ));
+        }
+        r
+    })
+    .collect()
 }
 
 /// Engine settings for a whole-tree analysis.
@@ -122,8 +227,14 @@ pub fn analyze(
             sc.spawn(|| loop {
                 let j = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&(li, seg)) = jobs.get(j) else { break };
-                let a =
-                    analyze_segment(&layout.source, &layout.logs[li], seg, &opts.scan, progress);
+                let a = analyze_segment_with(
+                    &layout.source,
+                    &layout.logs[li],
+                    seg,
+                    &opts.scan,
+                    opts.policy.salvages(),
+                    progress,
+                );
                 results.lock().expect("no worker panics")[j] = Some(a);
             });
         }
@@ -210,6 +321,7 @@ mod tests {
                 size: w.log.len() as u64,
                 ..Default::default()
             },
+            salvage: None,
         }
     }
 
@@ -235,6 +347,7 @@ mod tests {
             index: IndexVerdict::Unreadable("its .log is unreadable".into()),
             timeindex: IndexVerdict::Unreadable("its .log is unreadable".into()),
             stamp: FileStamp::default(),
+            salvage: None,
         };
         let want = [
             (

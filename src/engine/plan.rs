@@ -29,13 +29,21 @@ pub enum Node {
     /// A segment's `.index` or `.timeindex`: rebuilt from the valid prefix
     /// (present even when the original is missing).
     Index { base: u64, kind: FileKind },
+    /// A file of a run salvaged from segment `base` (salvage policy): its `.log`
+    /// is the original's bytes of the run, its indexes rebuilt from them; `first`
+    /// is the run's first offset, which names it.
+    Run {
+        base: u64,
+        first: u64,
+        kind: FileKind,
+    },
 }
 
 impl Node {
     /// The segment this entry belongs to, if any.
     pub fn segment(self) -> Option<u64> {
         match self {
-            Node::Log { base } | Node::Index { base, .. } => Some(base),
+            Node::Log { base } | Node::Index { base, .. } | Node::Run { base, .. } => Some(base),
             _ => None,
         }
     }
@@ -93,17 +101,31 @@ pub fn segment_action(report: &LogReport, base: u64) -> Option<ViewAction> {
         .map(|s| s.view)
 }
 
-/// Drops the entries of segments the policy hides.
+/// Drops the entries of segments the policy hides, and adds the files of the
+/// salvaged runs the report shows (salvage policy); a run never replaces an entry.
 pub fn visible_children(
     children: BTreeMap<OsString, Node>,
     report: Option<&LogReport>,
 ) -> BTreeMap<OsString, Node> {
     let Some(r) = report else { return children };
-    children
+    let mut out: BTreeMap<OsString, Node> = children
         .into_iter()
         .filter(|(_, n)| {
             n.segment()
                 .is_none_or(|b| segment_action(r, b).is_none_or(|a| a.listed()))
         })
-        .collect()
+        .collect();
+    for seg in &r.segments {
+        for (_, run) in seg.shown_runs() {
+            for kind in [FileKind::Log, FileKind::Index, FileKind::TimeIndex] {
+                out.entry(segment_file_name(run.first_offset, kind).into())
+                    .or_insert(Node::Run {
+                        base: seg.base_offset,
+                        first: run.first_offset,
+                        kind,
+                    });
+            }
+        }
+    }
+    out
 }

@@ -17,16 +17,30 @@ pub enum Policy {
     PointInTime,
     /// Nothing repaired: damaged segments fail with EIO.
     Strict,
+    /// Per-segment, plus the runs of intact records found after mid-segment
+    /// damage, each shown as a segment of its own (`engine::salvage`).
+    Salvage,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 3] = [Policy::PerSegment, Policy::PointInTime, Policy::Strict];
+    pub const ALL: [Policy; 4] = [
+        Policy::PerSegment,
+        Policy::PointInTime,
+        Policy::Strict,
+        Policy::Salvage,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Policy::PerSegment => "per-segment",
             Policy::PointInTime => "point-in-time",
             Policy::Strict => "strict",
+            Policy::Salvage => "salvage",
         }
+    }
+
+    /// True when the analysis looks for runs after mid-segment damage.
+    pub fn salvages(self) -> bool {
+        self == Policy::Salvage
     }
 }
 
@@ -43,7 +57,7 @@ impl FromStr for Policy {
             .into_iter()
             .find(|p| p.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown policy '{s}': use per-segment, point-in-time or strict")
+                format!("unknown policy '{s}': use per-segment, point-in-time, strict or salvage")
             })
     }
 }
@@ -118,7 +132,7 @@ pub fn visibility(policy: Policy, segs: &[SegmentAnalysis]) -> Vec<ViewAction> {
     for a in segs {
         let status = a.status();
         let action = match policy {
-            Policy::PerSegment => match status {
+            Policy::PerSegment | Policy::Salvage => match status {
                 SegmentStatus::Clean => ViewAction::Kept,
                 SegmentStatus::Truncated => ViewAction::Truncated,
                 SegmentStatus::Unreadable => ViewAction::Eio,

@@ -4,6 +4,7 @@ use crate::engine::format::takhin::{classify_name, FileKind, NameMatch, INDEX_EX
 use crate::engine::index::{IndexKind, IndexVerdict};
 use crate::engine::layout::{display_name as shown, escape_path, Problem};
 use crate::engine::policy::{DamageClass, Policy, ViewAction};
+use crate::engine::salvage::{Salvage, SalvagedRun};
 use crate::engine::scan::{Damage, DamageKind, SegmentScan};
 use crate::engine::segment::{SegmentAnalysis, SegmentStatus};
 use crate::engine::source::SourceAccess;
@@ -80,9 +81,56 @@ pub struct SegmentReport {
     pub timeindex: IndexVerdict,
     pub visible: bool,
     pub view: ViewAction,
+    /// The runs salvaged after the damage: present (possibly empty) under the
+    /// salvage policy only, so the other policies' JSON is unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub salvaged: Option<Vec<SalvagedReport>>,
     /// The scan behind this entry, for the front ends (not serialized).
     #[serde(skip)]
     pub scan: Option<Arc<SegmentScan>>,
+    /// The salvage behind `salvaged`, for the front ends (not serialized).
+    #[serde(skip)]
+    pub salvage: Option<Arc<Salvage>>,
+}
+
+/// One run of intact records salvaged after a segment's damage, shown as a
+/// segment of its own named by its first offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SalvagedReport {
+    /// The run's `.log` in the view.
+    pub path: String,
+    /// Where the run starts in the original `.log`.
+    pub position: u64,
+    pub bytes: u64,
+    pub first_offset: u64,
+    pub last_offset: u64,
+    pub records: u64,
+    /// The original `.index` holds `(first_offset, position)`; else the run was
+    /// accepted because its records chain (or it reaches the end of the file).
+    pub confirmed_by_index: bool,
+    /// Why the run is not shown (its name is taken by a file of the source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+impl SalvagedReport {
+    pub fn of(rel: &Path, run: &SalvagedRun) -> Self {
+        SalvagedReport {
+            path: escape_path(rel),
+            position: run.position,
+            bytes: run.bytes(),
+            first_offset: run.first_offset,
+            last_offset: run.last_offset(),
+            records: run.records,
+            confirmed_by_index: run.confirmed_by_index,
+            refused: None,
+        }
+    }
+
+    /// True when the view shows the run.
+    pub fn shown(&self) -> bool {
+        self.refused.is_none()
+    }
 }
 
 impl SegmentReport {
@@ -119,8 +167,19 @@ impl SegmentReport {
             timeindex: a.timeindex.clone(),
             visible: view.listed(),
             view,
+            salvaged: None,
             scan,
+            salvage: a.salvage.clone(),
         }
+    }
+
+    /// The runs the view shows with this segment: none unless it serves the segment.
+    pub fn shown_runs(&self) -> impl Iterator<Item = (&SalvagedReport, &SalvagedRun)> {
+        let runs = match (&self.salvaged, &self.salvage) {
+            (Some(r), Some(s)) if self.view.serves() => Some(r.iter().zip(&s.runs)),
+            _ => None,
+        };
+        runs.into_iter().flatten().filter(|(r, _)| r.shown())
     }
 
     /// True when the original `.index` and `.timeindex` both match the rebuilt ones.
@@ -191,6 +250,12 @@ pub struct Summary {
     pub unrecognized: u64,
     /// Whether the policy's view differs from the source (what `check`'s exit code says).
     pub view_differs: bool,
+    /// Runs salvaged and shown (salvage policy only; counted in `records` and `bytes_kept`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub salvaged_runs: Option<u64>,
+    /// Records of those runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub salvaged_records: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -245,7 +310,20 @@ impl Report {
                     }
                     ViewAction::Eio => {}
                 }
+                if policy.salvages() {
+                    for (r, _) in seg.shown_runs() {
+                        *s.salvaged_runs.get_or_insert(0) += 1;
+                        *s.salvaged_records.get_or_insert(0) += r.records;
+                        s.records += r.records;
+                        s.bytes_kept += r.bytes;
+                        s.bytes_cut = s.bytes_cut.saturating_sub(r.bytes);
+                    }
+                }
             }
+        }
+        if policy.salvages() {
+            s.salvaged_runs.get_or_insert(0);
+            s.salvaged_records.get_or_insert(0);
         }
         s.view_differs = s.truncated > 0
             || s.unreadable > 0
@@ -326,11 +404,12 @@ impl Report {
             // Only what the view serves: hidden and refused segments are counted apart.
             let served =
                 |x: &SegmentReport| matches!(x.view, ViewAction::Kept | ViewAction::Truncated);
+            // Salvaged runs shown as segments of their own are served records too.
             let records: u64 = log
                 .segments
                 .iter()
                 .filter(|x| served(x))
-                .map(|x| x.records)
+                .map(|x| x.records + x.shown_runs().map(|(r, _)| r.records).sum::<u64>())
                 .sum();
             let mut verdict = verdict;
             for (n, what) in [
@@ -388,6 +467,7 @@ impl Report {
                         );
                     }
                 }
+                render_salvaged(&mut o, seg);
                 if let Some(e) = &seg.error {
                     let _ = writeln!(o, "  UNREADABLE  {path}: {e}");
                 }
@@ -482,6 +562,12 @@ impl Report {
             s.logs, s.segments, s.clean, s.truncated, s.unreadable, s.records, s.bytes_kept, s.bytes_cut,
             s.gaps, s.overlaps, s.orphans, s.indexes_rebuilt, s.hidden
         );
+        if let (Some(runs), Some(records)) = (s.salvaged_runs, s.salvaged_records) {
+            let _ = writeln!(
+                o,
+                "salvaged: {runs} run(s), {records} record(s) after mid-segment damage, each shown as a segment of its own"
+            );
+        }
         o
     }
 
@@ -502,7 +588,9 @@ impl Report {
                 .is_some_and(|d| d.class == DamageClass::MidLog)
         });
         let mut n = String::from("Next: ");
-        if mid {
+        if mid && s.salvaged_runs.is_some_and(|r| r > 0) {
+            n.push_str("MID-LOG damage lost data; the records after it that could be salvaged are shown as segments of their own (see SALVAGED; no checksum vouches for them); keep the originals as evidence. ");
+        } else if mid {
             n.push_str("MID-LOG damage lost data; keep the originals as evidence. ");
         } else if s.truncated > 0 {
             n.push_str("only tail damage (the trace of an unclean shutdown). ");
@@ -568,6 +656,42 @@ pub fn shell_quote(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The human lines of a segment's salvaged runs, one each.
+fn render_salvaged(o: &mut String, seg: &SegmentReport) {
+    for r in seg.salvaged.iter().flatten() {
+        let how = if r.confirmed_by_index {
+            "confirmed by the index"
+        } else {
+            "chained"
+        };
+        match &r.refused {
+            None => {
+                let _ = writeln!(
+                    o,
+                    "  SALVAGED    {}: {} record(s), offsets {}..={} from byte {} ({how})",
+                    shown(&r.path),
+                    r.records,
+                    r.first_offset,
+                    r.last_offset,
+                    r.position
+                );
+            }
+            Some(why) => {
+                let _ = writeln!(
+                    o,
+                    "  REFUSED     {}: {} record(s), offsets {}..={} from byte {} of {}, not shown: {why}",
+                    shown(&r.path),
+                    r.records,
+                    r.first_offset,
+                    r.last_offset,
+                    r.position,
+                    shown(&seg.path)
+                );
+            }
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 use crate::engine::format::takhin::FileKind;
 use crate::engine::index::{IndexComparer, IndexKind, IndexVerdict};
 use crate::engine::layout::{LogLayout, SegmentEntry};
-use crate::engine::scan::{scan_segment, ScanOptions, SegmentScan};
+use crate::engine::salvage::{salvage, Salvage};
+use crate::engine::scan::{scan_segment, ReadAt, ScanOptions, SegmentScan};
 use crate::engine::source::{advise_sequential, Source};
 use serde::Serialize;
 use std::fs;
@@ -89,6 +90,9 @@ pub struct SegmentAnalysis {
     pub timeindex: IndexVerdict,
     /// The `.log` as it was when scanned.
     pub stamp: FileStamp,
+    /// The runs found after the damage, when the analysis was asked to salvage
+    /// (`None` otherwise, and for a clean or unreadable segment).
+    pub salvage: Option<Arc<Salvage>>,
 }
 
 impl SegmentAnalysis {
@@ -124,6 +128,20 @@ pub fn analyze_segment(
     opts: &ScanOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> SegmentAnalysis {
+    analyze_segment_with(source, log, seg, opts, false, progress)
+}
+
+/// [`analyze_segment`], and when `salvaging`, the runs of intact records after a
+/// damage that is not the end of the file ([`salvage`], with the original `.index`
+/// as evidence and the next real segment's base as the bound).
+pub fn analyze_segment_with(
+    source: &Source,
+    log: &LogLayout,
+    seg: &SegmentEntry,
+    opts: &ScanOptions,
+    salvaging: bool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> SegmentAnalysis {
     let log_rel = log.file_rel(seg.base, FileKind::Log);
     let log_path = source.display_path(&log_rel);
     let opened = source.file(&log_rel).and_then(|f| {
@@ -139,6 +157,7 @@ pub fn analyze_segment(
                 index: IndexVerdict::Unreadable("its .log is unreadable".into()),
                 timeindex: IndexVerdict::Unreadable("its .log is unreadable".into()),
                 stamp: FileStamp::default(),
+                salvage: None,
             }
         }
     };
@@ -182,20 +201,42 @@ pub fn analyze_segment(
                 };
             let index = finish(ci, &idx);
             let timeindex = finish(ct, &tidx);
+            let salvaged = if salvaging && scan.damage.is_some() {
+                let next_base = log
+                    .segments
+                    .iter()
+                    .map(|s| s.base)
+                    .filter(|&b| b > seg.base)
+                    .min();
+                let evidence = idx.as_ref().ok().map(|(f, len)| (f as &dyn ReadAt, *len));
+                match salvage(&file, stamp.size, &scan, evidence, next_base, opts) {
+                    Ok(s) => Some(Arc::new(s)),
+                    Err(e) => return unreadable(seg.base, &log_path, stamp, &e),
+                }
+            } else {
+                None
+            };
             SegmentAnalysis {
                 base: seg.base,
                 scan: Ok(Arc::new(scan)),
                 index,
                 timeindex,
                 stamp,
+                salvage: salvaged,
             }
         }
-        Err(e) => SegmentAnalysis {
-            base: seg.base,
-            scan: Err(ReadError::new(&log_path, "could not read", &e)),
-            index: IndexVerdict::Unreadable("its .log is unreadable".into()),
-            timeindex: IndexVerdict::Unreadable("its .log is unreadable".into()),
-            stamp,
-        },
+        Err(e) => unreadable(seg.base, &log_path, stamp, &e),
+    }
+}
+
+/// A segment whose `.log` could not be read to the end: reported, never as corruption.
+fn unreadable(base: u64, log_path: &Path, stamp: FileStamp, e: &io::Error) -> SegmentAnalysis {
+    SegmentAnalysis {
+        base,
+        scan: Err(ReadError::new(log_path, "could not read", e)),
+        index: IndexVerdict::Unreadable("its .log is unreadable".into()),
+        timeindex: IndexVerdict::Unreadable("its .log is unreadable".into()),
+        stamp,
+        salvage: None,
     }
 }

@@ -118,6 +118,9 @@ fn in_place_entries(
                 ))
             }
             Content::Prefix { .. } => {}
+            Content::Range { .. } | Content::RunIndex { .. } => {
+                return Err(RepairError::SalvageInPlace(data.to_path_buf()))
+            }
             Content::Rebuilt {
                 kind,
                 log,
@@ -207,6 +210,9 @@ pub fn repair_in_place(
     progress: Option<Progress>,
 ) -> Result<InPlaceSummary> {
     let data_abs = check_data_dir(data)?;
+    if opts.policy.salvages() {
+        return Err(RepairError::SalvageInPlace(data.to_path_buf()));
+    }
     let Some(backup) = backup else {
         return Err(RepairError::NoBackup(data.to_path_buf()));
     };

@@ -87,6 +87,8 @@ pub enum RepairError {
     BackupDamaged { path: PathBuf, what: String },
     #[error("{}: {what}", path.display())]
     BadManifest { path: PathBuf, what: String },
+    #[error("{}: --in-place does not write salvaged runs (yet); write the salvage view with --output NEW_DIR", .0.display())]
+    SalvageInPlace(PathBuf),
     #[error("{}: another repair is running here; wait for it to finish", .0.display())]
     Busy(PathBuf),
     #[error("{0}")]

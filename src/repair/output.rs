@@ -12,6 +12,7 @@ use crate::engine::analysis::AnalyzeOptions;
 use crate::engine::format::takhin::FileKind;
 use crate::engine::index::rebuild_indexes;
 use crate::engine::report::Report;
+use crate::engine::salvage::Shifted;
 use crate::engine::scan::SegmentScan;
 use crate::engine::source::Source;
 use std::fs::{self, File};
@@ -101,6 +102,68 @@ pub fn repair_to(
     })
 }
 
+/// Writes one file of a salvaged run: its `.log` (a byte range of the original)
+/// or a rebuilt index of that range.
+fn write_run_file(source: &Source, dst: &Path, content: &Content, stats: &CopyStats) -> Result<()> {
+    let (log, start, original_len) = match content {
+        Content::Range {
+            log,
+            start,
+            original_len,
+            ..
+        }
+        | Content::RunIndex {
+            log,
+            start,
+            original_len,
+            ..
+        } => (log, *start, *original_len),
+        _ => unreachable!("only salvaged runs' files are written here"),
+    };
+    let src = open_checked(source, log, original_len)?;
+    let mut f = create_new(dst)?;
+    match content {
+        Content::Range { len, .. } => {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut done = 0u64;
+            while done < *len {
+                let n = ((*len - done) as usize).min(buf.len());
+                std::os::unix::fs::FileExt::read_exact_at(&src, &mut buf[..n], start + done)
+                    .map_err(io_at(&source.display_path(log), "could not read"))?;
+                f.write_all(&buf[..n])
+                    .map_err(io_at(dst, "could not write"))?;
+                done += n as u64;
+                stats.add_bytes(n as u64);
+            }
+            CopyStats::add(&stats.plain_copied, *len);
+        }
+        Content::RunIndex { kind, scan, .. } => {
+            let view = Shifted {
+                src: &src,
+                start,
+                len: scan.valid_bytes,
+            };
+            let (index, timeindex) =
+                rebuild_indexes(&view, scan).map_err(|e| RepairError::SourceChanged {
+                    path: source.display_path(log),
+                    what: e.to_string(),
+                })?;
+            let bytes = if *kind == FileKind::Index {
+                index
+            } else {
+                timeindex
+            };
+            f.write_all(&bytes).map_err(io_at(dst, "could not write"))?;
+            stats.add_bytes(bytes.len() as u64);
+            CopyStats::add(&stats.generated, bytes.len() as u64);
+        }
+        _ => unreachable!("only salvaged runs' files are written here"),
+    }
+    start_writeback(&f);
+    CopyStats::add(&stats.files, 1);
+    Ok(())
+}
+
 /// The rebuilt index files of one segment: its `.log`, its scan, and (path, kind) per file.
 type IndexJob = (PathBuf, Arc<SegmentScan>, Vec<(PathBuf, FileKind)>);
 
@@ -118,6 +181,8 @@ fn write_tree(
     // Rebuilt indexes are written per segment, so each `.log` is walked once for both
     // (a segment's two index names sort next to each other, around its `.log`).
     let mut rebuilt: Vec<IndexJob> = Vec::new();
+    // Salvaged runs' files: byte ranges of an original `.log`, and their rebuilt indexes.
+    let mut runs: Vec<(&PathBuf, &Content)> = Vec::new();
     for e in &plan.entries {
         match e {
             Entry::Dir { rel, attrs } => {
@@ -169,6 +234,11 @@ fn write_tree(
                 content: Content::Prefix { len, original_len },
                 ..
             } => files.push((rel, *len, *original_len)),
+            Entry::File {
+                rel,
+                content: content @ (Content::Range { .. } | Content::RunIndex { .. }),
+                ..
+            } => runs.push((rel, content)),
         }
     }
     use std::os::unix::fs::DirBuilderExt;
@@ -203,6 +273,9 @@ fn write_tree(
             CopyStats::add(&stats.generated, bytes.len() as u64);
         }
         Ok(())
+    })?;
+    run_jobs(&runs, |(rel, content)| {
+        write_run_file(source, &root.join(rel), content, stats)
     })?;
     // Every file durable before the directories that name them, and before the rename.
     // Mode and times are set here, not at creation: the file is still ours (0600) to reopen.

@@ -29,6 +29,22 @@ pub(super) enum Content {
         /// Whether the original file at this path already holds exactly these bytes.
         original_matches: bool,
     },
+    /// A salvaged run's `.log`: the bytes `[start, start + len)` of the original `log`
+    /// (of `original_len` bytes).
+    Range {
+        log: PathBuf,
+        start: u64,
+        len: u64,
+        original_len: u64,
+    },
+    /// A salvaged run's rebuilt `.index`/`.timeindex`, from its byte range of `log`.
+    RunIndex {
+        kind: FileKind,
+        log: PathBuf,
+        start: u64,
+        original_len: u64,
+        scan: Arc<SegmentScan>,
+    },
 }
 
 /// One entry of the repaired tree, relative to the data directory.
@@ -209,6 +225,39 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
                             original_matches: verdict.is_match(),
                         },
                         attrs,
+                    })
+                }
+                Node::Run { base, first, kind } => {
+                    let log_rel = rel.join(segment_file_name(base, FileKind::Log));
+                    let seg = served(data, &log_rel, segment(log, base))?;
+                    let run = seg
+                        .shown_runs()
+                        .map(|(_, r)| r)
+                        .find(|r| r.first_offset == first)
+                        .ok_or_else(|| RepairError::SourceChanged {
+                            path: data.join(&child),
+                            what: "salvaged run not found in the analysis".into(),
+                        })?;
+                    let content = match kind {
+                        FileKind::Log => Content::Range {
+                            log: log_rel.clone(),
+                            start: run.position,
+                            len: run.bytes(),
+                            original_len: seg.original_bytes,
+                        },
+                        _ => Content::RunIndex {
+                            kind,
+                            log: log_rel.clone(),
+                            start: run.position,
+                            original_len: seg.original_bytes,
+                            scan: Arc::new(run.scan.clone()),
+                        },
+                    };
+                    // A run's files take the original `.log`'s mode and times.
+                    plan.entries.push(Entry::File {
+                        rel: child,
+                        content,
+                        attrs: Attrs::of(&stat(&log_rel)?),
                     })
                 }
             }

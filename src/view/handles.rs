@@ -37,6 +37,11 @@ pub(crate) enum SegPart {
     Log,
     Index(IndexKind),
     Tail,
+    /// A salvaged run's `.log` (`index: None`) or rebuilt index; `first` names the run.
+    Run {
+        first: u64,
+        index: Option<IndexKind>,
+    },
 }
 
 struct SegHandle {
@@ -262,6 +267,43 @@ fn read_segment(s: &SegHandle, offset: u64, size: u32, buf: &mut Vec<u8>) -> Res
             buf[..b.len()].copy_from_slice(&b);
             Ok(Some(b.len()))
         }
+        SegPart::Run { first, index } => read_run(s, first, index, offset, size, buf),
+    }
+}
+
+/// Reads a salvaged run's file: its `.log` is the original's bytes
+/// `[position, end)`, never more; its indexes are rebuilt from those bytes.
+fn read_run(
+    s: &SegHandle,
+    first: u64,
+    index: Option<IndexKind>,
+    offset: u64,
+    size: u32,
+    buf: &mut Vec<u8>,
+) -> Result<Option<usize>> {
+    let run = crate::view::runs::get(&s.analysis, first)?;
+    match index {
+        None => {
+            let Some(start) = run.position.checked_add(offset).filter(|&p| p < run.end) else {
+                return Ok(Some(0));
+            };
+            read_unraced(
+                &s.file,
+                start,
+                size as u64,
+                run.end,
+                buf,
+                Some(s.analysis.stamp),
+            )
+        }
+        Some(kind) => {
+            let b = crate::view::runs::read_index(&s.file, run, kind, offset, size as u64)?;
+            if buf.len() < b.len() {
+                buf.resize(b.len(), 0);
+            }
+            buf[..b.len()].copy_from_slice(&b);
+            Ok(Some(b.len()))
+        }
     }
 }
 
@@ -408,6 +450,8 @@ fn pread_into(f: &File, offset: u64, size: u64, limit: u64, buf: &mut Vec<u8>) -
 /// read, so the read waits until the last change is this old. Longer than a
 /// coarse clock tick, far longer than one write of a file's bytes takes.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(10);
+/// A file changed within this long is read twice, and served only if both reads agree.
+const CONFIRM: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a read may keep meeting changes before it fails with EIO.
 const RACE_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
 /// A file changed within this long is opened with direct I/O: each read of it
@@ -474,8 +518,16 @@ fn read_unraced(
             continue;
         }
         let n = pread_into(f, offset, size, limit, buf)?;
+        // A write moves the timestamps when it starts, not when it ends: one that
+        // began before `before` and was descheduled past SETTLE would go unseen. For
+        // a file changed moments ago, the bytes must also read the same twice.
+        let steady = prefix.is_some() || age >= CONFIRM || {
+            let mut again = Vec::new();
+            std::thread::yield_now();
+            pread_into(f, offset, size, limit, &mut again)? == n && again[..n] == buf[..n]
+        };
         let after = stamp()?;
-        if after == before || (prefix.is_some() && grew(before, after)) {
+        if steady && (after == before || (prefix.is_some() && grew(before, after))) {
             return Ok(Some(n));
         }
         if start.elapsed() >= RACE_BUDGET {

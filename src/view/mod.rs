@@ -13,6 +13,7 @@ pub mod fuse;
 mod handles;
 mod inodes;
 mod meta;
+mod runs;
 mod tree;
 mod verdicts;
 pub mod watch;
@@ -40,6 +41,7 @@ pub use error::{Result, ViewError};
 pub use handles::Opened;
 pub use inodes::{Attr, DirEntry, EntryType, ROOT_INO};
 pub use meta::{RAW_DIR, REPORT_NAME, TAILS_DIR, TAIL_SUFFIX};
+pub use runs::{RUN_XATTRS, XATTR_POSITION, XATTR_SALVAGED_FROM};
 pub use xattr::{xattr_reply, XattrReply, XATTRS};
 
 /// What an inode stands for.
@@ -162,10 +164,16 @@ impl View {
         let names: Vec<OsString> = match classify_name(name.as_bytes()) {
             NameMatch::Segment(base, _) => {
                 self.verdicts.forget_log(dir);
-                // A segment's three files change together (their size and bytes may differ).
-                [FileKind::Log, FileKind::Index, FileKind::TimeIndex]
-                    .iter()
-                    .map(|k| segment_file_name(base, *k).into())
+                // A segment's three files change together (their size and bytes may
+                // differ), and so do the runs salvaged from it (as last validated).
+                let mut bases = vec![base];
+                bases.extend(self.verdicts.cached_runs(dir, base));
+                bases
+                    .into_iter()
+                    .flat_map(|b| {
+                        [FileKind::Log, FileKind::Index, FileKind::TimeIndex]
+                            .map(|k| OsString::from(segment_file_name(b, k)))
+                    })
                     .collect()
             }
             _ => vec![name.to_os_string()],
@@ -404,8 +412,24 @@ impl View {
         })
     }
 
+    /// The salvaged run a file of the source tree belongs to: its directory, the
+    /// base of the segment it was salvaged from, and its first offset.
+    fn run_of(&self, ino: u64) -> Result<Option<(PathBuf, u64, u64)>> {
+        let (_, kind) = self.inodes.get(ino)?;
+        Ok(match &*kind {
+            Kind::Src {
+                rel,
+                node: Node::Run { base, first, .. },
+            } => Some((parent_of(rel).into(), *base, *first)),
+            _ => None,
+        })
+    }
+
     /// The names `listxattr` returns, NUL-terminated: the view's xattrs on segment files, none elsewhere.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        if self.run_of(ino)?.is_some() {
+            return Ok(runs::xattr_names());
+        }
         Ok(match self.segment_of(ino)? {
             Some(_) if !self.no_meta => xattr::names(),
             _ => Vec::new(),
@@ -415,6 +439,10 @@ impl View {
     /// The value of one `user.recoverfs.*` xattr of a segment file: the `.log`'s own,
     /// or an index file's own (its original against the rebuilt one).
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
+        if let Some((dir, base, first)) = self.run_of(ino)? {
+            let sv = self.verdicts.seg_view(&dir, base)?;
+            return runs::xattr_value(&sv, &dir, first, name);
+        }
         let Some((dir, base)) = self.segment_of(ino)? else {
             return Err(ViewError::NoAttr);
         };

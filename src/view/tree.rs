@@ -6,6 +6,7 @@ use crate::engine::plan::Node;
 use crate::view::error::{Result, ViewError};
 use crate::view::handles::{Handles, Opened, SegPart};
 use crate::view::inodes::{Attr, EntryType};
+use crate::view::runs;
 use crate::view::verdicts::Verdicts;
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
@@ -27,7 +28,15 @@ pub(crate) fn parent_of(rel: &Path) -> &Path {
 /// Looks `name` up in the source directory `dir`; a segment the policy hides is not found.
 pub(crate) fn lookup(v: &Verdicts, dir: &Path, name: &OsStr) -> Result<Node> {
     let listing = v.listing(dir)?;
-    let node = *listing.children.get(name).ok_or(ViewError::NotFound)?;
+    let node = match listing.children.get(name) {
+        Some(n) => *n,
+        // A salvaged run's file is not in the source: the policy's listing has it.
+        None if v.policy().salvages() && listing.layout.is_some() => *v
+            .listed_children(&listing)
+            .get(name)
+            .ok_or(ViewError::NotFound)?,
+        None => return Err(ViewError::NotFound),
+    };
     if let Some(base) = node.segment() {
         if !v.seg_view(dir, base)?.action.listed() {
             return Err(ViewError::NotFound);
@@ -69,6 +78,18 @@ pub(crate) fn attr(v: &Verdicts, ino: u64, rel: &Path, node: Node) -> Result<Att
             };
             Ok(Attr::from_meta(ino, EntryType::File, size, &m))
         }
+        Node::Run { base, first, kind } => {
+            // A run's files take the original `.log`'s times and owner.
+            let dir = parent_of(rel);
+            let m = v.lstat(&dir.join(segment_file_name(base, FileKind::Log)))?;
+            let sv = v.seg_view(dir, base)?;
+            let run = runs::find(&sv.analysis, first).ok_or(ViewError::NotFound)?;
+            let size = match sv.action.serves() {
+                true => runs::size(run, runs::index_kind(kind)),
+                false => 0,
+            };
+            Ok(Attr::from_meta(ino, EntryType::File, size, &m))
+        }
     }
 }
 
@@ -85,6 +106,13 @@ pub(crate) fn open(v: &Verdicts, h: &Handles, ino: u64, rel: &Path, node: Node) 
                 _ => IndexKind::Offset,
             };
             h.open_segment(v, ino, parent_of(rel), base, SegPart::Index(k))
+        }
+        Node::Run { base, first, kind } => {
+            let part = SegPart::Run {
+                first,
+                index: runs::index_kind(kind),
+            };
+            h.open_segment(v, ino, parent_of(rel), base, part)
         }
     }
 }

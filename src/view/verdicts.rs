@@ -11,7 +11,7 @@ use crate::engine::plan::{dir_children, visible_children, Node};
 use crate::engine::policy::{visibility, Policy, ViewAction};
 use crate::engine::report::LogReport;
 use crate::engine::scan::ScanOptions;
-use crate::engine::segment::{analyze_segment, FileStamp, SegmentAnalysis};
+use crate::engine::segment::{analyze_segment_with, FileStamp, SegmentAnalysis};
 use crate::engine::source::{Entries, Source};
 use crate::view::error::{source_err, Result, ViewError};
 use crate::view::watch::Watcher;
@@ -161,7 +161,14 @@ impl Verdicts {
     }
 
     fn validate(&self, layout: &LogLayout, seg: &SegmentEntry) -> SegmentAnalysis {
-        let a = analyze_segment(&self.source, layout, seg, &self.scan, &|_| {});
+        let a = analyze_segment_with(
+            &self.source,
+            layout,
+            seg,
+            &self.scan,
+            self.policy.salvages(),
+            &|_| {},
+        );
         self.validations.fetch_add(1, Ordering::Relaxed);
         let path = escape_path(&layout.file_rel(seg.base, FileKind::Log));
         match &a.scan {
@@ -296,6 +303,21 @@ impl Verdicts {
         })
     }
 
+    /// The first offsets of the runs salvaged from segment `base` of the log `dir`,
+    /// as last validated (nothing is validated): the files a change to it affects.
+    pub fn cached_runs(&self, dir: &Path, base: u64) -> Vec<u64> {
+        let c = self.cache.lock();
+        let Some(slot) = c.lru.peek(&(dir.to_path_buf(), base)) else {
+            return Vec::new();
+        };
+        slot.cell
+            .get()
+            .and_then(|a| a.salvage.as_ref())
+            .map_or(Vec::new(), |s| {
+                s.runs.iter().map(|r| r.first_offset).collect()
+            })
+    }
+
     /// The verdict of one segment regardless of policy (for `tails/`).
     pub fn current_analysis(&self, dir: &Path, base: u64) -> Result<Arc<SegmentAnalysis>> {
         self.with_segment(dir, base, |_, layout, idx| {
@@ -352,10 +374,11 @@ impl Verdicts {
     }
 
     /// A directory's entries as the policy lists them. Only point-in-time hides
-    /// segments; the others list them all, unvalidated.
+    /// segments, and only salvage adds the runs (listing a log validates its
+    /// segments then); the others list them all, unvalidated.
     pub fn listed_children(&self, listing: &Listing) -> BTreeMap<OsString, Node> {
         match (&listing.layout, self.policy) {
-            (Some(layout), Policy::PointInTime) => {
+            (Some(layout), Policy::PointInTime | Policy::Salvage) => {
                 visible_children(listing.children.clone(), Some(&self.log_report(layout)))
             }
             _ => listing.children.clone(),
@@ -370,9 +393,20 @@ fn weight(key: &SegKey, a: &SegmentAnalysis) -> u64 {
         .scan
         .as_ref()
         .map_or(0, |s| s.checkpoints.len() * std::mem::size_of::<u64>());
+    // A salvage holds its runs, each with a scan and its checkpoints.
+    let runs = a.salvage.as_ref().map_or(0, |s| {
+        s.runs
+            .iter()
+            .map(|r| {
+                std::mem::size_of::<crate::engine::salvage::SalvagedRun>()
+                    + r.scan.checkpoints.len() * std::mem::size_of::<u64>()
+            })
+            .sum::<usize>()
+    });
     (std::mem::size_of::<SegmentAnalysis>()
         + std::mem::size_of::<crate::engine::scan::SegmentScan>()
         + scan
+        + runs
         + key.0.as_os_str().len()
         + 128) as u64
 }

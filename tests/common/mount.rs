@@ -99,9 +99,20 @@ impl Mounted {
     }
 
     /// Unmounts with `umount` (not lazily) and returns how the daemon exited.
+    ///
+    /// Retried briefly: another test thread forking a child holds every open fd of
+    /// this process until the child execs, and an fd inside the mount makes it busy.
     pub fn unmount(&mut self) -> ExitStatus {
-        let st = Command::new("umount").arg(&self.mp).status().unwrap();
-        assert!(st.success(), "umount failed");
+        let mut tries = 0;
+        loop {
+            let st = Command::new("umount").arg(&self.mp).status().unwrap();
+            if st.success() {
+                break;
+            }
+            tries += 1;
+            assert!(tries < 50, "umount failed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         self.child.take().unwrap().wait().unwrap()
     }
 }
