@@ -192,10 +192,29 @@ fn a_segment_opened_read_write_through_the_overlay_takes_a_record_and_the_source
 }
 
 #[test]
-fn sigterm_unmounts_both_layers() {
-    let (src, _, _) = source();
+fn another_user_reads_through_the_overlay_and_sigterm_unmounts_both_layers() {
+    let (src, part, prefix) = source();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(src.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let mut w = Writable::new(src.path());
     assert!(is_mount_point(&w.view()));
+    // overlayfs revalidates the view's cached entries as the caller: without allow_other
+    // on the private view, FUSE refused them and a non-root access failed with ESTALE.
+    let seg = w
+        .merged()
+        .join("orders/partition-0")
+        .join(log_path(&part, 20).file_name().unwrap());
+    // Looked up by root first: the overlay's cached entry is then revalidated as nobody.
+    assert_eq!(fs::metadata(&seg).unwrap().len(), prefix.len() as u64);
+    use std::os::unix::process::CommandExt;
+    let o = Command::new("cat")
+        .arg(&seg)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cat as nobody: {}", stderr(&o));
+    assert!(o.stdout == prefix, "nobody read other bytes");
     let pid = nix::unistd::Pid::from_raw(w.child.as_ref().unwrap().id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(w.wait_exit().success(), "{}", w.log());
@@ -228,4 +247,21 @@ fn writable_refuses_what_would_nest_or_is_not_empty() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
     assert!(!is_mount_point(&upper.path().join("view")));
+    // An upper layer overlayfs refuses (procfs): one line, exit 2, the view unmounted again.
+    fs::remove_file(mnt.path().join("x")).unwrap();
+    std::os::unix::fs::symlink("/proc/self", upper.path().join("upper")).unwrap();
+    let o = run(argv(&[
+        &"mount",
+        &src.path(),
+        &mnt.path(),
+        &"--writable",
+        &upper.path(),
+    ]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("mounting overlayfs"), "{}", stderr(&o));
+    assert!(
+        !is_mount_point(&upper.path().join("view")),
+        "view left behind"
+    );
+    assert!(!is_mount_point(mnt.path()));
 }

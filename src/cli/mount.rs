@@ -69,7 +69,7 @@ pub struct MountArgs {
     pub passthrough: bool,
     /// Writable for a broker (root): the view is mounted privately at UPPER_DIR/view and
     /// overlayfs at MOUNTPOINT, every write kept in UPPER_DIR/upper, the source untouched.
-    /// Implies --no-meta and --passthrough off. `umount MOUNTPOINT` unmounts both layers.
+    /// Implies --no-meta, --passthrough off and --allow-other. `umount MOUNTPOINT` unmounts both layers.
     #[arg(long, value_name = "UPPER_DIR")]
     pub writable: Option<PathBuf>,
 }
@@ -315,11 +315,15 @@ pub fn run(a: &MountArgs) -> ExitCode {
         }
         match writable::prepare(dir, &s.mountpoint, &s.source) {
             // overlayfs refuses a lower layer with FUSE passthrough (stacking depth), and a
-            // broker's data directory holds only the log.
+            // broker's data directory holds only the log. overlayfs revalidates the view's
+            // entries as the caller, whom FUSE refuses without allow_other (ESTALE through
+            // the overlay); the view's modes still apply (default_permissions).
             Ok(l) => {
                 s.mountpoint = l.view.clone();
                 s.no_meta = true;
                 s.passthrough = false;
+                s.allow_other = true;
+                s.allow_root = false;
                 s.writable = Some(l);
             }
             Err(e) => return fail(e),
