@@ -190,3 +190,42 @@ fn html_page_renders_in_a_headless_browser() {
     assert!(!dom.contains("<img"), "injected markup in the DOM");
     assert!(dom.contains("onerror=alert(1)&gt;"));
 }
+
+/// `check --map` run on a pseudo-terminal (util-linux `script`), `NO_COLOR` as given.
+fn on_a_terminal(root: &Path, no_color: Option<&str>) -> Option<String> {
+    let script = recoverfs::cli::sys::which("script")?;
+    let cmd = format!(
+        "stty cols 50; {} check '{}' --map",
+        bin().display(),
+        root.display()
+    );
+    let mut c = Command::new(script);
+    c.args(["-qec", &cmd, "/dev/null"]).env_remove("NO_COLOR");
+    if let Some(v) = no_color {
+        c.env("NO_COLOR", v);
+    }
+    Some(stdout(&c.output().unwrap()))
+}
+
+#[test]
+fn colour_and_width_follow_the_terminal_and_no_color() {
+    let (t, _) = tree();
+    // A plain name: the hostile one would need shell quoting here.
+    let root = t.path().join("plain");
+    fs::rename(t.path().join(HOSTILE), &root).unwrap();
+    let Some(coloured) = on_a_terminal(&root, None) else {
+        eprintln!("skipped: no `script` (util-linux) to make a terminal");
+        return;
+    };
+    assert!(coloured.contains("\x1b[32m█"), "{coloured:?}");
+    let plain = on_a_terminal(&root, Some("1")).unwrap();
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    // The terminal's 50 columns, not 80.
+    let bar = plain
+        .lines()
+        .take_while(|l| !l.starts_with("legend:"))
+        .last()
+        .unwrap()
+        .trim_end_matches('\r');
+    assert_eq!(bar.chars().count(), 50, "{bar:?}");
+}
