@@ -1,9 +1,13 @@
 //! `check`: the fsck-style report of a data directory, a partition or one segment.
 
 use crate::cli::progress::Progress;
+use crate::cli::sys::{colour_stdout, stdout_width};
 use crate::cli::{EngineArgs, EXIT_CLEAN, EXIT_DAMAGE, EXIT_ERROR};
 use crate::engine::analysis::check_path;
+use crate::engine::map::render_text;
+use crate::engine::page::render_html;
 use clap::Args;
+use std::fs;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +19,15 @@ pub struct CheckArgs {
     /// Print the schema-1 JSON report instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// After the summary, draw each log's damage map: one line of its bytes (kept, cut, hidden, unreadable, gaps).
+    #[arg(long, conflicts_with = "json")]
+    pub map: bool,
+    /// The map's width in columns (default: the terminal's, or 80 when stdout is not a terminal).
+    #[arg(long, value_name = "N", requires = "map", value_parser = clap::value_parser!(u16).range(10..))]
+    pub map_width: Option<u16>,
+    /// Also write the report as one self-contained HTML page (map, summary, a row per segment).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -35,11 +48,29 @@ pub fn run(a: &CheckArgs) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    let text = if a.json {
+    let mut text = if a.json {
         report.to_json() + "\n"
     } else {
         report.render_human()
     };
+    if a.map {
+        let width = a
+            .map_width
+            .map(usize::from)
+            .or_else(stdout_width)
+            .unwrap_or(80);
+        text.push('\n');
+        text.push_str(&render_text(&report, width, colour_stdout()));
+    }
+    if let Some(p) = &a.html {
+        if let Err(e) = fs::write(p, render_html(&report)) {
+            eprintln!(
+                "recoverfs check: writing {}: {e}",
+                crate::engine::layout::display_name(&p.display().to_string())
+            );
+            return ExitCode::from(EXIT_ERROR);
+        }
+    }
     if io::stdout().write_all(text.as_bytes()).is_err() {
         return ExitCode::from(EXIT_ERROR);
     }

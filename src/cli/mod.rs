@@ -16,6 +16,7 @@ pub mod progress;
 pub mod repair;
 pub mod synth;
 pub mod sys;
+pub mod writable;
 
 /// Exit code: everything clean.
 pub const EXIT_CLEAN: u8 = 0;

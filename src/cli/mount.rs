@@ -4,6 +4,7 @@ use crate::cli::log::{self, Sink};
 use crate::cli::sys::{
     block_signals, detach_stdio, is_mount_point, is_root, lazy_unmount, pipe, wait_signal, which,
 };
+use crate::cli::writable::{self, Layers};
 use crate::cli::{EngineArgs, EXIT_ERROR};
 use crate::engine::policy::Policy;
 use crate::engine::scan::ScanOptions;
@@ -66,6 +67,11 @@ pub struct MountArgs {
     /// .recoverfs/raw/): auto uses it where the kernel permits, off never does.
     #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = parse_passthrough, action = ArgAction::Set)]
     pub passthrough: bool,
+    /// Writable for a broker (root): the view is mounted privately at UPPER_DIR/view and
+    /// overlayfs at MOUNTPOINT, every write kept in UPPER_DIR/upper, the source untouched.
+    /// Implies --no-meta, --passthrough off and --allow-other. `umount MOUNTPOINT` unmounts both layers.
+    #[arg(long, value_name = "UPPER_DIR")]
+    pub writable: Option<PathBuf>,
 }
 
 /// `auto` (true) or `off` (false).
@@ -97,6 +103,8 @@ struct Settings {
     no_meta: bool,
     extra: Vec<MountOption>,
     passthrough: bool,
+    /// `--writable`: the overlay's layers (the view then mounts at `layers.view`).
+    writable: Option<Layers>,
 }
 
 fn settings(a: &MountArgs) -> Result<Settings, String> {
@@ -116,6 +124,7 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
         no_meta: a.no_meta,
         extra: Vec::new(),
         passthrough: a.passthrough,
+        writable: None,
     };
     for o in a.options.iter().flat_map(|x| x.split(',')) {
         let num = |v: &str| {
@@ -300,6 +309,26 @@ pub fn run(a: &MountArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    if let Some(dir) = &a.writable {
+        if !is_root() {
+            return fail("--writable: mounting overlayfs needs root".into());
+        }
+        match writable::prepare(dir, &s.mountpoint, &s.source) {
+            // overlayfs refuses a lower layer with FUSE passthrough (stacking depth), and a
+            // broker's data directory holds only the log. overlayfs revalidates the view's
+            // entries as the caller, whom FUSE refuses without allow_other (ESTALE through
+            // the overlay); the view's modes still apply (default_permissions).
+            Ok(l) => {
+                s.mountpoint = l.view.clone();
+                s.no_meta = true;
+                s.passthrough = false;
+                s.allow_other = true;
+                s.allow_root = false;
+                s.writable = Some(l);
+            }
+            Err(e) => return fail(e),
+        }
+    }
     if let Err(e) = precheck(&mut s) {
         return fail(e);
     }
@@ -414,11 +443,17 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
     let mut session = start_session(view, &s.mountpoint, &opts)
         .map_err(|e| format!("mounting on {}: {e}", s.mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
+    let mut view_unmounter = session.unmount_callable();
     let mp = s.mountpoint.clone();
+    let layers = s.writable.clone();
     std::thread::Builder::new()
         .name("recoverfs-signals".into())
         .spawn(move || {
             let sig = wait_signal(&sigs);
+            if let Some(l) = &layers {
+                tracing::info!("signal {sig}: unmounting {}", l.merged.display());
+                writable::unmount_overlay(l);
+            }
             tracing::info!("signal {sig}: unmounting {}", mp.display());
             if let Err(e) = unmounter.unmount() {
                 tracing::warn!("unmounting {}: {e}; detaching it lazily", mp.display());
@@ -430,12 +465,27 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
         .map_err(|e| format!("starting the signal thread: {e}"))?;
     let mp = s.mountpoint.clone();
     let (policy, source) = (s.policy, s.source.clone());
+    let layers = s.writable.clone();
+    let overlay_error = Arc::new(parking_lot::Mutex::new(None::<String>));
+    let overlay_failed = overlay_error.clone();
     std::thread::Builder::new()
         .name("recoverfs-ready".into())
         .spawn(move || {
             // Needs the session loop running: it stats the mount.
             if is_root() {
                 raise_readahead(&mp);
+            }
+            if let Some(l) = &layers {
+                if let Err(e) = writable::mount_overlay(l) {
+                    *overlay_failed.lock() = Some(e);
+                    let _ = view_unmounter.unmount();
+                    return;
+                }
+                tracing::info!(
+                    "overlay on {}, writes kept in {}",
+                    l.merged.display(),
+                    l.upper.display()
+                );
             }
             tracing::info!(
                 "mounted {} on {} (policy {policy}, read-only)",
@@ -447,11 +497,30 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
                 let _ = io::stdout().flush();
                 detach_stdio();
             }
+            // `umount MOUNTPOINT` took the overlay away: the private view goes too.
+            if let Some(l) = &layers {
+                writable::wait_unmounted(l);
+                tracing::info!(
+                    "{} unmounted: unmounting the view below it",
+                    l.merged.display()
+                );
+                if let Err(e) = view_unmounter.unmount() {
+                    tracing::warn!("unmounting {}: {e}; detaching it lazily", mp.display());
+                    let _ = lazy_unmount(&mp);
+                }
+            }
         })
         .map_err(|e| format!("starting the ready thread: {e}"))?;
-    session
+    let served = session
         .run()
-        .map_err(|e| format!("serving {}: {e}", s.mountpoint.display()))?;
+        .map_err(|e| format!("serving {}: {e}", s.mountpoint.display()));
+    if let Some(l) = &s.writable {
+        writable::unmount_overlay(l);
+    }
+    if let Some(e) = overlay_error.lock().take() {
+        return Err(e);
+    }
+    served?;
     tracing::info!("unmounted {}", s.mountpoint.display());
     Ok(())
 }

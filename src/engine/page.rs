@@ -1,0 +1,284 @@
+//! The check report as one self-contained HTML page (inline CSS and SVG, no script, nothing fetched): the damage map, the summary, a row per segment with the time of each cut.
+
+use crate::engine::layout::display_name as shown;
+use crate::engine::map::{layout, Part};
+use crate::engine::policy::ViewAction;
+use crate::engine::report::{iso8601_ms, LogReport, Report, SegmentReport};
+use std::fmt::Write as _;
+
+/// The SVG map's width, in its own units (it scales to the page).
+const MAP_W: f64 = 1000.0;
+/// The SVG map's height.
+const MAP_H: f64 = 28.0;
+
+/// `s` safe as HTML text and as a double- or single-quoted attribute value,
+/// control characters first shown as `\xNN` like every name in human text.
+pub fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in shown(s).chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+const CSS: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\
+h1{font-size:1.4em}h2{font-size:1.1em;margin-top:2em;word-break:break-all}\
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}\
+td.n{text-align:right;font-variant-numeric:tabular-nums}code{word-break:break-all}\
+svg.map{width:100%;height:auto;border:1px solid #999;background:#fff}\
+.kept{fill:#2e8b57}.cut{fill:#e0a800}.hidden{fill:#bbb}.refused{fill:#8e44ad}.unreadable{fill:#c0392b}\
+.gap{stroke:#c0392b;stroke-width:4}.seg rect{stroke:#fff;stroke-width:.5}\
+.legend span{display:inline-block;width:1em;height:1em;vertical-align:middle;margin:0 .3em 0 1em}\
+span.kept{background:#2e8b57}span.cut{background:#e0a800}span.hidden{background:#bbb}\
+span.refused{background:#8e44ad}span.unreadable{background:#c0392b}span.gap{background:#c0392b;width:.25em}\
+tr.truncated td{background:#fff8e1}tr.hidden td{color:#777}tr.unreadable td,tr.eio td{background:#fdecea}\
+.mid{color:#c0392b;font-weight:bold}pre{white-space:pre-wrap;background:#f6f6f6;padding:.5em}";
+
+/// The whole page.
+pub fn render_html(report: &Report) -> String {
+    let mut o = String::new();
+    let title = format!("recoverfs check {}", report.source);
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\
+<title>{}</title><style>{CSS}</style></head><body>\n<h1>{}</h1>\n",
+        escape(&title),
+        escape(&title)
+    );
+    let _ = writeln!(
+        o,
+        "<p>Policy <b>{}</b>; source read {}; report schema {}.</p>",
+        report.policy,
+        report.source_access.as_str(),
+        report.schema
+    );
+    summary(&mut o, report);
+    legend(&mut o);
+    for (i, log) in report.logs.iter().enumerate() {
+        log_section(&mut o, report, i, log);
+    }
+    let _ = writeln!(
+        o,
+        "<h2>The report as text</h2>\n<pre>{}</pre>\n</body></html>",
+        escape(&report.render_human())
+    );
+    o
+}
+
+fn summary(o: &mut String, r: &Report) {
+    let s = &r.summary;
+    let rows: [(&str, String); 16] = [
+        ("logs", s.logs.to_string()),
+        ("segments", s.segments.to_string()),
+        ("clean", s.clean.to_string()),
+        ("truncated", s.truncated.to_string()),
+        ("unreadable", s.unreadable.to_string()),
+        ("records served", s.records.to_string()),
+        ("bytes kept", s.bytes_kept.to_string()),
+        ("bytes cut", s.bytes_cut.to_string()),
+        ("hidden", s.hidden.to_string()),
+        ("index sets rebuilt", s.indexes_rebuilt.to_string()),
+        ("gaps", s.gaps.to_string()),
+        ("overlaps", s.overlaps.to_string()),
+        ("orphans", s.orphans.to_string()),
+        ("unrecognized", s.unrecognized.to_string()),
+        ("unreadable directories", r.problems.len().to_string()),
+        ("view differs from the source", s.view_differs.to_string()),
+    ];
+    o.push_str("<h2>Summary</h2>\n<table class=\"summary\">\n");
+    for (k, v) in rows {
+        let _ = writeln!(o, "<tr><th>{k}</th><td class=\"n\">{v}</td></tr>");
+    }
+    o.push_str("</table>\n");
+    for p in &r.problems {
+        let _ = writeln!(
+            o,
+            "<p class=\"mid\">UNREADABLE directory <code>{}/</code>: {}</p>",
+            escape(&p.path),
+            escape(&p.error)
+        );
+    }
+}
+
+fn legend(o: &mut String) {
+    o.push_str("<p class=\"legend\">");
+    for p in Part::ALL {
+        let _ = write!(o, "<span class=\"{0}\"></span>{0}", p.name());
+    }
+    o.push_str("<span class=\"gap\"></span>gap (offsets missing)</p>\n");
+}
+
+/// When the records the view loses begin: the phrase `check` uses.
+fn cut_time(seg: &SegmentReport) -> String {
+    if seg.damage.is_none() || !matches!(seg.view, ViewAction::Kept | ViewAction::Truncated) {
+        return String::new();
+    }
+    let last = seg
+        .scan
+        .as_ref()
+        .and_then(|s| s.last_timestamp)
+        .or(seg.max_timestamp);
+    match last {
+        Some(t) => format!("records after {} are lost", iso8601_ms(t)),
+        None => "no record kept".into(),
+    }
+}
+
+fn log_section(o: &mut String, r: &Report, li: usize, log: &LogReport) {
+    let map = layout(log);
+    let _ = writeln!(
+        o,
+        "<h2 id=\"log-{li}\">{}</h2>\n<p>{} segment(s), {} bytes, next offset {}, {} gap(s), {} overlap(s), {} orphan(s).</p>",
+        escape(&log.path),
+        log.segments.len(),
+        map.total,
+        log.next_offset,
+        log.gaps.len(),
+        log.overlaps.len(),
+        log.orphans.len()
+    );
+    // The map: every segment a group (even one of no bytes), each of its runs a rect.
+    let _ = writeln!(
+        o,
+        "<svg class=\"map\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {MAP_W} {MAP_H}\" \
+width=\"{MAP_W}\" height=\"{MAP_H}\" role=\"img\" aria-label=\"damage map of {}\">",
+        escape(&log.path)
+    );
+    let scale = if map.total == 0 {
+        0.0
+    } else {
+        MAP_W / map.total as f64
+    };
+    for (si, seg) in log.segments.iter().enumerate() {
+        let _ = write!(
+            o,
+            "<g class=\"seg\" data-seg=\"{}\"><title>{}</title>",
+            escape(&seg.path),
+            escape(&format!(
+                "{}: {}, {} of {} bytes kept",
+                seg.path,
+                seg.view.as_str(),
+                seg.valid_bytes,
+                seg.original_bytes
+            ))
+        );
+        for p in map.pieces.iter().filter(|p| p.seg == si) {
+            let x = p.start as f64 * scale;
+            // At least half a unit wide, so that damage of any size shows.
+            let w = (p.bytes as f64 * scale).max(0.5);
+            let _ = write!(
+                o,
+                "<rect class=\"{}\" x=\"{x:.2}\" y=\"0\" width=\"{w:.2}\" height=\"{MAP_H}\"/>",
+                p.part.name()
+            );
+        }
+        o.push_str("</g>\n");
+    }
+    for g in &map.gaps {
+        let x = *g as f64 * scale;
+        let _ = writeln!(
+            o,
+            "<line class=\"gap\" x1=\"{x:.2}\" y1=\"0\" x2=\"{x:.2}\" y2=\"{MAP_H}\"/>"
+        );
+    }
+    o.push_str("</svg>\n");
+    o.push_str(
+        "<table class=\"segments\"><tr><th>segment</th><th>status</th><th>view</th>\
+<th>original bytes</th><th>bytes kept</th><th>bytes cut</th><th>records</th><th>offsets</th>\
+<th>first record</th><th>last record</th><th>damage</th><th>cut at</th></tr>\n",
+    );
+    for seg in &log.segments {
+        let offsets = match (seg.first_offset, seg.last_offset) {
+            (Some(a), Some(b)) => format!("{a}..={b}"),
+            _ => String::new(),
+        };
+        let ts = |t: Option<i64>| t.map(iso8601_ms).unwrap_or_default();
+        let damage = match (&seg.damage, &seg.error) {
+            (Some(d), _) => {
+                let class = d.class.as_str();
+                let mid = if class == "mid-log" {
+                    " class=\"mid\""
+                } else {
+                    ""
+                };
+                format!(
+                    "<span{mid}>{} ({class})</span> at byte {}, record {}: {}",
+                    d.kind().as_str(),
+                    d.position,
+                    d.record,
+                    escape(&d.cause.to_string())
+                )
+            }
+            (None, Some(e)) => format!("unreadable: {}", escape(e)),
+            (None, None) => String::new(),
+        };
+        let cut = if seg.view == ViewAction::Hidden {
+            format!("hidden under {}", r.policy)
+        } else {
+            cut_time(seg)
+        };
+        let _ = writeln!(
+            o,
+            "<tr class=\"{}\"><td><code>{}</code></td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
+<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{offsets}</td><td>{}</td><td>{}</td><td>{damage}</td><td>{}</td></tr>",
+            seg.view.as_str(),
+            escape(&seg.path),
+            seg.status.as_str(),
+            seg.view.as_str(),
+            seg.original_bytes,
+            seg.valid_bytes,
+            seg.bytes_cut(),
+            seg.records,
+            ts(seg.min_timestamp),
+            ts(seg.max_timestamp),
+            escape(&cut)
+        );
+    }
+    o.push_str("</table>\n");
+    for g in &log.gaps {
+        let _ = writeln!(
+            o,
+            "<p class=\"mid\">GAP: offsets {}..={} ({} missing) between <code>{}</code> and <code>{}</code></p>",
+            g.from_offset,
+            g.to_offset,
+            g.missing,
+            escape(&g.after),
+            escape(&g.before)
+        );
+    }
+    for v in &log.overlaps {
+        let _ = writeln!(
+            o,
+            "<p>OVERLAP: <code>{}</code> starts at {} but <code>{}</code> already reaches {} ({} offsets claimed twice)</p>",
+            escape(&v.segment),
+            v.base_offset,
+            escape(&v.previous),
+            v.previous_next_offset,
+            v.offsets
+        );
+    }
+    for p in log.orphans.iter().chain(&log.unrecognized) {
+        let _ = writeln!(o, "<p>Left out: <code>{}</code></p>", escape(p));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_leaves_no_markup() {
+        assert_eq!(
+            escape("<img src=x onerror='a(\"1\")'>&\u{1b}"),
+            "&lt;img src=x onerror=&#39;a(&quot;1&quot;)&#39;&gt;&amp;\\x1b"
+        );
+    }
+}

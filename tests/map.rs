@@ -1,0 +1,231 @@
+//! `check --map` and `check --html`: the text map's proportions and legend, the page's
+//! escaping and segment count, and the page as a real headless browser renders it.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A hostile partition name: markup if it were ever written raw.
+const HOSTILE: &str = "t-<img src=x onerror=alert(1)>\"'&-0";
+
+/// One log: a clean segment, a segment with a zero-filled tail as long as both
+/// segments (so the cut is half the bytes), a gap, and one more clean segment.
+fn tree() -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let log = t.path().join(HOSTILE);
+    write_segment(&log, 0, 100, 100);
+    write_segment(&log, 100, 100, 100);
+    write_segment(&log, 300, 50, 100);
+    let kept: u64 = [0, 100]
+        .iter()
+        .map(|b| fs::metadata(log_path(&log, *b)).unwrap().len())
+        .sum();
+    append_zeros(&log_path(&log, 100), kept as usize);
+    (t, log)
+}
+
+/// The (kept, cut) bytes of the report's single log, and its segment count.
+fn bytes_of(root: &Path) -> (u64, u64, usize) {
+    let (_, j) = check_json(root, &[]);
+    let segs = j["logs"][0]["segments"].as_array().unwrap();
+    let kept = segs
+        .iter()
+        .map(|s| s["valid_bytes"].as_u64().unwrap())
+        .sum();
+    let orig: u64 = segs
+        .iter()
+        .map(|s| s["original_bytes"].as_u64().unwrap())
+        .sum();
+    (kept, orig - kept, segs.len())
+}
+
+#[test]
+fn text_map_is_proportional_with_a_legend() {
+    let (t, _) = tree();
+    let (kept, cut, _) = bytes_of(t.path());
+    let o = check_cli(t.path(), &["--map", "--map-width", "60"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(!out.contains('\x1b'), "colour on a pipe:\n{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let legend = lines
+        .iter()
+        .position(|l| l.starts_with("legend:"))
+        .expect("a legend");
+    for word in [
+        "█ kept",
+        "░ cut",
+        "· hidden",
+        "! unreadable",
+        "| gap",
+        "x refused",
+    ] {
+        assert!(lines[legend].contains(word), "{}", lines[legend]);
+    }
+    let bar = lines[legend - 1];
+    assert!(
+        lines[legend - 2].contains("3 segment(s)") && lines[legend - 2].contains("1 gap(s)"),
+        "{}",
+        lines[legend - 2]
+    );
+    // 60 columns in all: 59 of bytes and the gap's.
+    assert_eq!(bar.chars().count(), 60, "{bar}");
+    assert_eq!(bar.matches('|').count(), 1, "{bar}");
+    let cols = 59.0;
+    let total = (kept + cut) as f64;
+    let near = |n: usize, share: u64| (n as f64 - cols * share as f64 / total).abs() <= 1.0;
+    let (k, c) = (bar.matches('█').count(), bar.matches('░').count());
+    assert!(
+        near(k, kept) && near(c, cut),
+        "{bar}: {kept} kept, {cut} cut"
+    );
+    // The gap follows the cut segment: cut, then the break, then the last segment kept.
+    assert!(bar.contains("░|█"), "{bar}");
+}
+
+#[test]
+fn map_width_defaults_to_80_off_a_terminal_and_json_refuses_it() {
+    let (t, _) = tree();
+    let out = stdout(&check_cli(t.path(), &["--map"]));
+    let legend = out.lines().position(|l| l.starts_with("legend:")).unwrap();
+    assert_eq!(out.lines().nth(legend - 1).unwrap().chars().count(), 80);
+    let o = check_cli(t.path(), &["--map", "--json"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+/// Writes the page and returns it.
+fn page(root: &Path, dir: &Path) -> (PathBuf, String) {
+    let html = dir.join("report.html");
+    let o = check_cli(root, &["--html", html.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let text = fs::read_to_string(&html).unwrap();
+    (html, text)
+}
+
+#[test]
+fn html_page_is_self_contained_and_escapes_names() {
+    let (t, _) = tree();
+    let out = tempfile::tempdir().unwrap();
+    let (_, html) = page(t.path(), out.path());
+    let (_, _, segs) = bytes_of(t.path());
+    assert_eq!(html.matches("data-seg=").count(), segs);
+    // The hostile name only ever escaped.
+    assert!(!html.contains("<img"), "injected markup");
+    assert!(html.contains("t-&lt;img src=x onerror=alert(1)&gt;&quot;&#39;&amp;-0"));
+    // Nothing fetched: no script, no external reference.
+    for bad in [
+        "<script",
+        "src=\"http",
+        "href=\"http",
+        "url(",
+        "@import",
+        "<link",
+    ] {
+        assert!(!html.contains(bad), "{bad}");
+    }
+    // The time of the cut, phrased as `check` does.
+    let (_, j) = check_json(t.path(), &[]);
+    let ts = j["logs"][0]["segments"][1]["max_timestamp"]
+        .as_i64()
+        .unwrap();
+    let when = recoverfs::engine::report::iso8601_ms(ts);
+    assert!(
+        html.contains(&format!("records after {when} are lost")),
+        "no cut time {when}"
+    );
+    assert!(html.contains("zero-fill"));
+}
+
+/// The width and height in a PNG's IHDR.
+fn png_size(b: &[u8]) -> (u32, u32) {
+    assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    assert_eq!(&b[12..16], b"IHDR");
+    let be = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+#[test]
+fn html_page_renders_in_a_headless_browser() {
+    let Some(browser) = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|b| recoverfs::cli::sys::which(b))
+    else {
+        eprintln!("skipped: no chromium installed (apt-get install chromium)");
+        return;
+    };
+    let (t, _) = tree();
+    let out = tempfile::tempdir().unwrap();
+    let (html, _) = page(t.path(), out.path());
+    let (_, _, segs) = bytes_of(t.path());
+    let url = format!("file://{}", html.display());
+    let chrome = |extra: &[&str]| {
+        let o = Command::new(&browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--window-size=1200,800",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                out.path().join("profile").display()
+            ))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{browser:?}: {}", stderr(&o));
+        o
+    };
+    let shot = out.path().join("shot.png");
+    chrome(&[&format!("--screenshot={}", shot.display())]);
+    assert_eq!(png_size(&fs::read(&shot).unwrap()), (1200, 800));
+    let dom = stdout(&chrome(&["--dump-dom"]));
+    assert_eq!(dom.matches("data-seg=").count(), segs, "{dom}");
+    assert_eq!(dom.matches("<rect class=\"cut\"").count(), 1);
+    // The parsed page holds no element the name could have injected.
+    assert!(!dom.contains("<img"), "injected markup in the DOM");
+    assert!(dom.contains("onerror=alert(1)&gt;"));
+}
+
+/// `check --map` run on a pseudo-terminal (util-linux `script`), `NO_COLOR` as given.
+fn on_a_terminal(root: &Path, no_color: Option<&str>) -> Option<String> {
+    let script = recoverfs::cli::sys::which("script")?;
+    let cmd = format!(
+        "stty cols 50; {} check '{}' --map",
+        bin().display(),
+        root.display()
+    );
+    let mut c = Command::new(script);
+    c.args(["-qec", &cmd, "/dev/null"]).env_remove("NO_COLOR");
+    if let Some(v) = no_color {
+        c.env("NO_COLOR", v);
+    }
+    Some(stdout(&c.output().unwrap()))
+}
+
+#[test]
+fn colour_and_width_follow_the_terminal_and_no_color() {
+    let (t, _) = tree();
+    // A plain name: the hostile one would need shell quoting here.
+    let root = t.path().join("plain");
+    fs::rename(t.path().join(HOSTILE), &root).unwrap();
+    let Some(coloured) = on_a_terminal(&root, None) else {
+        eprintln!("skipped: no `script` (util-linux) to make a terminal");
+        return;
+    };
+    assert!(coloured.contains("\x1b[32m█"), "{coloured:?}");
+    let plain = on_a_terminal(&root, Some("1")).unwrap();
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    // The terminal's 50 columns, not 80.
+    let bar = plain
+        .lines()
+        .take_while(|l| !l.starts_with("legend:"))
+        .last()
+        .unwrap()
+        .trim_end_matches('\r');
+    assert_eq!(bar.chars().count(), 50, "{bar:?}");
+}
