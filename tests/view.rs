@@ -9,8 +9,8 @@ use common::{read_all, view, write_log};
 use recoverfs::engine::format::takhin::{segment_file_name, FileKind, SegmentWriter};
 use recoverfs::engine::policy::Policy;
 use recoverfs::view::{
-    xattr_reply, Attr, EntryType, View, ViewConfig, ViewError, XattrReply, META_DIR, RAW_DIR,
-    REPORT_NAME, ROOT_INO, TAILS_DIR, TAIL_SUFFIX, XATTRS,
+    xattr_reply, Attr, EntryType, View, ViewConfig, ViewError, XattrReply, META_DIR, METRICS_NAME,
+    RAW_DIR, REPORT_NAME, ROOT_INO, TAILS_DIR, TAIL_SUFFIX, XATTRS,
 };
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -369,7 +369,7 @@ fn recoverfs_dir_holds_the_report_the_raw_originals_and_the_cut_tails() {
     assert_eq!(meta.kind, EntryType::Dir);
     assert_eq!(
         names(&v, meta.ino),
-        [".", "..", REPORT_NAME, RAW_DIR, TAILS_DIR]
+        [".", "..", REPORT_NAME, METRICS_NAME, RAW_DIR, TAILS_DIR]
     );
     assert_eq!(v.open(meta.ino, false).unwrap_err().errno(), libc::EISDIR);
     assert_eq!(
@@ -429,7 +429,7 @@ fn a_source_dir_named_recoverfs_is_not_listed_twice() {
     let meta = v.lookup(ROOT_INO, OsStr::new(META_DIR)).unwrap();
     assert_eq!(
         names(&v, meta.ino),
-        [".", "..", REPORT_NAME, RAW_DIR, TAILS_DIR]
+        [".", "..", REPORT_NAME, METRICS_NAME, RAW_DIR, TAILS_DIR]
     );
 }
 

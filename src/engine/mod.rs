@@ -2,12 +2,13 @@
 //!
 //! Layers, lowest first (a module imports only those above it in this list):
 //! `format` → `scan` → `salvage` → `index` → `source` → `layout` → `segment` → `policy`
-//! → `report` → `analysis` → `plan`; `synth` writes test and benchmark trees with `format`.
+//! → `report` → `metrics` → `analysis` → `plan`; `synth` writes test and benchmark trees with `format`.
 
 pub mod analysis;
 pub mod format;
 pub mod index;
 pub mod layout;
+pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod report;
