@@ -247,7 +247,7 @@ fn background_verify_fills_the_mounts_metrics_and_report_json_validates_nothing(
             "verification never finished:\n{text}\n{}",
             m.log()
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(300));
     };
     assert!(
         m.log()

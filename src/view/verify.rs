@@ -85,6 +85,48 @@ fn lower_priority() {
     }
 }
 
+/// Readers first: before each segment the verifier waits while the daemon is
+/// serving reads (one seen in the last [`QUIET`]), for at most [`MAX_WAIT`] per
+/// segment, so that sustained reading defers it without starving it.
+struct Pacer {
+    reads: u64,
+    changed: Instant,
+}
+
+/// How long without a daemon read counts as quiet.
+const QUIET: Duration = Duration::from_millis(200);
+/// The longest the verifier defers one segment to readers.
+const MAX_WAIT: Duration = Duration::from_secs(2);
+
+impl Pacer {
+    fn new(c: &Counters) -> Self {
+        Pacer {
+            reads: c.daemon_reads.load(Ordering::Relaxed),
+            changed: Instant::now()
+                .checked_sub(QUIET)
+                .unwrap_or_else(Instant::now),
+        }
+    }
+
+    fn wait_for_quiet(&mut self, c: &Counters, stop: &AtomicBool) {
+        let started = Instant::now();
+        loop {
+            let now = c.daemon_reads.load(Ordering::Relaxed);
+            if now != self.reads {
+                self.reads = now;
+                self.changed = Instant::now();
+            }
+            if self.changed.elapsed() >= QUIET
+                || started.elapsed() >= MAX_WAIT
+                || stop.load(Ordering::Relaxed)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 impl View {
     /// Starts validating every segment in one low-priority thread. Damage is
     /// logged as found; progress is in `metrics.prom`
@@ -117,8 +159,10 @@ impl View {
         c.verify_total.store(total as u64, Ordering::Relaxed);
         tracing::info!("background verification: {total} segment(s) to validate");
         let (mut truncated, mut unreadable) = (0u64, 0u64);
+        let mut pacer = Pacer::new(c);
         'logs: for log in &layout.logs {
             for seg in &log.segments {
+                pacer.wait_for_quiet(c, stop);
                 if stop.load(Ordering::Relaxed) {
                     break 'logs;
                 }
