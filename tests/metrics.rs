@@ -71,6 +71,23 @@ print(json.dumps(out))
     None
 }
 
+/// Unmounts, retrying for a moment while busy: a child another test thread is
+/// spawning (python3, the CLI) holds copies of this thread's just-closed
+/// descriptors until it execs. Returns how the daemon exited.
+fn unmount(m: &mut Mounted) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !Command::new("umount")
+        .arg(m.path())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "umount kept failing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    m.child.take().unwrap().wait().unwrap()
+}
+
 fn get(m: &BTreeMap<String, f64>, key: &str) -> u64 {
     *m.get(key)
         .unwrap_or_else(|| panic!("{key} missing from {m:#?}")) as u64
@@ -268,7 +285,7 @@ fn background_verify_fills_the_mounts_metrics_and_report_json_validates_nothing(
     expected.as_object_mut().unwrap().remove("source");
     assert_eq!(served, expected, "report.json is check --json's report");
     let Some(before) = parse_prom(&text) else {
-        m.unmount();
+        unmount(&mut m);
         return;
     };
     let after = parse_prom(&after).unwrap();
@@ -293,7 +310,7 @@ fn background_verify_fills_the_mounts_metrics_and_report_json_validates_nothing(
     // Counted once the open is answered (and released asynchronously by the kernel).
     assert!(get(&after, "recoverfs_open_files") <= 2);
     let started = Instant::now();
-    assert!(m.unmount().success());
+    assert!(unmount(&mut m).success());
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -310,7 +327,7 @@ fn lazy_metrics_validate_nothing() {
     )
     .unwrap();
     let text2 = fs::read_to_string(&prom).unwrap();
-    m.unmount();
+    unmount(&mut m);
     let (Some(a), Some(b)) = (parse_prom(&text), parse_prom(&text2)) else {
         return;
     };
@@ -340,7 +357,7 @@ fn unmount_during_background_verification_is_prompt() {
     let mut m = Mounted::new(&src, &["--verify", "background"]);
     std::thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
-    assert!(m.unmount().success());
+    assert!(unmount(&mut m).success());
     let took = started.elapsed();
     let log = m.log();
     assert!(
