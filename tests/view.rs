@@ -9,8 +9,8 @@ use common::{read_all, view, write_log};
 use recoverfs::engine::format::takhin::{segment_file_name, FileKind, SegmentWriter};
 use recoverfs::engine::policy::Policy;
 use recoverfs::view::{
-    xattr_reply, Attr, EntryType, View, ViewConfig, ViewError, XattrReply, META_DIR, RAW_DIR,
-    REPORT_NAME, ROOT_INO, TAILS_DIR, TAIL_SUFFIX, XATTRS,
+    xattr_reply, Attr, EntryType, View, ViewConfig, ViewError, XattrReply, META_DIR, METRICS_NAME,
+    RAW_DIR, REPORT_NAME, ROOT_INO, TAILS_DIR, TAIL_SUFFIX, XATTRS,
 };
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -369,7 +369,7 @@ fn recoverfs_dir_holds_the_report_the_raw_originals_and_the_cut_tails() {
     assert_eq!(meta.kind, EntryType::Dir);
     assert_eq!(
         names(&v, meta.ino),
-        [".", "..", REPORT_NAME, RAW_DIR, TAILS_DIR]
+        [".", "..", REPORT_NAME, METRICS_NAME, RAW_DIR, TAILS_DIR]
     );
     assert_eq!(v.open(meta.ino, false).unwrap_err().errno(), libc::EISDIR);
     assert_eq!(
@@ -429,7 +429,7 @@ fn a_source_dir_named_recoverfs_is_not_listed_twice() {
     let meta = v.lookup(ROOT_INO, OsStr::new(META_DIR)).unwrap();
     assert_eq!(
         names(&v, meta.ino),
-        [".", "..", REPORT_NAME, RAW_DIR, TAILS_DIR]
+        [".", "..", REPORT_NAME, METRICS_NAME, RAW_DIR, TAILS_DIR]
     );
 }
 
@@ -676,4 +676,48 @@ fn the_config_is_kept_as_given() {
         (t.path(), Policy::Strict, 1 << 20)
     );
     assert_eq!(v.cache_usage(), (0, 0));
+}
+
+/// metrics.prom validates nothing; background verification validates every
+/// segment once, after which report.json (and point-in-time listings) validate nothing new.
+#[test]
+fn metrics_validate_nothing_and_background_verification_fills_the_cache() {
+    for policy in [Policy::PerSegment, Policy::PointInTime] {
+        let t = tempfile::tempdir().unwrap();
+        three_with_torn_middle(t.path());
+        let v = Arc::new(view(t.path(), policy));
+        let text = String::from_utf8(v.metrics_prom().to_vec()).unwrap();
+        assert_eq!(v.validations(), 0, "{policy}");
+        assert!(text.contains("\nrecoverfs_segments_known 3\n"), "{text}");
+        assert!(
+            text.contains("\nrecoverfs_segments_validated 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nrecoverfs_logs_pending 1\n"), "{text}");
+        let verify = v.start_verify().unwrap();
+        let c = v.counters().clone();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        use std::sync::atomic::Ordering::Relaxed;
+        while c.verify_total.load(Relaxed) == 0
+            || c.verify_done.load(Relaxed) < c.verify_total.load(Relaxed)
+            || c.verify_running.load(Relaxed) == 1
+        {
+            assert!(std::time::Instant::now() < deadline, "never finished");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        verify.stop(std::time::Duration::from_secs(2));
+        assert_eq!(c.verify_total.load(Relaxed), 3);
+        assert_eq!(v.validations(), 3, "{policy}");
+        let text = String::from_utf8(v.metrics_prom().to_vec()).unwrap();
+        assert!(text.contains("\nrecoverfs_logs_pending 0\n"), "{text}");
+        assert!(
+            text.contains("\nrecoverfs_segments_truncated 1\n"),
+            "{text}"
+        );
+        let _ = v.report_json();
+        // ., .., .recoverfs and three files per shown segment (point-in-time hides the one after the damage).
+        let shown = if policy == Policy::PointInTime { 2 } else { 3 };
+        assert_eq!(names(&v, ROOT_INO).len(), 3 + 3 * shown, "{policy}");
+        assert_eq!(v.validations(), 3, "nothing validated again ({policy})");
+    }
 }

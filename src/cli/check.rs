@@ -9,7 +9,7 @@ use crate::engine::page::render_html;
 use clap::Args;
 use std::fs;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
@@ -28,6 +28,10 @@ pub struct CheckArgs {
     /// Also write the report as one self-contained HTML page (map, summary, a row per segment).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Also write the figures in the Prometheus text format to FILE (atomically:
+    /// a temporary file in the same directory, renamed), for node_exporter's textfile collector.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -48,6 +52,16 @@ pub fn run(a: &CheckArgs) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
+    if let Some(path) = &a.metrics {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let text = crate::engine::metrics::render_check(&report, now);
+        if let Err(e) = write_atomic(path, text.as_bytes()) {
+            eprintln!("recoverfs check: --metrics {}: {e}", path.display());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    }
     let mut text = if a.json {
         report.to_json() + "\n"
     } else {
@@ -79,4 +93,25 @@ pub fn run(a: &CheckArgs) -> ExitCode {
     } else {
         EXIT_CLEAN
     })
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory,
+/// renamed over it: a reader (the textfile collector) never sees half a file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".recoverfs-metrics")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    // Readable like a file written the usual way (tempfile makes it 0600).
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }

@@ -11,6 +11,7 @@ use crate::engine::scan::ScanOptions;
 use crate::engine::source::Source;
 use crate::view::fuse::session::{raise_readahead, start_session, SessionOptions};
 use crate::view::fuse::Owner;
+use crate::view::verify::Verify;
 use crate::view::{View, ViewConfig};
 use clap::{ArgAction, Args};
 use fuser::MountOption;
@@ -50,7 +51,7 @@ pub struct MountArgs {
     pub cache_mb: u64,
     /// Mount options, comma-separated: policy=P, cache_mb=N, threads=N, allow_other,
     /// allow_root, uid=N, gid=N, umask=OOO, max_record_bytes=N, log_file=F, fsname=S,
-    /// subtype=S, nometa, passthrough=auto|off, noexec, noatime; ro, nodev, nosuid and
+    /// subtype=S, nometa, passthrough=auto|off, verify=lazy|background, noexec, noatime; ro, nodev, nosuid and
     /// default_permissions are always in effect; defaults, auto, noauto, user, nofail,
     /// _netdev and x-* are mount(8)'s and fstab's. Anything else (rw, dev, suid, sync,
     /// context=, comment=, ...) is refused.
@@ -72,6 +73,10 @@ pub struct MountArgs {
     /// Implies --no-meta, --passthrough off and --allow-other. `umount MOUNTPOINT` unmounts both layers.
     #[arg(long, value_name = "UPPER_DIR")]
     pub writable: Option<PathBuf>,
+    /// When segments are validated: lazy (on first use) or background (also all
+    /// of them, in one idle-priority thread, once the mount is live; also -o verify=).
+    #[arg(long, value_name = "lazy|background", default_value = "lazy")]
+    pub verify: Verify,
 }
 
 /// `auto` (true) or `off` (false).
@@ -105,6 +110,7 @@ struct Settings {
     passthrough: bool,
     /// `--writable`: the overlay's layers (the view then mounts at `layers.view`).
     writable: Option<Layers>,
+    verify: Verify,
 }
 
 fn settings(a: &MountArgs) -> Result<Settings, String> {
@@ -125,6 +131,7 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
         extra: Vec::new(),
         passthrough: a.passthrough,
         writable: None,
+        verify: a.verify,
     };
     for o in a.options.iter().flat_map(|x| x.split(',')) {
         let num = |v: &str| {
@@ -139,6 +146,7 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
             Some(("log_file", v)) => s.log_file = Some(v.into()),
             Some(("fsname", v)) => s.fsname = Some(v.into()),
             Some(("passthrough", v)) => s.passthrough = parse_passthrough(v)?,
+            Some(("verify", v)) => s.verify = v.parse()?,
             Some(("uid", v)) => s.owner.uid = Some(id(o, v)?),
             Some(("gid", v)) => s.owner.gid = Some(id(o, v)?),
             Some(("umask", v)) => {
@@ -440,8 +448,16 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
         extra: s.extra.clone(),
         passthrough: s.passthrough,
     };
-    let mut session = start_session(view, &s.mountpoint, &opts)
+    let mut session = start_session(view.clone(), &s.mountpoint, &opts)
         .map_err(|e| format!("mounting on {}: {e}", s.mountpoint.display()))?;
+    // The mount is live: the verifier's reads only compete with readers' at idle priority.
+    let verification = match s.verify {
+        Verify::Lazy => None,
+        Verify::Background => Some(
+            view.start_verify()
+                .map_err(|e| format!("starting background verification: {e}"))?,
+        ),
+    };
     let mut unmounter = session.unmount_callable();
     let mut view_unmounter = session.unmount_callable();
     let mp = s.mountpoint.clone();
@@ -511,9 +527,11 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
             }
         })
         .map_err(|e| format!("starting the ready thread: {e}"))?;
-    let served = session
-        .run()
-        .map_err(|e| format!("serving {}: {e}", s.mountpoint.display()));
+    let served = session.run();
+    if let Some(v) = verification {
+        v.stop(std::time::Duration::from_secs(2));
+    }
+    let served = served.map_err(|e| format!("serving {}: {e}", s.mountpoint.display()));
     if let Some(l) = &s.writable {
         writable::unmount_overlay(l);
     }

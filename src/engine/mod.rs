@@ -2,13 +2,14 @@
 //!
 //! Layers, lowest first (a module imports only those above it in this list):
 //! `format` → `scan` → `salvage` → `index` → `source` → `layout` → `segment` → `policy`
-//! → `report` → `map` → `page` → `analysis` → `plan`; `synth` writes test and benchmark trees with `format`.
+//! → `report` → `metrics` → `map` → `page` → `analysis` → `plan`; `synth` writes test and benchmark trees with `format`.
 
 pub mod analysis;
 pub mod format;
 pub mod index;
 pub mod layout;
 pub mod map;
+pub mod metrics;
 pub mod page;
 pub mod plan;
 pub mod policy;

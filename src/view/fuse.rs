@@ -16,8 +16,9 @@ use std::time::{Duration, SystemTime};
 pub mod passthrough;
 pub mod session;
 
+use crate::view::metrics::Counters;
 use passthrough::{OpenMode, Passthrough};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 /// Entry TTL of files and symlinks: zero. The source may change under the
 /// mount (a broker still writing), so every path walk to a file reaches the
@@ -73,18 +74,18 @@ pub struct RecoverFs {
     max_readahead: u32,
     owner: Owner,
     passthrough: Arc<Passthrough>,
-    /// READ requests the daemon answered (passthrough reads never reach it).
-    reads: AtomicU64,
+    /// The view's live counters (reads, bytes, opens, EIO), bumped here.
+    counters: Arc<Counters>,
 }
 
 impl RecoverFs {
     pub fn new(view: Arc<View>, max_readahead: u32, passthrough: Arc<Passthrough>) -> Self {
         RecoverFs {
-            view,
             max_readahead,
             owner: Owner::default(),
             passthrough,
-            reads: AtomicU64::new(0),
+            counters: view.counters().clone(),
+            view,
         }
     }
 
@@ -95,6 +96,15 @@ impl RecoverFs {
 
     fn attr(&self, a: &Attr) -> FileAttr {
         self.owner.apply(file_attr(a))
+    }
+
+    /// The errno of a view error, counting EIO answers.
+    fn errno(&self, e: &ViewError) -> Errno {
+        let n = e.errno();
+        if n == libc::EIO {
+            Counters::add(&self.counters.eio, 1);
+        }
+        Errno::from_i32(n)
     }
 }
 
@@ -130,11 +140,11 @@ fn file_type(k: EntryType) -> FileType {
     }
 }
 
-fn reply_xattr(r: Result<Vec<u8>, ViewError>, size: u32, reply: ReplyXattr) {
+fn reply_xattr(fs: &RecoverFs, r: Result<Vec<u8>, ViewError>, size: u32, reply: ReplyXattr) {
     match r.and_then(|v| xattr_reply(v, size)) {
         Ok(XattrReply::Size(n)) => reply.size(n),
         Ok(XattrReply::Data(d)) => reply.data(&d),
-        Err(e) => reply.error(errno(&e)),
+        Err(e) => reply.error(fs.errno(&e)),
     }
 }
 
@@ -175,7 +185,7 @@ impl Filesystem for RecoverFs {
     fn destroy(&mut self) {
         tracing::info!(
             "served {} reads through the daemon; {} opens passed through",
-            self.reads.load(Ordering::Relaxed),
+            self.counters.daemon_reads.load(Ordering::Relaxed),
             self.passthrough.opens()
         );
     }
@@ -186,21 +196,21 @@ impl Filesystem for RecoverFs {
                 let (attr_ttl, entry_ttl) = ttls(&a);
                 reply.entry_with_ttls(&attr_ttl, &entry_ttl, &self.attr(&a), Generation(0))
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.view.getattr(ino.0) {
             Ok(a) => reply.attr(&ttls(&a).0, &self.attr(&a)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.view.readlink(ino.0) {
             Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -218,7 +228,9 @@ impl Filesystem for RecoverFs {
                 let mut f = FopenFlags::empty();
                 match mode {
                     OpenMode::Passthrough(id) => {
-                        return reply.opened_passthrough(FileHandle(o.fh), f, &id)
+                        Counters::add(&self.counters.passthrough_opens, 1);
+                        Counters::add(&self.counters.open_files, 1);
+                        return reply.opened_passthrough(FileHandle(o.fh), f, &id);
                     }
                     OpenMode::Busy => {
                         self.view.release(o.fh);
@@ -236,9 +248,10 @@ impl Filesystem for RecoverFs {
                 if o.direct_io {
                     f |= FopenFlags::FOPEN_DIRECT_IO;
                 }
+                Counters::add(&self.counters.open_files, 1);
                 reply.opened(FileHandle(o.fh), f)
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -253,10 +266,13 @@ impl Filesystem for RecoverFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.reads.fetch_add(1, Ordering::Relaxed);
+        Counters::add(&self.counters.daemon_reads, 1);
         READ_BUF.with_borrow_mut(|buf| match self.view.read_into(fh.0, offset, size, buf) {
-            Ok(n) => reply.data(&buf[..n]),
-            Err(e) => reply.error(errno(&e)),
+            Ok(n) => {
+                Counters::add(&self.counters.daemon_read_bytes, n as u64);
+                reply.data(&buf[..n])
+            }
+            Err(e) => reply.error(self.errno(&e)),
         })
     }
 
@@ -272,6 +288,7 @@ impl Filesystem for RecoverFs {
     ) {
         self.passthrough.release(fh.0);
         self.view.release(fh.0);
+        Counters::sub(&self.counters.open_files, 1);
         reply.ok()
     }
 
@@ -289,7 +306,7 @@ impl Filesystem for RecoverFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.view.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -310,7 +327,7 @@ impl Filesystem for RecoverFs {
                 }
                 reply.ok()
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -332,11 +349,11 @@ impl Filesystem for RecoverFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        reply_xattr(self.view.getxattr(ino.0, name), size, reply)
+        reply_xattr(self, self.view.getxattr(ino.0, name), size, reply)
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply_xattr(self.view.listxattr(ino.0), size, reply)
+        reply_xattr(self, self.view.listxattr(ino.0), size, reply)
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {

@@ -1,4 +1,4 @@
-//! `.recoverfs/` as its own small filesystem: `report.json`, `raw/` (the untouched originals) and `tails/` (the bytes cut), with lookup, attributes, open and readdir.
+//! `.recoverfs/` as its own small filesystem: `report.json`, `metrics.prom`, `raw/` (the untouched originals) and `tails/` (the bytes cut), with lookup, attributes, open and readdir.
 
 use crate::engine::format::takhin::{segment_file_name, FileKind};
 use crate::engine::layout::discover;
@@ -6,6 +6,7 @@ use crate::engine::report::Report;
 use crate::view::error::{Result, ViewError};
 use crate::view::handles::{Handles, Opened, SegPart};
 use crate::view::inodes::{entry_type, Attr, EntryType};
+use crate::view::metrics::{self, Counters, METRICS_NAME};
 use crate::view::verdicts::Verdicts;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +30,8 @@ pub(crate) enum MetaNode {
     Root,
     /// `.recoverfs/report.json`
     Report,
+    /// `.recoverfs/metrics.prom`
+    Metrics,
     /// `.recoverfs/raw/<rel>`: an original, untouched (rel "" is `raw/` itself).
     Raw { rel: PathBuf, kind: EntryType },
     /// `.recoverfs/tails/<rel>/` (rel "" is `tails/` itself).
@@ -112,12 +115,17 @@ pub(crate) struct Meta {
     source_label: String,
     report: Mutex<Arc<Vec<u8>>>,
     tails: Mutex<Arc<TailsTree>>,
+    counters: Arc<Counters>,
+    /// The size of `metrics.prom` as last generated (its `st_size`).
+    metrics_len: Mutex<u64>,
 }
 
 impl Meta {
-    pub fn new(source_label: String) -> Self {
+    pub fn new(source_label: String, counters: Arc<Counters>) -> Self {
         Meta {
             source_label,
+            counters,
+            metrics_len: Mutex::new(0),
             report: Mutex::new(Arc::new(Vec::new())),
             tails: Mutex::new(Arc::new(TailsTree::default())),
         }
@@ -151,6 +159,13 @@ impl Meta {
         bytes
     }
 
+    /// `metrics.prom` as of now, from the cached verdicts and the counters (validates nothing).
+    pub fn metrics(&self, v: &Verdicts) -> Arc<Vec<u8>> {
+        let bytes = Arc::new(metrics::render(v, &self.counters, &self.source_label));
+        *self.metrics_len.lock() = bytes.len() as u64;
+        bytes
+    }
+
     /// Looks `name` up in the directory `node`.
     pub fn lookup(&self, v: &Verdicts, node: &MetaNode, name: &OsStr) -> Result<MetaNode> {
         Ok(match node {
@@ -158,6 +173,8 @@ impl Meta {
                 if name == REPORT_NAME {
                     self.refresh_report(v);
                     MetaNode::Report
+                } else if name == METRICS_NAME {
+                    MetaNode::Metrics
                 } else if name == RAW_DIR {
                     MetaNode::raw_root()
                 } else if name == TAILS_DIR {
@@ -224,6 +241,16 @@ impl Meta {
                 a.perm &= 0o444;
                 Ok(a)
             }
+            MetaNode::Metrics => {
+                let m = v.lstat(Path::new(""))?;
+                let mut len = *self.metrics_len.lock();
+                if len == 0 {
+                    len = self.metrics(v).len() as u64;
+                }
+                let mut a = Attr::from_meta(ino, EntryType::File, len, &m);
+                a.perm &= 0o444;
+                Ok(a)
+            }
             MetaNode::Raw { rel, kind } => {
                 let m = v.lstat(rel)?;
                 let now = entry_type(crate::engine::source::EntryType::of(&m))
@@ -259,6 +286,7 @@ impl Meta {
                 EntryType::Symlink => Err(ViewError::IsSymlink),
             },
             MetaNode::Report => Ok(h.open_bytes(self.refresh_report(v))),
+            MetaNode::Metrics => Ok(h.open_bytes(self.metrics(v))),
             MetaNode::Tail { dir, base } => h.open_segment(v, ino, dir, *base, SegPart::Tail),
             MetaNode::Root | MetaNode::Tails { .. } => Err(ViewError::IsDir),
         }
@@ -274,6 +302,7 @@ impl Meta {
         match node {
             MetaNode::Root => {
                 out.push((REPORT_NAME.into(), MetaNode::Report, EntryType::File));
+                out.push((METRICS_NAME.into(), MetaNode::Metrics, EntryType::File));
                 out.push((RAW_DIR.into(), MetaNode::raw_root(), EntryType::Dir));
                 out.push((TAILS_DIR.into(), MetaNode::tails_root(), EntryType::Dir));
             }

@@ -13,9 +13,11 @@ pub mod fuse;
 mod handles;
 mod inodes;
 mod meta;
+pub mod metrics;
 mod runs;
 mod tree;
 mod verdicts;
+pub mod verify;
 pub mod watch;
 mod xattr;
 
@@ -27,6 +29,7 @@ use crate::engine::scan::ScanOptions;
 use crate::engine::source::Source;
 use crate::view::inodes::Inodes;
 use crate::view::meta::{Meta, MetaNode};
+use crate::view::metrics::Counters;
 use crate::view::tree::parent_of;
 use crate::view::verdicts::Verdicts;
 use crate::view::watch::Watcher;
@@ -41,6 +44,7 @@ pub use error::{Result, ViewError};
 pub use handles::Opened;
 pub use inodes::{Attr, DirEntry, EntryType, ROOT_INO};
 pub use meta::{RAW_DIR, REPORT_NAME, TAILS_DIR, TAIL_SUFFIX};
+pub use metrics::METRICS_NAME;
 pub use runs::{RUN_XATTRS, XATTR_POSITION, XATTR_SALVAGED_FROM};
 pub use xattr::{xattr_reply, XattrReply, XATTRS};
 
@@ -101,6 +105,8 @@ pub struct View {
     /// `-o nometa`: no `.recoverfs/`, no xattrs; the root copies as exactly the repaired log.
     no_meta: bool,
     statfs_cache: parking_lot::Mutex<Option<(std::time::Instant, StatFs)>>,
+    /// Live figures for `metrics.prom`, shared with the FUSE adapter and the verifier.
+    counters: Arc<Counters>,
 }
 
 /// How long `statfs` totals are reused before the source is walked again.
@@ -108,6 +114,7 @@ pub const STATFS_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl View {
     pub fn new(cfg: ViewConfig) -> View {
+        let counters = Arc::new(Counters::default());
         View {
             inodes: Inodes::new(Kind::Src {
                 rel: PathBuf::new(),
@@ -115,7 +122,8 @@ impl View {
             }),
             verdicts: Verdicts::new(cfg.source.clone(), cfg.policy, cfg.scan, cfg.cache_bytes),
             handles: handles::Handles::new(),
-            meta: Meta::new(cfg.source_label.clone()),
+            meta: Meta::new(cfg.source_label.clone(), counters.clone()),
+            counters,
             invalidator: OnceLock::new(),
             no_meta: false,
             statfs_cache: parking_lot::Mutex::new(None),
@@ -161,6 +169,7 @@ impl View {
 
     /// A source file changed: drop what depends on it and tell the kernel.
     pub fn source_changed(&self, dir: &Path, name: &OsStr) {
+        Counters::add(&self.counters.source_changes, 1);
         let names: Vec<OsString> = match classify_name(name.as_bytes()) {
             NameMatch::Segment(base, _) => {
                 self.verdicts.forget_log(dir);
@@ -237,6 +246,16 @@ impl View {
     /// Segment verdicts currently cached, and their estimated bytes.
     pub fn cache_usage(&self) -> (usize, u64) {
         self.verdicts.cache_usage()
+    }
+
+    /// The counters behind `metrics.prom`, for the FUSE adapter to bump.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// `.recoverfs/metrics.prom` as of now: validates nothing.
+    pub fn metrics_prom(&self) -> Arc<Vec<u8>> {
+        self.meta.metrics(&self.verdicts)
     }
 
     /// The whole-tree report as of now (what `.recoverfs/report.json` holds).

@@ -44,6 +44,12 @@ struct Slot {
 
 type SegKey = (PathBuf, u64);
 
+/// Indexes of [`Verdicts`]'s cache statistics.
+const STAT_HIT: usize = 0;
+const STAT_MISS: usize = 1;
+const STAT_EVICTION: usize = 2;
+const STAT_REVALIDATION: usize = 3;
+
 /// A log's point-in-time actions and the listing generation they were computed for.
 type PitMemo = (u64, Arc<Vec<ViewAction>>);
 
@@ -69,6 +75,8 @@ pub(crate) struct Verdicts {
     listings: Mutex<HashMap<PathBuf, Arc<Listing>>>,
     cache: Mutex<SegCache>,
     validations: AtomicU64,
+    /// Verdict cache hits, misses, evictions and revalidations (for the metrics).
+    stats: [AtomicU64; 4],
     generations: AtomicU64,
     watcher: OnceLock<Arc<Watcher>>,
     /// Point-in-time actions of every segment of a log, per listing generation;
@@ -89,6 +97,7 @@ impl Verdicts {
                 bytes: 0,
             }),
             validations: AtomicU64::new(0),
+            stats: Default::default(),
             generations: AtomicU64::new(0),
             watcher: OnceLock::new(),
             pit: Mutex::new(HashMap::new()),
@@ -123,6 +132,34 @@ impl Verdicts {
     /// Segments validated so far (each validation counts, re-validations too).
     pub fn validations(&self) -> u64 {
         self.validations.load(Ordering::Relaxed)
+    }
+
+    /// Verdict cache hits, misses, evictions and revalidations so far.
+    pub fn cache_stats(&self) -> (u64, u64, u64, u64) {
+        let [h, m, e, r] = &self.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        (get(h), get(m), get(e), get(r))
+    }
+
+    /// The segment's cached verdict if it is current (its `.log` still has the
+    /// verdict's stamp), validating nothing and leaving the LRU order alone.
+    pub fn cached_current(
+        &self,
+        layout: &LogLayout,
+        seg: &SegmentEntry,
+    ) -> Option<Arc<SegmentAnalysis>> {
+        let key: SegKey = (layout.rel.clone(), seg.base);
+        let a = self.cache.lock().lru.peek(&key)?.cell.get()?.clone();
+        let m = self
+            .source
+            .metadata(&layout.file_rel(seg.base, FileKind::Log))
+            .ok()
+            .filter(|m| m.is_file());
+        match m {
+            Some(m) if a.stamp == FileStamp::of(&m) => Some(a),
+            None if a.scan.is_err() => Some(a),
+            _ => None,
+        }
     }
 
     /// Segment verdicts currently cached, and their estimated bytes.
@@ -192,7 +229,7 @@ impl Verdicts {
     }
 
     /// The segment's verdict, validated on first use and again whenever its `.log` changed.
-    fn analysis(&self, layout: &LogLayout, seg: &SegmentEntry) -> Arc<SegmentAnalysis> {
+    pub fn analysis(&self, layout: &LogLayout, seg: &SegmentEntry) -> Arc<SegmentAnalysis> {
         let key: SegKey = (layout.rel.clone(), seg.base);
         let log_rel = layout.file_rel(seg.base, FileKind::Log);
         let mut attempt = 0;
@@ -224,6 +261,9 @@ impl Verdicts {
                 .clone();
             if fresh {
                 self.account(&key, &slot, weight(&key, &a));
+                if attempt == 0 {
+                    self.stats[STAT_MISS].fetch_add(1, Ordering::Relaxed);
+                }
             }
             let up_to_date = match current {
                 Some(st) => a.stamp == st,
@@ -232,8 +272,12 @@ impl Verdicts {
             attempt += 1;
             // A file that keeps changing is served from its latest verdict rather than chased forever.
             if up_to_date || attempt >= 3 {
+                if !fresh && attempt == 1 {
+                    self.stats[STAT_HIT].fetch_add(1, Ordering::Relaxed);
+                }
                 return a;
             }
+            self.stats[STAT_REVALIDATION].fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 "{}: changed since it was validated; validating again",
                 self.source.display_path(&log_rel).display()
@@ -265,7 +309,10 @@ impl Verdicts {
         c.bytes += w;
         while c.bytes > self.cache_bytes && c.lru.len() > 1 {
             match c.lru.pop_lru() {
-                Some((_, s)) => c.bytes -= s.weight.load(Ordering::Relaxed),
+                Some((_, s)) => {
+                    c.bytes -= s.weight.load(Ordering::Relaxed);
+                    self.stats[STAT_EVICTION].fetch_add(1, Ordering::Relaxed);
+                }
                 None => break,
             }
         }
