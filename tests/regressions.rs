@@ -1510,3 +1510,51 @@ fn per_log_lines_agree_with_the_summary_under_salvage() {
         "the damaged tree must have runs for this test to mean anything"
     );
 }
+
+/// Bug: under `--policy salvage` the per-log metrics (`recoverfs_log_records_kept`,
+/// `_bytes_kept`, `_bytes_cut`) left the salvaged runs out while the totals counted
+/// them (found merging issues 10 and 12). Fixed: a log's figures count its runs as kept.
+#[test]
+fn per_log_metrics_count_salvaged_runs_like_the_totals() {
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("t/partition-0");
+    fs::create_dir_all(&dir).unwrap();
+    let w = write_log(&dir, 0, 40);
+    // Garbage over record 10's header: the records after it come back as a run.
+    let pos = u64::from_be_bytes(w.index[10 * 16 + 8..11 * 16].try_into().unwrap()) as usize;
+    let mut log = w.log.clone();
+    log[pos..pos + 8].copy_from_slice(&[0xff; 8]);
+    fs::write(dir.join("00000000000000000000.log"), &log).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let prom = out.path().join("m.prom");
+    let o = check_cli(
+        src.path(),
+        &["--policy", "salvage", "--metrics", prom.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let text = fs::read_to_string(&prom).unwrap();
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}")) as u64
+    };
+    let (_, j) = check_json(src.path(), &["--policy", "salvage"]);
+    assert!(
+        j["summary"]["salvaged_records"].as_u64().unwrap() > 0,
+        "{j:#}"
+    );
+    // One log: its series must equal the totals.
+    for (per_log, total) in [
+        ("recoverfs_log_records_kept{", "recoverfs_records_kept "),
+        ("recoverfs_log_bytes_kept{", "recoverfs_bytes_kept "),
+        ("recoverfs_log_bytes_cut{", "recoverfs_bytes_cut "),
+    ] {
+        assert_eq!(value(per_log), value(total), "{per_log}\n{text}");
+    }
+    assert_eq!(
+        value("recoverfs_records_kept "),
+        j["summary"]["records"].as_u64().unwrap()
+    );
+}

@@ -121,6 +121,12 @@ impl LogFigures {
                 }
                 ViewAction::Eio => {}
             }
+            // Salvaged runs shown as segments of their own are kept, not cut (as in the summary).
+            for (r, _) in s.shown_runs() {
+                f.records_kept += r.records;
+                f.bytes_kept += r.bytes;
+                f.bytes_cut = f.bytes_cut.saturating_sub(r.bytes);
+            }
         }
         f
     }
