@@ -17,7 +17,7 @@ use std::ops::ControlFlow;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-pub use crate::engine::report::iso8601_ms;
+pub use crate::engine::render::iso8601_ms;
 
 /// Bytes of a value shown in a dump line by default (`--max-bytes`).
 pub const PREVIEW_BYTES: usize = 32;

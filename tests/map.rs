@@ -131,7 +131,7 @@ fn html_page_is_self_contained_and_escapes_names() {
     let ts = j["logs"][0]["segments"][1]["max_timestamp"]
         .as_i64()
         .unwrap();
-    let when = recoverfs::engine::report::iso8601_ms(ts);
+    let when = recoverfs::engine::render::iso8601_ms(ts);
     assert!(
         html.contains(&format!("records after {when} are lost")),
         "no cut time {when}"

@@ -3,7 +3,8 @@
 use crate::engine::layout::display_name as shown;
 use crate::engine::map::{layout, Part};
 use crate::engine::policy::ViewAction;
-use crate::engine::report::{iso8601_ms, LogReport, Report, SegmentReport};
+use crate::engine::render::iso8601_ms;
+use crate::engine::report::{LogReport, Report, SegmentReport};
 use std::fmt::Write as _;
 
 /// The SVG map's width, in its own units (it scales to the page).
