@@ -8,7 +8,7 @@ mod common;
 use common::mount::{errno_of, Mounted};
 use common::*;
 use recoverfs::cli::sys::is_mount_point;
-use recoverfs::engine::format::takhin::{be_u32, be_u64, segment_file_name, FileKind, Record};
+use recoverfs::engine::format::takhin::{segment_file_name, FileKind, Record};
 use recoverfs::engine::index::rebuild_indexes;
 use recoverfs::engine::layout::read_dir_sorted;
 use recoverfs::engine::plan::{dir_children, visible_children};
@@ -207,7 +207,7 @@ fn clean_fixtures_read_like_the_originals_and_like_takhin() {
                 let want: serde_json::Value = serde_json::from_str(line).unwrap();
                 let off = want["offset"].as_u64().unwrap();
                 let base = *bases.iter().rev().find(|&&b| b <= off).unwrap();
-                let rec = takhin_read(&dir, base, off);
+                let rec = takhin_read_held(&dir, base, off);
                 assert_eq!(rec.offset, off);
                 assert_eq!(rec.timestamp, want["timestamp"].as_i64().unwrap());
                 assert_eq!(hex(&rec.key), want["key"].as_str().unwrap());
@@ -223,32 +223,11 @@ fn clean_fixtures_read_like_the_originals_and_like_takhin() {
     }
 }
 
-/// Takhin's lookup: binary search of the segment's `.index` by offset, then decode at that position.
-fn takhin_read(dir: &Path, base: u64, offset: u64) -> Record {
-    let idx = fs::File::open(dir.join(segment_file_name(base, FileKind::Index))).unwrap();
-    let n = idx.metadata().unwrap().len() / 16;
-    let entry = |i: u64| {
-        let mut e = [0u8; 16];
-        idx.read_exact_at(&mut e, i * 16).unwrap();
-        (be_u64(&e, 0), be_u64(&e, 8))
-    };
-    let (mut lo, mut hi) = (0, n);
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if entry(mid).0 < offset {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    let (found, pos) = entry(lo);
-    assert_eq!(found, offset, "offset {offset} not in the index of {base}");
-    let log = fs::File::open(dir.join(segment_file_name(base, FileKind::Log))).unwrap();
-    let mut size = [0u8; 4];
-    log.read_exact_at(&mut size, pos).unwrap();
-    let mut buf = vec![0u8; 4 + be_u32(&size, 0) as usize];
-    log.read_exact_at(&mut buf, pos).unwrap();
-    Record::decode(&buf).unwrap()
+/// Takhin's lookup (binary search of the `.index`, decode at the position) of an
+/// offset the view must hold.
+fn takhin_read_held(dir: &Path, base: u64, offset: u64) -> Record {
+    takhin_read(dir, base, offset)
+        .unwrap_or_else(|| panic!("offset {offset} not in the index of {base}"))
 }
 
 #[test]

@@ -5,14 +5,13 @@ mod common;
 
 use common::mount::Mounted;
 use common::*;
-use recoverfs::engine::format::takhin::{be_u32, be_u64, segment_file_name, FileKind, Record};
+use recoverfs::engine::format::takhin::{be_u64, segment_file_name, FileKind};
 use recoverfs::engine::index::rebuild_indexes;
 use recoverfs::engine::policy::{Policy, ViewAction};
 use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// A log `p` of segments 0 (20 records) and `next` (5 records), record 5 of segment 0
@@ -156,40 +155,6 @@ fn a_run_whose_name_is_taken_is_refused_reported_and_not_shown() {
     let shown = m.path().join("t/partition-0");
     assert!(!shown.join(segment_file_name(6, FileKind::Log)).exists());
     assert_eq!(bases(&shown), vec![0, 20]);
-}
-
-/// Takhin's lookup, written here again so the test does not trust the crate:
-/// binary search of the segment's `.index` by offset, then decode at that position.
-fn takhin_read(dir: &Path, base: u64, offset: u64) -> Option<Record> {
-    let idx = fs::File::open(dir.join(segment_file_name(base, FileKind::Index))).unwrap();
-    let n = idx.metadata().unwrap().len() / 16;
-    let entry = |i: u64| {
-        let mut e = [0u8; 16];
-        idx.read_exact_at(&mut e, i * 16).unwrap();
-        (be_u64(&e, 0), be_u64(&e, 8))
-    };
-    let (mut lo, mut hi) = (0, n);
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if entry(mid).0 < offset {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    if lo == n {
-        return None;
-    }
-    let (found, pos) = entry(lo);
-    if found != offset {
-        return None;
-    }
-    let log = fs::File::open(dir.join(segment_file_name(base, FileKind::Log))).unwrap();
-    let mut size = [0u8; 4];
-    log.read_exact_at(&mut size, pos).unwrap();
-    let mut buf = vec![0u8; 4 + be_u32(&size, 0) as usize];
-    log.read_exact_at(&mut buf, pos).unwrap();
-    Record::decode(&buf)
 }
 
 /// A source file's bytes, read without moving its atime.

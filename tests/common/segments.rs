@@ -1,7 +1,9 @@
 //! Segment writers and byte-level helpers for `<20 digits>.log` files.
 #![allow(dead_code)]
 
-use recoverfs::engine::format::takhin::{be_u64, segment_file_name, FileKind, SegmentWriter};
+use recoverfs::engine::format::takhin::{
+    be_u32, be_u64, segment_file_name, FileKind, Record, SegmentWriter,
+};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -148,4 +150,38 @@ pub fn append_zeros(path: &Path, n: usize) {
 /// Lower-case hex of `b`, as the expected-records files write keys.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|c| format!("{c:02x}")).collect()
+}
+
+/// Takhin's lookup, written here so the tests do not trust the crate:
+/// binary search of the segment's `.index` by offset, then decode at that position.
+pub fn takhin_read(dir: &Path, base: u64, offset: u64) -> Option<Record> {
+    let idx = std::fs::File::open(dir.join(segment_file_name(base, FileKind::Index))).unwrap();
+    let n = idx.metadata().unwrap().len() / 16;
+    let entry = |i: u64| {
+        let mut e = [0u8; 16];
+        std::os::unix::fs::FileExt::read_exact_at(&idx, &mut e, i * 16).unwrap();
+        (be_u64(&e, 0), be_u64(&e, 8))
+    };
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if entry(mid).0 < offset {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if lo == n {
+        return None;
+    }
+    let (found, pos) = entry(lo);
+    if found != offset {
+        return None;
+    }
+    let log = std::fs::File::open(dir.join(segment_file_name(base, FileKind::Log))).unwrap();
+    let mut size = [0u8; 4];
+    std::os::unix::fs::FileExt::read_exact_at(&log, &mut size, pos).unwrap();
+    let mut buf = vec![0u8; 4 + be_u32(&size, 0) as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&log, &mut buf, pos).unwrap();
+    Record::decode(&buf)
 }
