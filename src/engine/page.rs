@@ -3,7 +3,7 @@
 use crate::engine::layout::display_name as shown;
 use crate::engine::map::{layout, Part};
 use crate::engine::policy::ViewAction;
-use crate::engine::render::iso8601_ms;
+use crate::engine::render::{iso8601_ms, lost_after};
 use crate::engine::report::{LogReport, Report, SegmentReport};
 use std::fmt::Write as _;
 
@@ -122,15 +122,7 @@ fn cut_time(seg: &SegmentReport) -> String {
     if seg.damage.is_none() || !matches!(seg.view, ViewAction::Kept | ViewAction::Truncated) {
         return String::new();
     }
-    let last = seg
-        .scan
-        .as_ref()
-        .and_then(|s| s.last_timestamp)
-        .or(seg.max_timestamp);
-    match last {
-        Some(t) => format!("records after {} are lost", iso8601_ms(t)),
-        None => "no record kept".into(),
-    }
+    lost_after(seg)
 }
 
 fn log_section(o: &mut String, r: &Report, li: usize, log: &LogReport) {

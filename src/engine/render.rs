@@ -106,10 +106,7 @@ impl Report {
                         DamageClass::MidLog => "MID-LOG",
                     };
                     if served(seg) {
-                        let lost = match seg.scan.as_ref().and_then(|s| s.last_timestamp) {
-                            Some(t) => format!("records after {} are lost", iso8601_ms(t)),
-                            None => "no record kept".to_string(),
-                        };
+                        let lost = lost_after(seg);
                         let _ = writeln!(
                             o,
                             "  TRUNCATED   {}: {} ({class}) at byte {}, record {}: {} bytes cut, {} record(s) kept, {lost}; {}",
@@ -296,6 +293,15 @@ impl Report {
             "Inspect with `mkdir -p /mnt/recoverfs && recoverfs mount {q} /mnt/recoverfs --policy {p}`, then `recoverfs repair {q} --output {out} --policy {p}`.",
         );
         n
+    }
+}
+
+/// When a truncated segment's lost records begin, in the words the text report and
+/// the HTML page share: the time of the last record kept.
+pub fn lost_after(seg: &SegmentReport) -> String {
+    match seg.scan.as_ref().and_then(|s| s.last_timestamp) {
+        Some(t) => format!("records after {} are lost", iso8601_ms(t)),
+        None => "no record kept".to_string(),
     }
 }
 
