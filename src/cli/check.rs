@@ -6,6 +6,7 @@ use crate::cli::{EngineArgs, EXIT_CLEAN, EXIT_DAMAGE, EXIT_ERROR};
 use crate::engine::analysis::check_path;
 use crate::engine::map::render_text;
 use crate::engine::page::render_html;
+use crate::engine::replica::check_with_replicas;
 use clap::Args;
 use std::fs;
 use std::io::{self, Write};
@@ -40,14 +41,20 @@ pub fn run(a: &CheckArgs) -> ExitCode {
     let opts = a.engine.analyze_options();
     let bar = Progress::new(&a.path, "checking", false);
     let progress = |n: u64| bar.inc(n);
-    let result = check_path(&a.path, &opts, &progress);
+    let result = if a.engine.replicas.is_empty() {
+        check_path(&a.path, &opts, &progress).map_err(|e| e.to_string())
+    } else {
+        check_with_replicas(&a.path, &a.engine.replicas, &opts, &progress)
+            .map(|(l, r, _)| (l, r))
+            .map_err(|e| e.to_string())
+    };
     drop(bar);
     let report = match result {
         Ok((_, r)) => r,
         Err(e) => {
             eprintln!(
                 "recoverfs check: {}",
-                crate::engine::layout::display_name(&e.to_string())
+                crate::engine::layout::display_name(&e)
             );
             return ExitCode::from(EXIT_ERROR);
         }
@@ -88,7 +95,7 @@ pub fn run(a: &CheckArgs) -> ExitCode {
     if io::stdout().write_all(text.as_bytes()).is_err() {
         return ExitCode::from(EXIT_ERROR);
     }
-    ExitCode::from(if report.summary.view_differs {
+    ExitCode::from(if report.summary.needs_attention() {
         EXIT_DAMAGE
     } else {
         EXIT_CLEAN

@@ -144,6 +144,11 @@ pub struct EngineArgs {
     pub policy: Policy,
     #[command(flatten)]
     pub scan: ScanArgs,
+    /// Another broker's copy of the same data directory (repeatable): the offset
+    /// ranges the primary lacks are healed from its valid runs, and the records
+    /// both hold are compared (logs match by their path relative to each directory).
+    #[arg(long = "replica", value_name = "DIR")]
+    pub replicas: Vec<std::path::PathBuf>,
 }
 
 impl EngineArgs {

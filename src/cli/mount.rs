@@ -313,6 +313,11 @@ pub fn run(a: &MountArgs) -> ExitCode {
         eprintln!("recoverfs mount: {msg}");
         ExitCode::from(EXIT_ERROR)
     };
+    if !a.engine.replicas.is_empty() {
+        return fail(
+            "--replica: not supported by mount yet (use check --replica); nothing mounted".into(),
+        );
+    }
     let mut s = match settings(a) {
         Ok(s) => s,
         Err(e) => return fail(e),

@@ -34,6 +34,10 @@ pub struct RepairArgs {
 
 /// The `repair` front end: runs one mode, prints its summary (or the report), maps errors to exit codes.
 pub fn run(a: &RepairArgs) -> ExitCode {
+    if !a.engine.replicas.is_empty() {
+        eprintln!("recoverfs repair: --replica: not supported by repair yet (use check --replica); nothing written");
+        return ExitCode::from(crate::cli::EXIT_ERROR);
+    }
     let opts = a.engine.analyze_options();
     // --output reads every .log once to analyse it, then writes the whole tree.
     let bar = Progress::new(

@@ -5,8 +5,10 @@ use crate::engine::layout::{
     discover_target, escape_path, resolve_target, Layout, LogLayout, SegmentEntry, Target,
     TargetError,
 };
-use crate::engine::policy::{visibility, Policy};
-use crate::engine::report::{Gap, LogReport, Overlap, Report, SalvagedReport, SegmentReport};
+use crate::engine::policy::{visibility, Policy, ViewAction};
+use crate::engine::report::{
+    Gap, HealedReport, LogReport, Overlap, Report, SalvagedReport, SegmentReport,
+};
 use crate::engine::scan::ScanOptions;
 use crate::engine::segment::{analyze_segment_with, SegmentAnalysis};
 use std::collections::HashSet;
@@ -22,7 +24,26 @@ pub fn assemble_log(
     policy: Policy,
     is_last_of_log: impl Fn(u64) -> bool,
 ) -> LogReport {
-    let actions = visibility(policy, &analyses);
+    assemble_log_healed(log, analyses, policy, is_last_of_log, None)
+}
+
+/// [`assemble_log`] with the ranges healed from replicas (`None` without `--replica`):
+/// they fill gaps, extend the next offset and, under point-in-time, count as
+/// present when finding the gap-free prefix (those past it are dropped).
+pub fn assemble_log_healed(
+    log: &LogLayout,
+    analyses: Vec<SegmentAnalysis>,
+    policy: Policy,
+    is_last_of_log: impl Fn(u64) -> bool,
+    healed: Option<Vec<HealedReport>>,
+) -> LogReport {
+    let (actions, healed) = match healed {
+        Some(h) if policy == Policy::PointInTime && !h.is_empty() => {
+            let (a, h) = point_in_time_healed(&analyses, h);
+            (a, Some(h))
+        }
+        h => (visibility(policy, &analyses), h),
+    };
     let mut gaps = Vec::new();
     let mut overlaps = Vec::new();
     let mut prev: Option<(u64, PathBuf)> = None;
@@ -94,8 +115,18 @@ pub fn assemble_log(
                 .flat_map(|s| s.shown_runs())
                 .map(|(r, _)| r.last_offset + 1),
         )
+        .chain(
+            healed
+                .iter()
+                .flatten()
+                .filter(|h| h.shown())
+                .map(|h| h.to_offset + 1),
+        )
         .max()
         .unwrap_or_else(|| log.segments.first().map_or(0, |s| s.base));
+    if let Some(h) = &healed {
+        gaps = fill_gaps(gaps, h);
+    }
     LogReport {
         path: if log.rel.as_os_str().is_empty() {
             ".".into()
@@ -116,7 +147,111 @@ pub fn assemble_log(
             .map(|n| escape_path(&log.rel.join(n)))
             .collect(),
         segments,
+        healed,
+        divergences: None,
+        divergences_not_listed: None,
     }
+}
+
+/// The gaps left once the healed ranges shown fill them (a gap partly healed
+/// becomes the parts still missing).
+fn fill_gaps(gaps: Vec<Gap>, healed: &[HealedReport]) -> Vec<Gap> {
+    let mut out = Vec::new();
+    for g in gaps {
+        let mut from = g.from_offset;
+        let mut parts = Vec::new();
+        let mut ranges: Vec<(u64, u64)> = healed
+            .iter()
+            .filter(|h| h.shown() && h.to_offset >= g.from_offset && h.from_offset <= g.to_offset)
+            .map(|h| (h.from_offset, h.to_offset))
+            .collect();
+        ranges.sort_unstable();
+        for (a, b) in ranges {
+            if a > from {
+                parts.push((from, a - 1));
+            }
+            from = from.max(b.saturating_add(1));
+        }
+        if from <= g.to_offset {
+            parts.push((from, g.to_offset));
+        }
+        for (a, b) in parts {
+            out.push(Gap {
+                from_offset: a,
+                to_offset: b,
+                missing: b - a + 1,
+                ..g.clone()
+            });
+        }
+    }
+    out
+}
+
+/// Point-in-time with healed ranges: the gap-free prefix runs through primary
+/// segments and healed ranges alike, in offset order. A damaged segment still
+/// ends the prefix unless a healed range starts where its valid records end.
+/// Returns every segment's action and the healed ranges inside the prefix.
+fn point_in_time_healed(
+    segs: &[SegmentAnalysis],
+    healed: Vec<HealedReport>,
+) -> (Vec<ViewAction>, Vec<HealedReport>) {
+    let mut actions = Vec::with_capacity(segs.len());
+    let mut kept = Vec::new();
+    let mut expected: Option<u64> = None;
+    let mut stopped = false;
+    // After a cut, only a healed range starting at the cut may continue the prefix.
+    let mut after_cut = false;
+    let mut healed = healed.into_iter().peekable();
+    let mut take_healed = |upto: Option<u64>,
+                           expected: &mut Option<u64>,
+                           stopped: &mut bool,
+                           after_cut: &mut bool,
+                           kept: &mut Vec<HealedReport>| {
+        while let Some(h) = healed.next_if(|h| upto.is_none_or(|u| h.from_offset < u)) {
+            if !*stopped && h.shown() && expected.is_none_or(|e| e == h.from_offset) {
+                *expected = Some(h.to_offset + 1);
+                *after_cut = false;
+                kept.push(h);
+            } else if h.shown() {
+                *stopped = true;
+            }
+        }
+    };
+    for a in segs {
+        take_healed(
+            Some(a.base),
+            &mut expected,
+            &mut stopped,
+            &mut after_cut,
+            &mut kept,
+        );
+        if after_cut || expected.is_some_and(|e| e != a.base) {
+            stopped = true;
+        }
+        let action = if stopped {
+            ViewAction::Hidden
+        } else {
+            match &a.scan {
+                Err(_) => {
+                    stopped = true;
+                    ViewAction::Hidden
+                }
+                Ok(s) if s.is_clean() => ViewAction::Kept,
+                Ok(_) => {
+                    after_cut = true;
+                    ViewAction::Truncated
+                }
+            }
+        };
+        if let Ok(s) = &a.scan {
+            if !stopped {
+                expected = Some(s.next_offset());
+            }
+        }
+        actions.push(action);
+    }
+    take_healed(None, &mut expected, &mut stopped, &mut after_cut, &mut kept);
+    (actions, kept)
 }
 
 /// Records a gap or an overlap between what came before (its next offset and
@@ -149,7 +284,7 @@ fn track(
 
 /// Every segment-shaped file name of a log directory: its segments' three files,
 /// its orphan indexes and the names it does not recognize.
-fn taken_names(log: &LogLayout) -> HashSet<OsString> {
+pub(crate) fn taken_names(log: &LogLayout) -> HashSet<OsString> {
     let mut out: HashSet<OsString> = log
         .segments
         .iter()
@@ -207,6 +342,18 @@ pub fn analyze(
     source: &str,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Report {
+    let per_log = analyze_segments(layout, target, opts, progress);
+    assemble(layout, target, opts, source, per_log, |_, _| None)
+}
+
+/// Every segment of a layout analysed (in parallel, `opts.threads` workers),
+/// grouped by log in layout order; with a single-segment target, only that segment.
+pub fn analyze_segments(
+    layout: &Layout,
+    target: &Target,
+    opts: &AnalyzeOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Vec<Vec<SegmentAnalysis>> {
     let jobs: Vec<(usize, &SegmentEntry)> = layout
         .logs
         .iter()
@@ -244,6 +391,19 @@ pub fn analyze(
     for ((li, _), a) in jobs.iter().zip(results) {
         per_log[*li].push(a.expect("every job ran"));
     }
+    per_log
+}
+
+/// The report from every log's segment analyses ([`analyze_segments`]);
+/// `heal(log, analyses)` gives a log's healed ranges (`None` without replicas).
+pub fn assemble(
+    layout: &Layout,
+    target: &Target,
+    opts: &AnalyzeOptions,
+    source: &str,
+    per_log: Vec<Vec<SegmentAnalysis>>,
+    mut heal: impl FnMut(&LogLayout, &[SegmentAnalysis]) -> Option<Vec<HealedReport>>,
+) -> Report {
     let mut logs = Vec::new();
     for (log, analyses) in layout.logs.iter().zip(per_log) {
         let last = log.segments.last().map(|s| s.base);
@@ -256,9 +416,14 @@ pub fn analyze(
             scoped.orphans.clear();
             scoped.unrecognized.clear();
         }
-        logs.push(assemble_log(&scoped, analyses, opts.policy, |b| {
-            Some(b) == last
-        }));
+        let healed = heal(&scoped, &analyses);
+        logs.push(assemble_log_healed(
+            &scoped,
+            analyses,
+            opts.policy,
+            |b| Some(b) == last,
+            healed,
+        ));
     }
     Report::new(
         source,

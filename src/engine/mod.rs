@@ -2,7 +2,7 @@
 //!
 //! Layers, lowest first (a module imports only those above it in this list):
 //! `format` → `scan` → `salvage` → `index` → `source` → `layout` → `segment` → `policy`
-//! → `report` → `render` → `metrics` → `map` → `page` → `analysis` → `plan`; `synth` writes test and benchmark trees with `format`.
+//! → `report` → `render` → `metrics` → `map` → `page` → `analysis` → `replica` → `plan`; `synth` writes test and benchmark trees with `format`.
 
 pub mod analysis;
 pub mod format;
@@ -14,6 +14,7 @@ pub mod page;
 pub mod plan;
 pub mod policy;
 pub mod render;
+pub mod replica;
 pub mod report;
 pub mod salvage;
 pub mod scan;

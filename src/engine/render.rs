@@ -4,7 +4,7 @@ use crate::engine::format::takhin::{classify_name, FileKind, NameMatch, INDEX_EX
 use crate::engine::index::{IndexKind, IndexVerdict};
 use crate::engine::layout::display_name as shown;
 use crate::engine::policy::{DamageClass, Policy, ViewAction};
-use crate::engine::report::{Report, SegmentReport};
+use crate::engine::report::{LogReport, Report, SegmentReport};
 use crate::engine::segment::SegmentStatus;
 use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
@@ -67,7 +67,9 @@ impl Report {
                 .iter()
                 .filter(|x| served(x))
                 .map(|x| x.records + x.shown_runs().map(|(r, _)| r.records).sum::<u64>())
-                .sum();
+                .sum::<u64>()
+                // Healed ranges are served records too.
+                + log.shown_healed().map(|h| h.records).sum::<u64>();
             let mut verdict = verdict;
             for (n, what) in [
                 (count(&|x| x.view == ViewAction::Hidden), "hidden"),
@@ -84,7 +86,10 @@ impl Report {
                     };
                 }
             }
-            let next = if log.segments.is_empty() || log.segments.iter().any(served) {
+            let next = if log.segments.is_empty()
+                || log.segments.iter().any(served)
+                || log.shown_healed().next().is_some()
+            {
                 format!("next offset {}", log.next_offset)
             } else {
                 "no segment served".to_string()
@@ -209,6 +214,7 @@ impl Report {
                     shown(p)
                 );
             }
+            render_replicas(&mut o, log);
         }
         let _ = writeln!(
             o,
@@ -222,6 +228,32 @@ impl Report {
                 "salvaged: {runs} run(s), {records} record(s) after mid-segment damage, each shown as a segment of its own"
             );
         }
+        if let (Some(n), Some(h), Some(d)) = (s.replicas, s.healed_records, s.divergences) {
+            let _ = writeln!(
+                o,
+                "replicas: {n}; {h} record(s) healed from them, {d} divergence(s) between copies"
+            );
+            for r in self.replicas.iter().flatten() {
+                for l in &r.logs_not_in_primary {
+                    let _ = writeln!(
+                        o,
+                        "  NOT IN PRIMARY {}: a log only replica {} ({}) holds; not added to the view",
+                        shown(l),
+                        r.index,
+                        shown(&r.path)
+                    );
+                }
+                for p in &r.problems {
+                    let _ = writeln!(
+                        o,
+                        "  UNREADABLE  replica {} {}/: {}",
+                        r.index,
+                        shown(&p.path),
+                        p.error
+                    );
+                }
+            }
+        }
         o
     }
 
@@ -230,6 +262,9 @@ impl Report {
     /// that repairs something).
     pub fn next_steps(&self) -> String {
         let s = &self.summary;
+        if !s.view_differs && s.divergences.is_some_and(|d| d > 0) {
+            return "Next: copies disagree (see DIVERGENCE); the format has no checksum, so only the copies can tell which is right: keep them all as evidence.".into();
+        }
         if !s.view_differs {
             if s.gaps > 0 || s.overlaps > 0 {
                 return format!("Next: the segments are intact but offsets are missing or doubled (see GAP/OVERLAP); nothing to repair under {}.", self.policy);
@@ -319,6 +354,54 @@ pub fn shell_quote(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The human lines of a log's healed ranges and divergences, one each.
+fn render_replicas(o: &mut String, log: &LogReport) {
+    for h in log.healed.iter().flatten() {
+        let what = match (&h.refused, &h.replaces) {
+            (Some(why), _) => format!(", not shown: {why}"),
+            (None, Some(_)) => {
+                " (replaces the primary's segment of that name, which holds no record)".into()
+            }
+            (None, None) => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "  {} {}: offsets {}..={} ({} record(s)) from replica {} {} byte {}{what}",
+            if h.shown() {
+                "HEALED     "
+            } else {
+                "REFUSED    "
+            },
+            shown(&h.view_path),
+            h.from_offset,
+            h.to_offset,
+            h.records,
+            h.replica_index,
+            shown(&h.path),
+            h.position,
+        );
+    }
+    for d in log.divergences.iter().flatten() {
+        let copies: Vec<String> = d
+            .copies
+            .iter()
+            .map(|c| format!("{} {} byte {}", c.copy, shown(&c.path), c.position))
+            .collect();
+        let _ = writeln!(
+            o,
+            "  DIVERGENCE  {} offset {}: {} differ(s) ({}); {}",
+            shown(&log.path),
+            d.offset,
+            d.fields.join(", "),
+            copies.join("; "),
+            d.verdict
+        );
+    }
+    if let Some(n) = log.divergences_not_listed {
+        let _ = writeln!(o, "  DIVERGENCE  {}: {n} more not listed", shown(&log.path));
     }
 }
 

@@ -214,6 +214,79 @@ pub struct Overlap {
     pub offsets: u64,
 }
 
+/// An offset range the primary lacks, filled from a replica's valid run: shown
+/// as a segment of its own named by its first offset, whose `.log` is the byte
+/// range `[position, position + bytes)` of the replica's file `path`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealedReport {
+    pub from_offset: u64,
+    pub to_offset: u64,
+    pub records: u64,
+    /// The replica's data directory, as given with `--replica`.
+    pub replica: String,
+    /// Which `--replica` (1 for the first): `.recoverfs/replicas/<n>/` in a mount.
+    pub replica_index: usize,
+    /// The replica's `.log` the bytes come from, relative to its data directory.
+    pub path: String,
+    /// Where the range starts in that `.log`.
+    pub position: u64,
+    pub bytes: u64,
+    /// The healed segment's `.log` in the view.
+    pub view_path: String,
+    /// The primary segment of the same name whose view holds no record, which
+    /// the healed segment replaces in the view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    /// Why the range is not shown (its name is taken by another file of the primary).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// The range scanned as a clean segment of its own (base `from_offset`,
+    /// positions relative to `position`), for the front ends (not serialized).
+    #[serde(skip)]
+    pub scan: Arc<SegmentScan>,
+    /// The replica file's size when the range was scanned (not serialized).
+    #[serde(skip)]
+    pub file_len: u64,
+}
+
+impl HealedReport {
+    /// True when the view shows the range.
+    pub fn shown(&self) -> bool {
+        self.refused.is_none()
+    }
+    /// The base offset of the primary segment this range replaces in the view.
+    pub fn replaced_base(&self) -> Option<u64> {
+        self.replaces.as_ref().map(|_| self.from_offset)
+    }
+}
+
+/// One copy's record in a [`Divergence`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DivergentCopy {
+    /// "primary", or "replica N" (N as in `.recoverfs/replicas/N/`).
+    pub copy: String,
+    /// The copy's `.log`, relative to its data directory.
+    pub path: String,
+    /// Where the record starts in it.
+    pub position: u64,
+    /// The fields in which this copy differs from the majority (empty when it is
+    /// in the majority; every differing field when there is none).
+    pub differs_in: Vec<&'static str>,
+}
+
+/// A record held by several copies whose fields are not the same in all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Divergence {
+    pub offset: u64,
+    /// The fields that are not the same in every copy: of offset, timestamp, key, value.
+    pub fields: Vec<&'static str>,
+    pub copies: Vec<DivergentCopy>,
+    /// The one copy that disagrees with all the others (three copies or more), if any.
+    pub odd_one_out: Option<String>,
+    /// In words: which copy is the odd one out, or why that cannot be decided.
+    pub verdict: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LogReport {
     pub path: String,
@@ -224,6 +297,22 @@ pub struct LogReport {
     pub orphans: Vec<String>,
     pub unrecognized: Vec<String>,
     pub segments: Vec<SegmentReport>,
+    /// Offset ranges filled from replicas (present, possibly empty, only with `--replica`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healed: Option<Vec<HealedReport>>,
+    /// Records that differ between copies (present only with `--replica`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub divergences: Option<Vec<Divergence>>,
+    /// Divergences found beyond those listed (the list is capped per log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub divergences_not_listed: Option<u64>,
+}
+
+impl LogReport {
+    /// The healed ranges the view shows.
+    pub fn shown_healed(&self) -> impl Iterator<Item = &HealedReport> {
+        self.healed.iter().flatten().filter(|h| h.shown())
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -253,6 +342,22 @@ pub struct Summary {
     /// Records of those runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub salvaged_records: Option<u64>,
+    /// Records filled from replicas and shown (with `--replica` only; counted in `records`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healed_records: Option<u64>,
+    /// Records that differ between copies (with `--replica` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub divergences: Option<u64>,
+    /// Replicas given (with `--replica` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u64>,
+}
+
+impl Summary {
+    /// What `check`'s exit status says: the view differs from the source, or copies disagree.
+    pub fn needs_attention(&self) -> bool {
+        self.view_differs || self.divergences.is_some_and(|d| d > 0)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -265,6 +370,25 @@ pub struct Report {
     pub summary: Summary,
     pub logs: Vec<LogReport>,
     /// Directories that could not be listed.
+    pub problems: Vec<Problem>,
+    /// The replicas given with `--replica` (absent without).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Vec<ReplicaReport>>,
+}
+
+/// One replica given with `--replica`: how it was read, and its logs the primary lacks.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaReport {
+    /// 1 for the first `--replica`: `.recoverfs/replicas/<index>/` in a mount.
+    pub index: usize,
+    pub path: String,
+    pub source_access: SourceAccess,
+    /// Logs of the primary this replica also holds.
+    pub logs_matched: u64,
+    /// Logs only this replica holds: reported, not added to the view (the view
+    /// mirrors the primary's directories).
+    pub logs_not_in_primary: Vec<String>,
+    /// Directories of the replica that could not be listed.
     pub problems: Vec<Problem>,
 }
 
@@ -322,12 +446,27 @@ impl Report {
             s.salvaged_runs.get_or_insert(0);
             s.salvaged_records.get_or_insert(0);
         }
+        for log in &logs {
+            if let Some(healed) = &log.healed {
+                let n = s.healed_records.get_or_insert(0);
+                for h in healed.iter().filter(|h| h.shown()) {
+                    *n += h.records;
+                    s.records += h.records;
+                    s.bytes_kept += h.bytes;
+                }
+            }
+            if let Some(d) = &log.divergences {
+                *s.divergences.get_or_insert(0) +=
+                    d.len() as u64 + log.divergences_not_listed.unwrap_or(0);
+            }
+        }
         s.view_differs = s.truncated > 0
             || s.unreadable > 0
             || s.hidden > 0
             || s.indexes_rebuilt > 0
             || s.orphans > 0
             || !problems.is_empty()
+            || s.healed_records.is_some_and(|n| n > 0)
             || (policy == Policy::Strict && (s.gaps > 0 || s.overlaps > 0 || s.unrecognized > 0));
         Report {
             schema: SCHEMA,
@@ -337,7 +476,17 @@ impl Report {
             summary: s,
             logs,
             problems,
+            replicas: None,
         }
+    }
+
+    /// The report with the replicas it was made with (the summary counts them).
+    pub fn with_replicas(mut self, replicas: Vec<ReplicaReport>) -> Self {
+        self.summary.replicas = Some(replicas.len() as u64);
+        self.summary.healed_records.get_or_insert(0);
+        self.summary.divergences.get_or_insert(0);
+        self.replicas = Some(replicas);
+        self
     }
 
     pub fn to_json(&self) -> String {

@@ -1,0 +1,947 @@
+//! Replicas (`--replica DIR`): other brokers' copies of the data directory, read through a source door of their own; the offset ranges the primary lacks healed from their valid runs, and the records several copies hold compared field by field.
+//!
+//! # Healing
+//!
+//! A log matches the replica log at the same path relative to each data directory.
+//! The primary **holds** an offset when a readable segment's valid prefix holds
+//! it (whatever the policy shows of that segment), or, under `salvage`, a
+//! salvaged run the view shows. It **lacks** every other offset from its first
+//! segment's base on: cut tails, destroyed ranges, missing segments, a lost last
+//! segment, and anything past its last offset. Offsets before the first base are
+//! not healed: brokers delete old segments on their own retention schedules, so a
+//! replica holding older offsets is normal, not a loss.
+//!
+//! A replica's **valid runs** are its segments' valid prefixes and the runs the
+//! salvage analysis finds after mid-segment damage (whatever `--policy` says: a
+//! replica is evidence, and only its valid records are taken). Replicas are tried
+//! in command-line order; each lacking offset comes from the first that holds it.
+//! A healed range never spans two replica runs: one that would becomes two
+//! healed segments. `strict` repairs nothing, so it heals nothing (it still verifies).
+//!
+//! Names: a healed range is a segment named by its first offset. When a primary
+//! file already has that name, and it is a segment whose view holds no record (an
+//! empty valid prefix, or unreadable), the healed segment replaces it in the view;
+//! any other name taken (an orphan index, an unrecognized name) refuses the range,
+//! which is reported, not shown.
+//!
+//! # Verification
+//!
+//! For every offset held by two copies or more (the primary's held offsets, each
+//! replica's valid runs), the records are compared: offset, timestamp, key and
+//! value, never the 4 pad bytes (the writer leaves whatever its buffer held).
+//! Where the byte ranges of a stretch of records have the same length in every
+//! copy they are compared whole first; only a stretch that differs is compared
+//! record by record.
+
+use crate::engine::analysis::{analyze_segments, assemble, taken_names, AnalyzeOptions};
+use crate::engine::format::takhin::{
+    be_i64, be_u32, be_u64, segment_file_name, FileKind, HEADER_LEN, KEY_LEN_AT, OFFSET_AT,
+    PAD_LEN, SIZE_FIELD_LEN, TIMESTAMP_AT, VALUE_LEN_FIELD_LEN,
+};
+use crate::engine::layout::{
+    classify_dir, discover, discover_target, escape_path, resolve_target, Layout, LogLayout,
+    Target, TargetError,
+};
+use crate::engine::policy::Policy;
+use crate::engine::report::{Divergence, DivergentCopy, HealedReport, ReplicaReport, Report};
+use crate::engine::salvage::Shifted;
+use crate::engine::scan::{scan_segment, visit_records, ScanOptions, SegmentScan};
+use crate::engine::segment::{analyze_segment_with, FileStamp, SegmentAnalysis};
+use crate::engine::source::Source;
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// At most this many divergences are listed per log; the rest are counted.
+pub const MAX_DIVERGENCES_LISTED: usize = 1000;
+/// Bytes compared per read when stretches of records are compared whole.
+const COMPARE_CHUNK: usize = 1 << 20;
+
+/// Why `--replica` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("--replica {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("--replica {}: not a directory", path.display())]
+    NotADir { path: PathBuf },
+    #[error("--replica {}: this is the primary itself ({}); a replica must be another copy", replica.display(), primary.display())]
+    IsPrimary { replica: PathBuf, primary: PathBuf },
+    #[error("--replica {}: it is inside the primary {}; a replica must be another copy, outside it", replica.display(), primary.display())]
+    InsidePrimary { replica: PathBuf, primary: PathBuf },
+    #[error("--replica {}: the primary {} is inside it; a replica must be another copy, beside it", replica.display(), primary.display())]
+    ContainsPrimary { replica: PathBuf, primary: PathBuf },
+    #[error("--replica {}: given twice", path.display())]
+    Twice { path: PathBuf },
+    #[error("--replica needs a data or partition directory to check, not one segment file")]
+    SingleSegment,
+}
+
+/// Why a check with replicas could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+}
+
+/// One replica: its data directory, opened through a door of its own.
+#[derive(Debug)]
+pub struct Replica {
+    /// 1 for the first `--replica`.
+    pub index: usize,
+    pub path: PathBuf,
+    pub source: Arc<Source>,
+}
+
+impl Replica {
+    /// The label a divergence gives this copy.
+    pub fn label(&self) -> String {
+        format!("replica {}", self.index)
+    }
+}
+
+type SegKey = (usize, PathBuf, u64);
+type ScanKey = (usize, PathBuf, u64, u64);
+/// A replica log directory's layout (if it is a log), with the directory's stamp.
+type Listed = (FileStamp, Option<LogLayout>);
+
+/// The replicas of one run, with their segment analyses (made lazily, cached
+/// while their `.log` keeps its stamp).
+#[derive(Debug)]
+pub struct Replicas {
+    pub list: Vec<Replica>,
+    scan: ScanOptions,
+    /// A replica log directory's layout, by (replica, directory), with the directory's stamp.
+    listings: Mutex<HashMap<(usize, PathBuf), Listed>>,
+    analyses: Mutex<HashMap<SegKey, Arc<SegmentAnalysis>>>,
+    /// Scans of healed ranges, by (replica, file, position, bytes), with the file's stamp.
+    scans: Mutex<HashMap<ScanKey, (FileStamp, Arc<SegmentScan>)>>,
+    validations: AtomicU64,
+}
+
+/// (device, inode) of a path's file.
+fn dev_ino(p: &Path) -> io::Result<(u64, u64)> {
+    let m = fs::metadata(p)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// True when `inner` is `outer` or below it: compared by canonical path, and by
+/// (device, inode) up `inner`'s ancestors, so a bind mount of the same tree is caught too.
+fn within(inner: &Path, outer: &Path) -> bool {
+    if inner.starts_with(outer) {
+        return true;
+    }
+    let Ok(target) = dev_ino(outer) else {
+        return false;
+    };
+    inner
+        .ancestors()
+        .any(|a| dev_ino(a).is_ok_and(|d| d == target))
+}
+
+impl Replicas {
+    /// Opens each replica directory (read-only, like the primary), refusing the
+    /// primary itself, a replica inside the primary and a primary inside a replica.
+    pub fn open(primary: &Path, dirs: &[PathBuf], scan: ScanOptions) -> Result<Self, ReplicaError> {
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ReplicaError::Io { path, source }
+        };
+        let pcanon = fs::canonicalize(primary).map_err(io_err(primary))?;
+        let mut list = Vec::new();
+        let mut seen: Vec<PathBuf> = Vec::new();
+        for (i, dir) in dirs.iter().enumerate() {
+            let meta = fs::metadata(dir).map_err(io_err(dir))?;
+            if !meta.is_dir() {
+                return Err(ReplicaError::NotADir { path: dir.clone() });
+            }
+            let canon = fs::canonicalize(dir).map_err(io_err(dir))?;
+            let (replica, primary) = (dir.clone(), primary.to_path_buf());
+            let same = canon == pcanon
+                || (dev_ino(&canon).ok().is_some()
+                    && dev_ino(&canon).ok() == dev_ino(&pcanon).ok());
+            if same {
+                return Err(ReplicaError::IsPrimary { replica, primary });
+            }
+            if within(&canon, &pcanon) {
+                return Err(ReplicaError::InsidePrimary { replica, primary });
+            }
+            if within(&pcanon, &canon) {
+                return Err(ReplicaError::ContainsPrimary { replica, primary });
+            }
+            if seen.contains(&canon) {
+                return Err(ReplicaError::Twice { path: dir.clone() });
+            }
+            seen.push(canon);
+            let source = Source::open(dir).map_err(io_err(dir))?;
+            list.push(Replica {
+                index: i + 1,
+                path: dir.clone(),
+                source: Arc::new(source),
+            });
+        }
+        Ok(Replicas {
+            list,
+            scan,
+            listings: Mutex::new(HashMap::new()),
+            analyses: Mutex::new(HashMap::new()),
+            scans: Mutex::new(HashMap::new()),
+            validations: AtomicU64::new(0),
+        })
+    }
+
+    /// Replica segments validated so far (for the laziness tests and the metrics).
+    pub fn validations(&self) -> u64 {
+        self.validations.load(Ordering::Relaxed)
+    }
+
+    /// The replica `r`'s log at `rel` (relative to its data directory), if it has one.
+    pub fn log_layout(&self, r: usize, rel: &Path) -> Option<LogLayout> {
+        let rep = &self.list[r];
+        let meta = rep.source.metadata(rel).ok().filter(|m| m.is_dir())?;
+        let stamp = FileStamp::of(&meta);
+        let key = (r, rel.to_path_buf());
+        if let Some((s, l)) = self.listings.lock().get(&key) {
+            if *s == stamp {
+                return l.clone();
+            }
+        }
+        let layout = rep
+            .source
+            .read_dir(rel)
+            .ok()
+            .and_then(|e| classify_dir(rel, &e));
+        self.listings.lock().insert(key, (stamp, layout.clone()));
+        layout
+    }
+
+    /// A replica segment's analysis (salvage included), validated on first use and
+    /// again when its `.log` changed.
+    fn analysis(&self, r: usize, log: &LogLayout, idx: usize) -> Arc<SegmentAnalysis> {
+        let seg = &log.segments[idx];
+        let key = (r, log.rel.clone(), seg.base);
+        let rep = &self.list[r];
+        let rel = log.file_rel(seg.base, FileKind::Log);
+        let current = rep
+            .source
+            .metadata(&rel)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| FileStamp::of(&m));
+        if let Some(a) = self.analyses.lock().get(&key) {
+            let fresh = match current {
+                Some(st) => a.stamp == st,
+                None => a.scan.is_err(),
+            };
+            if fresh {
+                return a.clone();
+            }
+        }
+        let a = Arc::new(analyze_segment_with(
+            &rep.source,
+            log,
+            seg,
+            &self.scan,
+            true,
+            &|_| {},
+        ));
+        self.validations.fetch_add(1, Ordering::Relaxed);
+        self.analyses.lock().insert(key, a.clone());
+        a
+    }
+
+    /// Keeps analyses made elsewhere (the parallel whole-tree pass of `check`).
+    fn remember(&self, r: usize, log: &LogLayout, analyses: Vec<SegmentAnalysis>) {
+        let mut c = self.analyses.lock();
+        for a in analyses {
+            c.insert((r, log.rel.clone(), a.base), Arc::new(a));
+        }
+    }
+
+    /// The valid runs of replica `r`'s log `log` that may hold offsets in `wanted`
+    /// (only those segments are validated), in offset order, overlaps clipped.
+    fn valid_pieces(&self, r: usize, log: &LogLayout, wanted: &[(u64, u64)]) -> Vec<Piece> {
+        let mut pieces = Vec::new();
+        for (i, seg) in log.segments.iter().enumerate() {
+            // A segment (and what salvage finds in it) holds offsets from its base
+            // up to the next segment's base at most.
+            let end = log.segments.get(i + 1).map_or(u64::MAX, |s| s.base);
+            if !wanted.iter().any(|&(a, b)| a < end && seg.base < b) {
+                continue;
+            }
+            let a = self.analysis(r, log, i);
+            pieces.extend(pieces_of(r + 1, log, &a, None));
+        }
+        clip(pieces)
+    }
+
+    /// The offset ranges of the primary log `log` (its segments' `analyses`)
+    /// healed from the replicas, under `policy` (see the module docs).
+    pub fn heal_log(
+        &self,
+        log: &LogLayout,
+        analyses: &[SegmentAnalysis],
+        policy: Policy,
+    ) -> Vec<HealedReport> {
+        if policy == Policy::Strict {
+            return Vec::new();
+        }
+        let Some(start) = log.segments.first().map(|s| s.base) else {
+            return Vec::new();
+        };
+        let taken = taken_names(log);
+        let held = primary_pieces(log, analyses, policy, &taken);
+        let mut lacking = complement(start, &held);
+        let mut out = Vec::new();
+        for r in 0..self.list.len() {
+            if lacking.is_empty() {
+                break;
+            }
+            let Some(rlog) = self.log_layout(r, &log.rel) else {
+                continue;
+            };
+            for p in self.valid_pieces(r, &rlog, &lacking) {
+                let mut next = Vec::new();
+                for &(a, b) in &lacking {
+                    let (x, y) = (a.max(p.from), b.min(p.to));
+                    if x >= y {
+                        next.push((a, b));
+                        continue;
+                    }
+                    if let Some(h) = self.healed(r, log, &p, x, y, analyses, &taken) {
+                        out.push(h);
+                        if a < x {
+                            next.push((a, x));
+                        }
+                        if y < b {
+                            next.push((y, b));
+                        }
+                    } else {
+                        next.push((a, b));
+                    }
+                }
+                lacking = next;
+            }
+        }
+        out.sort_by_key(|h| h.from_offset);
+        out
+    }
+
+    /// The healed range `[x, y)` of piece `p` of replica `r`: its bytes found and
+    /// scanned as a segment of its own; `None` if the replica changed since.
+    #[allow(clippy::too_many_arguments)]
+    fn healed(
+        &self,
+        r: usize,
+        log: &LogLayout,
+        p: &Piece,
+        x: u64,
+        y: u64,
+        analyses: &[SegmentAnalysis],
+        taken: &HashSet<OsString>,
+    ) -> Option<HealedReport> {
+        let rep = &self.list[r];
+        let file = rep.source.file(&p.file).ok()?;
+        let meta = file.metadata().ok()?;
+        let stamp = FileStamp::of(&meta);
+        let from = p.position_of(&file, x).ok()?;
+        let to = p.position_of(&file, y).ok()?;
+        let key = (r, p.file.clone(), from, to - from);
+        let cached = self
+            .scans
+            .lock()
+            .get(&key)
+            .filter(|(s, _)| *s == stamp)
+            .map(|(_, sc)| sc.clone());
+        let scan = match cached {
+            Some(s) => s,
+            None => {
+                let view = Shifted {
+                    src: &file,
+                    start: from,
+                    len: to - from,
+                };
+                let s = scan_segment(&view, to - from, x, &self.scan, |_| {}).ok()?;
+                if s.damage.is_some() || s.records != y - x {
+                    return None; // the replica changed since it was analysed
+                }
+                let s = Arc::new(s);
+                self.scans.lock().insert(key, (stamp, s.clone()));
+                s
+            }
+        };
+        let name = segment_file_name(x, FileKind::Log);
+        let view_rel = log.rel.join(&name);
+        let mut h = HealedReport {
+            from_offset: x,
+            to_offset: y - 1,
+            records: y - x,
+            replica: rep.path.display().to_string(),
+            replica_index: rep.index,
+            path: escape_path(&p.file),
+            position: from,
+            bytes: to - from,
+            view_path: escape_path(&view_rel),
+            replaces: None,
+            refused: None,
+            scan,
+            file_len: meta.len(),
+        };
+        let names = [FileKind::Log, FileKind::Index, FileKind::TimeIndex]
+            .map(|k| OsString::from(segment_file_name(x, k)));
+        if names.iter().any(|n| taken.contains(n)) {
+            let empty = analyses
+                .iter()
+                .find(|a| a.base == x)
+                .is_some_and(|a| a.scan.as_ref().map_or(true, |s| s.records == 0));
+            if empty {
+                h.replaces = Some(escape_path(&view_rel));
+            } else {
+                h.refused = Some(format!(
+                    "a file of that name already exists in the primary ({}); healed from {}",
+                    escape_path(&log.rel),
+                    escape_path(&p.file)
+                ));
+            }
+        }
+        Some(h)
+    }
+
+    /// Compares every record the primary log and the replicas both hold (see the
+    /// module docs): the divergences (at most [`MAX_DIVERGENCES_LISTED`]) and how
+    /// many more were found.
+    pub fn verify_log(
+        &self,
+        primary: &Source,
+        log: &LogLayout,
+        analyses: &[SegmentAnalysis],
+        policy: Policy,
+    ) -> (Vec<Divergence>, u64) {
+        let taken = taken_names(log);
+        let mut copies: Vec<(String, &Source, Vec<Piece>)> = vec![(
+            "primary".to_string(),
+            primary,
+            primary_pieces(log, analyses, policy, &taken),
+        )];
+        for (r, rep) in self.list.iter().enumerate() {
+            if let Some(rlog) = self.log_layout(r, &log.rel) {
+                let all = [(0, u64::MAX)];
+                copies.push((rep.label(), &rep.source, self.valid_pieces(r, &rlog, &all)));
+            }
+        }
+        let mut v = Verifier {
+            copies,
+            found: Vec::new(),
+            more: 0,
+        };
+        v.run();
+        (v.found, v.more)
+    }
+}
+
+/// A stretch of valid records of one copy: the records of `scan` (whose record 0
+/// is at byte `start` of `file`) holding offsets `[from, to)`.
+#[derive(Debug, Clone)]
+struct Piece {
+    /// The `.log`, relative to its copy's data directory.
+    file: PathBuf,
+    start: u64,
+    scan: Arc<SegmentScan>,
+    from: u64,
+    to: u64,
+}
+
+impl Piece {
+    /// The byte position in `file` of the record holding offset `o` (`o == to`: the end).
+    fn position_of(&self, file: &File, o: u64) -> io::Result<u64> {
+        let k = o - self.scan.base_offset;
+        if k >= self.scan.records {
+            return Ok(self.start + self.scan.valid_bytes);
+        }
+        let view = Shifted {
+            src: file,
+            start: self.start,
+            len: self.scan.valid_bytes,
+        };
+        let mut pos = None;
+        visit_records(&view, &self.scan, k, 1, |m| pos = Some(m.position))?;
+        pos.map(|p| self.start + p)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "record not found"))
+    }
+}
+
+/// The valid runs of one segment: its valid prefix, and its salvaged runs (all,
+/// or those `shown` lets through).
+fn pieces_of(
+    _copy: usize,
+    log: &LogLayout,
+    a: &SegmentAnalysis,
+    shown: Option<&dyn Fn(u64) -> bool>,
+) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let Ok(scan) = &a.scan else { return out };
+    let file = log.file_rel(a.base, FileKind::Log);
+    if scan.records > 0 {
+        out.push(Piece {
+            file: file.clone(),
+            start: 0,
+            scan: scan.clone(),
+            from: scan.base_offset,
+            to: scan.next_offset(),
+        });
+    }
+    for run in a.salvage.iter().flat_map(|s| &s.runs) {
+        if shown.is_some_and(|f| !f(run.first_offset)) {
+            continue;
+        }
+        out.push(Piece {
+            file: file.clone(),
+            start: run.position,
+            scan: Arc::new(run.scan.clone()),
+            from: run.first_offset,
+            to: run.first_offset + run.records,
+        });
+    }
+    out
+}
+
+/// The pieces in offset order, each offset in one piece only (the first to
+/// hold it keeps it; a later one starts after it).
+fn clip(mut pieces: Vec<Piece>) -> Vec<Piece> {
+    pieces.sort_by_key(|p| (p.from, p.to));
+    let mut out: Vec<Piece> = Vec::new();
+    for mut p in pieces {
+        if let Some(prev) = out.last() {
+            if p.to <= prev.to {
+                continue;
+            }
+            p.from = p.from.max(prev.to);
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// What the primary log holds: its segments' valid prefixes and, under salvage,
+/// the runs the view shows (those whose names are free).
+fn primary_pieces(
+    log: &LogLayout,
+    analyses: &[SegmentAnalysis],
+    policy: Policy,
+    taken: &HashSet<OsString>,
+) -> Vec<Piece> {
+    let free = |first: u64| {
+        ![FileKind::Log, FileKind::Index, FileKind::TimeIndex]
+            .iter()
+            .any(|&k| taken.contains(&OsString::from(segment_file_name(first, k))))
+    };
+    let mut out = Vec::new();
+    for a in analyses {
+        let shown: &dyn Fn(u64) -> bool = if policy.salvages() { &free } else { &|_| false };
+        out.extend(pieces_of(0, log, a, Some(shown)));
+    }
+    clip(out)
+}
+
+/// The offsets from `start` on that no piece holds, as `[a, b)` ranges (the last open-ended).
+fn complement(start: u64, held: &[Piece]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = start;
+    for p in held {
+        if p.to <= at {
+            continue;
+        }
+        if p.from > at {
+            out.push((at, p.from));
+        }
+        at = at.max(p.to);
+    }
+    if at < u64::MAX {
+        out.push((at, u64::MAX));
+    }
+    out
+}
+
+/// One copy's record, read for comparison (pad bytes skipped).
+#[derive(Debug, PartialEq, Eq)]
+struct Fields {
+    offset: u64,
+    timestamp: i64,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// A forward reader over one file's byte range, through a large buffer.
+struct Reader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+    buf: Vec<u8>,
+    at: usize,
+    filled: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(file: &'a File, pos: u64, end: u64) -> Self {
+        Reader {
+            file,
+            pos,
+            end,
+            buf: vec![0; COMPARE_CHUNK.min((end - pos).max(64) as usize)],
+            at: 0,
+            filled: 0,
+        }
+    }
+
+    /// The next `n` bytes (`n` at most the buffer, else read into `out`).
+    fn take_into(&mut self, n: usize, out: &mut Vec<u8>) -> io::Result<()> {
+        out.clear();
+        let mut left = n;
+        while left > 0 {
+            if self.at == self.filled {
+                let want = ((self.end - self.pos) as usize).min(self.buf.len());
+                if want == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "record past the end of its valid run: the file changed",
+                    ));
+                }
+                let got = FileExt::read_at(self.file, &mut self.buf[..want], self.pos)?;
+                if got == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                self.pos += got as u64;
+                self.at = 0;
+                self.filled = got;
+            }
+            let k = left.min(self.filled - self.at);
+            out.extend_from_slice(&self.buf[self.at..self.at + k]);
+            self.at += k;
+            left -= k;
+        }
+        Ok(())
+    }
+
+    /// The next record's fields (its pad bytes read past).
+    fn record(&mut self, scratch: &mut Vec<u8>) -> io::Result<Fields> {
+        self.take_into(HEADER_LEN, scratch)?;
+        let h = scratch.clone();
+        let size = be_u32(&h, 0) as u64;
+        let key_len = be_u32(&h, KEY_LEN_AT) as u64;
+        // The records of a valid run were checked by the scan; a file changed
+        // since may hold anything, so lengths are checked again before reading.
+        let body = size.saturating_sub(HEADER_LEN as u64 - SIZE_FIELD_LEN);
+        if key_len + VALUE_LEN_FIELD_LEN + PAD_LEN > body {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "file changed"));
+        }
+        let mut key = Vec::new();
+        self.take_into(key_len as usize, &mut key)?;
+        self.take_into(VALUE_LEN_FIELD_LEN as usize, scratch)?;
+        let value_len = be_u32(scratch, 0) as u64;
+        if key_len + value_len + VALUE_LEN_FIELD_LEN + PAD_LEN != body {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "file changed"));
+        }
+        let mut value = Vec::new();
+        self.take_into(value_len as usize, &mut value)?;
+        self.take_into(PAD_LEN as usize, scratch)?;
+        Ok(Fields {
+            offset: be_u64(&h, OFFSET_AT),
+            timestamp: be_i64(&h, TIMESTAMP_AT),
+            key,
+            value,
+        })
+    }
+}
+
+/// Compares the copies of one log.
+struct Verifier<'a> {
+    copies: Vec<(String, &'a Source, Vec<Piece>)>,
+    found: Vec<Divergence>,
+    more: u64,
+}
+
+impl Verifier<'_> {
+    fn run(&mut self) {
+        // Every piece boundary of every copy: between two, the same copies hold every offset.
+        let mut cuts: Vec<u64> = self
+            .copies
+            .iter()
+            .flat_map(|(_, _, ps)| ps.iter().flat_map(|p| [p.from, p.to]))
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        for w in cuts.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let holders: Vec<(usize, Piece)> = self
+                .copies
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, _, ps))| {
+                    ps.iter()
+                        .find(|p| p.from <= a && b <= p.to)
+                        .map(|p| (i, p.clone()))
+                })
+                .collect();
+            if holders.len() >= 2 {
+                if let Err(e) = self.compare(a, b, &holders) {
+                    tracing::warn!("comparing offsets {a}..{b}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Compares offsets `[a, b)` of the copies that hold them.
+    fn compare(&mut self, a: u64, b: u64, holders: &[(usize, Piece)]) -> io::Result<()> {
+        let mut files = Vec::new();
+        for (i, p) in holders {
+            let src = self.copies[*i].1;
+            let f = src.file(&p.file)?;
+            let from = p.position_of(&f, a)?;
+            let to = p.position_of(&f, b)?;
+            files.push((f, from, to));
+        }
+        if same_bytes(&files)? {
+            return Ok(());
+        }
+        let mut readers: Vec<Reader> = files
+            .iter()
+            .map(|(f, from, to)| Reader::new(f, *from, *to))
+            .collect();
+        let mut scratch = Vec::new();
+        for o in a..b {
+            let mut positions = Vec::with_capacity(readers.len());
+            let mut recs = Vec::with_capacity(readers.len());
+            for r in readers.iter_mut() {
+                positions.push(r.pos - (r.filled - r.at) as u64);
+                recs.push(r.record(&mut scratch)?);
+            }
+            if recs.iter().all(|r| *r == recs[0]) {
+                continue;
+            }
+            if self.found.len() >= MAX_DIVERGENCES_LISTED {
+                self.more += 1;
+                continue;
+            }
+            let copies: Vec<(String, String, u64)> = holders
+                .iter()
+                .zip(&positions)
+                .map(|((i, p), pos)| (self.copies[*i].0.clone(), escape_path(&p.file), *pos))
+                .collect();
+            self.found.push(divergence(o, &recs, copies));
+        }
+        Ok(())
+    }
+}
+
+/// True when every copy's byte range has the same length and the same bytes
+/// (pad bytes included: equal bytes mean equal records; unequal ones are then
+/// compared record by record, pads left out).
+fn same_bytes(files: &[(File, u64, u64)]) -> io::Result<bool> {
+    let len = files[0].2 - files[0].1;
+    if files.iter().any(|(_, f, t)| t - f != len) {
+        return Ok(false);
+    }
+    let mut first = vec![0u8; COMPARE_CHUNK.min(len.max(1) as usize)];
+    let mut other = vec![0u8; first.len()];
+    let mut done = 0u64;
+    while done < len {
+        let n = ((len - done) as usize).min(first.len());
+        files[0]
+            .0
+            .read_exact_at(&mut first[..n], files[0].1 + done)?;
+        for (f, from, _) in &files[1..] {
+            f.read_exact_at(&mut other[..n], from + done)?;
+            if first[..n] != other[..n] {
+                return Ok(false);
+            }
+        }
+        done += n as u64;
+    }
+    Ok(true)
+}
+
+/// The fields in which two records differ.
+fn differing(x: &Fields, y: &Fields) -> Vec<&'static str> {
+    let mut f = Vec::new();
+    if x.offset != y.offset {
+        f.push("offset");
+    }
+    if x.timestamp != y.timestamp {
+        f.push("timestamp");
+    }
+    if x.key != y.key {
+        f.push("key");
+    }
+    if x.value != y.value {
+        f.push("value");
+    }
+    f
+}
+
+/// The divergence at offset `o` between the copies' records `recs`
+/// (`copies`: each copy's label, file and position).
+fn divergence(o: u64, recs: &[Fields], copies: Vec<(String, String, u64)>) -> Divergence {
+    let n = recs.len();
+    // The copies agreeing with each copy (itself included).
+    let agree: Vec<usize> = (0..n)
+        .map(|i| recs.iter().filter(|r| **r == recs[i]).count())
+        .collect();
+    let majority = (0..n).find(|&i| agree[i] * 2 > n);
+    let mut fields: Vec<&'static str> = Vec::new();
+    for i in 0..n {
+        for j in i + 1..n {
+            for f in differing(&recs[i], &recs[j]) {
+                if !fields.contains(&f) {
+                    fields.push(f);
+                }
+            }
+        }
+    }
+    let order = ["offset", "timestamp", "key", "value"];
+    fields.sort_by_key(|f| order.iter().position(|o| o == f));
+    let out: Vec<DivergentCopy> = copies
+        .iter()
+        .enumerate()
+        .map(|(i, (copy, path, position))| DivergentCopy {
+            copy: copy.clone(),
+            path: path.clone(),
+            position: *position,
+            differs_in: match majority {
+                Some(m) => differing(&recs[i], &recs[m]),
+                None => fields.clone(),
+            },
+        })
+        .collect();
+    let outliers: Vec<&DivergentCopy> = out.iter().filter(|c| !c.differs_in.is_empty()).collect();
+    let (odd, verdict) = match majority {
+        _ if n == 2 => (
+            None,
+            "two copies disagree: which one is right cannot be decided (a third copy would tell)"
+                .to_string(),
+        ),
+        Some(_) if outliers.len() == 1 => (
+            Some(outliers[0].copy.clone()),
+            format!(
+                "{} is the odd one out: the other {} copies agree",
+                outliers[0].copy,
+                n - 1
+            ),
+        ),
+        Some(m) => (
+            None,
+            format!(
+                "{} differ from the majority ({} of {} copies agree with {})",
+                outliers
+                    .iter()
+                    .map(|c| c.copy.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                agree[m],
+                n,
+                out[m].copy
+            ),
+        ),
+        None => (
+            None,
+            format!("no majority among {n} copies: which one is right cannot be decided"),
+        ),
+    };
+    Divergence {
+        offset: o,
+        fields,
+        copies: out,
+        odd_one_out: odd,
+        verdict,
+    }
+}
+
+/// `check PATH --replica DIR...`: the primary analysed as usual, each replica's
+/// matching logs analysed (salvage included, in parallel), the primary's lacking
+/// ranges healed and every shared record compared. Returns the primary's layout,
+/// the report, and the replicas (repair reads the healed bytes through them).
+pub fn check_with_replicas(
+    path: &Path,
+    dirs: &[PathBuf],
+    opts: &AnalyzeOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(Layout, Report, Arc<Replicas>), CheckError> {
+    let target = resolve_target(path)?;
+    if target.only_segment.is_some() {
+        return Err(ReplicaError::SingleSegment.into());
+    }
+    let layout = discover_target(&target)?;
+    let replicas = Arc::new(Replicas::open(&target.root, dirs, opts.scan)?);
+    let per_log = analyze_segments(&layout, &target, opts, progress);
+    let wanted: HashSet<&Path> = layout.logs.iter().map(|l| l.rel.as_path()).collect();
+    let mut reports = Vec::new();
+    let salvage = AnalyzeOptions {
+        policy: Policy::Salvage,
+        ..*opts
+    };
+    for (r, rep) in replicas.list.iter().enumerate() {
+        let found = discover(&rep.source);
+        let (matched, extra): (Vec<LogLayout>, Vec<LogLayout>) = found
+            .logs
+            .into_iter()
+            .partition(|l| wanted.contains(l.rel.as_path()));
+        let sub = Layout {
+            source: rep.source.clone(),
+            logs: matched,
+            problems: Vec::new(),
+        };
+        let all = Target {
+            root: rep.path.clone(),
+            only_segment: None,
+        };
+        for (log, analyses) in sub
+            .logs
+            .iter()
+            .zip(analyze_segments(&sub, &all, &salvage, progress))
+        {
+            replicas.remember(r, log, analyses);
+        }
+        reports.push(ReplicaReport {
+            index: rep.index,
+            path: rep.path.display().to_string(),
+            source_access: rep.source.access(),
+            logs_matched: sub.logs.len() as u64,
+            logs_not_in_primary: extra.iter().map(|l| escape_path(&l.rel)).collect(),
+            problems: found.problems,
+        });
+    }
+    let mut verdicts = Vec::new();
+    let report = assemble(
+        &layout,
+        &target,
+        opts,
+        &path.display().to_string(),
+        per_log,
+        |log, analyses| {
+            verdicts.push(replicas.verify_log(&layout.source, log, analyses, opts.policy));
+            Some(replicas.heal_log(log, analyses, opts.policy))
+        },
+    );
+    let mut report = report.with_replicas(reports);
+    for (log, (found, more)) in report.logs.iter_mut().zip(verdicts) {
+        log.divergences = Some(found);
+        log.divergences_not_listed = (more > 0).then_some(more);
+    }
+    // The summary counts the divergences now in the logs.
+    let replicas_report = report.replicas.take().unwrap_or_default();
+    let report = Report::new(
+        &report.source,
+        report.policy,
+        report.source_access,
+        report.logs,
+        report.problems,
+    )
+    .with_replicas(replicas_report);
+    Ok((layout, report, replicas))
+}
