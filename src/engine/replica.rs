@@ -298,7 +298,14 @@ impl Replicas {
         };
         let taken = taken_names(log);
         let held = primary_pieces(log, analyses, policy, &taken);
-        let mut lacking = complement(start, &held);
+        // Split where a primary segment holds no record, so the range healed from its
+        // base takes its name (and replaces it) rather than running past it.
+        let empty: Vec<u64> = analyses
+            .iter()
+            .filter(|a| a.scan.as_ref().map_or(true, |s| s.records == 0))
+            .map(|a| a.base)
+            .collect();
+        let mut lacking = split_at(complement(start, &held), &empty);
         let mut out = Vec::new();
         for r in 0..self.list.len() {
             if lacking.is_empty() {
@@ -565,6 +572,21 @@ fn complement(start: u64, held: &[Piece]) -> Vec<(u64, u64)> {
     }
     if at < u64::MAX {
         out.push((at, u64::MAX));
+    }
+    out
+}
+
+/// The ranges `[a, b)`, each cut in two at every point of `at` strictly inside it.
+fn split_at(ranges: Vec<(u64, u64)>, at: &[u64]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for (mut a, b) in ranges {
+        for &x in at {
+            if a < x && x < b {
+                out.push((a, x));
+                a = x;
+            }
+        }
+        out.push((a, b));
     }
     out
 }

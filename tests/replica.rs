@@ -1,0 +1,517 @@
+//! `--replica DIR` (issue 13): a primary damaged every way healed from a re-segmented copy of a Takhin
+//! fixture, divergences found by flipping bits (value, timestamp, key) with two and three copies,
+//! damaged replicas, extra and missing logs, the refusals, and every source left unchanged.
+
+mod common;
+
+use common::*;
+use recoverfs::engine::format::takhin::{be_i64, be_u32, be_u64, segment_file_name, FileKind};
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The fixture partition the tests damage and heal (9 segments, offsets 0..3035).
+const PART: &str = "orders/partition-0";
+
+/// One record of a log as its raw bytes (pad included), with its offset and timestamp.
+#[derive(Debug, Clone)]
+struct Raw {
+    offset: u64,
+    timestamp: i64,
+    bytes: Vec<u8>,
+}
+
+/// Every record of the log directory `dir`, segments in base order, read by hand.
+fn raw_records(dir: &Path) -> Vec<Raw> {
+    let mut out = Vec::new();
+    for base in bases(dir) {
+        let log = fs::read(log_path(dir, base)).unwrap();
+        let mut p = 0;
+        while p + 4 <= log.len() {
+            let n = 4 + be_u32(&log, p) as usize;
+            out.push(Raw {
+                offset: be_u64(&log, p + 4),
+                timestamp: be_i64(&log, p + 12),
+                bytes: log[p..p + n].to_vec(),
+            });
+            p += n;
+        }
+    }
+    out
+}
+
+/// Writes `recs` into `dir` as segments of `sizes[i % sizes.len()]` records each,
+/// with the indexes the Takhin writer would write: the same record bytes, other boundaries.
+fn resegment(dir: &Path, recs: &[Raw], sizes: &[usize]) {
+    fs::create_dir_all(dir).unwrap();
+    let mut i = 0;
+    let mut k = 0;
+    while i < recs.len() {
+        let n = sizes[k % sizes.len()].min(recs.len() - i);
+        let base = recs[i].offset;
+        let (mut log, mut index, mut tindex) = (Vec::new(), Vec::new(), Vec::new());
+        for r in &recs[i..i + n] {
+            index.extend_from_slice(&r.offset.to_be_bytes());
+            index.extend_from_slice(&(log.len() as u64).to_be_bytes());
+            tindex.extend_from_slice(&r.timestamp.to_be_bytes());
+            tindex.extend_from_slice(&r.offset.to_be_bytes());
+            log.extend_from_slice(&r.bytes);
+        }
+        fs::write(dir.join(segment_file_name(base, FileKind::Log)), log).unwrap();
+        fs::write(dir.join(segment_file_name(base, FileKind::Index)), index).unwrap();
+        fs::write(
+            dir.join(segment_file_name(base, FileKind::TimeIndex)),
+            tindex,
+        )
+        .unwrap();
+        i += n;
+        k += 1;
+    }
+}
+
+/// A data directory holding the fixture partition re-segmented (same bytes, other boundaries).
+fn resegmented_replica(sizes: &[usize]) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    let recs = raw_records(&fixtures().join("data").join(PART));
+    resegment(&t.path().join(PART), &recs, sizes);
+    t
+}
+
+/// A copy of the fixture partition damaged every way the engine knows: a zeroed block
+/// mid-segment, garbage over record headers, a segment whose first header is garbage
+/// (nothing valid: its name is reused by the healed range), a deleted middle segment,
+/// a lost last segment and a torn tail on the new last one.
+fn damaged_primary() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    let src = fixtures().join("data").join(PART);
+    let p = t.path().join(PART);
+    copy_tree(&src, &p);
+    let recs_at = |base: u64| record_positions(&fs::read(log_path(&p, base)).unwrap());
+    // Zeroed block in the middle of segment 0.
+    let at = recs_at(0)[100] as u64 + 7;
+    overwrite(&log_path(&p, 0), at, &[0u8; 600]);
+    // Garbage over the headers of records 50.. of segment 375.
+    let at = recs_at(375)[50] as u64;
+    overwrite(&log_path(&p, 375), at, &[0xEEu8; 700]);
+    // Segment 1494: its first header is garbage, so no record of it is valid.
+    overwrite(&log_path(&p, 1494), 0, &[0xFFu8; 8]);
+    // A deleted middle segment.
+    for ext in ["log", "index", "timeindex"] {
+        fs::remove_file(seg_path(&p, 1100, ext)).unwrap();
+    }
+    // A lost last segment, and a torn tail on the one now last.
+    for ext in ["log", "index", "timeindex"] {
+        fs::remove_file(seg_path(&p, 2991, ext)).unwrap();
+    }
+    cut_tail(&log_path(&p, 2623), 100);
+    t
+}
+
+fn check_replicas(primary: &Path, replicas: &[&Path], extra: &[&str]) -> (Option<i32>, Value) {
+    let mut args: Vec<String> = vec!["--json".into()];
+    for r in replicas {
+        args.push("--replica".into());
+        args.push(r.display().to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let o = check_cli(primary, &a);
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&o), stderr(&o)));
+    (o.status.code(), v)
+}
+
+fn log_of<'a>(v: &'a Value, path: &str) -> &'a Value {
+    v["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["path"] == path)
+        .unwrap_or_else(|| panic!("no log {path}"))
+}
+
+/// A file's bytes, read without moving its atime (the tests check that nothing else moves it).
+fn read_noatime(p: &Path) -> Vec<u8> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(p)
+        .unwrap();
+    let mut b = Vec::new();
+    f.read_to_end(&mut b).unwrap();
+    b
+}
+
+/// The replica bytes of each healed range are exactly the original records it names.
+fn assert_healed_bytes_are_the_originals(healed: &[Value], replica: &Path, recs: &[Raw]) {
+    for h in healed {
+        let from = h["from_offset"].as_u64().unwrap();
+        let to = h["to_offset"].as_u64().unwrap();
+        assert_eq!(h["records"].as_u64().unwrap(), to - from + 1);
+        let file = read_noatime(&replica.join(h["path"].as_str().unwrap()));
+        let pos = h["position"].as_u64().unwrap() as usize;
+        let bytes = h["bytes"].as_u64().unwrap() as usize;
+        let want: Vec<u8> = recs
+            .iter()
+            .filter(|r| (from..=to).contains(&r.offset))
+            .flat_map(|r| r.bytes.clone())
+            .collect();
+        assert!(
+            file[pos..pos + bytes] == want[..],
+            "healed {from}..={to}: not the original records' bytes"
+        );
+    }
+}
+
+#[test]
+fn a_primary_damaged_every_way_is_healed_whole_from_a_resegmented_replica() {
+    let recs = raw_records(&fixtures().join("data").join(PART));
+    assert_eq!(recs.len(), 3035);
+    let primary = damaged_primary();
+    let replica = resegmented_replica(&[200, 333, 512]);
+    age_atimes(primary.path());
+    age_atimes(replica.path());
+    let (before_p, before_r) = (snapshot(primary.path()), snapshot(replica.path()));
+    for policy in ["per-segment", "salvage", "point-in-time"] {
+        let (code, v) = check_replicas(primary.path(), &[replica.path()], &["--policy", policy]);
+        assert_eq!(code, Some(1), "{policy}: the view differs from the primary");
+        let log = log_of(&v, PART);
+        assert_eq!(
+            log["gaps"],
+            serde_json::json!([]),
+            "{policy}: every gap healed"
+        );
+        assert_eq!(log["next_offset"], 3035, "{policy}");
+        let healed = log["healed"].as_array().unwrap();
+        assert!(!healed.is_empty());
+        // Served: the primary's records plus the healed ones, every offset exactly once.
+        let mut held: Vec<(u64, u64)> = healed
+            .iter()
+            .map(|h| {
+                (
+                    h["from_offset"].as_u64().unwrap(),
+                    h["to_offset"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        for s in log["segments"].as_array().unwrap() {
+            if matches!(s["view"].as_str(), Some("kept" | "truncated")) && s["records"] != 0 {
+                held.push((
+                    s["first_offset"].as_u64().unwrap(),
+                    s["last_offset"].as_u64().unwrap(),
+                ));
+            }
+            for r in s["salvaged"].as_array().into_iter().flatten() {
+                held.push((
+                    r["first_offset"].as_u64().unwrap(),
+                    r["last_offset"].as_u64().unwrap(),
+                ));
+            }
+        }
+        held.sort_unstable();
+        let mut next = 0;
+        for (a, b) in &held {
+            assert_eq!(
+                *a, next,
+                "{policy}: offsets served once, in order: {held:?}"
+            );
+            next = b + 1;
+        }
+        assert_eq!(next, 3035, "{policy}");
+        assert_eq!(v["summary"]["records"], 3035, "{policy}");
+        assert_eq!(v["summary"]["replicas"], 1);
+        assert_eq!(v["summary"]["divergences"], 0, "{policy}: same records");
+        assert_healed_bytes_are_the_originals(healed, &replica.path(), &recs);
+        // A healed range never spans two replica segments.
+        for h in healed {
+            let from = h["from_offset"].as_u64().unwrap();
+            let base: u64 = h["path"].as_str().unwrap()[PART.len() + 1..][..20]
+                .parse()
+                .unwrap();
+            let rbases = bases(&replica.path().join(PART));
+            let next_base = rbases
+                .iter()
+                .copied()
+                .find(|&b| b > base)
+                .unwrap_or(u64::MAX);
+            assert!(base <= from && h["to_offset"].as_u64().unwrap() < next_base);
+        }
+        // The segment with no valid record is replaced by the range healed at its base.
+        let at1494 = healed.iter().find(|h| h["from_offset"] == 1494).unwrap();
+        assert_eq!(
+            at1494["replaces"],
+            format!("{PART}/00000000000000001494.log")
+        );
+    }
+    // Human text: one line per healed range.
+    let o = check_cli(
+        primary.path(),
+        &["--replica", replica.path().to_str().unwrap()],
+    );
+    let text = stdout(&o);
+    assert!(
+        text.contains("HEALED      orders/partition-0/00000000000000001100.log: offsets 1100..="),
+        "{text}"
+    );
+    assert!(text.contains("replicas: 1; "), "{text}");
+    assert_unchanged(&before_p, &snapshot(primary.path()));
+    assert_unchanged(&before_r, &snapshot(replica.path()));
+}
+
+#[test]
+fn without_replicas_point_in_time_stops_at_the_first_damage_with_them_it_does_not() {
+    let primary = damaged_primary();
+    let (_, v) = check_json(primary.path(), &["--policy", "point-in-time"]);
+    let alone = v["summary"]["records"].as_u64().unwrap();
+    assert!(alone < 200, "stops in segment 0 without replicas: {alone}");
+    assert!(v["logs"][0].get("healed").is_none(), "no replica, no field");
+    assert!(v["summary"].get("healed_records").is_none());
+}
+
+/// Flips one bit of the byte at `at` of `path`.
+fn flip(path: &Path, at: usize) {
+    let mut b = fs::read(path).unwrap();
+    b[at] ^= 0x10;
+    fs::write(path, b).unwrap();
+}
+
+/// A clean copy of the fixture with one bit flipped in a value (offset 10), a timestamp
+/// (offset 400) and a key (offset 800): no single-copy check can see any of them.
+fn flipped_primary() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join(PART);
+    copy_tree(&fixtures().join("data").join(PART), &p);
+    let pos = |base: u64, o: u64| {
+        record_positions(&fs::read(log_path(&p, base)).unwrap())[(o - base) as usize]
+    };
+    let log0 = fs::read(log_path(&p, 0)).unwrap();
+    let at = pos(0, 10);
+    let key_len = be_u32(&log0, at + 20) as usize;
+    let value_at = at + 24 + key_len + 4;
+    assert!(
+        be_u32(&log0, at + 24 + key_len) > 0,
+        "offset 10 has a value"
+    );
+    flip(&log_path(&p, 0), value_at);
+    flip(&log_path(&p, 375), pos(375, 400) + 12 + 7); // the timestamp's low byte
+    let log = fs::read(log_path(&p, 735)).unwrap();
+    let at = pos(735, 800);
+    assert!(be_u32(&log, at + 20) > 0, "offset 800 has a key");
+    flip(&log_path(&p, 735), at + 24);
+    t
+}
+
+#[test]
+fn flipped_bits_are_divergences_with_offset_and_field_and_two_copies_cannot_decide() {
+    let primary = flipped_primary();
+    let (_, v) = check_json(primary.path(), &[]);
+    // One copy alone sees no damage (the flipped timestamp only disagrees with the
+    // original .timeindex, which is evidence, not a check of the record).
+    assert_eq!(
+        v["summary"]["truncated"], 0,
+        "one copy alone sees no damage"
+    );
+    let replica = resegmented_replica(&[100, 777]);
+    let (code, v2) = check_replicas(primary.path(), &[replica.path()], &[]);
+    assert_eq!(code, Some(1), "a divergence exits 1");
+    // Only the .timeindex rebuilt for the flipped timestamp changes the view: nothing healed.
+    assert_eq!(v2["summary"]["healed_records"], 0);
+    assert_eq!(v2["summary"]["records"], v["summary"]["records"]);
+    let d = log_of(&v2, PART)["divergences"].as_array().unwrap().clone();
+    let got: Vec<(u64, Vec<String>)> = d
+        .iter()
+        .map(|x| {
+            (
+                x["offset"].as_u64().unwrap(),
+                x["fields"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (10, vec!["value".to_string()]),
+            (400, vec!["timestamp".to_string()]),
+            (800, vec!["key".to_string()]),
+        ]
+    );
+    for x in &d {
+        assert!(x["odd_one_out"].is_null());
+        assert!(x["verdict"].as_str().unwrap().contains("cannot be decided"));
+        let copies = x["copies"].as_array().unwrap();
+        assert_eq!(copies.len(), 2);
+        assert_eq!(copies[0]["copy"], "primary");
+        assert_eq!(copies[1]["copy"], "replica 1");
+        // Each copy's position is where its record starts.
+        let o = x["offset"].as_u64().unwrap();
+        for (c, root) in copies.iter().zip([primary.path(), replica.path()]) {
+            let file = fs::read(root.join(c["path"].as_str().unwrap())).unwrap();
+            let at = c["position"].as_u64().unwrap() as usize;
+            assert_eq!(be_u64(&file, at + 4), o, "{c}");
+        }
+    }
+    let text = stdout(&check_cli(
+        primary.path(),
+        &["--replica", replica.path().to_str().unwrap()],
+    ));
+    assert!(
+        text.contains("DIVERGENCE  orders/partition-0 offset 400: timestamp differ"),
+        "{text}"
+    );
+}
+
+#[test]
+fn with_three_copies_the_primary_is_named_the_odd_one_out() {
+    let primary = flipped_primary();
+    let r1 = resegmented_replica(&[100, 777]);
+    let r2 = resegmented_replica(&[1000]);
+    let (code, v) = check_replicas(primary.path(), &[r1.path(), r2.path()], &[]);
+    assert_eq!(code, Some(1));
+    let d = log_of(&v, PART)["divergences"].as_array().unwrap().clone();
+    assert_eq!(d.len(), 3);
+    for x in &d {
+        assert_eq!(x["odd_one_out"], "primary", "{x}");
+        let copies = x["copies"].as_array().unwrap();
+        assert_eq!(copies.len(), 3);
+        assert_eq!(copies[0]["differs_in"], x["fields"]);
+        assert_eq!(copies[1]["differs_in"], serde_json::json!([]));
+        assert_eq!(copies[2]["differs_in"], serde_json::json!([]));
+    }
+    assert_eq!(v["summary"]["divergences"], 3);
+    assert_eq!(v["summary"]["replicas"], 2);
+}
+
+#[test]
+fn a_damaged_replica_heals_only_from_its_valid_runs() {
+    let recs = raw_records(&fixtures().join("data").join(PART));
+    let primary = damaged_primary();
+    let replica = resegmented_replica(&[3035]);
+    // Zero 2000 bytes in the replica inside the range the primary lost with segment 1100.
+    let rp = replica.path().join(PART);
+    let at = record_positions(&fs::read(log_path(&rp, 0)).unwrap())[1200];
+    overwrite(&log_path(&rp, 0), at as u64 + 3, &[0u8; 2000]);
+    let (code, v) = check_replicas(
+        primary.path(),
+        &[replica.path()],
+        &["--policy", "per-segment"],
+    );
+    assert_eq!(code, Some(1));
+    let log = log_of(&v, PART);
+    let healed = log["healed"].as_array().unwrap();
+    assert_healed_bytes_are_the_originals(healed, &replica.path(), &recs);
+    // The destroyed records are nobody's: still a gap; around them, healed.
+    let gaps = log["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let (a, b) = (
+        gaps[0]["from_offset"].as_u64().unwrap(),
+        gaps[0]["to_offset"].as_u64().unwrap(),
+    );
+    assert!(a == 1200 && b > a && b < 1494, "{a}..={b}");
+    assert!(healed
+        .iter()
+        .any(|h| h["from_offset"] == 1100 && h["to_offset"] == 1199));
+    assert!(healed
+        .iter()
+        .any(|h| h["from_offset"].as_u64() == Some(b + 1)));
+}
+
+#[test]
+fn replicas_with_extra_or_missing_logs() {
+    let primary = damaged_primary();
+    // Replica 1: the partition and a log the primary does not have; replica 2: neither.
+    let r1 = resegmented_replica(&[500]);
+    copy_tree(
+        &fixtures().join("data/events/partition-0"),
+        &r1.path().join("extra/partition-9"),
+    );
+    let r2 = tempfile::tempdir().unwrap();
+    copy_tree(
+        &fixtures().join("data/events/partition-0"),
+        &r2.path().join("events/partition-0"),
+    );
+    let (code, v) = check_replicas(primary.path(), &[r2.path(), r1.path()], &[]);
+    assert_eq!(code, Some(1));
+    let reps = v["replicas"].as_array().unwrap();
+    assert_eq!(reps[0]["logs_matched"], 0);
+    assert_eq!(reps[1]["logs_matched"], 1);
+    assert_eq!(
+        reps[1]["logs_not_in_primary"],
+        serde_json::json!(["extra/partition-9"])
+    );
+    let healed = log_of(&v, PART)["healed"].as_array().unwrap();
+    assert!(
+        healed.iter().all(|h| h["replica_index"] == 2),
+        "only the second holds the log"
+    );
+    assert_eq!(v["summary"]["records"], 3035);
+    let text = stdout(&check_cli(
+        primary.path(),
+        &["--replica", r1.path().to_str().unwrap()],
+    ));
+    assert!(text.contains("NOT IN PRIMARY extra/partition-9"), "{text}");
+}
+
+fn refused(primary: &Path, replica: &Path, why: &str) {
+    let o = check_cli(primary, &["--replica", replica.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains(why), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn the_primary_itself_or_one_inside_the_other_is_refused() {
+    let t = fixture_copy("data");
+    let root = t.path();
+    refused(root, root, "the primary itself");
+    // The same directory by another path (a symlink to it).
+    let alias = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(root, alias.path().join("same")).unwrap();
+    refused(root, &alias.path().join("same"), "the primary itself");
+    refused(root, &root.join("orders"), "inside the primary");
+    refused(&root.join("orders"), root, "is inside it");
+    refused(
+        root,
+        Path::new("/nonexistent/replica"),
+        "--replica /nonexistent/replica",
+    );
+    // A single segment cannot be healed from a replica.
+    let other = fixture_copy("data");
+    let seg: PathBuf = root.join(PART).join(segment_file_name(0, FileKind::Log));
+    refused(&seg, &other.path().join(PART), "not one segment file");
+}
+
+#[test]
+fn mount_and_repair_refuse_replicas_they_cannot_use_yet() {
+    let t = fixture_copy("data");
+    let r = fixture_copy("data");
+    let out = tempfile::tempdir().unwrap();
+    let o = repair_output(
+        t.path(),
+        &out.path().join("new"),
+        &["--replica", r.path().to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!out.path().join("new").exists());
+}
+
+#[test]
+fn pad_bytes_that_differ_are_no_divergence() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join(PART);
+    copy_tree(&fixtures().join("data").join(PART), &p);
+    let log = fs::read(log_path(&p, 375)).unwrap();
+    let at = record_positions(&log)[10];
+    let end = at + 4 + be_u32(&log, at) as usize;
+    flip(&log_path(&p, 375), end - 2); // inside record 385's 4 pad bytes
+    let replica = resegmented_replica(&[600]);
+    let (code, v) = check_replicas(t.path(), &[replica.path()], &[]);
+    assert_eq!(v["summary"]["divergences"], 0);
+    assert_eq!(code, Some(0), "nothing healed, nothing differs");
+}
