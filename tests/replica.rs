@@ -223,7 +223,7 @@ fn a_primary_damaged_every_way_is_healed_whole_from_a_resegmented_replica() {
         assert_eq!(v["summary"]["records"], 3035, "{policy}");
         assert_eq!(v["summary"]["replicas"], 1);
         assert_eq!(v["summary"]["divergences"], 0, "{policy}: same records");
-        assert_healed_bytes_are_the_originals(healed, &replica.path(), &recs);
+        assert_healed_bytes_are_the_originals(healed, replica.path(), &recs);
         // A healed range never spans two replica segments.
         for h in healed {
             let from = h["from_offset"].as_u64().unwrap();
@@ -405,7 +405,7 @@ fn a_damaged_replica_heals_only_from_its_valid_runs() {
     assert_eq!(code, Some(1));
     let log = log_of(&v, PART);
     let healed = log["healed"].as_array().unwrap();
-    assert_healed_bytes_are_the_originals(healed, &replica.path(), &recs);
+    assert_healed_bytes_are_the_originals(healed, replica.path(), &recs);
     // The destroyed records are nobody's: still a gap; around them, healed.
     let gaps = log["gaps"].as_array().unwrap();
     assert_eq!(gaps.len(), 1, "{gaps:?}");
