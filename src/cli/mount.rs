@@ -7,6 +7,7 @@ use crate::cli::sys::{
 use crate::cli::writable::{self, Layers};
 use crate::cli::{EngineArgs, EXIT_ERROR};
 use crate::engine::policy::Policy;
+use crate::engine::replica::Replicas;
 use crate::engine::scan::ScanOptions;
 use crate::engine::source::Source;
 use crate::view::fuse::session::{raise_readahead, start_session, SessionOptions};
@@ -111,6 +112,8 @@ struct Settings {
     /// `--writable`: the overlay's layers (the view then mounts at `layers.view`).
     writable: Option<Layers>,
     verify: Verify,
+    /// `--replica`: the directories ranges are healed from.
+    replicas: Vec<PathBuf>,
 }
 
 fn settings(a: &MountArgs) -> Result<Settings, String> {
@@ -132,6 +135,7 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
         passthrough: a.passthrough,
         writable: None,
         verify: a.verify,
+        replicas: a.engine.replicas.clone(),
     };
     for o in a.options.iter().flat_map(|x| x.split(',')) {
         let num = |v: &str| {
@@ -313,10 +317,11 @@ pub fn run(a: &MountArgs) -> ExitCode {
         eprintln!("recoverfs mount: {msg}");
         ExitCode::from(EXIT_ERROR)
     };
+    // Refused replicas are refused here, before any daemon exists (exit 2).
     if !a.engine.replicas.is_empty() {
-        return fail(
-            "--replica: not supported by mount yet (use check --replica); nothing mounted".into(),
-        );
+        if let Err(e) = Replicas::open(&a.data_dir, &a.engine.replicas, a.engine.scan.options()) {
+            return fail(e.to_string());
+        }
     }
     let mut s = match settings(a) {
         Ok(s) => s,
@@ -439,6 +444,12 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
         scan: s.scan,
         cache_bytes: s.cache_mb.saturating_mul(1 << 20),
     });
+    let view = if s.replicas.is_empty() {
+        view
+    } else {
+        let r = Replicas::open(&s.source, &s.replicas, s.scan).map_err(|e| e.to_string())?;
+        view.with_replicas(Arc::new(r))
+    };
     let view = Arc::new(if s.no_meta { view.without_meta() } else { view });
     let opts = SessionOptions {
         fsname: s

@@ -37,6 +37,14 @@ pub enum Node {
         first: u64,
         kind: FileKind,
     },
+    /// A file of an offset range healed from replica `replica` (1 for the first
+    /// `--replica`): its `.log` is a byte range of the replica's `.log`, its
+    /// indexes rebuilt from it; `first` is the range's first offset, which names it.
+    Healed {
+        replica: usize,
+        first: u64,
+        kind: FileKind,
+    },
 }
 
 impl Node {
@@ -102,7 +110,9 @@ pub fn segment_action(report: &LogReport, base: u64) -> Option<ViewAction> {
 }
 
 /// Drops the entries of segments the policy hides, and adds the files of the
-/// salvaged runs the report shows (salvage policy); a run never replaces an entry.
+/// salvaged runs the report shows (salvage policy) and of the ranges healed from
+/// replicas; a run never replaces an entry, and a healed range replaces only the
+/// files of a primary segment whose view holds no record (`HealedReport::replaces`).
 pub fn visible_children(
     children: BTreeMap<OsString, Node>,
     report: Option<&LogReport>,
@@ -124,6 +134,21 @@ pub fn visible_children(
                         first: run.first_offset,
                         kind,
                     });
+            }
+        }
+    }
+    for h in r.shown_healed() {
+        for kind in [FileKind::Log, FileKind::Index, FileKind::TimeIndex] {
+            let name: OsString = segment_file_name(h.from_offset, kind).into();
+            let node = Node::Healed {
+                replica: h.replica_index,
+                first: h.from_offset,
+                kind,
+            };
+            if h.replaces.is_some() {
+                out.insert(name, node);
+            } else {
+                out.entry(name).or_insert(node);
             }
         }
     }

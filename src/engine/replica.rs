@@ -257,6 +257,34 @@ impl Replicas {
         a
     }
 
+    /// Replica `r` as the report describes it, and its logs the primary also has
+    /// (`wanted`: the primary's log directories). Walks the replica's directories.
+    pub fn describe(&self, r: usize, wanted: &HashSet<&Path>) -> (ReplicaReport, Vec<LogLayout>) {
+        let rep = &self.list[r];
+        let found = discover(&rep.source);
+        let (matched, extra): (Vec<LogLayout>, Vec<LogLayout>) = found
+            .logs
+            .into_iter()
+            .partition(|l| wanted.contains(l.rel.as_path()));
+        let report = ReplicaReport {
+            index: rep.index,
+            path: rep.path.display().to_string(),
+            source_access: rep.source.access(),
+            logs_matched: matched.len() as u64,
+            logs_not_in_primary: extra.iter().map(|l| escape_path(&l.rel)).collect(),
+            problems: found.problems,
+        };
+        (report, matched)
+    }
+
+    /// Every replica as the report describes it (see [`Replicas::describe`]).
+    pub fn reports(&self, primary_logs: &[LogLayout]) -> Vec<ReplicaReport> {
+        let wanted: HashSet<&Path> = primary_logs.iter().map(|l| l.rel.as_path()).collect();
+        (0..self.list.len())
+            .map(|r| self.describe(r, &wanted).0)
+            .collect()
+    }
+
     /// Keeps analyses made elsewhere (the parallel whole-tree pass of `check`).
     fn remember(&self, r: usize, log: &LogLayout, analyses: Vec<SegmentAnalysis>) {
         let mut c = self.analyses.lock();
@@ -399,7 +427,8 @@ impl Replicas {
             replaces: None,
             refused: None,
             scan,
-            file_len: meta.len(),
+            file: p.file.clone(),
+            file_stamp: stamp,
         };
         let names = [FileKind::Log, FileKind::Index, FileKind::TimeIndex]
             .map(|k| OsString::from(segment_file_name(x, k)));
@@ -908,11 +937,7 @@ pub fn check_with_replicas(
         ..*opts
     };
     for (r, rep) in replicas.list.iter().enumerate() {
-        let found = discover(&rep.source);
-        let (matched, extra): (Vec<LogLayout>, Vec<LogLayout>) = found
-            .logs
-            .into_iter()
-            .partition(|l| wanted.contains(l.rel.as_path()));
+        let (report, matched) = replicas.describe(r, &wanted);
         let sub = Layout {
             source: rep.source.clone(),
             logs: matched,
@@ -929,14 +954,7 @@ pub fn check_with_replicas(
         {
             replicas.remember(r, log, analyses);
         }
-        reports.push(ReplicaReport {
-            index: rep.index,
-            path: rep.path.display().to_string(),
-            source_access: rep.source.access(),
-            logs_matched: sub.logs.len() as u64,
-            logs_not_in_primary: extra.iter().map(|l| escape_path(&l.rel)).collect(),
-            problems: found.problems,
-        });
+        reports.push(report);
     }
     let mut verdicts = Vec::new();
     let report = assemble(

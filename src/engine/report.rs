@@ -244,9 +244,12 @@ pub struct HealedReport {
     /// positions relative to `position`), for the front ends (not serialized).
     #[serde(skip)]
     pub scan: Arc<SegmentScan>,
-    /// The replica file's size when the range was scanned (not serialized).
+    /// The replica's `.log` (relative to its data directory) and its stamp when
+    /// the range was scanned (not serialized): reads check the file still has it.
     #[serde(skip)]
-    pub file_len: u64,
+    pub file: std::path::PathBuf,
+    #[serde(skip)]
+    pub file_stamp: crate::engine::segment::FileStamp,
 }
 
 impl HealedReport {
@@ -484,7 +487,6 @@ impl Report {
     pub fn with_replicas(mut self, replicas: Vec<ReplicaReport>) -> Self {
         self.summary.replicas = Some(replicas.len() as u64);
         self.summary.healed_records.get_or_insert(0);
-        self.summary.divergences.get_or_insert(0);
         self.replicas = Some(replicas);
         self
     }

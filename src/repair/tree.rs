@@ -227,6 +227,13 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
                         attrs,
                     })
                 }
+                Node::Healed { .. } => {
+                    return Err(RepairError::SourceChanged {
+                        path: data.join(&child),
+                        what: "a range healed from a replica: repair does not take --replica yet"
+                            .into(),
+                    })
+                }
                 Node::Run { base, first, kind } => {
                     let log_rel = rel.join(segment_file_name(base, FileKind::Log));
                     let seg = served(data, &log_rel, segment(log, base))?;

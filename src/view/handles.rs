@@ -4,7 +4,9 @@ use crate::engine::format::takhin::{segment_file_name, FileKind};
 use crate::engine::index::{read_rebuilt_index, IndexKind};
 use crate::engine::layout::escape_path;
 use crate::engine::policy::ViewAction;
+use crate::engine::report::HealedReport;
 use crate::engine::segment::{FileStamp, SegmentAnalysis};
+use crate::engine::source::Source;
 use crate::view::error::{source_err, Result, ViewError};
 use crate::view::inodes::DirEntry;
 use crate::view::verdicts::Verdicts;
@@ -53,8 +55,17 @@ struct SegHandle {
     part: SegPart,
 }
 
+/// A range healed from a replica: the replica's `.log`, opened through its door.
+struct HealedHandle {
+    file: File,
+    healed: HealedReport,
+    /// `None` for the `.log`, else which rebuilt index.
+    index: Option<IndexKind>,
+}
+
 enum Handle {
     Segment(RwLock<SegHandle>),
+    Healed(HealedHandle),
     Plain(File),
     Bytes(Arc<Vec<u8>>),
     Dir(Arc<[DirEntry]>),
@@ -102,8 +113,13 @@ impl Handles {
 
     /// Opens a source file that is passed through unchanged.
     pub fn open_plain(&self, v: &Verdicts, ino: u64, rel: &Path) -> Result<Opened> {
-        let path = v.source().display_path(rel);
-        let f = v.source().file(rel).map_err(source_err(&path))?;
+        self.open_plain_in(v.source(), ino, rel)
+    }
+
+    /// Opens a file of `source` (the primary's, or a replica's) passed through unchanged.
+    pub fn open_plain_in(&self, source: &Source, ino: u64, rel: &Path) -> Result<Opened> {
+        let path = source.display_path(rel);
+        let f = source.file(rel).map_err(source_err(&path))?;
         let m = f.metadata().map_err(source_err(&path))?;
         if !m.is_file() {
             return Err(ViewError::NotFound);
@@ -116,6 +132,29 @@ impl Handles {
             direct_io: changed_recently(stamp),
             whole: true,
         })
+    }
+
+    /// Opens a file of a range healed from a replica (`file`: the replica's `.log`,
+    /// checked by the caller to be the file the range was scanned from).
+    pub fn open_healed(
+        &self,
+        ino: u64,
+        file: File,
+        healed: HealedReport,
+        index: Option<IndexKind>,
+    ) -> Opened {
+        let keep_cache = self.same_as_last_open(ino, healed.file_stamp);
+        let direct_io = changed_recently(healed.file_stamp);
+        Opened {
+            fh: self.add(Handle::Healed(HealedHandle {
+                file,
+                healed,
+                index,
+            })),
+            keep_cache,
+            direct_io,
+            whole: false,
+        }
     }
 
     /// Opens bytes generated for this open (they bypass the page cache).
@@ -209,6 +248,7 @@ impl Handles {
                 Ok(copy(&b[start..end], buf))
             }
             Handle::Dir(_) => Err(ViewError::IsDir),
+            Handle::Healed(h) => read_healed(h, offset, size, buf),
             Handle::Segment(lock) => {
                 // A change landing between the refresh and the read sends us round again.
                 for _ in 0..3 {
@@ -268,6 +308,35 @@ fn read_segment(s: &SegHandle, offset: u64, size: u32, buf: &mut Vec<u8>) -> Res
             Ok(Some(b.len()))
         }
         SegPart::Run { first, index } => read_run(s, first, index, offset, size, buf),
+    }
+}
+
+/// Reads a healed range's file: its `.log` is the replica's bytes
+/// `[position, position + bytes)`, never more, read only while the replica's
+/// file keeps the stamp it was scanned with; its indexes are rebuilt from those bytes.
+fn read_healed(h: &HealedHandle, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<usize> {
+    let r = &h.healed;
+    let changed = || ViewError::Refused {
+        path: r.path.clone(),
+        why: "the replica's file changed since the range was healed from it".into(),
+    };
+    match h.index {
+        None => {
+            let end = r.position + r.bytes;
+            let Some(start) = r.position.checked_add(offset).filter(|&p| p < end) else {
+                return Ok(0);
+            };
+            read_unraced(&h.file, start, size as u64, end, buf, Some(r.file_stamp))?
+                .ok_or_else(changed)
+        }
+        Some(kind) => {
+            let b = crate::view::healed::read_index(&h.file, r, kind, offset, size as u64)?;
+            if buf.len() < b.len() {
+                buf.resize(b.len(), 0);
+            }
+            buf[..b.len()].copy_from_slice(&b);
+            Ok(b.len())
+        }
     }
 }
 

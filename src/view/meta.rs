@@ -22,6 +22,8 @@ pub const RAW_DIR: &str = "raw";
 pub const TAILS_DIR: &str = "tails";
 /// Suffix appended to a segment's `.log` name in `tails/`.
 pub const TAIL_SUFFIX: &str = ".tail";
+/// Each replica's originals, as `replicas/<n>/` (n from 1, in `--replica` order).
+pub const REPLICAS_DIR: &str = "replicas";
 
 /// An entry of `.recoverfs/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,14 @@ pub(crate) enum MetaNode {
     Tails { rel: PathBuf },
     /// `.recoverfs/tails/<dir>/<base>.log.tail`
     Tail { dir: PathBuf, base: u64 },
+    /// `.recoverfs/replicas/` (only with `--replica`).
+    Replicas,
+    /// `.recoverfs/replicas/<n>/<rel>`: an original of replica `n` (1-based), untouched.
+    Replica {
+        n: usize,
+        rel: PathBuf,
+        kind: EntryType,
+    },
 }
 
 impl MetaNode {
@@ -74,6 +84,14 @@ impl MetaNode {
             _ => None,
         }
     }
+}
+
+/// Replica `n`'s source (1-based), through its own door.
+fn replica_source(v: &Verdicts, n: usize) -> Result<&crate::engine::source::Source> {
+    v.replicas()
+        .and_then(|r| r.list.get(n.wrapping_sub(1)))
+        .map(|r| &*r.source)
+        .ok_or(ViewError::NotFound)
 }
 
 /// `tails/` as of the last report: directory -> entries.
@@ -153,6 +171,11 @@ impl Meta {
             logs,
             layout.problems.clone(),
         );
+        // Healed ranges are in the logs; the replicas are described (no verification: `check` does that).
+        let report = match v.replicas() {
+            Some(r) => report.with_replicas(r.reports(&layout.logs)),
+            None => report,
+        };
         let bytes = Arc::new((report.to_json() + "\n").into_bytes());
         *self.report.lock() = bytes.clone();
         *self.tails.lock() = Arc::new(tails);
@@ -180,6 +203,8 @@ impl Meta {
                 } else if name == TAILS_DIR {
                     self.refresh_report(v);
                     MetaNode::tails_root()
+                } else if name == REPLICAS_DIR && v.replicas().is_some() {
+                    MetaNode::Replicas
                 } else {
                     return Err(ViewError::NotFound);
                 }
@@ -199,6 +224,40 @@ impl Meta {
                 MetaNode::Raw {
                     rel: rel.join(name),
                     kind,
+                }
+            }
+            MetaNode::Replicas => {
+                let count = v.replicas().map_or(0, |r| r.list.len());
+                let n = name
+                    .to_str()
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .filter(|n| (1..=count).contains(n) && name.to_str() == Some(&n.to_string()))
+                    .ok_or(ViewError::NotFound)?;
+                MetaNode::Replica {
+                    n,
+                    rel: PathBuf::new(),
+                    kind: EntryType::Dir,
+                }
+            }
+            MetaNode::Replica {
+                n,
+                rel,
+                kind: EntryType::Dir,
+            } => {
+                let src = replica_source(v, *n)?;
+                let path = src.display_path(rel);
+                let entries = src
+                    .read_dir(rel)
+                    .map_err(crate::view::error::source_err(&path))?;
+                let ft = entries
+                    .iter()
+                    .find(|(e, _)| e == name)
+                    .map(|(_, ft)| *ft)
+                    .ok_or(ViewError::NotFound)?;
+                MetaNode::Replica {
+                    n: *n,
+                    rel: rel.join(name),
+                    kind: entry_type(ft).ok_or(ViewError::NotFound)?,
                 }
             }
             MetaNode::Tails { rel } => {
@@ -265,6 +324,23 @@ impl Meta {
                 let m = v.lstat(rel)?;
                 Ok(Attr::from_meta(ino, EntryType::Dir, 0, &m))
             }
+            MetaNode::Replicas => {
+                let m = v.lstat(Path::new(""))?;
+                Ok(Attr::from_meta(ino, EntryType::Dir, 0, &m))
+            }
+            MetaNode::Replica { n, rel, kind } => {
+                let src = replica_source(v, *n)?;
+                let m = src
+                    .metadata(rel)
+                    .map_err(crate::view::error::source_err(&src.display_path(rel)))?;
+                let now = entry_type(crate::engine::source::EntryType::of(&m))
+                    .ok_or(ViewError::NotFound)?;
+                if now != *kind {
+                    return Err(ViewError::NotFound);
+                }
+                let size = if *kind == EntryType::Dir { 0 } else { m.len() };
+                Ok(Attr::from_meta(ino, *kind, size, &m))
+            }
             MetaNode::Tail { dir, base } => {
                 let a = v.current_analysis(dir, *base)?;
                 let m = v.lstat(&dir.join(segment_file_name(*base, FileKind::Log)))?;
@@ -288,7 +364,12 @@ impl Meta {
             MetaNode::Report => Ok(h.open_bytes(self.refresh_report(v))),
             MetaNode::Metrics => Ok(h.open_bytes(self.metrics(v))),
             MetaNode::Tail { dir, base } => h.open_segment(v, ino, dir, *base, SegPart::Tail),
-            MetaNode::Root | MetaNode::Tails { .. } => Err(ViewError::IsDir),
+            MetaNode::Replica { n, rel, kind } => match kind {
+                EntryType::File => h.open_plain_in(replica_source(v, *n)?, ino, rel),
+                EntryType::Dir => Err(ViewError::IsDir),
+                EntryType::Symlink => Err(ViewError::IsSymlink),
+            },
+            MetaNode::Root | MetaNode::Tails { .. } | MetaNode::Replicas => Err(ViewError::IsDir),
         }
     }
 
@@ -305,6 +386,39 @@ impl Meta {
                 out.push((METRICS_NAME.into(), MetaNode::Metrics, EntryType::File));
                 out.push((RAW_DIR.into(), MetaNode::raw_root(), EntryType::Dir));
                 out.push((TAILS_DIR.into(), MetaNode::tails_root(), EntryType::Dir));
+                if v.replicas().is_some() {
+                    out.push((REPLICAS_DIR.into(), MetaNode::Replicas, EntryType::Dir));
+                }
+            }
+            MetaNode::Replicas => {
+                for n in 1..=v.replicas().map_or(0, |r| r.list.len()) {
+                    let node = MetaNode::Replica {
+                        n,
+                        rel: PathBuf::new(),
+                        kind: EntryType::Dir,
+                    };
+                    out.push((n.to_string().into(), node, EntryType::Dir));
+                }
+            }
+            MetaNode::Replica {
+                n,
+                rel,
+                kind: EntryType::Dir,
+            } => {
+                let src = replica_source(v, *n)?;
+                let entries = src
+                    .read_dir(rel)
+                    .map_err(crate::view::error::source_err(&src.display_path(rel)))?;
+                for (name, ft) in entries {
+                    if let Some(t) = entry_type(ft) {
+                        let node = MetaNode::Replica {
+                            n: *n,
+                            rel: rel.join(&name),
+                            kind: t,
+                        };
+                        out.push((name, node, t));
+                    }
+                }
             }
             MetaNode::Raw {
                 rel,

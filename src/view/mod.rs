@@ -11,6 +11,7 @@
 mod error;
 pub mod fuse;
 mod handles;
+mod healed;
 mod inodes;
 mod meta;
 pub mod metrics;
@@ -42,8 +43,9 @@ use std::sync::{Arc, OnceLock};
 pub use crate::engine::layout::META_DIR;
 pub use error::{Result, ViewError};
 pub use handles::Opened;
+pub use healed::{HEALED_XATTRS, XATTR_HEALED_FROM, XATTR_REPLICA};
 pub use inodes::{Attr, DirEntry, EntryType, ROOT_INO};
-pub use meta::{RAW_DIR, REPORT_NAME, TAILS_DIR, TAIL_SUFFIX};
+pub use meta::{RAW_DIR, REPLICAS_DIR, REPORT_NAME, TAILS_DIR, TAIL_SUFFIX};
 pub use metrics::METRICS_NAME;
 pub use runs::{RUN_XATTRS, XATTR_POSITION, XATTR_SALVAGED_FROM};
 pub use xattr::{xattr_reply, XattrReply, XATTRS};
@@ -129,6 +131,13 @@ impl View {
             statfs_cache: parking_lot::Mutex::new(None),
             cfg,
         }
+    }
+
+    /// The view with ranges healed from `replicas` (`--replica`), and
+    /// `.recoverfs/replicas/<n>/` showing each replica's originals.
+    pub fn with_replicas(mut self, replicas: Arc<crate::engine::replica::Replicas>) -> View {
+        self.verdicts.set_replicas(replicas);
+        self
     }
 
     /// The view without `.recoverfs/` and without `user.recoverfs.*` xattrs (`-o nometa`):
@@ -308,6 +317,24 @@ impl View {
     /// The target of a symlink, never followed.
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         let (_, kind) = self.inodes.get(ino)?;
+        if let Kind::Meta(MetaNode::Replica {
+            n,
+            rel,
+            kind: EntryType::Symlink,
+        }) = &*kind
+        {
+            // A replica's symlink: its text, read through the replica's own door.
+            let rep = self
+                .verdicts
+                .replicas()
+                .and_then(|r| r.list.get(n.wrapping_sub(1)))
+                .ok_or(ViewError::NotFound)?;
+            let t = rep
+                .source
+                .read_link(rel)
+                .map_err(error::source_err(&rep.source.display_path(rel)))?;
+            return Ok(t.into_os_string().into_vec());
+        }
         let rel = match &*kind {
             Kind::Src {
                 rel,
@@ -444,8 +471,27 @@ impl View {
         })
     }
 
+    /// The healed range a file of the source tree belongs to: its directory and first offset.
+    fn healed_of(&self, ino: u64) -> Result<Option<(PathBuf, u64)>> {
+        let (_, kind) = self.inodes.get(ino)?;
+        Ok(match &*kind {
+            Kind::Src {
+                rel,
+                node: Node::Healed { first, .. },
+            } => Some((parent_of(rel).into(), *first)),
+            _ => None,
+        })
+    }
+
     /// The names `listxattr` returns, NUL-terminated: the view's xattrs on segment files, none elsewhere.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        if self.healed_of(ino)?.is_some() {
+            return Ok(if self.no_meta {
+                Vec::new()
+            } else {
+                healed::xattr_names()
+            });
+        }
         if self.run_of(ino)?.is_some() {
             return Ok(runs::xattr_names());
         }
@@ -458,6 +504,12 @@ impl View {
     /// The value of one `user.recoverfs.*` xattr of a segment file: the `.log`'s own,
     /// or an index file's own (its original against the rebuilt one).
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
+        if let Some((dir, first)) = self.healed_of(ino)? {
+            if self.no_meta {
+                return Err(ViewError::NoAttr);
+            }
+            return healed::xattr_value(&healed::get(&self.verdicts, &dir, first)?, name);
+        }
         if let Some((dir, base, first)) = self.run_of(ino)? {
             let sv = self.verdicts.seg_view(&dir, base)?;
             return runs::xattr_value(&sv, &dir, first, name);

@@ -5,6 +5,7 @@ use crate::engine::index::IndexKind;
 use crate::engine::plan::Node;
 use crate::view::error::{Result, ViewError};
 use crate::view::handles::{Handles, Opened, SegPart};
+use crate::view::healed;
 use crate::view::inodes::{Attr, EntryType};
 use crate::view::runs;
 use crate::view::verdicts::Verdicts;
@@ -29,6 +30,11 @@ pub(crate) fn parent_of(rel: &Path) -> &Path {
 pub(crate) fn lookup(v: &Verdicts, dir: &Path, name: &OsStr) -> Result<Node> {
     let listing = v.listing(dir)?;
     let node = match listing.children.get(name) {
+        // With replicas, a healed range may replace a segment of the source: the policy's listing says.
+        _ if v.replicas().is_some() && listing.layout.is_some() => *v
+            .listed_children(&listing)
+            .get(name)
+            .ok_or(ViewError::NotFound)?,
         Some(n) => *n,
         // A salvaged run's file is not in the source: the policy's listing has it.
         None if v.policy().salvages() && listing.layout.is_some() => *v
@@ -90,6 +96,22 @@ pub(crate) fn attr(v: &Verdicts, ino: u64, rel: &Path, node: Node) -> Result<Att
             };
             Ok(Attr::from_meta(ino, EntryType::File, size, &m))
         }
+        Node::Healed { first, kind, .. } => {
+            // A healed range's files take the replica `.log`'s times and owner.
+            let h = healed::get(v, parent_of(rel), first)?;
+            let m = healed::open_file(v, &h)?
+                .metadata()
+                .map_err(|err| ViewError::Source {
+                    path: h.path.clone(),
+                    err,
+                })?;
+            Ok(Attr::from_meta(
+                ino,
+                EntryType::File,
+                healed::size(&h, kind),
+                &m,
+            ))
+        }
     }
 }
 
@@ -113,6 +135,11 @@ pub(crate) fn open(v: &Verdicts, h: &Handles, ino: u64, rel: &Path, node: Node) 
                 index: runs::index_kind(kind),
             };
             h.open_segment(v, ino, parent_of(rel), base, part)
+        }
+        Node::Healed { first, kind, .. } => {
+            let healed = healed::get(v, parent_of(rel), first)?;
+            let file = healed::open_file(v, &healed)?;
+            Ok(h.open_healed(ino, file, healed, healed::index_kind(kind)))
         }
     }
 }

@@ -4,11 +4,12 @@
 //! [`FileStamp`] of the `.log` it was computed from, and a verdict whose file
 //! no longer has that stamp is thrown away and recomputed before it is used.
 
-use crate::engine::analysis::assemble_log;
+use crate::engine::analysis::assemble_log_healed;
 use crate::engine::format::takhin::FileKind;
 use crate::engine::layout::{escape_path, LogLayout, SegmentEntry};
 use crate::engine::plan::{dir_children, visible_children, Node};
 use crate::engine::policy::{visibility, Policy, ViewAction};
+use crate::engine::replica::Replicas;
 use crate::engine::report::LogReport;
 use crate::engine::scan::ScanOptions;
 use crate::engine::segment::{analyze_segment_with, FileStamp, SegmentAnalysis};
@@ -82,6 +83,8 @@ pub(crate) struct Verdicts {
     /// Point-in-time actions of every segment of a log, per listing generation;
     /// dropped when one of the log's segments is found changed.
     pit: Mutex<HashMap<PathBuf, PitMemo>>,
+    /// The replicas ranges are healed from (`--replica`), if any.
+    replicas: Option<Arc<Replicas>>,
 }
 
 impl Verdicts {
@@ -101,7 +104,19 @@ impl Verdicts {
             generations: AtomicU64::new(0),
             watcher: OnceLock::new(),
             pit: Mutex::new(HashMap::new()),
+            replicas: None,
         }
+    }
+
+    /// Heals every log's lacking ranges from `replicas` (listing a log then
+    /// validates all its segments, whatever the policy: what it lacks must be known).
+    pub fn set_replicas(&mut self, replicas: Arc<Replicas>) {
+        self.replicas = Some(replicas);
+    }
+
+    /// The replicas, when the view heals from some.
+    pub fn replicas(&self) -> Option<&Arc<Replicas>> {
+        self.replicas.as_ref()
     }
 
     /// The source tree: every read of it goes through here.
@@ -384,7 +399,11 @@ impl Verdicts {
             .map(|s| (*self.analysis(layout, s)).clone())
             .collect();
         let last = layout.segments.last().map(|s| s.base);
-        assemble_log(layout, analyses, self.policy, |b| Some(b) == last)
+        let healed = self
+            .replicas
+            .as_ref()
+            .map(|r| r.heal_log(layout, &analyses, self.policy));
+        assemble_log_healed(layout, analyses, self.policy, |b| Some(b) == last, healed)
     }
 
     /// What the policy does with segment `idx` of a log, whose verdict is `analysis`.
@@ -425,6 +444,9 @@ impl Verdicts {
     /// segments then); the others list them all, unvalidated.
     pub fn listed_children(&self, listing: &Listing) -> BTreeMap<OsString, Node> {
         match (&listing.layout, self.policy) {
+            (Some(layout), _) if self.replicas.is_some() => {
+                visible_children(listing.children.clone(), Some(&self.log_report(layout)))
+            }
             (Some(layout), Policy::PointInTime | Policy::Salvage) => {
                 visible_children(listing.children.clone(), Some(&self.log_report(layout)))
             }
