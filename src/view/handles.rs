@@ -65,7 +65,7 @@ struct HealedHandle {
 
 enum Handle {
     Segment(RwLock<SegHandle>),
-    Healed(HealedHandle),
+    Healed(Box<HealedHandle>),
     Plain(File),
     Bytes(Arc<Vec<u8>>),
     Dir(Arc<[DirEntry]>),
@@ -146,11 +146,11 @@ impl Handles {
         let keep_cache = self.same_as_last_open(ino, healed.file_stamp);
         let direct_io = changed_recently(healed.file_stamp);
         Opened {
-            fh: self.add(Handle::Healed(HealedHandle {
+            fh: self.add(Handle::Healed(Box::new(HealedHandle {
                 file,
                 healed,
                 index,
-            })),
+            }))),
             keep_cache,
             direct_io,
             whole: false,
