@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::mount::Mounted;
 use common::*;
 use recoverfs::engine::format::takhin::{be_i64, be_u32, be_u64, segment_file_name, FileKind};
 use serde_json::Value;
@@ -485,6 +486,179 @@ fn the_primary_itself_or_one_inside_the_other_is_refused() {
     let other = fixture_copy("data");
     let seg: PathBuf = root.join(PART).join(segment_file_name(0, FileKind::Log));
     refused(&seg, &other.path().join(PART), "not one segment file");
+    // mount refuses the same before any daemon exists: exit 2, nothing mounted.
+    let mp = tempfile::tempdir().unwrap();
+    let o = run(argv(&[
+        &"mount",
+        &root,
+        &mp.path(),
+        &"--foreground",
+        &"--replica",
+        &root.join("orders"),
+    ]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("inside the primary"), "{}", stderr(&o));
+    assert!(!recoverfs::cli::sys::is_mount_point(mp.path()));
+}
+
+/// Every offset of the undamaged log, read through the view at `view_dir`: by the
+/// independent Takhin lookup (binary search of the view's `.index`, decode at the
+/// position), and byte for byte, each view segment's `.log` being exactly the
+/// original records it holds, every offset in one segment only.
+fn assert_view_serves_every_offset(view_dir: &Path, recs: &[Raw]) {
+    let vbases = bases(view_dir);
+    let mut seen = vec![false; recs.len()];
+    for &base in &vbases {
+        let log = fs::read(log_path(view_dir, base)).unwrap();
+        let mut o = base;
+        for p in record_positions(&log) {
+            let n = 4 + be_u32(&log, p) as usize;
+            let r = &recs[o as usize];
+            assert_eq!(r.offset, o);
+            assert!(
+                log[p..p + n] == r.bytes[..],
+                "offset {o}: bytes differ in view segment {base}"
+            );
+            assert!(!seen[o as usize], "offset {o} served twice");
+            seen[o as usize] = true;
+            o += 1;
+        }
+    }
+    assert!(seen.iter().all(|s| *s), "every offset served");
+    for r in recs {
+        let base = *vbases.iter().filter(|&&b| b <= r.offset).max().unwrap();
+        let got = takhin_read(view_dir, base, r.offset)
+            .unwrap_or_else(|| panic!("offset {} not found by the lookup in {base}", r.offset));
+        let want = recoverfs::engine::format::takhin::Record::decode(&r.bytes).unwrap();
+        assert_eq!(got, want, "offset {}", r.offset);
+    }
+}
+
+#[test]
+fn the_mounted_healed_view_serves_every_offset_of_the_undamaged_log() {
+    let recs = raw_records(&fixtures().join("data").join(PART));
+    let primary = damaged_primary();
+    let replica = resegmented_replica(&[200, 333, 512]);
+    // Listed before the atimes are aged: the test's own reads must not move them.
+    let rbases = bases(&replica.path().join(PART));
+    age_all_atimes(primary.path());
+    age_all_atimes(replica.path());
+    let (before_p, before_r) = (snapshot_all(primary.path()), snapshot_all(replica.path()));
+    for policy in ["per-segment", "point-in-time", "salvage"] {
+        let mut m = Mounted::new(
+            primary.path(),
+            &[
+                "--replica",
+                replica.path().to_str().unwrap(),
+                "--policy",
+                policy,
+            ],
+        );
+        let dir = m.path().join(PART);
+        assert_view_serves_every_offset(&dir, &recs);
+        // The healed range at 1100 (the deleted segment) names its replica file.
+        let x = |name: &str| {
+            let c = std::ffi::CString::new(log_path(&dir, 1100).as_os_str().as_encoded_bytes())
+                .unwrap();
+            let n = std::ffi::CString::new(name).unwrap();
+            let mut buf = vec![0u8; 4096];
+            // SAFETY: both strings are NUL-terminated and `buf` is as long as we say.
+            let len = unsafe {
+                libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            };
+            assert!(len >= 0, "{name}: {}", std::io::Error::last_os_error());
+            String::from_utf8(buf[..len as usize].to_vec()).unwrap()
+        };
+        assert_eq!(
+            x("user.recoverfs.replica"),
+            replica.path().display().to_string()
+        );
+        assert_eq!(
+            x("user.recoverfs.healed_from"),
+            format!("{PART}/00000000000000001045.log")
+        );
+        let from = read_noatime(
+            &replica
+                .path()
+                .join(PART)
+                .join(segment_file_name(1045, FileKind::Log)),
+        );
+        let pos: usize = x("user.recoverfs.position").parse().unwrap();
+        assert_eq!(
+            be_u64(&from, pos + 4),
+            1100,
+            "the position is where offset 1100 starts"
+        );
+        // The replica's originals, untouched, beside the primary's.
+        let raw = m.path().join(".recoverfs/replicas/1").join(PART);
+        for &base in &rbases {
+            assert!(
+                fs::read(log_path(&raw, base)).unwrap()
+                    == read_noatime(&log_path(&replica.path().join(PART), base)),
+                "replicas/1: {base}"
+            );
+        }
+        assert!(!m.path().join(".recoverfs/replicas/2").exists());
+        let report: Value =
+            serde_json::from_slice(&fs::read(m.path().join(".recoverfs/report.json")).unwrap())
+                .unwrap();
+        assert_eq!(report["summary"]["records"], 3035, "{policy}");
+        assert_eq!(report["summary"]["replicas"], 1);
+        assert!(m.unmount().success());
+    }
+    assert_unchanged(&before_p, &snapshot_all(primary.path()));
+    assert_unchanged(&before_r, &snapshot_all(replica.path()));
+}
+
+#[test]
+fn the_mount_validates_only_the_replica_segments_that_may_hold_what_the_primary_lacks() {
+    use recoverfs::engine::policy::Policy;
+    use recoverfs::engine::replica::Replicas;
+    // The primary lost its last segment (2991..=3034); the replica has 31 segments.
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join(PART);
+    copy_tree(&fixtures().join("data").join(PART), &p);
+    for ext in ["log", "index", "timeindex"] {
+        fs::remove_file(seg_path(&p, 2991, ext)).unwrap();
+    }
+    let replica = resegmented_replica(&[100]);
+    let reps = std::sync::Arc::new(
+        Replicas::open(
+            t.path(),
+            &[replica.path().to_path_buf()],
+            Default::default(),
+        )
+        .unwrap(),
+    );
+    let v = view(t.path(), Policy::PerSegment).with_replicas(reps.clone());
+    let mut ino = recoverfs::view::ROOT_INO;
+    for c in PART.split('/') {
+        ino = v.lookup(ino, std::ffi::OsStr::new(c)).unwrap().ino;
+    }
+    let fh = v.opendir(ino).unwrap();
+    let names: Vec<String> = v
+        .dir_entries(fh)
+        .unwrap()
+        .iter()
+        .map(|e| e.name.to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.contains(&"00000000000000002991.log".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"00000000000000003000.log".to_string()),
+        "{names:?}"
+    );
+    // 2900..=2999 and 3000..=3034: the only replica segments that can hold 2991 on.
+    assert_eq!(reps.validations(), 2);
+    let healed = v
+        .lookup(ino, std::ffi::OsStr::new("00000000000000002991.log"))
+        .unwrap();
+    let bytes = read_all(&v, healed.ino);
+    assert_eq!(bytes.len() as u64, healed.size);
+    assert_eq!(be_u64(&bytes, 4), 2991);
+    assert_eq!(reps.validations(), 2, "reading validates nothing more");
 }
 
 #[test]
