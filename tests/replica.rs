@@ -510,8 +510,7 @@ fn assert_view_serves_every_offset(view_dir: &Path, recs: &[Raw]) {
     let mut seen = vec![false; recs.len()];
     for &base in &vbases {
         let log = fs::read(log_path(view_dir, base)).unwrap();
-        let mut o = base;
-        for p in record_positions(&log) {
+        for (o, p) in (base..).zip(record_positions(&log)) {
             let n = 4 + be_u32(&log, p) as usize;
             let r = &recs[o as usize];
             assert_eq!(r.offset, o);
@@ -521,7 +520,6 @@ fn assert_view_serves_every_offset(view_dir: &Path, recs: &[Raw]) {
             );
             assert!(!seen[o as usize], "offset {o} served twice");
             seen[o as usize] = true;
-            o += 1;
         }
     }
     assert!(seen.iter().all(|s| *s), "every offset served");
