@@ -660,30 +660,63 @@ fn the_mount_validates_only_the_replica_segments_that_may_hold_what_the_primary_
 }
 
 #[test]
-fn mount_and_repair_refuse_replicas_they_cannot_use_yet() {
-    let t = fixture_copy("data");
-    let r = fixture_copy("data");
+fn repair_output_writes_the_healed_view_and_in_place_is_refused() {
+    let recs = raw_records(&fixtures().join("data").join(PART));
+    let primary = damaged_primary();
+    let replica = resegmented_replica(&[200, 333, 512]);
+    age_all_atimes(primary.path());
+    age_all_atimes(replica.path());
+    let (before_p, before_r) = (snapshot_all(primary.path()), snapshot_all(replica.path()));
     let out = tempfile::tempdir().unwrap();
+    let new = out.path().join("new");
     let o = repair_output(
-        t.path(),
-        &out.path().join("new"),
-        &["--replica", r.path().to_str().unwrap()],
+        primary.path(),
+        &new,
+        &["--replica", replica.path().to_str().unwrap()],
+    );
+    assert_ok(&o, "repair --output --replica");
+    assert_view_serves_every_offset(&new.join(PART), &recs);
+    // What was written is a clean log: checked again, nothing differs.
+    let (code, v) = check_json(&new, &[]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["summary"]["records"], 3035);
+    // A mount with the same replica shows the same tree.
+    let m = Mounted::new(
+        primary.path(),
+        &[
+            "--replica",
+            replica.path().to_str().unwrap(),
+            "-o",
+            "nometa",
+        ],
+    );
+    // (Modes aside: the mount clears write bits.)
+    assert!(
+        tree_contents(&new, ".recoverfs") == tree_contents(m.path(), ".recoverfs"),
+        "repair --output and the mount hold the same files and bytes"
+    );
+    drop(m);
+    // In place is refused: exit 2, nothing changed, no backup written.
+    let backup = out.path().join("backup");
+    let o = repair_in_place(
+        primary.path(),
+        &backup,
+        &["--replica", replica.path().to_str().unwrap()],
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(!out.path().join("new").exists());
-}
-
-#[test]
-fn pad_bytes_that_differ_are_no_divergence() {
-    let t = tempfile::tempdir().unwrap();
-    let p = t.path().join(PART);
-    copy_tree(&fixtures().join("data").join(PART), &p);
-    let log = fs::read(log_path(&p, 375)).unwrap();
-    let at = record_positions(&log)[10];
-    let end = at + 4 + be_u32(&log, at) as usize;
-    flip(&log_path(&p, 375), end - 2); // inside record 385's 4 pad bytes
-    let replica = resegmented_replica(&[600]);
-    let (code, v) = check_replicas(t.path(), &[replica.path()], &[]);
-    assert_eq!(v["summary"]["divergences"], 0);
-    assert_eq!(code, Some(0), "nothing healed, nothing differs");
+    assert!(
+        stderr(&o).contains("--in-place does not heal from replicas"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!backup.exists());
+    // An output inside the replica is refused.
+    let o = repair_output(
+        primary.path(),
+        &replica.path().join("out"),
+        &["--replica", replica.path().to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_unchanged(&before_p, &snapshot_all(primary.path()));
+    assert_unchanged(&before_r, &snapshot_all(replica.path()));
 }

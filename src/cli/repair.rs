@@ -2,7 +2,7 @@
 
 use crate::cli::progress::Progress;
 use crate::cli::{EngineArgs, EXIT_CLEAN, EXIT_DAMAGE};
-use crate::repair::{render_in_place, render_output, repair_in_place, repair_to};
+use crate::repair::{render_in_place, render_output, repair_in_place, repair_to_with};
 use clap::Args;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -34,8 +34,9 @@ pub struct RepairArgs {
 
 /// The `repair` front end: runs one mode, prints its summary (or the report), maps errors to exit codes.
 pub fn run(a: &RepairArgs) -> ExitCode {
-    if !a.engine.replicas.is_empty() {
-        eprintln!("recoverfs repair: --replica: not supported by repair yet (use check --replica); nothing written");
+    if !a.engine.replicas.is_empty() && a.in_place {
+        let e = crate::repair::RepairError::ReplicaInPlace(a.data_dir.clone());
+        eprintln!("recoverfs repair: {e}");
         return ExitCode::from(crate::cli::EXIT_ERROR);
     }
     let opts = a.engine.analyze_options();
@@ -52,13 +53,15 @@ pub fn run(a: &RepairArgs) -> ExitCode {
     // A dry run with changes planned exits 1: a script can tell "changes pending".
     let mut pending = false;
     let printed = match &a.output {
-        Some(out) => repair_to(&a.data_dir, out, &opts, bar.sink()).map(|s| {
-            if a.json {
-                s.report.to_json() + "\n"
-            } else {
-                render_output(&a.data_dir, out, &s)
-            }
-        }),
+        Some(out) => {
+            repair_to_with(&a.data_dir, out, &opts, &a.engine.replicas, bar.sink()).map(|s| {
+                if a.json {
+                    s.report.to_json() + "\n"
+                } else {
+                    render_output(&a.data_dir, out, &s)
+                }
+            })
+        }
         None => repair_in_place(
             &a.data_dir,
             a.backup.as_deref(),

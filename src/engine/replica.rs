@@ -429,6 +429,7 @@ impl Replicas {
             scan,
             file: p.file.clone(),
             file_stamp: stamp,
+            source: Some(rep.source.clone()),
         };
         let names = [FileKind::Log, FileKind::Index, FileKind::TimeIndex]
             .map(|k| OsString::from(segment_file_name(x, k)));

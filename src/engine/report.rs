@@ -250,6 +250,10 @@ pub struct HealedReport {
     pub file: std::path::PathBuf,
     #[serde(skip)]
     pub file_stamp: crate::engine::segment::FileStamp,
+    /// The replica's data directory, through its door (not serialized): what
+    /// `repair` reads the range's bytes through.
+    #[serde(skip)]
+    pub source: Option<Arc<crate::engine::source::Source>>,
 }
 
 impl HealedReport {

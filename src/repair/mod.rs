@@ -40,7 +40,7 @@ pub use in_place::{repair_in_place, InPlaceSummary};
 pub use manifest::{
     Action, Manifest, ManifestEntry, ManifestState, Original, OriginalKind, Replacement, MANIFEST,
 };
-pub use output::{repair_to, OutputSummary};
+pub use output::{repair_to, repair_to_with, OutputSummary};
 pub use render::{render_in_place, render_output};
 #[cfg(feature = "fault-injection")]
 pub use steps::{EXIT_INJECTED, FAIL_AT_ENV};
@@ -93,6 +93,12 @@ pub enum RepairError {
     Busy(PathBuf),
     #[error("{0}")]
     Analysis(#[from] crate::engine::layout::TargetError),
+    #[error("{0}")]
+    Replica(crate::engine::replica::ReplicaError),
+    #[error("{}: is inside the replica {}, or holds it; write the repaired tree elsewhere", output.display(), replica.display())]
+    OutputAndReplica { output: PathBuf, replica: PathBuf },
+    #[error("{}: --in-place does not heal from replicas (yet): it would write replica bytes into the primary, and its backup and resume machinery does not know them; write the healed view with --output NEW_DIR", .0.display())]
+    ReplicaInPlace(PathBuf),
 }
 
 impl RepairError {

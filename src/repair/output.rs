@@ -6,7 +6,7 @@ use super::fsio::{
     Progress,
 };
 use super::steps::Steps;
-use super::tree::{analyze, build_plan, Content, Entry, TreePlan};
+use super::tree::{analyze_with, build_plan, Content, Entry, TreePlan};
 use super::{io_at, RepairError, Result};
 use crate::engine::analysis::AnalyzeOptions;
 use crate::engine::format::takhin::FileKind;
@@ -40,6 +40,18 @@ pub fn repair_to(
     opts: &AnalyzeOptions,
     progress: Option<Progress>,
 ) -> Result<OutputSummary> {
+    repair_to_with(data, output, opts, &[], progress)
+}
+
+/// [`repair_to`], healing from `replicas` (`--replica`; none: the plain repair).
+/// The replicas are only read, through their own doors, like the primary.
+pub fn repair_to_with(
+    data: &Path,
+    output: &Path,
+    opts: &AnalyzeOptions,
+    replicas: &[PathBuf],
+    progress: Option<Progress>,
+) -> Result<OutputSummary> {
     let data_abs = check_data_dir(data)?;
     let out_abs = resolve(output)?;
     if out_abs.starts_with(&data_abs) {
@@ -54,10 +66,19 @@ pub fn repair_to(
             output: output.to_path_buf(),
         });
     }
+    for r in replicas {
+        let r_abs = resolve(r)?;
+        if out_abs.starts_with(&r_abs) || r_abs.starts_with(&out_abs) {
+            return Err(RepairError::OutputAndReplica {
+                output: output.to_path_buf(),
+                replica: r.clone(),
+            });
+        }
+    }
     if !is_empty_or_missing(output)? {
         return Err(RepairError::OutputNotEmpty(output.to_path_buf()));
     }
-    let (layout, report) = analyze(data, opts, progress.as_ref())?;
+    let (layout, report) = analyze_with(data, opts, replicas, progress.as_ref())?;
     let plan = build_plan(data, &layout, &report)?;
     let parent = match (out_abs.parent(), out_abs.file_name()) {
         (Some(p), Some(_)) => p.to_path_buf(),
@@ -102,24 +123,28 @@ pub fn repair_to(
     })
 }
 
-/// Writes one file of a salvaged run: its `.log` (a byte range of the original)
-/// or a rebuilt index of that range.
+/// Writes one file of a salvaged run or of a range healed from a replica: its
+/// `.log` (a byte range of the original) or a rebuilt index of that range.
 fn write_run_file(source: &Source, dst: &Path, content: &Content, stats: &CopyStats) -> Result<()> {
-    let (log, start, original_len) = match content {
+    let (log, start, original_len, replica) = match content {
         Content::Range {
             log,
             start,
             original_len,
+            replica,
             ..
         }
         | Content::RunIndex {
             log,
             start,
             original_len,
+            replica,
             ..
-        } => (log, *start, *original_len),
+        } => (log, *start, *original_len, replica),
         _ => unreachable!("only salvaged runs' files are written here"),
     };
+    // A healed range's bytes come from its replica, through the replica's own door.
+    let source = replica.as_deref().unwrap_or(source);
     let src = open_checked(source, log, original_len)?;
     let mut f = create_new(dst)?;
     match content {

@@ -7,9 +7,11 @@ use crate::engine::format::takhin::{segment_file_name, FileKind};
 use crate::engine::layout::Layout;
 use crate::engine::plan::{dir_children, visible_children, Node};
 use crate::engine::policy::{Policy, ViewAction};
+use crate::engine::replica::{check_with_replicas, CheckError};
 use crate::engine::report::{LogReport, Report, SegmentReport};
 use crate::engine::scan::SegmentScan;
 use crate::engine::segment::SegmentStatus;
+use crate::engine::source::Source;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,21 +31,24 @@ pub(super) enum Content {
         /// Whether the original file at this path already holds exactly these bytes.
         original_matches: bool,
     },
-    /// A salvaged run's `.log`: the bytes `[start, start + len)` of the original `log`
-    /// (of `original_len` bytes).
+    /// A salvaged run's (or healed range's) `.log`: the bytes `[start, start + len)`
+    /// of the original `log` (of `original_len` bytes), in the primary, or in the
+    /// replica `replica` is the door of.
     Range {
         log: PathBuf,
         start: u64,
         len: u64,
         original_len: u64,
+        replica: Option<Arc<Source>>,
     },
-    /// A salvaged run's rebuilt `.index`/`.timeindex`, from its byte range of `log`.
+    /// A salvaged run's (or healed range's) rebuilt `.index`/`.timeindex`, from its byte range of `log`.
     RunIndex {
         kind: FileKind,
         log: PathBuf,
         start: u64,
         original_len: u64,
         scan: Arc<SegmentScan>,
+        replica: Option<Arc<Source>>,
     },
 }
 
@@ -227,11 +232,42 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
                         attrs,
                     })
                 }
-                Node::Healed { .. } => {
-                    return Err(RepairError::SourceChanged {
-                        path: data.join(&child),
-                        what: "a range healed from a replica: repair does not take --replica yet"
-                            .into(),
+                Node::Healed { first, kind, .. } => {
+                    let h = log
+                        .and_then(|l| l.shown_healed().find(|h| h.from_offset == first))
+                        .ok_or_else(|| RepairError::SourceChanged {
+                            path: data.join(&child),
+                            what: "healed range not found in the analysis".into(),
+                        })?;
+                    let replica = h.source.clone();
+                    let rsrc = replica
+                        .as_deref()
+                        .ok_or_else(|| RepairError::SourceChanged {
+                            path: data.join(&child),
+                            what: "healed range without its replica".into(),
+                        })?;
+                    let content = match kind {
+                        FileKind::Log => Content::Range {
+                            log: h.file.clone(),
+                            start: h.position,
+                            len: h.bytes,
+                            original_len: h.file_stamp.size,
+                            replica: replica.clone(),
+                        },
+                        _ => Content::RunIndex {
+                            kind,
+                            log: h.file.clone(),
+                            start: h.position,
+                            original_len: h.file_stamp.size,
+                            scan: h.scan.clone(),
+                            replica: replica.clone(),
+                        },
+                    };
+                    // A healed range's files take the replica `.log`'s mode and times.
+                    plan.entries.push(Entry::File {
+                        rel: child,
+                        content,
+                        attrs: Attrs::of(&stat_source(rsrc, &h.file)?),
                     })
                 }
                 Node::Run { base, first, kind } => {
@@ -251,6 +287,7 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
                             start: run.position,
                             len: run.bytes(),
                             original_len: seg.original_bytes,
+                            replica: None,
                         },
                         _ => Content::RunIndex {
                             kind,
@@ -258,6 +295,7 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
                             start: run.position,
                             original_len: seg.original_bytes,
                             scan: Arc::new(run.scan.clone()),
+                            replica: None,
                         },
                     };
                     // A run's files take the original `.log`'s mode and times.
@@ -304,10 +342,27 @@ pub(super) fn analyze(
     opts: &AnalyzeOptions,
     progress: Option<&Progress>,
 ) -> Result<(Layout, Report)> {
+    analyze_with(data, opts, &[], progress)
+}
+
+/// [`analyze`] with the replicas ranges are healed from (none: the plain analysis).
+pub(super) fn analyze_with(
+    data: &Path,
+    opts: &AnalyzeOptions,
+    replicas: &[PathBuf],
+    progress: Option<&Progress>,
+) -> Result<(Layout, Report)> {
     let tell = |n: u64| {
         if let Some(p) = progress {
             p(n)
         }
     };
-    Ok(check_path(data, opts, &tell)?)
+    if replicas.is_empty() {
+        return Ok(check_path(data, opts, &tell)?);
+    }
+    match check_with_replicas(data, replicas, opts, &tell) {
+        Ok((layout, report, _)) => Ok((layout, report)),
+        Err(CheckError::Target(e)) => Err(e.into()),
+        Err(CheckError::Replica(e)) => Err(RepairError::Replica(e)),
+    }
 }
