@@ -390,6 +390,108 @@ fn with_three_copies_the_primary_is_named_the_odd_one_out() {
 }
 
 #[test]
+fn prefer_majority_serves_the_majoritys_records_through_the_mount_and_repair() {
+    let recs = raw_records(&fixtures().join("data").join(PART));
+    let primary = flipped_primary();
+    let r1 = resegmented_replica(&[100, 777]);
+    let r2 = resegmented_replica(&[1000]);
+    let (p1, p2) = (r1.path().to_str().unwrap(), r2.path().to_str().unwrap());
+    let args = ["--replica", p1, "--replica", p2, "--prefer", "majority"];
+    let (code, v) = check_replicas(primary.path(), &[r1.path(), r2.path()], &args[4..]);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["summary"]["preferred_records"], 3);
+    assert_eq!(v["summary"]["records"], 3035, "no record counted twice");
+    let roles: Vec<(u64, String)> = log_of(&v, PART)["healed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["role"] == "preferred")
+        .map(|h| {
+            (
+                h["from_offset"].as_u64().unwrap(),
+                h["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![10, 400, 800]
+    );
+    // Through the mount: every offset is the undamaged log's, byte for byte.
+    let mut m = Mounted::new(primary.path(), &args);
+    assert_view_serves_every_offset(&m.path().join(PART), &recs);
+    assert!(m.unmount().success());
+    // And written out.
+    let out = tempfile::tempdir().unwrap();
+    let new = out.path().join("new");
+    assert_ok(
+        &repair_output(primary.path(), &new, &args),
+        "repair --prefer majority",
+    );
+    assert_view_serves_every_offset(&new.join(PART), &recs);
+    // With the default preference the primary's flipped records stay.
+    let mut m = Mounted::new(primary.path(), &args[..4]);
+    let view = m.path().join(PART);
+    let got = takhin_read(&view, 0, 10).unwrap();
+    let want = recoverfs::engine::format::takhin::Record::decode(&recs[10].bytes).unwrap();
+    assert_ne!(got, want, "--prefer primary serves the primary's record");
+    assert!(m.unmount().success());
+}
+
+#[test]
+fn prefer_with_two_copies_majority_keeps_the_primary_and_replica_takes_the_replica() {
+    let recs = raw_records(&fixtures().join("data").join(PART));
+    let primary = flipped_primary();
+    let r1 = resegmented_replica(&[100, 777]);
+    let p1 = r1.path().to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (a, b) = (out.path().join("a"), out.path().join("b"));
+    assert_ok(
+        &repair_output(
+            primary.path(),
+            &a,
+            &["--replica", p1, "--prefer", "majority"],
+        ),
+        "majority",
+    );
+    let want = recoverfs::engine::format::takhin::Record::decode(&recs[10].bytes).unwrap();
+    assert_ne!(
+        takhin_read(&a.join(PART), 0, 10).unwrap(),
+        want,
+        "no majority of two"
+    );
+    assert_ok(
+        &repair_output(
+            primary.path(),
+            &b,
+            &["--replica", p1, "--prefer", "replica"],
+        ),
+        "replica",
+    );
+    assert_view_serves_every_offset(&b.join(PART), &recs);
+    // --prefer needs --replica, and a policy that serves other copies' records.
+    let o = check_cli(primary.path(), &["--prefer", "replica"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = check_cli(
+        primary.path(),
+        &[
+            "--replica",
+            p1,
+            "--prefer",
+            "replica",
+            "--policy",
+            "point-in-time",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("needs --policy per-segment or salvage"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn a_damaged_replica_heals_only_from_its_valid_runs() {
     let recs = raw_records(&fixtures().join("data").join(PART));
     let primary = damaged_primary();

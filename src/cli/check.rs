@@ -44,9 +44,15 @@ pub fn run(a: &CheckArgs) -> ExitCode {
     let result = if a.engine.replicas.is_empty() {
         check_path(&a.path, &opts, &progress).map_err(|e| e.to_string())
     } else {
-        check_with_replicas(&a.path, &a.engine.replicas, &opts, &progress)
-            .map(|(l, r, _)| (l, r))
-            .map_err(|e| e.to_string())
+        check_with_replicas(
+            &a.path,
+            &a.engine.replicas,
+            a.engine.prefer,
+            &opts,
+            &progress,
+        )
+        .map(|(l, r, _)| (l, r))
+        .map_err(|e| e.to_string())
     };
     drop(bar);
     let report = match result {

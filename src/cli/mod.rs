@@ -149,6 +149,11 @@ pub struct EngineArgs {
     /// both hold are compared (logs match by their path relative to each directory).
     #[arg(long = "replica", value_name = "DIR")]
     pub replicas: Vec<std::path::PathBuf>,
+    /// Where copies disagree on a record: serve the primary's (default), a replica's
+    /// wherever the primary is not in a majority (replica), or the majority's with
+    /// three copies or more (majority). Needs --replica, and --policy per-segment or salvage.
+    #[arg(long, value_name = "WHICH", default_value = "primary", requires = "replicas", value_parser = parse_prefer)]
+    pub prefer: crate::engine::replica::Prefer,
 }
 
 impl EngineArgs {
@@ -162,6 +167,10 @@ impl EngineArgs {
 }
 
 fn parse_policy(s: &str) -> Result<Policy, String> {
+    s.parse()
+}
+
+fn parse_prefer(s: &str) -> Result<crate::engine::replica::Prefer, String> {
     s.parse()
 }
 

@@ -7,7 +7,7 @@ use crate::cli::sys::{
 use crate::cli::writable::{self, Layers};
 use crate::cli::{EngineArgs, EXIT_ERROR};
 use crate::engine::policy::Policy;
-use crate::engine::replica::Replicas;
+use crate::engine::replica::{Prefer, Replicas};
 use crate::engine::scan::ScanOptions;
 use crate::engine::source::Source;
 use crate::view::fuse::session::{raise_readahead, start_session, SessionOptions};
@@ -114,6 +114,8 @@ struct Settings {
     verify: Verify,
     /// `--replica`: the directories ranges are healed from.
     replicas: Vec<PathBuf>,
+    /// `--prefer`: whose record is served where copies disagree.
+    prefer: Prefer,
 }
 
 fn settings(a: &MountArgs) -> Result<Settings, String> {
@@ -136,6 +138,7 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
         writable: None,
         verify: a.verify,
         replicas: a.engine.replicas.clone(),
+        prefer: a.engine.prefer,
     };
     for o in a.options.iter().flat_map(|x| x.split(',')) {
         let num = |v: &str| {
@@ -322,6 +325,9 @@ pub fn run(a: &MountArgs) -> ExitCode {
         if let Err(e) = Replicas::open(&a.data_dir, &a.engine.replicas, a.engine.scan.options()) {
             return fail(e.to_string());
         }
+        if let Err(e) = Replicas::check_prefer(a.engine.prefer, a.engine.policy) {
+            return fail(e);
+        }
     }
     let mut s = match settings(a) {
         Ok(s) => s,
@@ -447,7 +453,10 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
     let view = if s.replicas.is_empty() {
         view
     } else {
-        let r = Replicas::open(&s.source, &s.replicas, s.scan).map_err(|e| e.to_string())?;
+        Replicas::check_prefer(s.prefer, s.policy)?;
+        let r = Replicas::open(&s.source, &s.replicas, s.scan)
+            .map_err(|e| e.to_string())?
+            .with_prefer(s.prefer);
         view.with_replicas(Arc::new(r))
     };
     let view = Arc::new(if s.no_meta { view.without_meta() } else { view });

@@ -53,15 +53,21 @@ pub fn run(a: &RepairArgs) -> ExitCode {
     // A dry run with changes planned exits 1: a script can tell "changes pending".
     let mut pending = false;
     let printed = match &a.output {
-        Some(out) => {
-            repair_to_with(&a.data_dir, out, &opts, &a.engine.replicas, bar.sink()).map(|s| {
-                if a.json {
-                    s.report.to_json() + "\n"
-                } else {
-                    render_output(&a.data_dir, out, &s)
-                }
-            })
-        }
+        Some(out) => repair_to_with(
+            &a.data_dir,
+            out,
+            &opts,
+            &a.engine.replicas,
+            a.engine.prefer,
+            bar.sink(),
+        )
+        .map(|s| {
+            if a.json {
+                s.report.to_json() + "\n"
+            } else {
+                render_output(&a.data_dir, out, &s)
+            }
+        }),
         None => repair_in_place(
             &a.data_dir,
             a.backup.as_deref(),

@@ -4,7 +4,7 @@ use crate::engine::format::takhin::{classify_name, FileKind, NameMatch, INDEX_EX
 use crate::engine::index::{IndexKind, IndexVerdict};
 use crate::engine::layout::display_name as shown;
 use crate::engine::policy::{DamageClass, Policy, ViewAction};
-use crate::engine::report::{LogReport, Report, SegmentReport};
+use crate::engine::report::{HealedRole, LogReport, Report, SegmentReport};
 use crate::engine::segment::SegmentStatus;
 use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
@@ -69,7 +69,11 @@ impl Report {
                 .map(|x| x.records + x.shown_runs().map(|(r, _)| r.records).sum::<u64>())
                 .sum::<u64>()
                 // Healed ranges are served records too.
-                + log.shown_healed().map(|h| h.records).sum::<u64>();
+                + log
+                    .shown_healed()
+                    .filter(|h| h.role.is_healed())
+                    .map(|h| h.records)
+                    .sum::<u64>();
             let mut verdict = verdict;
             for (n, what) in [
                 (count(&|x| x.view == ViewAction::Hidden), "hidden"),
@@ -231,7 +235,13 @@ impl Report {
         if let (Some(n), Some(h), Some(d)) = (s.replicas, s.healed_records, s.divergences) {
             let _ = writeln!(
                 o,
-                "replicas: {n}; {h} record(s) healed from them, {d} divergence(s) between copies"
+                "replicas: {n}; {h} record(s) healed from them, {d} divergence(s) between copies{}",
+                match s.preferred_records {
+                    Some(p) => format!(
+                        ", {p} record(s) served from a replica instead of the primary (--prefer)"
+                    ),
+                    None => String::new(),
+                }
             );
             for r in self.replicas.iter().flatten() {
                 for l in &r.logs_not_in_primary {
@@ -360,26 +370,36 @@ pub fn shell_quote(s: &str) -> String {
 /// The human lines of a log's healed ranges and divergences, one each.
 fn render_replicas(o: &mut String, log: &LogReport) {
     for h in log.healed.iter().flatten() {
-        let what = match (&h.refused, &h.replaces) {
-            (Some(why), _) => format!(", not shown: {why}"),
-            (None, Some(_)) => {
+        let (tag, from) = match h.role {
+            HealedRole::Healed => ("HEALED     ", format!("from replica {}", h.replica_index)),
+            HealedRole::Preferred => (
+                "PREFERRED  ",
+                format!(
+                    "served from replica {} instead of the primary's divergent record",
+                    h.replica_index
+                ),
+            ),
+            HealedRole::PrimarySplit => (
+                "SPLIT      ",
+                "the primary's own records, split around a preferred record".to_string(),
+            ),
+        };
+        let what = match (&h.refused, &h.replaces, h.role) {
+            (Some(why), _, _) => format!(", not shown: {why}"),
+            (None, Some(_), HealedRole::Healed) => {
                 " (replaces the primary's segment of that name, which holds no record)".into()
             }
-            (None, None) => String::new(),
+            (None, Some(_), _) => " (in place of the primary's file of that name)".into(),
+            (None, None, _) => String::new(),
         };
         let _ = writeln!(
             o,
-            "  {} {}: offsets {}..={} ({} record(s)) from replica {} {} byte {}{what}",
-            if h.shown() {
-                "HEALED     "
-            } else {
-                "REFUSED    "
-            },
+            "  {} {}: offsets {}..={} ({} record(s)) {from}, {} byte {}{what}",
+            if h.shown() { tag } else { "REFUSED    " },
             shown(&h.view_path),
             h.from_offset,
             h.to_offset,
             h.records,
-            h.replica_index,
             shown(&h.path),
             h.position,
         );

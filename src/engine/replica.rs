@@ -43,7 +43,9 @@ use crate::engine::layout::{
     Target, TargetError,
 };
 use crate::engine::policy::Policy;
-use crate::engine::report::{Divergence, DivergentCopy, HealedReport, ReplicaReport, Report};
+use crate::engine::report::{
+    Divergence, DivergentCopy, HealedReport, HealedRole, ReplicaReport, Report,
+};
 use crate::engine::salvage::Shifted;
 use crate::engine::scan::{scan_segment, visit_records, ScanOptions, SegmentScan};
 use crate::engine::segment::{analyze_segment_with, FileStamp, SegmentAnalysis};
@@ -80,6 +82,8 @@ pub enum ReplicaError {
     Twice { path: PathBuf },
     #[error("--replica needs a data or partition directory to check, not one segment file")]
     SingleSegment,
+    #[error("{0}")]
+    Prefer(String),
 }
 
 /// Why a check with replicas could not run.
@@ -124,6 +128,17 @@ pub struct Replicas {
     /// Scans of healed ranges, by (replica, file, position, bytes), with the file's stamp.
     scans: Mutex<HashMap<ScanKey, (FileStamp, Arc<SegmentScan>)>>,
     validations: AtomicU64,
+    prefer: Prefer,
+    /// Each log's substitutions (`--prefer`), with the stamps of the primary's
+    /// segments they were found for.
+    subs: Mutex<HashMap<PathBuf, (Vec<FileStamp>, Arc<Vec<Sub>>)>>,
+}
+
+/// A divergent record the view serves from replica `replica` (0-based) instead of the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sub {
+    offset: u64,
+    replica: usize,
 }
 
 /// (device, inode) of a path's file.
@@ -194,7 +209,28 @@ impl Replicas {
             analyses: Mutex::new(HashMap::new()),
             scans: Mutex::new(HashMap::new()),
             validations: AtomicU64::new(0),
+            prefer: Prefer::Primary,
+            subs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Serves, where copies disagree, the record `prefer` chooses. Only
+    /// `per-segment` and `salvage` views take it; [`Replicas::check_prefer`] says so.
+    pub fn with_prefer(mut self, prefer: Prefer) -> Self {
+        self.prefer = prefer;
+        self
+    }
+
+    /// Refuses a `--prefer` the policy cannot apply: point-in-time and strict
+    /// show the primary's records only (strict repairs nothing; point-in-time's
+    /// prefix is the primary's own).
+    pub fn check_prefer(prefer: Prefer, policy: Policy) -> Result<(), String> {
+        if prefer != Prefer::Primary && matches!(policy, Policy::PointInTime | Policy::Strict) {
+            return Err(format!(
+                "--prefer replica or majority needs --policy per-segment or salvage (not {policy}): under {policy} the view serves only the primary's records"
+            ));
+        }
+        Ok(())
     }
 
     /// Replica segments validated so far (for the laziness tests and the metrics).
@@ -314,6 +350,7 @@ impl Replicas {
     /// healed from the replicas, under `policy` (see the module docs).
     pub fn heal_log(
         &self,
+        primary: &Arc<Source>,
         log: &LogLayout,
         analyses: &[SegmentAnalysis],
         policy: Policy,
@@ -321,6 +358,124 @@ impl Replicas {
         if policy == Policy::Strict {
             return Vec::new();
         }
+        let mut out = self.heal_lacking(log, analyses, policy);
+        if self.prefer != Prefer::Primary && Self::check_prefer(self.prefer, policy).is_ok() {
+            let subs = self.substitutions(primary, log, analyses, policy);
+            out.extend(self.preferred(primary, log, analyses, policy, &subs));
+            out.sort_by_key(|h| h.from_offset);
+        }
+        out
+    }
+
+    /// The substitutions `--prefer` makes in a log: found by comparing its copies,
+    /// once per state of the primary's segments.
+    fn substitutions(
+        &self,
+        primary: &Source,
+        log: &LogLayout,
+        analyses: &[SegmentAnalysis],
+        policy: Policy,
+    ) -> Arc<Vec<Sub>> {
+        let stamps: Vec<FileStamp> = analyses.iter().map(|a| a.stamp).collect();
+        if let Some((st, subs)) = self.subs.lock().get(&log.rel) {
+            if *st == stamps {
+                return subs.clone();
+            }
+        }
+        self.verify(primary, log, analyses, policy).2
+    }
+
+    /// The files that serve each substitution: the preferred record from its
+    /// replica, and the primary's records around it in the same segment (or run)
+    /// as parts of their own. A piece whose parts cannot all be made is left whole.
+    fn preferred(
+        &self,
+        primary: &Arc<Source>,
+        log: &LogLayout,
+        analyses: &[SegmentAnalysis],
+        policy: Policy,
+        subs: &[Sub],
+    ) -> Vec<HealedReport> {
+        let mut out = Vec::new();
+        if subs.is_empty() {
+            return out;
+        }
+        let taken = taken_names(log);
+        let me = Copy {
+            source: primary,
+            label: "primary".into(),
+            index: 0,
+        };
+        for p in primary_pieces(log, analyses, policy, &taken) {
+            let inside: Vec<Sub> = subs
+                .iter()
+                .copied()
+                .filter(|s| p.from <= s.offset && s.offset < p.to)
+                .collect();
+            if inside.is_empty() {
+                continue;
+            }
+            let mut parts = Vec::new();
+            let mut at = p.from;
+            let mut whole = true;
+            for sub in inside {
+                if at < sub.offset {
+                    match self.range_of(&me, log, &p, at, sub.offset, analyses, &taken) {
+                        Some(mut h) => {
+                            h.role = HealedRole::PrimarySplit;
+                            parts.push(h);
+                        }
+                        None => whole = false,
+                    }
+                }
+                let from_replica = self.log_layout(sub.replica, &log.rel).and_then(|rlog| {
+                    let o = sub.offset;
+                    let rp = self
+                        .valid_pieces(sub.replica, &rlog, &[(o, o + 1)])
+                        .into_iter()
+                        .find(|q| q.from <= o && o < q.to)?;
+                    self.healed(sub.replica, log, &rp, o, o + 1, analyses, &taken)
+                });
+                match from_replica {
+                    Some(mut h) => {
+                        h.role = HealedRole::Preferred;
+                        parts.push(h);
+                    }
+                    None => whole = false,
+                }
+                at = sub.offset + 1;
+            }
+            if at < p.to {
+                match self.range_of(&me, log, &p, at, p.to, analyses, &taken) {
+                    Some(mut h) => {
+                        h.role = HealedRole::PrimarySplit;
+                        parts.push(h);
+                    }
+                    None => whole = false,
+                }
+            }
+            // The first part takes the piece's own name (and replaces it); the
+            // others' names must be free, or the piece stays as it was.
+            for h in parts.iter_mut() {
+                if h.from_offset == p.from {
+                    h.refused = None;
+                    h.replaces = Some(h.view_path.clone());
+                }
+            }
+            if whole && parts.iter().all(|h| h.shown()) {
+                out.extend(parts);
+            }
+        }
+        out
+    }
+
+    /// The ranges the primary lacks, healed (see the module docs).
+    fn heal_lacking(
+        &self,
+        log: &LogLayout,
+        analyses: &[SegmentAnalysis],
+        policy: Policy,
+    ) -> Vec<HealedReport> {
         let Some(start) = log.segments.first().map(|s| s.base) else {
             return Vec::new();
         };
@@ -383,12 +538,32 @@ impl Replicas {
         taken: &HashSet<OsString>,
     ) -> Option<HealedReport> {
         let rep = &self.list[r];
-        let file = rep.source.file(&p.file).ok()?;
+        let copy = Copy {
+            source: &rep.source,
+            label: rep.path.display().to_string(),
+            index: rep.index,
+        };
+        self.range_of(&copy, log, p, x, y, analyses, taken)
+    }
+
+    /// [`Replicas::healed`] from any copy (the primary is copy 0).
+    #[allow(clippy::too_many_arguments)]
+    fn range_of(
+        &self,
+        copy: &Copy<'_>,
+        log: &LogLayout,
+        p: &Piece,
+        x: u64,
+        y: u64,
+        analyses: &[SegmentAnalysis],
+        taken: &HashSet<OsString>,
+    ) -> Option<HealedReport> {
+        let file = copy.source.file(&p.file).ok()?;
         let meta = file.metadata().ok()?;
         let stamp = FileStamp::of(&meta);
         let from = p.position_of(&file, x).ok()?;
         let to = p.position_of(&file, y).ok()?;
-        let key = (r, p.file.clone(), from, to - from);
+        let key = (copy.index, p.file.clone(), from, to - from);
         let cached = self
             .scans
             .lock()
@@ -418,8 +593,8 @@ impl Replicas {
             from_offset: x,
             to_offset: y - 1,
             records: y - x,
-            replica: rep.path.display().to_string(),
-            replica_index: rep.index,
+            replica: copy.label.clone(),
+            replica_index: copy.index,
             path: escape_path(&p.file),
             position: from,
             bytes: to - from,
@@ -429,7 +604,8 @@ impl Replicas {
             scan,
             file: p.file.clone(),
             file_stamp: stamp,
-            source: Some(rep.source.clone()),
+            source: Some(copy.source.clone()),
+            role: HealedRole::Healed,
         };
         let names = [FileKind::Log, FileKind::Index, FileKind::TimeIndex]
             .map(|k| OsString::from(segment_file_name(x, k)));
@@ -461,25 +637,81 @@ impl Replicas {
         analyses: &[SegmentAnalysis],
         policy: Policy,
     ) -> (Vec<Divergence>, u64) {
+        let (found, more, _) = self.verify(primary, log, analyses, policy);
+        (found, more)
+    }
+
+    /// [`Replicas::verify_log`], and the substitutions `--prefer` makes (remembered).
+    fn verify(
+        &self,
+        primary: &Source,
+        log: &LogLayout,
+        analyses: &[SegmentAnalysis],
+        policy: Policy,
+    ) -> (Vec<Divergence>, u64, Arc<Vec<Sub>>) {
         let taken = taken_names(log);
         let mut copies: Vec<(String, &Source, Vec<Piece>)> = vec![(
             "primary".to_string(),
             primary,
             primary_pieces(log, analyses, policy, &taken),
         )];
+        let mut who = vec![None];
         for (r, rep) in self.list.iter().enumerate() {
             if let Some(rlog) = self.log_layout(r, &log.rel) {
                 let all = [(0, u64::MAX)];
                 copies.push((rep.label(), &rep.source, self.valid_pieces(r, &rlog, &all)));
+                who.push(Some(r));
             }
         }
         let mut v = Verifier {
             copies,
+            who,
+            prefer: self.prefer,
             found: Vec::new(),
             more: 0,
+            subs: Vec::new(),
         };
         v.run();
-        (v.found, v.more)
+        let subs = Arc::new(v.subs);
+        let stamps: Vec<FileStamp> = analyses.iter().map(|a| a.stamp).collect();
+        self.subs
+            .lock()
+            .insert(log.rel.clone(), (stamps, subs.clone()));
+        (v.found, v.more, subs)
+    }
+}
+
+/// A copy ranges are read from: its door, its label in the report, its number (0: the primary).
+struct Copy<'a> {
+    source: &'a Arc<Source>,
+    label: String,
+    index: usize,
+}
+
+/// Which copy's record the view serves where copies disagree (`--prefer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prefer {
+    /// The primary's, always (the divergence is reported).
+    #[default]
+    Primary,
+    /// A replica's wherever the primary is not in a majority (with two copies: the replica's).
+    Replica,
+    /// The majority's wherever the primary is not in it (three copies or more; with
+    /// two there is no majority and the primary's is kept).
+    Majority,
+}
+
+impl std::str::FromStr for Prefer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "primary" => Ok(Prefer::Primary),
+            "replica" => Ok(Prefer::Replica),
+            "majority" => Ok(Prefer::Majority),
+            _ => Err(format!(
+                "unknown preference '{s}': use primary, replica or majority"
+            )),
+        }
     }
 }
 
@@ -715,8 +947,13 @@ impl<'a> Reader<'a> {
 /// Compares the copies of one log.
 struct Verifier<'a> {
     copies: Vec<(String, &'a Source, Vec<Piece>)>,
+    /// Which replica each copy is (`None`: the primary).
+    who: Vec<Option<usize>>,
+    prefer: Prefer,
     found: Vec<Divergence>,
     more: u64,
+    /// Where `prefer` serves another copy's record.
+    subs: Vec<Sub>,
 }
 
 impl Verifier<'_> {
@@ -777,6 +1014,16 @@ impl Verifier<'_> {
             if recs.iter().all(|r| *r == recs[0]) {
                 continue;
             }
+            if holders[0].0 == 0 {
+                if let Some(k) = chosen(self.prefer, &recs) {
+                    if let Some(r) = self.who[holders[k].0] {
+                        self.subs.push(Sub {
+                            offset: o,
+                            replica: r,
+                        });
+                    }
+                }
+            }
             if self.found.len() >= MAX_DIVERGENCES_LISTED {
                 self.more += 1;
                 continue;
@@ -817,6 +1064,22 @@ fn same_bytes(files: &[(File, u64, u64)]) -> io::Result<bool> {
         done += n as u64;
     }
     Ok(true)
+}
+
+/// Which copy's record `prefer` serves instead of the primary's (`recs[0]`), if any.
+fn chosen(prefer: Prefer, recs: &[Fields]) -> Option<usize> {
+    let n = recs.len();
+    let majority = (0..n).find(|&i| recs.iter().filter(|r| **r == recs[i]).count() * 2 > n);
+    let outvoted = majority.filter(|&m| recs[m] != recs[0]);
+    match prefer {
+        Prefer::Primary => None,
+        Prefer::Majority => outvoted,
+        // No majority (two copies, or all different): the first replica's.
+        Prefer::Replica => match majority {
+            Some(_) => outvoted,
+            None => Some(1),
+        },
+    }
 }
 
 /// The fields in which two records differ.
@@ -921,6 +1184,7 @@ fn divergence(o: u64, recs: &[Fields], copies: Vec<(String, String, u64)>) -> Di
 pub fn check_with_replicas(
     path: &Path,
     dirs: &[PathBuf],
+    prefer: Prefer,
     opts: &AnalyzeOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Layout, Report, Arc<Replicas>), CheckError> {
@@ -929,7 +1193,8 @@ pub fn check_with_replicas(
         return Err(ReplicaError::SingleSegment.into());
     }
     let layout = discover_target(&target)?;
-    let replicas = Arc::new(Replicas::open(&target.root, dirs, opts.scan)?);
+    Replicas::check_prefer(prefer, opts.policy).map_err(ReplicaError::Prefer)?;
+    let replicas = Arc::new(Replicas::open(&target.root, dirs, opts.scan)?.with_prefer(prefer));
     let per_log = analyze_segments(&layout, &target, opts, progress);
     let wanted: HashSet<&Path> = layout.logs.iter().map(|l| l.rel.as_path()).collect();
     let mut reports = Vec::new();
@@ -966,7 +1231,7 @@ pub fn check_with_replicas(
         per_log,
         |log, analyses| {
             verdicts.push(replicas.verify_log(&layout.source, log, analyses, opts.policy));
-            Some(replicas.heal_log(log, analyses, opts.policy))
+            Some(replicas.heal_log(&layout.source, log, analyses, opts.policy))
         },
     );
     let mut report = report.with_replicas(reports);

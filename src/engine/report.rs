@@ -254,6 +254,29 @@ pub struct HealedReport {
     /// `repair` reads the range's bytes through.
     #[serde(skip)]
     pub source: Option<Arc<crate::engine::source::Source>>,
+    /// Why the range is in the view (absent for a range the primary lacked).
+    #[serde(skip_serializing_if = "HealedRole::is_healed")]
+    pub role: HealedRole,
+}
+
+/// Why a range served from another file is in the view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealedRole {
+    /// Offsets the primary lacks.
+    #[default]
+    Healed,
+    /// A record the primary holds but disagrees on, served from the copy `--prefer` chose.
+    Preferred,
+    /// The primary's own records around a preferred one: the primary segment (or run)
+    /// holding it is shown split, each part a segment of its own.
+    PrimarySplit,
+}
+
+impl HealedRole {
+    pub fn is_healed(&self) -> bool {
+        *self == HealedRole::Healed
+    }
 }
 
 impl HealedReport {
@@ -355,6 +378,9 @@ pub struct Summary {
     /// Records that differ between copies (with `--replica` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub divergences: Option<u64>,
+    /// Records served from another copy where the primary disagrees (`--prefer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferred_records: Option<u64>,
     /// Replicas given (with `--replica` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u64>,
@@ -456,10 +482,18 @@ impl Report {
         for log in &logs {
             if let Some(healed) = &log.healed {
                 let n = s.healed_records.get_or_insert(0);
-                for h in healed.iter().filter(|h| h.shown()) {
+                // Preferred records and the primary's split parts re-serve offsets
+                // whose primary segment is counted already.
+                for h in healed.iter().filter(|h| h.shown() && h.role.is_healed()) {
                     *n += h.records;
                     s.records += h.records;
                     s.bytes_kept += h.bytes;
+                }
+                for h in healed
+                    .iter()
+                    .filter(|h| h.shown() && h.role == HealedRole::Preferred)
+                {
+                    *s.preferred_records.get_or_insert(0) += h.records;
                 }
             }
             if let Some(d) = &log.divergences {
@@ -474,6 +508,7 @@ impl Report {
             || s.orphans > 0
             || !problems.is_empty()
             || s.healed_records.is_some_and(|n| n > 0)
+            || s.preferred_records.is_some_and(|n| n > 0)
             || (policy == Policy::Strict && (s.gaps > 0 || s.overlaps > 0 || s.unrecognized > 0));
         Report {
             schema: SCHEMA,

@@ -11,6 +11,7 @@ use super::{io_at, RepairError, Result};
 use crate::engine::analysis::AnalyzeOptions;
 use crate::engine::format::takhin::FileKind;
 use crate::engine::index::rebuild_indexes;
+use crate::engine::replica::Prefer;
 use crate::engine::report::Report;
 use crate::engine::salvage::Shifted;
 use crate::engine::scan::SegmentScan;
@@ -40,7 +41,7 @@ pub fn repair_to(
     opts: &AnalyzeOptions,
     progress: Option<Progress>,
 ) -> Result<OutputSummary> {
-    repair_to_with(data, output, opts, &[], progress)
+    repair_to_with(data, output, opts, &[], Prefer::Primary, progress)
 }
 
 /// [`repair_to`], healing from `replicas` (`--replica`; none: the plain repair).
@@ -50,6 +51,7 @@ pub fn repair_to_with(
     output: &Path,
     opts: &AnalyzeOptions,
     replicas: &[PathBuf],
+    prefer: Prefer,
     progress: Option<Progress>,
 ) -> Result<OutputSummary> {
     let data_abs = check_data_dir(data)?;
@@ -78,7 +80,7 @@ pub fn repair_to_with(
     if !is_empty_or_missing(output)? {
         return Err(RepairError::OutputNotEmpty(output.to_path_buf()));
     }
-    let (layout, report) = analyze_with(data, opts, replicas, progress.as_ref())?;
+    let (layout, report) = analyze_with(data, opts, replicas, prefer, progress.as_ref())?;
     let plan = build_plan(data, &layout, &report)?;
     let parent = match (out_abs.parent(), out_abs.file_name()) {
         (Some(p), Some(_)) => p.to_path_buf(),

@@ -7,7 +7,7 @@ use crate::engine::format::takhin::{segment_file_name, FileKind};
 use crate::engine::layout::Layout;
 use crate::engine::plan::{dir_children, visible_children, Node};
 use crate::engine::policy::{Policy, ViewAction};
-use crate::engine::replica::{check_with_replicas, CheckError};
+use crate::engine::replica::{check_with_replicas, CheckError, Prefer};
 use crate::engine::report::{LogReport, Report, SegmentReport};
 use crate::engine::scan::SegmentScan;
 use crate::engine::segment::SegmentStatus;
@@ -342,7 +342,7 @@ pub(super) fn analyze(
     opts: &AnalyzeOptions,
     progress: Option<&Progress>,
 ) -> Result<(Layout, Report)> {
-    analyze_with(data, opts, &[], progress)
+    analyze_with(data, opts, &[], Prefer::Primary, progress)
 }
 
 /// [`analyze`] with the replicas ranges are healed from (none: the plain analysis).
@@ -350,6 +350,7 @@ pub(super) fn analyze_with(
     data: &Path,
     opts: &AnalyzeOptions,
     replicas: &[PathBuf],
+    prefer: Prefer,
     progress: Option<&Progress>,
 ) -> Result<(Layout, Report)> {
     let tell = |n: u64| {
@@ -360,7 +361,7 @@ pub(super) fn analyze_with(
     if replicas.is_empty() {
         return Ok(check_path(data, opts, &tell)?);
     }
-    match check_with_replicas(data, replicas, opts, &tell) {
+    match check_with_replicas(data, replicas, prefer, opts, &tell) {
         Ok((layout, report, _)) => Ok((layout, report)),
         Err(CheckError::Target(e)) => Err(e.into()),
         Err(CheckError::Replica(e)) => Err(RepairError::Replica(e)),

@@ -57,17 +57,14 @@ pub(crate) fn size(h: &HealedReport, kind: FileKind) -> u64 {
     }
 }
 
-/// Opens the replica's `.log` behind a healed range, refusing a file that
+/// Opens the `.log` behind a healed range (a replica's, or the primary's for the
+/// parts of a segment split around a preferred record), refusing a file that
 /// changed since the range was scanned.
-pub(crate) fn open_file(v: &Verdicts, h: &HealedReport) -> Result<File> {
-    let replicas = v.replicas().ok_or(ViewError::NotFound)?;
-    let rep = replicas
-        .list
-        .get(h.replica_index.wrapping_sub(1))
-        .ok_or(ViewError::NotFound)?;
-    let path = rep.source.display_path(&h.file);
-    let f = rep
-        .source
+pub(crate) fn open_file(h: &HealedReport) -> Result<File> {
+    // The copy's own door: a replica's, or the primary's for its split parts.
+    let src = h.source.as_deref().ok_or(ViewError::NotFound)?;
+    let path = src.display_path(&h.file);
+    let f = src
         .file(&h.file)
         .map_err(crate::view::error::source_err(&path))?;
     let m = f

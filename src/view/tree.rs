@@ -99,7 +99,7 @@ pub(crate) fn attr(v: &Verdicts, ino: u64, rel: &Path, node: Node) -> Result<Att
         Node::Healed { first, kind, .. } => {
             // A healed range's files take the replica `.log`'s times and owner.
             let h = healed::get(v, parent_of(rel), first)?;
-            let m = healed::open_file(v, &h)?
+            let m = healed::open_file(&h)?
                 .metadata()
                 .map_err(|err| ViewError::Source {
                     path: h.path.clone(),
@@ -138,7 +138,7 @@ pub(crate) fn open(v: &Verdicts, h: &Handles, ino: u64, rel: &Path, node: Node) 
         }
         Node::Healed { first, kind, .. } => {
             let healed = healed::get(v, parent_of(rel), first)?;
-            let file = healed::open_file(v, &healed)?;
+            let file = healed::open_file(&healed)?;
             Ok(h.open_healed(ino, file, healed, healed::index_kind(kind)))
         }
     }

@@ -402,7 +402,7 @@ impl Verdicts {
         let healed = self
             .replicas
             .as_ref()
-            .map(|r| r.heal_log(layout, &analyses, self.policy));
+            .map(|r| r.heal_log(&self.source, layout, &analyses, self.policy));
         assemble_log_healed(layout, analyses, self.policy, |b| Some(b) == last, healed)
     }
 
