@@ -131,8 +131,11 @@ pub struct Replicas {
     prefer: Prefer,
     /// Each log's substitutions (`--prefer`), with the stamps of the primary's
     /// segments they were found for.
-    subs: Mutex<HashMap<PathBuf, (Vec<FileStamp>, Arc<Vec<Sub>>)>>,
+    subs: Mutex<HashMap<PathBuf, SubsMemo>>,
 }
+
+/// A log's substitutions, with the stamps of the primary segments they were found for.
+type SubsMemo = (Vec<FileStamp>, Arc<Vec<Sub>>);
 
 /// A divergent record the view serves from replica `replica` (0-based) instead of the primary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
