@@ -1558,3 +1558,107 @@ fn per_log_metrics_count_salvaged_runs_like_the_totals() {
         j["summary"]["records"].as_u64().unwrap()
     );
 }
+
+/// Bug: with `--replica`, `check --metrics` counted the healed records in the totals
+/// (`recoverfs_records_kept`, from the summary) but not in the log's own series
+/// (`recoverfs_log_records_kept`), so a healed log's figures disagreed with the
+/// totals, as salvaged runs once did. Fixed with this test (engine/metrics.rs:
+/// a log's figures count its healed ranges as kept).
+#[test]
+fn per_log_metrics_count_healed_ranges_like_the_totals() {
+    let src = tempfile::tempdir().unwrap();
+    let p = src.path().join("t/partition-0");
+    write_segment(&p, 0, 20, 40);
+    write_segment(&p, 20, 20, 40);
+    let replica = tempfile::tempdir().unwrap();
+    copy_tree(src.path(), replica.path());
+    // The primary loses its last segment: 20 records healed from the replica.
+    for ext in ["log", "index", "timeindex"] {
+        fs::remove_file(seg_path(&p, 20, ext)).unwrap();
+    }
+    // A torn tail on the first, so the log is damaged and has a series of its own.
+    cut_tail(&log_path(&p, 0), 5);
+    let prom = tempfile::tempdir().unwrap().keep().join("m.prom");
+    let o = check_cli(
+        src.path(),
+        &[
+            "--replica",
+            replica.path().to_str().unwrap(),
+            "--metrics",
+            prom.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let text = fs::read_to_string(&prom).unwrap();
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}")) as u64
+    };
+    assert_eq!(value("recoverfs_records_kept "), 40, "{text}");
+    for (per_log, total) in [
+        ("recoverfs_log_records_kept{", "recoverfs_records_kept "),
+        ("recoverfs_log_bytes_kept{", "recoverfs_bytes_kept "),
+    ] {
+        assert_eq!(value(per_log), value(total), "{per_log}\n{text}");
+    }
+}
+
+/// Bug: a range the primary lacked that ran across a primary segment holding no
+/// record (garbage from byte 0) was healed as one segment named before it, so the
+/// view listed that empty primary segment inside a healed one (two files claiming
+/// its base). Fixed in f5738bc: lacking ranges are split at such a segment's base,
+/// and the range healed from there takes its name and replaces it.
+#[test]
+fn a_healed_range_takes_the_name_of_an_empty_primary_segment_inside_it() {
+    let src = tempfile::tempdir().unwrap();
+    let p = src.path().join("t/partition-0");
+    write_segment(&p, 0, 10, 40);
+    write_segment(&p, 10, 10, 40);
+    write_segment(&p, 20, 10, 40);
+    write_segment(&p, 30, 10, 40);
+    // The replica has one segment for it all.
+    let replica = tempfile::tempdir().unwrap();
+    let rp = replica.path().join("t/partition-0");
+    let mut w = recoverfs::engine::format::takhin::SegmentWriter::new(0);
+    for base in [0u64, 10, 20, 30] {
+        let log = fs::read(log_path(&p, base)).unwrap();
+        for at in record_positions(&log) {
+            let n = 4 + recoverfs::engine::format::takhin::be_u32(&log, at) as usize;
+            w.append_record(
+                &recoverfs::engine::format::takhin::Record::decode(&log[at..at + n]).unwrap(),
+            );
+        }
+    }
+    fs::create_dir_all(&rp).unwrap();
+    w.write_to(&rp).unwrap();
+    // Primary: segment 10 deleted, segment 20 garbage from byte 0.
+    for ext in ["log", "index", "timeindex"] {
+        fs::remove_file(seg_path(&p, 10, ext)).unwrap();
+    }
+    overwrite(&log_path(&p, 20), 0, &[0xFF; 8]);
+    let (code, v) = check_json(src.path(), &["--replica", replica.path().to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    let healed: Vec<(u64, u64, bool)> = v["logs"][0]["healed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["from_offset"].as_u64().unwrap(),
+                h["to_offset"].as_u64().unwrap(),
+                h.get("replaces").is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(healed, vec![(10, 19, false), (20, 29, true)]);
+    let m = Mounted::new(src.path(), &["--replica", replica.path().to_str().unwrap()]);
+    let dir = m.path().join("t/partition-0");
+    assert_eq!(bases(&dir), vec![0, 10, 20, 30]);
+    for o in 0..40 {
+        let base = o / 10 * 10;
+        assert_eq!(takhin_read(&dir, base, o).unwrap().offset, o);
+    }
+}

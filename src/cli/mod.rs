@@ -53,7 +53,7 @@ pub enum Command {
     #[command(
         after_help = "Exit status: 0 when the policy's view equals the source, 1 when it differs \
 (bytes cut, segments hidden, indexes rebuilt, orphans left out, files unreadable; under strict any anomaly, \
-gaps included), 2 when PATH could not be checked.\n\nExamples:\n  recoverfs check /var/lib/takhin\n  recoverfs check /var/lib/takhin/orders/partition-0 --policy point-in-time\n  recoverfs check /var/lib/takhin --json | jq .summary"
+gaps included; with --replica, a range healed or a divergence between copies), 2 when PATH could not be checked.\n\nExamples:\n  recoverfs check /var/lib/takhin\n  recoverfs check /var/lib/takhin/orders/partition-0 --policy point-in-time\n  recoverfs check /var/lib/takhin --json | jq .summary"
     )]
     Check(check::CheckArgs),
     /// Print segment files entry by entry (a .log's records, an index's entries), then where and why each valid prefix ends.

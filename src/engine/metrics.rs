@@ -128,6 +128,12 @@ impl LogFigures {
                 f.bytes_cut = f.bytes_cut.saturating_sub(r.bytes);
             }
         }
+        // Ranges healed from replicas are kept records too (as in the summary); a
+        // preferred record or a split part re-serves offsets counted already.
+        for h in log.shown_healed().filter(|h| h.role.is_healed()) {
+            f.records_kept += h.records;
+            f.bytes_kept += h.bytes;
+        }
         f
     }
 

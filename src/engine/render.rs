@@ -333,9 +333,19 @@ impl Report {
         } else {
             self.policy
         };
+        if s.divergences.is_some_and(|d| d > 0) {
+            n.push_str("Copies disagree (see DIVERGENCE): the format has no checksum, so only the copies can tell; `--prefer majority` (three copies or more) serves the majority's record. ");
+        }
+        // The same replicas heal the mount and the repair as they healed this check.
+        let reps: String = self
+            .replicas
+            .iter()
+            .flatten()
+            .map(|r| format!(" --replica {}", shell_quote(&r.path)))
+            .collect();
         let _ = write!(
             n,
-            "Inspect with `mkdir -p /mnt/recoverfs && recoverfs mount {q} /mnt/recoverfs --policy {p}`, then `recoverfs repair {q} --output {out} --policy {p}`.",
+            "Inspect with `mkdir -p /mnt/recoverfs && recoverfs mount {q} /mnt/recoverfs --policy {p}{reps}`, then `recoverfs repair {q} --output {out} --policy {p}{reps}`.",
         );
         n
     }
