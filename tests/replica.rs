@@ -822,3 +822,80 @@ fn repair_output_writes_the_healed_view_and_in_place_is_refused() {
     assert_unchanged(&before_p, &snapshot_all(primary.path()));
     assert_unchanged(&before_r, &snapshot_all(replica.path()));
 }
+
+#[test]
+fn copies_with_the_same_segments_are_compared_too_and_a_replica_can_be_the_odd_one_out() {
+    // Replica 1: the fixture as it was (same segment files as the primary);
+    // replica 2: a byte-for-byte copy of the primary, flipped bits and all.
+    let primary = flipped_primary();
+    let r1 = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures().join("data").join(PART), &r1.path().join(PART));
+    let r2 = tempfile::tempdir().unwrap();
+    copy_tree(primary.path(), r2.path());
+    let (code, v) = check_replicas(primary.path(), &[r1.path(), r2.path()], &[]);
+    assert_eq!(code, Some(1));
+    let d = log_of(&v, PART)["divergences"].as_array().unwrap().clone();
+    assert_eq!(
+        d.iter()
+            .map(|x| x["offset"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![10, 400, 800]
+    );
+    for x in &d {
+        assert_eq!(x["odd_one_out"], "replica 1", "{x}");
+    }
+    // Identical copies: nothing differs, nothing healed, exit 0.
+    let (code, v) = check_replicas(r2.path(), &[primary.path()], &[]);
+    assert_eq!(v["summary"]["divergences"], 0);
+    assert_eq!(v["summary"]["healed_records"], 0);
+    assert_eq!(
+        code,
+        Some(1),
+        "only the .timeindex that disagrees with the flipped timestamp"
+    );
+}
+
+#[test]
+fn a_replica_segment_identical_to_the_primarys_is_compared_not_scanned_again() {
+    use recoverfs::engine::analysis::AnalyzeOptions;
+    use recoverfs::engine::replica::{check_with_replicas, Prefer};
+    let primary = fixture_copy("data");
+    let replica = fixture_copy("data");
+    let run = || {
+        check_with_replicas(
+            primary.path(),
+            &[replica.path().to_path_buf()],
+            Prefer::Primary,
+            &AnalyzeOptions::default(),
+            &|_| {},
+        )
+        .unwrap()
+    };
+    let (_, report, reps) = run();
+    assert_eq!(
+        reps.validations(),
+        0,
+        "every replica segment is the primary's bytes"
+    );
+    assert_eq!(report.summary.divergences, Some(0));
+    // One pad byte differs: that segment is scanned on its own, and still no divergence.
+    let p = replica.path().join(PART);
+    let log = fs::read(log_path(&p, 375)).unwrap();
+    let at = record_positions(&log)[3];
+    let end = at + 4 + be_u32(&log, at) as usize;
+    flip(&log_path(&p, 375), end - 1);
+    let (_, report, reps) = run();
+    assert_eq!(reps.validations(), 1);
+    assert_eq!(report.summary.divergences, Some(0));
+    // A value byte differs: found, at its offset.
+    flip(&log_path(&p, 375), end - 5);
+    let (_, report, _) = run();
+    assert_eq!(report.summary.divergences, Some(1));
+    let d = report
+        .logs
+        .iter()
+        .flat_map(|l| l.divergences.iter().flatten())
+        .next()
+        .unwrap();
+    assert_eq!((d.offset, d.fields.clone()), (378, vec!["value"]));
+}

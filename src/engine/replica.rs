@@ -40,7 +40,7 @@ use crate::engine::format::takhin::{
 };
 use crate::engine::layout::{
     classify_dir, discover, discover_target, escape_path, resolve_target, Layout, LogLayout,
-    Target, TargetError,
+    TargetError,
 };
 use crate::engine::policy::Policy;
 use crate::engine::report::{
@@ -129,6 +129,8 @@ pub struct Replicas {
     scans: Mutex<HashMap<ScanKey, (FileStamp, Arc<SegmentScan>)>>,
     validations: AtomicU64,
     prefer: Prefer,
+    /// Replica `.log`s (replica, path) found byte-identical to the primary's of the same name.
+    identical: Mutex<HashSet<(usize, PathBuf)>>,
     /// Each log's substitutions (`--prefer`), with the stamps of the primary's
     /// segments they were found for.
     subs: Mutex<HashMap<PathBuf, SubsMemo>>,
@@ -213,6 +215,7 @@ impl Replicas {
             scans: Mutex::new(HashMap::new()),
             validations: AtomicU64::new(0),
             prefer: Prefer::Primary,
+            identical: Mutex::new(HashSet::new()),
             subs: Mutex::new(HashMap::new()),
         })
     }
@@ -322,6 +325,106 @@ impl Replicas {
         (0..self.list.len())
             .map(|r| self.describe(r, &wanted).0)
             .collect()
+    }
+
+    /// Every segment of replica `r`'s logs `sub` analysed (salvage included), in
+    /// parallel. A replica `.log` byte-identical to the primary's clean segment of
+    /// the same name takes the primary's scan (the same bytes under the same name
+    /// scan the same) and is remembered as identical, so verification does not
+    /// compare it again: the replica costs one comparison pass instead of a scan
+    /// and a comparison. Anything else is analysed on its own.
+    fn analyze_replica(
+        &self,
+        r: usize,
+        sub: &Layout,
+        primary: &Layout,
+        per_log: &[Vec<SegmentAnalysis>],
+        threads: usize,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Vec<Vec<SegmentAnalysis>> {
+        let mut clean: HashMap<(&Path, u64), &SegmentAnalysis> = HashMap::new();
+        for (log, analyses) in primary.logs.iter().zip(per_log) {
+            for a in analyses {
+                if a.scan.as_ref().is_ok_and(|s| s.is_clean()) {
+                    clean.insert((log.rel.as_path(), a.base), a);
+                }
+            }
+        }
+        let jobs: Vec<(usize, usize)> = sub
+            .logs
+            .iter()
+            .enumerate()
+            .flat_map(|(li, l)| (0..l.segments.len()).map(move |si| (li, si)))
+            .collect();
+        let results: Mutex<Vec<Option<SegmentAnalysis>>> = Mutex::new(vec![None; jobs.len()]);
+        let next = AtomicU64::new(0);
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            threads
+        }
+        .clamp(1, jobs.len().max(1));
+        let rep = &self.list[r];
+        std::thread::scope(|sc| {
+            for _ in 0..threads {
+                sc.spawn(|| loop {
+                    let j = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(&(li, si)) = jobs.get(j) else { break };
+                    let log = &sub.logs[li];
+                    let seg = &log.segments[si];
+                    let reused = clean
+                        .get(&(log.rel.as_path(), seg.base))
+                        .and_then(|pa| self.same_as_primary(r, primary, log, pa));
+                    let a = match reused {
+                        Some(a) => {
+                            progress(a.stamp.size);
+                            a
+                        }
+                        None => {
+                            self.validations.fetch_add(1, Ordering::Relaxed);
+                            analyze_segment_with(&rep.source, log, seg, &self.scan, true, progress)
+                        }
+                    };
+                    results.lock()[j] = Some(a);
+                });
+            }
+        });
+        let mut out: Vec<Vec<SegmentAnalysis>> = vec![Vec::new(); sub.logs.len()];
+        for ((li, _), a) in jobs.iter().zip(results.into_inner()) {
+            out[*li].push(a.expect("every job ran"));
+        }
+        out
+    }
+
+    /// The replica's analysis of its `.log` of the same name as the primary's clean
+    /// segment `pa`, when the two files hold the same bytes; `None` otherwise (or
+    /// on any error: the replica is then analysed on its own).
+    fn same_as_primary(
+        &self,
+        r: usize,
+        primary: &Layout,
+        log: &LogLayout,
+        pa: &SegmentAnalysis,
+    ) -> Option<SegmentAnalysis> {
+        let rel = log.file_rel(pa.base, FileKind::Log);
+        let rf = self.list[r].source.file(&rel).ok()?;
+        let rstamp = FileStamp::of(&rf.metadata().ok()?);
+        if rstamp.size != pa.stamp.size {
+            return None;
+        }
+        let pf = primary.source.file(&rel).ok()?;
+        if FileStamp::of(&pf.metadata().ok()?) != pa.stamp {
+            return None;
+        }
+        let files = [(pf, 0, pa.stamp.size), (rf, 0, rstamp.size)];
+        if !same_bytes(&files).ok()? {
+            return None;
+        }
+        self.identical.lock().insert((r, rel));
+        Some(SegmentAnalysis {
+            stamp: rstamp,
+            ..pa.clone()
+        })
     }
 
     /// Keeps analyses made elsewhere (the parallel whole-tree pass of `check`).
@@ -666,8 +769,10 @@ impl Replicas {
                 who.push(Some(r));
             }
         }
+        let identical = self.identical.lock().clone();
         let mut v = Verifier {
             copies,
+            identical,
             who,
             prefer: self.prefer,
             found: Vec::new(),
@@ -950,6 +1055,8 @@ impl<'a> Reader<'a> {
 /// Compares the copies of one log.
 struct Verifier<'a> {
     copies: Vec<(String, &'a Source, Vec<Piece>)>,
+    /// Replica `.log`s known byte-identical to the primary's of the same name.
+    identical: HashSet<(usize, PathBuf)>,
     /// Which replica each copy is (`None`: the primary).
     who: Vec<Option<usize>>,
     prefer: Prefer,
@@ -991,6 +1098,17 @@ impl Verifier<'_> {
 
     /// Compares offsets `[a, b)` of the copies that hold them.
     fn compare(&mut self, a: u64, b: u64, holders: &[(usize, Piece)]) -> io::Result<()> {
+        // The same bytes at the same place of files known identical: nothing to compare.
+        let (first, p0) = &holders[0];
+        let known = *first == 0
+            && holders[1..].iter().all(|(i, p)| {
+                p.file == p0.file
+                    && p.start == p0.start
+                    && self.who[*i].is_some_and(|r| self.identical.contains(&(r, p.file.clone())))
+            });
+        if known {
+            return Ok(());
+        }
         let mut files = Vec::new();
         for (i, p) in holders {
             let src = self.copies[*i].1;
@@ -1201,10 +1319,6 @@ pub fn check_with_replicas(
     let per_log = analyze_segments(&layout, &target, opts, progress);
     let wanted: HashSet<&Path> = layout.logs.iter().map(|l| l.rel.as_path()).collect();
     let mut reports = Vec::new();
-    let salvage = AnalyzeOptions {
-        policy: Policy::Salvage,
-        ..*opts
-    };
     for (r, rep) in replicas.list.iter().enumerate() {
         let (report, matched) = replicas.describe(r, &wanted);
         let sub = Layout {
@@ -1212,15 +1326,14 @@ pub fn check_with_replicas(
             logs: matched,
             problems: Vec::new(),
         };
-        let all = Target {
-            root: rep.path.clone(),
-            only_segment: None,
-        };
-        for (log, analyses) in sub
-            .logs
-            .iter()
-            .zip(analyze_segments(&sub, &all, &salvage, progress))
-        {
+        for (log, analyses) in sub.logs.iter().zip(replicas.analyze_replica(
+            r,
+            &sub,
+            &layout,
+            &per_log,
+            opts.threads,
+            progress,
+        )) {
             replicas.remember(r, log, analyses);
         }
         reports.push(report);
