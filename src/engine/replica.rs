@@ -747,6 +747,42 @@ impl Replicas {
         (found, more)
     }
 
+    /// [`Replicas::verify_log`] of every log of `layout` (its segments' analyses
+    /// `per_log`), `opts.threads` logs at a time (0: one per core), in layout order.
+    pub fn verify_all(
+        &self,
+        layout: &Layout,
+        per_log: &[Vec<SegmentAnalysis>],
+        opts: &AnalyzeOptions,
+    ) -> Vec<(Vec<Divergence>, u64)> {
+        let n = layout.logs.len();
+        let results: Mutex<Vec<Option<(Vec<Divergence>, u64)>>> = Mutex::new(vec![None; n]);
+        let next = AtomicU64::new(0);
+        let threads = if opts.threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            opts.threads
+        }
+        .clamp(1, n.max(1));
+        std::thread::scope(|sc| {
+            for _ in 0..threads {
+                sc.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let (Some(log), Some(analyses)) = (layout.logs.get(i), per_log.get(i)) else {
+                        break;
+                    };
+                    let v = self.verify_log(&layout.source, log, analyses, opts.policy);
+                    results.lock()[i] = Some(v);
+                });
+            }
+        });
+        results
+            .into_inner()
+            .into_iter()
+            .map(|v| v.unwrap_or_default())
+            .collect()
+    }
+
     /// [`Replicas::verify_log`], and the substitutions `--prefer` makes (remembered).
     fn verify(
         &self,
@@ -1338,17 +1374,16 @@ pub fn check_with_replicas(
         }
         reports.push(report);
     }
-    let mut verdicts = Vec::new();
+    // Every log's copies compared, logs in parallel (the comparison reads every shared
+    // byte of every copy once more: the costly part of a check with replicas).
+    let verdicts = replicas.verify_all(&layout, &per_log, opts);
     let report = assemble(
         &layout,
         &target,
         opts,
         &path.display().to_string(),
         per_log,
-        |log, analyses| {
-            verdicts.push(replicas.verify_log(&layout.source, log, analyses, opts.policy));
-            Some(replicas.heal_log(&layout.source, log, analyses, opts.policy))
-        },
+        |log, analyses| Some(replicas.heal_log(&layout.source, log, analyses, opts.policy)),
     );
     let mut report = report.with_replicas(reports);
     for (log, (found, more)) in report.logs.iter_mut().zip(verdicts) {
