@@ -136,6 +136,9 @@ pub struct Replicas {
     subs: Mutex<HashMap<PathBuf, SubsMemo>>,
 }
 
+/// A log's divergences (those listed) and how many more were found.
+pub type Verdict = (Vec<Divergence>, u64);
+
 /// A log's substitutions, with the stamps of the primary segments they were found for.
 type SubsMemo = (Vec<FileStamp>, Arc<Vec<Sub>>);
 
@@ -754,9 +757,9 @@ impl Replicas {
         layout: &Layout,
         per_log: &[Vec<SegmentAnalysis>],
         opts: &AnalyzeOptions,
-    ) -> Vec<(Vec<Divergence>, u64)> {
+    ) -> Vec<Verdict> {
         let n = layout.logs.len();
-        let results: Mutex<Vec<Option<(Vec<Divergence>, u64)>>> = Mutex::new(vec![None; n]);
+        let results: Mutex<Vec<Option<Verdict>>> = Mutex::new(vec![None; n]);
         let next = AtomicU64::new(0);
         let threads = if opts.threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
