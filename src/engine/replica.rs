@@ -817,6 +817,7 @@ impl Replicas {
             found: Vec::new(),
             more: 0,
             subs: Vec::new(),
+            max: self.scan.max_record_bytes,
         };
         v.run();
         let subs = Arc::new(v.subs);
@@ -877,7 +878,9 @@ struct Piece {
 impl Piece {
     /// The byte position in `file` of the record holding offset `o` (`o == to`: the end).
     fn position_of(&self, file: &File, o: u64) -> io::Result<u64> {
-        let k = o - self.scan.base_offset;
+        let k = o
+            .checked_sub(self.scan.base_offset)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset before the run"))?;
         if k >= self.scan.records {
             return Ok(self.start + self.scan.valid_bytes);
         }
@@ -1001,7 +1004,7 @@ fn split_at(ranges: Vec<(u64, u64)>, at: &[u64]) -> Vec<(u64, u64)> {
 }
 
 /// One copy's record, read for comparison (pad bytes skipped).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Fields {
     offset: u64,
     timestamp: i64,
@@ -1060,11 +1063,16 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// The next record's fields (its pad bytes read past).
-    fn record(&mut self, scratch: &mut Vec<u8>) -> io::Result<Fields> {
+    /// The next record's fields (its pad bytes read past). A record larger than
+    /// `max` bytes or than what is left of the range is an error, never an allocation.
+    fn record(&mut self, scratch: &mut Vec<u8>, max: u64) -> io::Result<Fields> {
+        let left = self.end - (self.pos - (self.filled - self.at) as u64);
         self.take_into(HEADER_LEN, scratch)?;
         let h = scratch.clone();
         let size = be_u32(&h, 0) as u64;
+        if size > max || SIZE_FIELD_LEN + size > left {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "file changed"));
+        }
         let key_len = be_u32(&h, KEY_LEN_AT) as u64;
         // The records of a valid run were checked by the scan; a file changed
         // since may hold anything, so lengths are checked again before reading.
@@ -1103,6 +1111,8 @@ struct Verifier<'a> {
     more: u64,
     /// Where `prefer` serves another copy's record.
     subs: Vec<Sub>,
+    /// `--max-record-bytes`: no record read for comparison is larger.
+    max: u64,
 }
 
 impl Verifier<'_> {
@@ -1169,7 +1179,7 @@ impl Verifier<'_> {
             let mut recs = Vec::with_capacity(readers.len());
             for r in readers.iter_mut() {
                 positions.push(r.pos - (r.filled - r.at) as u64);
-                recs.push(r.record(&mut scratch)?);
+                recs.push(r.record(&mut scratch, self.max)?);
             }
             if recs.iter().all(|r| *r == recs[0]) {
                 continue;
@@ -1404,4 +1414,101 @@ pub fn check_with_replicas(
     )
     .with_replicas(replicas_report);
     Ok((layout, report, replicas))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn rec(offset: u64, timestamp: i64, key: &[u8], value: &[u8]) -> Fields {
+        Fields {
+            offset,
+            timestamp,
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_record_larger_than_its_range_or_the_maximum_is_an_error_not_an_allocation() {
+        let mut f = tempfile::tempfile().unwrap();
+        // A consistent record header claiming 3.75 GiB: size, offset, timestamp,
+        // key_len 0, value_len = size - 28; then a few bytes only.
+        let size = 0xF000_0000u32;
+        let mut b = size.to_be_bytes().to_vec();
+        b.extend_from_slice(&[0u8; 20]);
+        b.extend_from_slice(&(size - 28).to_be_bytes());
+        b.extend_from_slice(&[0u8; 60]);
+        f.write_all(&b).unwrap();
+        let mut scratch = Vec::new();
+        let mut r = Reader::new(&f, 0, b.len() as u64);
+        assert!(r.record(&mut scratch, u64::MAX).is_err());
+        let mut r = Reader::new(&f, 0, u64::MAX);
+        assert!(r.record(&mut scratch, 1 << 20).is_err());
+        // A range that ends inside the header.
+        let mut r = Reader::new(&f, 0, 10);
+        assert!(r.record(&mut scratch, u64::MAX).is_err());
+    }
+
+    #[test]
+    fn the_preferred_copy_is_the_majoritys_or_with_two_the_replicas() {
+        let good = rec(5, 1, b"k", b"v");
+        let bad = rec(5, 1, b"k", b"w");
+        let other = rec(5, 2, b"k", b"v");
+        let three = [bad.clone(), rec(5, 1, b"k", b"v"), rec(5, 1, b"k", b"v")];
+        assert_eq!(chosen(Prefer::Majority, &three), Some(1));
+        assert_eq!(chosen(Prefer::Replica, &three), Some(1));
+        assert_eq!(chosen(Prefer::Primary, &three), None);
+        let two = [bad.clone(), good.clone()];
+        assert_eq!(chosen(Prefer::Majority, &two), None, "no majority of two");
+        assert_eq!(chosen(Prefer::Replica, &two), Some(1));
+        // The primary in the majority keeps its record, whatever the preference.
+        let kept = [good.clone(), good.clone(), bad.clone()];
+        assert_eq!(chosen(Prefer::Replica, &kept), None);
+        assert_eq!(chosen(Prefer::Majority, &kept), None);
+        // All different: no majority.
+        let split = [bad, good, other];
+        assert_eq!(chosen(Prefer::Majority, &split), None);
+        assert_eq!(chosen(Prefer::Replica, &split), Some(1));
+    }
+
+    #[test]
+    fn a_divergence_names_the_fields_and_the_odd_one_out() {
+        let copies = |n: usize| {
+            (0..n)
+                .map(|i| (format!("c{i}"), "f".to_string(), i as u64))
+                .collect::<Vec<_>>()
+        };
+        let d = divergence(
+            7,
+            &[
+                rec(7, 1, b"a", b"v"),
+                rec(7, 2, b"a", b"v"),
+                rec(7, 2, b"a", b"v"),
+            ],
+            copies(3),
+        );
+        assert_eq!(d.fields, vec!["timestamp"]);
+        assert_eq!(d.odd_one_out.as_deref(), Some("c0"));
+        assert_eq!(d.copies[0].differs_in, vec!["timestamp"]);
+        assert!(d.copies[1].differs_in.is_empty());
+        let d = divergence(
+            7,
+            &[rec(7, 1, b"a", b"v"), rec(7, 1, b"b", b"w")],
+            copies(2),
+        );
+        assert_eq!(d.fields, vec!["key", "value"]);
+        assert_eq!(d.odd_one_out, None);
+        assert!(d.verdict.contains("cannot be decided"));
+    }
+
+    #[test]
+    fn lacking_ranges_are_the_complement_split_at_empty_segments() {
+        assert_eq!(
+            split_at(vec![(0, 10), (20, 30)], &[5, 20, 25]),
+            vec![(0, 5), (5, 10), (20, 25), (25, 30)]
+        );
+        assert_eq!(complement(3, &[]), vec![(3, u64::MAX)]);
+    }
 }
