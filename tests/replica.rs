@@ -759,6 +759,30 @@ fn the_mount_validates_only_the_replica_segments_that_may_hold_what_the_primary_
     assert_eq!(bytes.len() as u64, healed.size);
     assert_eq!(be_u64(&bytes, 4), 2991);
     assert_eq!(reps.validations(), 2, "reading validates nothing more");
+    // The replica's file changes under an open healed file: its reads are refused
+    // (EIO), never bytes that were not validated; a new lookup heals it again.
+    let o = v.open(healed.ino, false).unwrap();
+    assert!(!v.read(o.fh, 0, 64).unwrap().is_empty());
+    let rlog = log_path(&replica.path().join(PART), 2900);
+    let mut b = fs::read(&rlog).unwrap();
+    let last = *record_positions(&b).last().unwrap();
+    b[last + 12] ^= 1; // a timestamp bit of the last record: still a valid record
+    fs::write(&rlog, &b).unwrap();
+    assert!(
+        v.read(o.fh, 0, 64).is_err(),
+        "a changed replica is not served"
+    );
+    v.release(o.fh);
+    let again = v
+        .lookup(ino, std::ffi::OsStr::new("00000000000000002991.log"))
+        .unwrap();
+    let bytes = read_all(&v, again.ino);
+    assert_eq!(be_u64(&bytes, 4), 2991);
+    assert_eq!(
+        reps.validations(),
+        3,
+        "only the changed segment is validated again"
+    );
 }
 
 #[test]

@@ -129,12 +129,18 @@ pub struct Replicas {
     scans: Mutex<HashMap<ScanKey, (FileStamp, Arc<SegmentScan>)>>,
     validations: AtomicU64,
     prefer: Prefer,
+    /// Each log's healed ranges, with the primary segments' stamps and the policy
+    /// they were found for (see [`Replicas::heal_log`]).
+    healed_memo: Mutex<HashMap<PathBuf, HealedMemo>>,
     /// Replica `.log`s (replica, path) found byte-identical to the primary's of the same name.
     identical: Mutex<HashSet<(usize, PathBuf)>>,
     /// Each log's substitutions (`--prefer`), with the stamps of the primary's
     /// segments they were found for.
     subs: Mutex<HashMap<PathBuf, SubsMemo>>,
 }
+
+/// A log's healed ranges, with the primary segments' stamps and the policy they were found for.
+type HealedMemo = (Vec<FileStamp>, Policy, Arc<Vec<HealedReport>>);
 
 /// A log's divergences (those listed) and how many more were found.
 pub type Verdict = (Vec<Divergence>, u64);
@@ -219,6 +225,7 @@ impl Replicas {
             validations: AtomicU64::new(0),
             prefer: Prefer::Primary,
             identical: Mutex::new(HashSet::new()),
+            healed_memo: Mutex::new(HashMap::new()),
             subs: Mutex::new(HashMap::new()),
         })
     }
@@ -467,12 +474,29 @@ impl Replicas {
         if policy == Policy::Strict {
             return Vec::new();
         }
+        // A mount asks on every lookup in the log: the answer is kept while the
+        // primary's segments and every file it reads from keep their stamps.
+        let stamps: Vec<FileStamp> = analyses.iter().map(|a| a.stamp).collect();
+        if let Some((st, p, healed)) = self.healed_memo.lock().get(&log.rel) {
+            let current = healed.iter().all(|h| {
+                h.source.as_ref().is_some_and(|src| {
+                    src.metadata(&h.file)
+                        .is_ok_and(|m| FileStamp::of(&m) == h.file_stamp)
+                })
+            });
+            if *st == stamps && *p == policy && current {
+                return healed.as_ref().clone();
+            }
+        }
         let mut out = self.heal_lacking(log, analyses, policy);
         if self.prefer != Prefer::Primary && Self::check_prefer(self.prefer, policy).is_ok() {
             let subs = self.substitutions(primary, log, analyses, policy);
             out.extend(self.preferred(primary, log, analyses, policy, &subs));
             out.sort_by_key(|h| h.from_offset);
         }
+        self.healed_memo
+            .lock()
+            .insert(log.rel.clone(), (stamps, policy, Arc::new(out.clone())));
         out
     }
 
