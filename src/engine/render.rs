@@ -48,6 +48,15 @@ impl Report {
                 (log.overlaps.len(), "overlap(s)"),
                 (log.orphans.len(), "orphan(s)"),
                 (log.unrecognized.len(), "unrecognized name(s)"),
+                (
+                    log.shown_healed().filter(|h| h.role.is_healed()).count(),
+                    "range(s) healed",
+                ),
+                (
+                    log.divergences.as_ref().map_or(0, |d| d.len())
+                        + log.divergences_not_listed.unwrap_or(0) as usize,
+                    "divergence(s)",
+                ),
             ]
             .iter()
             .filter(|(n, _)| *n > 0)
