@@ -559,6 +559,11 @@ fn replicas_with_extra_or_missing_logs() {
         &["--replica", r1.path().to_str().unwrap()],
     ));
     assert!(text.contains("NOT IN PRIMARY extra/partition-9"), "{text}");
+    let text = stdout(&check_cli(
+        primary.path(),
+        &["--replica", r2.path().to_str().unwrap()],
+    ));
+    assert!(text.contains("NO MATCH    replica 1"), "{text}");
 }
 
 fn refused(primary: &Path, replica: &Path, why: &str) {

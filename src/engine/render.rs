@@ -253,6 +253,14 @@ impl Report {
                 }
             );
             for r in self.replicas.iter().flatten() {
+                if r.logs_matched == 0 {
+                    let _ = writeln!(
+                        o,
+                        "  NO MATCH    replica {} ({}): holds none of the primary's logs (logs match by their path relative to each directory: give the replica's directory that corresponds to the one checked)",
+                        r.index,
+                        shown(&r.path)
+                    );
+                }
                 for l in &r.logs_not_in_primary {
                     let _ = writeln!(
                         o,
