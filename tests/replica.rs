@@ -927,4 +927,38 @@ fn a_replica_segment_identical_to_the_primarys_is_compared_not_scanned_again() {
         .next()
         .unwrap();
     assert_eq!((d.offset, d.fields.clone()), (378, vec!["value"]));
+    // Other segment boundaries: each replica segment whose bytes are the primary's at
+    // the same offsets is compared, not scanned; one with a flipped value byte is
+    // scanned and its record found divergent.
+    let prim = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures().join("data").join(PART), &prim.path().join(PART));
+    let reseg = resegmented_replica(&[400]);
+    let go = || {
+        check_with_replicas(
+            prim.path(),
+            &[reseg.path().to_path_buf()],
+            Prefer::Primary,
+            &AnalyzeOptions::default(),
+            &|_| {},
+        )
+        .unwrap()
+    };
+    let (_, report, reps) = go();
+    assert_eq!(reps.validations(), 0);
+    assert_eq!(report.summary.divergences, Some(0));
+    assert_eq!(report.summary.healed_records, Some(0));
+    let rp = reseg.path().join(PART);
+    let log = fs::read(log_path(&rp, 800)).unwrap();
+    let at = record_positions(&log)[5];
+    let end = at + 4 + be_u32(&log, at) as usize;
+    flip(&log_path(&rp, 800), end - 5);
+    let (_, report, reps) = go();
+    assert_eq!(reps.validations(), 1, "only the changed segment is scanned");
+    let d: Vec<(u64, Vec<&str>)> = report
+        .logs
+        .iter()
+        .flat_map(|l| l.divergences.iter().flatten())
+        .map(|d| (d.offset, d.fields.clone()))
+        .collect();
+    assert_eq!(d, vec![(805, vec!["value"])]);
 }

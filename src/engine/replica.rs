@@ -134,6 +134,10 @@ pub struct Replicas {
     healed_memo: Mutex<HashMap<PathBuf, HealedMemo>>,
     /// Replica `.log`s (replica, path) found byte-identical to the primary's of the same name.
     identical: Mutex<HashSet<(usize, PathBuf)>>,
+    /// Replica `.log`s whose bytes are all the primary's at the same offsets (one
+    /// replica only): not scanned by `check` (see [`Replicas::stream_identical`]),
+    /// left out of the comparison.
+    stream_identical: Mutex<HashSet<(usize, PathBuf)>>,
     /// Each log's substitutions (`--prefer`), with the stamps of the primary's
     /// segments they were found for.
     subs: Mutex<HashMap<PathBuf, SubsMemo>>,
@@ -225,6 +229,7 @@ impl Replicas {
             validations: AtomicU64::new(0),
             prefer: Prefer::Primary,
             identical: Mutex::new(HashSet::new()),
+            stream_identical: Mutex::new(HashSet::new()),
             healed_memo: Mutex::new(HashMap::new()),
             subs: Mutex::new(HashMap::new()),
         })
@@ -366,7 +371,14 @@ impl Replicas {
             .enumerate()
             .flat_map(|(li, l)| (0..l.segments.len()).map(move |si| (li, si)))
             .collect();
-        let results: Mutex<Vec<Option<SegmentAnalysis>>> = Mutex::new(vec![None; jobs.len()]);
+        let by_log: HashMap<&Path, &[SegmentAnalysis]> = primary
+            .logs
+            .iter()
+            .zip(per_log)
+            .map(|(l, a)| (l.rel.as_path(), a.as_slice()))
+            .collect();
+        let results: Mutex<Vec<Option<Option<SegmentAnalysis>>>> =
+            Mutex::new(vec![None; jobs.len()]);
         let next = AtomicU64::new(0);
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -388,11 +400,33 @@ impl Replicas {
                     let a = match reused {
                         Some(a) => {
                             progress(a.stamp.size);
-                            a
+                            Some(a)
+                        }
+                        // With one replica, a segment whose bytes are the primary's at
+                        // the same offsets holds only the primary's records: nothing to
+                        // compare, nothing to heal from; scanned only if healing asks.
+                        None if self.list.len() == 1
+                            && by_log.get(log.rel.as_path()).is_some_and(|pa| {
+                                self.stream_identical(r, primary, pa, log, seg)
+                            }) =>
+                        {
+                            let rel = log.file_rel(seg.base, FileKind::Log);
+                            if let Ok(m) = rep.source.metadata(&rel) {
+                                progress(m.len());
+                            }
+                            self.stream_identical.lock().insert((r, rel));
+                            None
                         }
                         None => {
                             self.validations.fetch_add(1, Ordering::Relaxed);
-                            analyze_segment_with(&rep.source, log, seg, &self.scan, true, progress)
+                            Some(analyze_segment_with(
+                                &rep.source,
+                                log,
+                                seg,
+                                &self.scan,
+                                true,
+                                progress,
+                            ))
                         }
                     };
                     results.lock()[j] = Some(a);
@@ -401,7 +435,7 @@ impl Replicas {
         });
         let mut out: Vec<Vec<SegmentAnalysis>> = vec![Vec::new(); sub.logs.len()];
         for ((li, _), a) in jobs.iter().zip(results.into_inner()) {
-            out[*li].push(a.expect("every job ran"));
+            out[*li].extend(a.expect("every job ran"));
         }
         out
     }
@@ -426,8 +460,7 @@ impl Replicas {
         if FileStamp::of(&pf.metadata().ok()?) != pa.stamp {
             return None;
         }
-        let files = [(pf, 0, pa.stamp.size), (rf, 0, rstamp.size)];
-        if !same_bytes(&files).ok()? {
+        if !same_bytes(&[(&pf, 0, pa.stamp.size), (&rf, 0, rstamp.size)]).ok()? {
             return None;
         }
         self.identical.lock().insert((r, rel));
@@ -435,6 +468,64 @@ impl Replicas {
             stamp: rstamp,
             ..pa.clone()
         })
+    }
+
+    /// True when every byte of replica `r`'s segment `seg` equals the primary's
+    /// bytes from the record holding offset `seg.base` on, through the primary's
+    /// contiguous valid prefixes (`analyses`): its records, whatever they are, are
+    /// then the primary's, byte for byte.
+    fn stream_identical(
+        &self,
+        r: usize,
+        primary: &Layout,
+        analyses: &[SegmentAnalysis],
+        log: &LogLayout,
+        seg: &crate::engine::layout::SegmentEntry,
+    ) -> bool {
+        let prefixes = clip(
+            analyses
+                .iter()
+                .flat_map(|a| pieces_of(0, log, a, Some(&|_| false)))
+                .collect(),
+        );
+        let rel = log.file_rel(seg.base, FileKind::Log);
+        let Ok(rf) = self.list[r].source.file(&rel) else {
+            return false;
+        };
+        let Ok(len) = rf.metadata().map(|m| m.len()) else {
+            return false;
+        };
+        let Some(mut i) = prefixes
+            .iter()
+            .position(|p| p.from <= seg.base && seg.base < p.to)
+        else {
+            return false;
+        };
+        let (mut o, mut done) = (seg.base, 0u64);
+        while done < len {
+            // The first prefix holds `seg.base`; each next one must start where it ends.
+            let Some(p) = prefixes.get(i).filter(|p| p.from == o || done == 0) else {
+                return false;
+            };
+            let Ok(pf) = primary.source.file(&p.file) else {
+                return false;
+            };
+            let Ok(from) = p.position_of(&pf, o) else {
+                return false;
+            };
+            let end = p.start + p.scan.valid_bytes;
+            let n = (end - from).min(len - done);
+            if n == 0 {
+                return false;
+            }
+            if !same_bytes(&[(&pf, from, from + n), (&rf, done, done + n)]).unwrap_or(false) {
+                return false;
+            }
+            done += n;
+            o = p.to;
+            i += 1;
+        }
+        len > 0
     }
 
     /// Keeps analyses made elsewhere (the parallel whole-tree pass of `check`).
@@ -447,9 +538,26 @@ impl Replicas {
 
     /// The valid runs of replica `r`'s log `log` that may hold offsets in `wanted`
     /// (only those segments are validated), in offset order, overlaps clipped.
+    /// A segment found to hold only the primary's bytes (`check`, one replica) can
+    /// heal nothing and differs in nothing: it is left out.
     fn valid_pieces(&self, r: usize, log: &LogLayout, wanted: &[(u64, u64)]) -> Vec<Piece> {
+        let skip = self.stream_identical.lock().clone();
+        self.pieces_but(r, log, wanted, &skip)
+    }
+
+    /// [`Replicas::valid_pieces`] without the segments `skip` names (replica, path).
+    fn pieces_but(
+        &self,
+        r: usize,
+        log: &LogLayout,
+        wanted: &[(u64, u64)],
+        skip: &HashSet<(usize, PathBuf)>,
+    ) -> Vec<Piece> {
         let mut pieces = Vec::new();
         for (i, seg) in log.segments.iter().enumerate() {
+            if skip.contains(&(r, log.file_rel(seg.base, FileKind::Log))) {
+                continue;
+            }
             // A segment (and what salvage finds in it) holds offsets from its base
             // up to the next segment's base at most.
             let end = log.segments.get(i + 1).map_or(u64::MAX, |s| s.base);
@@ -1190,7 +1298,8 @@ impl Verifier<'_> {
             let to = p.position_of(&f, b)?;
             files.push((f, from, to));
         }
-        if same_bytes(&files)? {
+        let refs: Vec<(&File, u64, u64)> = files.iter().map(|(f, a, b)| (f, *a, *b)).collect();
+        if same_bytes(&refs)? {
             return Ok(());
         }
         let mut readers: Vec<Reader> = files
@@ -1236,9 +1345,11 @@ impl Verifier<'_> {
 /// True when every copy's byte range has the same length and the same bytes
 /// (pad bytes included: equal bytes mean equal records; unequal ones are then
 /// compared record by record, pads left out).
-fn same_bytes(files: &[(File, u64, u64)]) -> io::Result<bool> {
-    let len = files[0].2 - files[0].1;
-    if files.iter().any(|(_, f, t)| t - f != len) {
+fn same_bytes(files: &[(&File, u64, u64)]) -> io::Result<bool> {
+    let Some(len) = files[0].2.checked_sub(files[0].1) else {
+        return Ok(false);
+    };
+    if files.iter().any(|(_, f, t)| t.checked_sub(*f) != Some(len)) {
         return Ok(false);
     }
     let mut first = vec![0u8; COMPARE_CHUNK.min(len.max(1) as usize)];
@@ -1389,7 +1500,9 @@ pub fn check_with_replicas(
     let layout = discover_target(&target)?;
     Replicas::check_prefer(prefer, opts.policy).map_err(ReplicaError::Prefer)?;
     let replicas = Arc::new(Replicas::open(&target.root, dirs, opts.scan)?.with_prefer(prefer));
+    let t0 = std::time::Instant::now();
     let per_log = analyze_segments(&layout, &target, opts, progress);
+    tracing::debug!("primary analysed in {:?}", t0.elapsed());
     let wanted: HashSet<&Path> = layout.logs.iter().map(|l| l.rel.as_path()).collect();
     let mut reports = Vec::new();
     for (r, rep) in replicas.list.iter().enumerate() {
@@ -1413,7 +1526,9 @@ pub fn check_with_replicas(
     }
     // Every log's copies compared, logs in parallel (the comparison reads every shared
     // byte of every copy once more: the costly part of a check with replicas).
+    tracing::debug!("replicas analysed at {:?}", t0.elapsed());
     let verdicts = replicas.verify_all(&layout, &per_log, opts);
+    tracing::debug!("copies compared at {:?}", t0.elapsed());
     let report = assemble(
         &layout,
         &target,
