@@ -593,6 +593,28 @@ fn the_primary_itself_or_one_inside_the_other_is_refused() {
     let other = fixture_copy("data");
     let seg: PathBuf = root.join(PART).join(segment_file_name(0, FileKind::Log));
     refused(&seg, &other.path().join(PART), "not one segment file");
+    // The same directory through a bind mount (root only): refused by device and inode.
+    struct Unbind(PathBuf);
+    impl Drop for Unbind {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let bind = tempfile::tempdir().unwrap();
+    let bound = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(root)
+        .arg(bind.path())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if bound {
+        let _unbind = Unbind(bind.path().to_path_buf());
+        refused(root, bind.path(), "the primary itself");
+        refused(root, &bind.path().join("orders"), "inside the primary");
+    } else {
+        eprintln!("no bind mount permitted here: the bind-mount refusal is not tested");
+    }
     // mount refuses the same before any daemon exists: exit 2, nothing mounted.
     let mp = tempfile::tempdir().unwrap();
     let o = run(argv(&[
