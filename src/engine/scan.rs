@@ -375,7 +375,8 @@ impl<'a, S: ReadAt + ?Sized> Window<'a, S> {
     }
 
     /// Returns the `n` bytes at `pos`. The caller guarantees `pos + n <= len`
-    /// and `n <= 64`; a source shorter than `len` is an `UnexpectedEof`.
+    /// and `n <= 64` (or at most the capacity the window was made with); a
+    /// source shorter than `len` is an `UnexpectedEof`.
     #[inline]
     pub(crate) fn get(&mut self, pos: u64, n: usize) -> io::Result<&[u8]> {
         if self.holds(pos, n) {
