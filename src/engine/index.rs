@@ -150,7 +150,7 @@ impl IndexVerdict {
 
 /// Rebuilt entries gathered before they are compared with the original in one
 /// slice comparison (a per-entry comparison was a fifth of `check`'s instructions).
-const BATCH_ENTRIES: usize = 256;
+const BATCH_BYTES: usize = 256 * INDEX_ENTRY_LEN as usize;
 
 /// Compares an original index file with the rebuilt entries as they stream by.
 pub struct IndexComparer<'a, S: ?Sized> {
@@ -158,8 +158,9 @@ pub struct IndexComparer<'a, S: ?Sized> {
     window: Window<'a, S>,
     /// Entries compared so far (all of them matched).
     compared: u64,
-    /// Rebuilt entries not compared yet, at most [`BATCH_ENTRIES`].
-    pending: Vec<u8>,
+    /// Rebuilt entries not compared yet: the first `pending_len` bytes.
+    pending: Box<[u8; BATCH_BYTES]>,
+    pending_len: usize,
     verdict: Option<IndexVerdict>,
 }
 
@@ -169,7 +170,8 @@ impl<'a, S: ReadAt + ?Sized> IndexComparer<'a, S> {
             kind,
             window: Window::new(original, original_len),
             compared: 0,
-            pending: Vec::with_capacity(BATCH_ENTRIES * INDEX_ENTRY_LEN as usize),
+            pending: Box::new([0; BATCH_BYTES]),
+            pending_len: 0,
             verdict: None,
         }
     }
@@ -181,8 +183,10 @@ impl<'a, S: ReadAt + ?Sized> IndexComparer<'a, S> {
         if self.verdict.is_some() {
             return;
         }
-        self.pending.extend_from_slice(&entry_for(self.kind, m));
-        if self.pending.len() == BATCH_ENTRIES * INDEX_ENTRY_LEN as usize {
+        let at = self.pending_len;
+        self.pending[at..at + INDEX_ENTRY_LEN as usize].copy_from_slice(&entry_for(self.kind, m));
+        self.pending_len = at + INDEX_ENTRY_LEN as usize;
+        if self.pending_len == BATCH_BYTES {
             self.compare_pending();
         }
     }
@@ -192,7 +196,7 @@ impl<'a, S: ReadAt + ?Sized> IndexComparer<'a, S> {
     #[cold]
     fn compare_pending(&mut self) {
         let e = INDEX_ENTRY_LEN as usize;
-        let pending = self.pending.len() / e;
+        let pending = self.pending_len / e;
         let at = self.compared * INDEX_ENTRY_LEN;
         // Whole entries the original still holds from `at` (a partial last one is missing).
         let held =
@@ -223,12 +227,12 @@ impl<'a, S: ReadAt + ?Sized> IndexComparer<'a, S> {
             });
         }
         self.compared += pending as u64;
-        self.pending.clear();
+        self.pending_len = 0;
     }
 
     /// The verdict once every rebuilt entry was pushed (`total` of them).
     pub fn finish(mut self, total: u64) -> IndexVerdict {
-        if self.verdict.is_none() && !self.pending.is_empty() {
+        if self.verdict.is_none() && self.pending_len > 0 {
             self.compare_pending();
         }
         match self.verdict {
