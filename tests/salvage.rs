@@ -1,5 +1,6 @@
 //! `--policy salvage` on every front end: the report's runs, gaps and overlaps, the refused name, the
-//! Takhin fixtures damaged mid-segment and read back through a real mount, `repair --output`, `dump --salvage`.
+//! Takhin fixtures damaged mid-segment and read back through a real mount, `repair --output` and
+//! `--in-place`, `dump --salvage`.
 
 mod common;
 
@@ -340,15 +341,22 @@ fn fixtures_damaged_mid_segment_read_back_through_a_real_mount_and_a_repair() {
     let (checked, missing) = read_back(&new);
     assert!(checked > 5000);
     assert_eq!(missing, lost);
-    // In place is not done for salvage yet: refused before anything is touched.
+    // In place writes the same tree, and the same records read back from it.
     let out = repair_in_place(
         src.path(),
         &t.path().join("backup"),
         &["--policy", "salvage"],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--in-place does not write salvaged runs"));
-    assert_unchanged(&before, &snapshot_all(src.path()));
+    assert_ok(&out, "repair --in-place --policy salvage");
+    assert_eq!(
+        tree_contents(src.path(), ""),
+        tree_contents(&new, ""),
+        "in place equals --output"
+    );
+    assert_eq!(check_code(src.path(), "per-segment"), Some(0));
+    let (checked, missing) = read_back(src.path());
+    assert!(checked > 5000);
+    assert_eq!(missing, lost);
 }
 
 #[test]
