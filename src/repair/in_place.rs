@@ -130,6 +130,10 @@ fn damage_why(seg: Option<&SegmentReport>) -> String {
     }
 }
 
+/// A salvaged run's rebuilt `.index` and `.timeindex`, by the original `.log` and the
+/// run's position in it.
+type RunIndexes = ((PathBuf, u64), (Vec<u8>, Vec<u8>));
+
 /// Turns the repaired tree into the changes that make the source equal to it.
 /// Also returns the special files left where they are.
 fn in_place_entries(
@@ -148,8 +152,10 @@ fn in_place_entries(
     };
     let mut out = Vec::new();
     let mut rebuilt_cache: HashMap<PathBuf, (Vec<u8>, Vec<u8>)> = HashMap::new();
-    // A run's two indexes come from one walk through its bytes.
-    let mut run_cache: HashMap<(PathBuf, u64), (Vec<u8>, Vec<u8>)> = HashMap::new();
+    // A run's two indexes come from one walk through its bytes. One run at a time: the
+    // plan lists a run's files next to each other (by name), and a large run's indexes
+    // are large (a miss only walks the run again).
+    let mut run_cache: Option<RunIndexes> = None;
     for e in &plan.entries {
         let Entry::File { rel, content, .. } = e else {
             continue;
@@ -221,22 +227,31 @@ fn in_place_entries(
             } => {
                 run_name_free(source, rel)?;
                 let key = (log.clone(), *start);
-                if !run_cache.contains_key(&key) {
-                    let f = open_checked(source, log, *original_len)?;
-                    let view = Shifted {
-                        src: &f,
-                        start: *start,
-                        len: scan.valid_bytes,
-                    };
-                    let r =
+                let indexes = match run_cache.take() {
+                    Some((k, r)) if k == key => r,
+                    _ => {
+                        let f = open_checked(source, log, *original_len)?;
+                        let view = Shifted {
+                            src: &f,
+                            start: *start,
+                            len: scan.valid_bytes,
+                        };
                         rebuild_indexes(&view, scan).map_err(|e| RepairError::SourceChanged {
                             path: data.join(log),
                             what: e.to_string(),
-                        })?;
-                    run_cache.insert(key.clone(), r);
-                }
-                let (i, t) = &run_cache[&key];
-                let bytes = if *kind == FileKind::Index { i } else { t };
+                        })?
+                    }
+                };
+                let bytes = if *kind == FileKind::Index {
+                    &indexes.0
+                } else {
+                    &indexes.1
+                };
+                let new = Replacement {
+                    bytes: bytes.len() as u64,
+                    crc32: Some(crc32fast::hash(bytes)),
+                };
+                run_cache = Some((key, indexes));
                 let mut e = manifest_entry(
                     rel,
                     Action::Salvage,
@@ -245,10 +260,7 @@ fn in_place_entries(
                         escape_path(log)
                     ),
                     None,
-                    Some(Replacement {
-                        bytes: bytes.len() as u64,
-                        crc32: Some(crc32fast::hash(bytes)),
-                    }),
+                    Some(new),
                 );
                 e.salvaged_from = Some(RunSource::new(log, *start, scan.valid_bytes));
                 out.push(e);
