@@ -958,3 +958,137 @@ fn in_place_salvage_never_overwrites_a_file_that_appears_at_a_run_name() {
         "resumed after the intruder left",
     );
 }
+
+/// One partition per damage shape the salvage rule handles differently; in place must
+/// reach `--output`'s tree for each (the run indexes it plans from the source and
+/// rebuilds from the backup copy must agree), and the result must check clean.
+#[test]
+fn in_place_salvage_equals_output_for_every_damage_shape() {
+    let t = tempfile::tempdir().unwrap();
+    let part = |name: &str| t.path().join(name).join("partition-0");
+    let rewrite = |dir: &Path, log: &[u8]| fs::write(log_path(dir, 0), log).unwrap();
+
+    // Cut-and-splice: 50 bytes deleted from inside record 10; later records moved.
+    let d = part("splice");
+    let w = write_segment(&d, 0, 60, 40);
+    let mut log = w.log.clone();
+    let at = position_of(&w, 10) + 20;
+    log.drain(at..at + 50);
+    rewrite(&d, &log);
+
+    // A value that holds an encoded record with a plausible offset, after garbage.
+    let d = part("decoy");
+    let mut w = SegmentWriter::new(0);
+    for i in 0..40u64 {
+        let value = if i == 12 {
+            let mut inner = Vec::new();
+            let fake = Record {
+                offset: 11,
+                timestamp: 5,
+                key: b"fake".to_vec(),
+                value: vec![7; 20],
+            };
+            fake.encode_into(&mut inner, [0; 4]);
+            fake.encode_into(&mut inner, [0; 4]);
+            inner
+        } else {
+            vec![i as u8; 30]
+        };
+        w.append(
+            1_700_000_000_000 + i as i64,
+            format!("k{i}").as_bytes(),
+            &value,
+        );
+    }
+    fs::create_dir_all(&d).unwrap();
+    w.write_to(&d).unwrap();
+    let mut log = w.log.clone();
+    let at = position_of(&w, 11);
+    log[at..at + 8].fill(0xee);
+    rewrite(&d, &log);
+
+    // Damage mid-segment, then the run ends in a preallocated (zero) tail.
+    let d = part("zero-tail");
+    let w = write_segment(&d, 0, 30, 40);
+    let mut log = w.log.clone();
+    let at = position_of(&w, 7);
+    log[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+    log.extend(std::iter::repeat_n(0u8, 3000));
+    rewrite(&d, &log);
+
+    // The last record alone after the damage (accepted: it reaches the end of the file),
+    // and a lone index-confirmed record between two damaged ones.
+    let d = part("lone");
+    let w = write_segment(&d, 0, 30, 40);
+    let mut log = w.log.clone();
+    for r in [10, 12, 28] {
+        let at = position_of(&w, r);
+        log[at..at + 4].copy_from_slice(&3u32.to_be_bytes());
+    }
+    rewrite(&d, &log);
+
+    // Two segments damaged in one log, the second run cut at the next segment's base.
+    let d = part("two");
+    let w = write_segment(&d, 0, 30, 40);
+    let mut log = w.log.clone();
+    let at = position_of(&w, 4);
+    log[at..at + 40].fill(0x33);
+    rewrite(&d, &log);
+    let w = write_segment(&d, 30, 30, 40);
+    write_segment(&d, 55, 10, 40);
+    let mut log = w.log.clone();
+    let at = position_of(&w, 3);
+    log[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+    fs::write(log_path(&d, 30), &log).unwrap();
+
+    let (code, v) = check_json(t.path(), &["--policy", "salvage"]);
+    assert_eq!(code, Some(1));
+    let runs = v["summary"]["salvaged_runs"].as_u64().unwrap();
+    // Each shape yields the runs it was built for (first offsets, by log).
+    let firsts: Vec<(String, Vec<u64>)> = v["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let firsts = l["segments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|s| s["salvaged"].as_array().unwrap())
+                .map(|r| r["first_offset"].as_u64().unwrap())
+                .collect();
+            (l["path"].as_str().unwrap().to_string(), firsts)
+        })
+        .collect();
+    let want_firsts = [
+        ("decoy", vec![12]),
+        ("lone", vec![11, 13, 29]),
+        ("splice", vec![11]),
+        ("two", vec![5, 34]),
+        ("zero-tail", vec![8]),
+    ]
+    .map(|(n, f)| (format!("{n}/partition-0"), f));
+    assert_eq!(firsts, want_firsts);
+    assert_eq!(runs, 8);
+    let (_out, want) = output_of(t.path(), "salvage");
+    let src = clone_tree(t.path());
+    let originals = items(src.path());
+    let bk = tempfile::tempdir().unwrap();
+    let backup = bk.path().join("b");
+    let o = repair_in_place(src.path(), &backup, &["--policy", "salvage"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_trees_eq(
+        &files_only(items(src.path())),
+        &files_only(items(&want)),
+        "every damage shape",
+    );
+    let m = assert_backup_complete(&backup, &originals);
+    let salvaged = entries(&m)
+        .iter()
+        .filter(|e| e["action"] == "salvage")
+        .count() as u64;
+    assert_eq!(salvaged, 3 * runs);
+    for policy in ["per-segment", "salvage"] {
+        assert_eq!(check_code(src.path(), policy), Some(0), "{policy}");
+    }
+}
