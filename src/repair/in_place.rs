@@ -891,6 +891,8 @@ fn write_salvaged(
         let out = create_new(tmp)?;
         let crc = copy_range_with_crc(&f, &src_path, from.position, from.bytes, &out, tmp)?;
         if from.bytes != new.bytes || Some(crc) != new.crc32 {
+            // Not the run: nothing of it is left beside the path.
+            let _ = fs::remove_file(tmp);
             return Err(damaged(format!(
                 "holds bytes {}..{end} with CRC-32 {crc:08x}, not the salvaged run's {} bytes with CRC-32 {:08x}",
                 from.position,
@@ -926,4 +928,82 @@ fn write_salvaged(
     out.write_all(&bytes)
         .map_err(io_at(tmp, "could not write"))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::format::takhin::{be_u64, SegmentWriter};
+
+    /// A salvaged run's files come out of the backup copy only when they are exactly what
+    /// the manifest planned; a copy that yields anything else is refused, by name, and
+    /// leaves nothing beside the path.
+    #[test]
+    fn a_salvaged_run_is_written_from_the_backup_copy_only_as_planned() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::new(0);
+        for i in 0..10u8 {
+            w.append(1_000 + i as i64, &[b'k', i], &[i; 25]);
+        }
+        // The run: records 4..10 of a segment whose first records are gone.
+        let start = be_u64(&w.index, 4 * 16 + 8);
+        let run = &w.log[start as usize..];
+        let mut whole = vec![0xffu8; start as usize];
+        whole.extend_from_slice(run);
+        let backup = t.path().join("backup");
+        fs::create_dir_all(backup.join("p")).unwrap();
+        fs::write(backup.join("p/00000000000000000000.log"), &whole).unwrap();
+        let copies = Source::open(&backup).unwrap();
+        let from = RunSource::new(
+            Path::new("p/00000000000000000000.log"),
+            start,
+            run.len() as u64,
+        );
+        let opts = ScanOptions::default();
+        let out = t.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let mut want_run = SegmentWriter::new(4);
+        for i in 4..10u8 {
+            want_run.append(1_000 + i as i64, &[b'k', i], &[i; 25]);
+        }
+        assert_eq!(want_run.log, run);
+        let cases = [
+            ("00000000000000000004.log", run.to_vec()),
+            ("00000000000000000004.index", want_run.index.clone()),
+            ("00000000000000000004.timeindex", want_run.timeindex.clone()),
+        ];
+        for (name, want) in &cases {
+            let rel = Path::new("p").join(name);
+            let tmp = out.join(name);
+            let planned = Replacement {
+                bytes: want.len() as u64,
+                crc32: Some(crc32fast::hash(want)),
+            };
+            let f = write_salvaged(&copies, &from, &rel, 4, &planned, &tmp, &opts).unwrap();
+            drop(f);
+            assert_eq!(&fs::read(&tmp).unwrap(), want, "{name}");
+            fs::remove_file(&tmp).unwrap();
+            let wrong = Replacement {
+                crc32: planned.crc32.map(|c| c ^ 1),
+                ..planned
+            };
+            let e = write_salvaged(&copies, &from, &rel, 4, &wrong, &tmp, &opts).unwrap_err();
+            assert!(
+                matches!(e, RepairError::BackupDamaged { ref path, .. } if path.ends_with("p/00000000000000000000.log")),
+                "{name}: {e}"
+            );
+            assert!(!tmp.exists(), "{name}: nothing left behind");
+        }
+        // A copy shorter than the run is refused before anything is created.
+        fs::write(backup.join("p/00000000000000000000.log"), &whole[..10]).unwrap();
+        let tmp = out.join("short");
+        let planned = Replacement {
+            bytes: run.len() as u64,
+            crc32: Some(crc32fast::hash(run)),
+        };
+        let rel = Path::new("p/00000000000000000004.log");
+        let e = write_salvaged(&copies, &from, rel, 4, &planned, &tmp, &opts).unwrap_err();
+        assert!(e.to_string().contains("holds 10 bytes, short of"), "{e}");
+        assert!(!tmp.exists());
+    }
 }
