@@ -1558,3 +1558,83 @@ fn per_log_metrics_count_salvaged_runs_like_the_totals() {
         j["summary"]["records"].as_u64().unwrap()
     );
 }
+
+/// Peak resident memory (KiB) of `recoverfs ARGS...`, from the kernel's accounting of
+/// that one child (`wait4`), whatever else the test process runs meanwhile.
+fn peak_rss_kib(args: &[&std::ffi::OsStr]) -> (i32, i64) {
+    // Reaped by the wait4 below, which also reports its usage (`Child::wait` does not).
+    #[allow(clippy::zombie_processes)]
+    let child = std::process::Command::new(bin())
+        .args(args)
+        .env_remove("RECOVERFS_TEST_FAIL_AT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it and the status for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: reaps the child spawned above (its `Child` is never waited on), writing
+    // only into the two locals.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    assert!(libc::WIFEXITED(status));
+    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+}
+
+/// Bug: planning an in-place repair kept the rebuilt `.index` and `.timeindex` of every
+/// segment it rebuilds in memory until the whole plan was made (a cache that never let
+/// go of a segment), so memory grew with the tree: 16 bytes per record per index, about
+/// 480 MiB for eight 1 GiB segments whose `.index` was lost. Fixed in the commit that
+/// adds this test: one segment's at a time (its two index names are listed together).
+#[test]
+fn planning_an_in_place_repair_holds_one_segments_rebuilt_indexes_at_a_time() {
+    let t = tempfile::tempdir().unwrap();
+    let mut rss = Vec::new();
+    let mut timeindex_bytes = 0;
+    for partitions in ["1", "8"] {
+        let data = t.path().join(format!("data-{partitions}"));
+        let o = run([
+            OsStr::new("synth"),
+            data.as_os_str(),
+            OsStr::new("--partitions"),
+            OsStr::new(partitions),
+            OsStr::new("--segment-mb"),
+            OsStr::new("16"),
+            OsStr::new("--value-bytes"),
+            OsStr::new("1"),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut logs = 0;
+        for f in files_under(&data) {
+            if f.extension() == Some(OsStr::new("timeindex")) {
+                timeindex_bytes = fs::metadata(data.join(&f)).unwrap().len() as i64;
+            }
+            if f.extension() == Some(OsStr::new("index")) {
+                fs::remove_file(data.join(f)).unwrap();
+                logs += 1;
+            }
+        }
+        assert_eq!(logs.to_string(), partitions);
+        let backup = t.path().join(format!("backup-{partitions}"));
+        let (code, kib) = peak_rss_kib(&[
+            OsStr::new("repair"),
+            data.as_os_str(),
+            OsStr::new("--in-place"),
+            OsStr::new("--backup"),
+            backup.as_os_str(),
+            OsStr::new("--dry-run"),
+        ]);
+        assert_eq!(code, 1, "changes pending: one index to create per segment");
+        rss.push(kib);
+    }
+    // One segment's rebuilt pair (the `.timeindex` left in place is as long as each).
+    let pair_kib = 2 * timeindex_bytes / 1024;
+    assert!(pair_kib > 10_000, "{pair_kib} KiB: too small to tell");
+    assert!(
+        rss[1] < rss[0] + pair_kib,
+        "8 segments peaked at {} KiB, 1 at {} KiB: more than one segment's rebuilt indexes ({pair_kib} KiB) apart",
+        rss[1],
+        rss[0]
+    );
+}

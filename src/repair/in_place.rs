@@ -130,9 +130,10 @@ fn damage_why(seg: Option<&SegmentReport>) -> String {
     }
 }
 
-/// A salvaged run's rebuilt `.index` and `.timeindex`, by the original `.log` and the
-/// run's position in it.
-type RunIndexes = ((PathBuf, u64), (Vec<u8>, Vec<u8>));
+/// A rebuilt `.index` and `.timeindex`.
+type Indexes = (Vec<u8>, Vec<u8>);
+/// A salvaged run's rebuilt indexes, by the original `.log` and the run's position in it.
+type RunIndexes = ((PathBuf, u64), Indexes);
 
 /// Turns the repaired tree into the changes that make the source equal to it.
 /// Also returns the special files left where they are.
@@ -151,7 +152,11 @@ fn in_place_entries(
             .and_then(|l| l.segments.iter().find(|s| s.path == want))
     };
     let mut out = Vec::new();
-    let mut rebuilt_cache: HashMap<PathBuf, (Vec<u8>, Vec<u8>)> = HashMap::new();
+    // A segment's two rebuilt indexes come from one walk through its `.log`. One segment
+    // at a time: its `.index` and `.timeindex` are listed around its `.log` (by name), and
+    // a tree's indexes together can outgrow memory (16 bytes per record each; a miss
+    // only walks the `.log` again).
+    let mut rebuilt_cache: Option<(PathBuf, Indexes)> = None;
     // A run's two indexes come from one walk through its bytes. One run at a time: the
     // plan lists a run's files next to each other (by name), and a large run's indexes
     // are large (a miss only walks the run again).
@@ -227,9 +232,9 @@ fn in_place_entries(
             } => {
                 run_name_free(source, rel)?;
                 let key = (log.clone(), *start);
-                let indexes = match run_cache.take() {
-                    Some((k, r)) if k == key => r,
-                    _ => {
+                let indexes = match run_cache.take().filter(|(k, _)| *k == key) {
+                    Some((_, r)) => r,
+                    None => {
                         let f = open_checked(source, log, *original_len)?;
                         let view = Shifted {
                             src: &f,
@@ -275,17 +280,27 @@ fn in_place_entries(
                     continue;
                 }
                 let original = original_of(source, rel, true)?;
-                if !rebuilt_cache.contains_key(log) {
-                    let log_path = data.join(log);
-                    let f = open_checked(source, log, scan.original_bytes)?;
-                    let r = rebuild_indexes(&f, scan).map_err(|e| RepairError::SourceChanged {
-                        path: log_path.clone(),
-                        what: e.to_string(),
-                    })?;
-                    rebuilt_cache.insert(log.clone(), r);
-                }
-                let (i, t) = &rebuilt_cache[log];
-                let bytes = if *kind == FileKind::Index { i } else { t };
+                // Another segment's pair is dropped before this one is built.
+                let indexes = match rebuilt_cache.take().filter(|(k, _)| k == log) {
+                    Some((_, r)) => r,
+                    None => {
+                        let f = open_checked(source, log, scan.original_bytes)?;
+                        rebuild_indexes(&f, scan).map_err(|e| RepairError::SourceChanged {
+                            path: data.join(log),
+                            what: e.to_string(),
+                        })?
+                    }
+                };
+                let bytes = if *kind == FileKind::Index {
+                    &indexes.0
+                } else {
+                    &indexes.1
+                };
+                let new = Replacement {
+                    bytes: bytes.len() as u64,
+                    crc32: Some(crc32fast::hash(bytes)),
+                };
+                rebuilt_cache = Some((log.clone(), indexes));
                 let seg = seg_of(log);
                 let verdict = match (seg, kind) {
                     (Some(s), FileKind::Index) => s.index.describe(IndexKind::Offset),
@@ -297,16 +312,7 @@ fn in_place_entries(
                 } else {
                     (Action::Create, "rebuilt (original: missing)".to_string())
                 };
-                out.push(manifest_entry(
-                    rel,
-                    action,
-                    why,
-                    original,
-                    Some(Replacement {
-                        bytes: bytes.len() as u64,
-                        crc32: Some(crc32fast::hash(bytes)),
-                    }),
-                ));
+                out.push(manifest_entry(rel, action, why, original, Some(new)));
             }
         }
     }
