@@ -1585,8 +1585,9 @@ fn peak_rss_kib(args: &[&std::ffi::OsStr]) -> (i32, i64) {
 /// Bug: planning an in-place repair kept the rebuilt `.index` and `.timeindex` of every
 /// segment it rebuilds in memory until the whole plan was made (a cache that never let
 /// go of a segment), so memory grew with the tree: 16 bytes per record per index, about
-/// 480 MiB for eight 1 GiB segments whose `.index` was lost. Fixed in the commit that
-/// adds this test: one segment's at a time (its two index names are listed together).
+/// 245 MB for each 1 GiB segment of BENCHMARKS.md's synthetic records (7.67 million of
+/// them) whose `.index` was lost. Fixed in the commit that adds this test: one segment's
+/// at a time (its two index names are listed together).
 #[test]
 fn planning_an_in_place_repair_holds_one_segments_rebuilt_indexes_at_a_time() {
     let t = tempfile::tempdir().unwrap();
