@@ -17,7 +17,7 @@ use crate::engine::analysis::AnalyzeOptions;
 use crate::engine::format::takhin::{segment_file_name, FileKind};
 use crate::engine::index::{rebuild_indexes, IndexKind};
 use crate::engine::layout::{escape_path, Layout};
-use crate::engine::report::{Report, SegmentReport};
+use crate::engine::report::{Report, SalvagedReport, SegmentReport};
 use crate::engine::salvage::Shifted;
 use crate::engine::scan::{scan_segment, ScanOptions};
 use crate::engine::source::{advise_sequential, EntryType, Source};
@@ -151,6 +151,17 @@ fn in_place_entries(
         logs.get(dir)
             .and_then(|l| l.segments.iter().find(|s| s.path == want))
     };
+    // The runs the view shows, by their original and position: one lookup per run
+    // (a segment may hold tens of thousands).
+    let runs: HashMap<(String, u64), &SalvagedReport> = report
+        .logs
+        .iter()
+        .flat_map(|l| &l.segments)
+        .flat_map(|s| {
+            s.shown_runs()
+                .map(|(r, _)| ((s.path.clone(), r.position), r))
+        })
+        .collect();
     let mut out = Vec::new();
     // A segment's two rebuilt indexes come from one walk through its `.log`. One segment
     // at a time: its `.index` and `.timeindex` are listed around its `.log` (by name), and
@@ -188,11 +199,7 @@ fn in_place_entries(
                 log, start, len, ..
             } => {
                 run_name_free(source, rel)?;
-                let run = seg_of(log).and_then(|s| {
-                    s.shown_runs()
-                        .map(|(r, _)| r)
-                        .find(|r| r.position == *start)
-                });
+                let run = runs.get(&(escape_path(log), *start));
                 let why = match run {
                     Some(r) => format!(
                         "salvaged run: {} record(s), offsets {}..={} from byte {} of {}{}",

@@ -6,6 +6,7 @@ use super::{io_at, RepairError, Result};
 use crate::engine::layout::escape_path;
 use crate::engine::policy::Policy;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Write};
@@ -196,6 +197,18 @@ fn inside(rel: &Path) -> bool {
 /// every salvaged run made from a range of an original `.log` that the same repair backs
 /// up and truncates (the backup copy is where its bytes are read). `Err` says which entry.
 pub(super) fn check_entries(entries: &[ManifestEntry]) -> std::result::Result<(), String> {
+    // By path, so that checking every run stays linear: a segment can hold tens of
+    // thousands of runs (`engine::salvage::MAX_RUNS`), three entries each.
+    let truncated: HashMap<PathBuf, &ManifestEntry> = entries
+        .iter()
+        .filter(|o| {
+            o.action == Action::Truncate
+                && o.original
+                    .as_ref()
+                    .is_some_and(|o| o.kind == OriginalKind::File)
+        })
+        .map(|o| (o.rel(), o))
+        .collect();
     for e in entries {
         if !inside(&e.rel()) {
             return Err(format!(
@@ -224,15 +237,7 @@ pub(super) fn check_entries(entries: &[ManifestEntry]) -> std::result::Result<()
                 e.path
             ));
         }
-        let log = from.rel();
-        let source = entries.iter().find(|o| {
-            o.action == Action::Truncate
-                && o.rel() == log
-                && o.original
-                    .as_ref()
-                    .is_some_and(|o| o.kind == OriginalKind::File)
-        });
-        let Some(source) = source else {
+        let Some(source) = truncated.get(&from.rel()) else {
             return Err(format!(
                 "entry {:?}: salvaged from {:?}, which the repair does not back up and truncate",
                 e.path, from.log
