@@ -1559,6 +1559,178 @@ fn per_log_metrics_count_salvaged_runs_like_the_totals() {
     );
 }
 
+/// Set when this test binary is re-run as [`rss_helper`]: the `recoverfs` arguments, as JSON.
+const RSS_HELPER_ARGS: &str = "RECOVERFS_TEST_RSS_ARGS";
+
+/// Not a test of its own: re-run by [`peak_rss_kib`] with `RECOVERFS_TEST_RSS_ARGS` set,
+/// this binary runs `recoverfs` with those arguments and prints its exit code and peak
+/// resident memory (from `wait4`). A process's peak counts the memory of the process it
+/// was spawned from (shared or copied until its exec): spawned from this small fresh
+/// process rather than from a test binary busy with other tests, the figure is its own.
+#[test]
+fn rss_helper() {
+    let Ok(json) = std::env::var(RSS_HELPER_ARGS) else {
+        return;
+    };
+    let args: Vec<String> = serde_json::from_str(&json).unwrap();
+    let child = std::process::Command::new(bin())
+        .args(&args)
+        .env_remove("RECOVERFS_TEST_FAIL_AT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it and the status for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: reaps the child spawned above (its `Child` is never waited on), writing
+    // only into the two locals.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    assert!(libc::WIFEXITED(status));
+    // Reaped by wait4 above; `Child` has nothing left to wait for.
+    std::mem::forget(child);
+    println!(
+        "rss-helper {} {}",
+        libc::WEXITSTATUS(status),
+        usage.ru_maxrss
+    );
+}
+
+/// Exit code and peak resident memory (KiB) of `recoverfs ARGS...`, measured by [`rss_helper`].
+fn peak_rss_kib(args: &[&str]) -> (i32, i64) {
+    let o = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "rss_helper",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(RSS_HELPER_ARGS, serde_json::to_string(args).unwrap())
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    let line = out
+        .lines()
+        // The harness may print `test rss_helper ... ` before it on the same line.
+        .find_map(|l| l.split_once("rss-helper ").map(|(_, figures)| figures))
+        .unwrap_or_else(|| panic!("no figure from the helper: {out}{}", stderr(&o)));
+    let (code, kib) = line.split_once(' ').unwrap();
+    (code.parse().unwrap(), kib.parse().unwrap())
+}
+
+/// Bug: planning an in-place repair kept the rebuilt `.index` and `.timeindex` of every
+/// segment it rebuilds in memory until the whole plan was made (a cache that never let
+/// go of a segment), so memory grew with the tree: 16 bytes per record per index, about
+/// 245 MB for each 1 GiB segment of BENCHMARKS.md's synthetic records (7.67 million of
+/// them) whose `.index` was lost. Fixed in the commit that adds this test: one segment's
+/// at a time (its two index names are listed together).
+#[test]
+fn planning_an_in_place_repair_holds_one_segments_rebuilt_indexes_at_a_time() {
+    let t = tempfile::tempdir().unwrap();
+    let mut rss = Vec::new();
+    let mut timeindex_bytes = 0;
+    for partitions in ["1", "8"] {
+        let data = t.path().join(format!("data-{partitions}"));
+        let o = run([
+            OsStr::new("synth"),
+            data.as_os_str(),
+            OsStr::new("--partitions"),
+            OsStr::new(partitions),
+            OsStr::new("--segment-mb"),
+            OsStr::new("16"),
+            OsStr::new("--value-bytes"),
+            OsStr::new("1"),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut logs = 0;
+        for f in files_under(&data) {
+            if f.extension() == Some(OsStr::new("timeindex")) {
+                timeindex_bytes = fs::metadata(data.join(&f)).unwrap().len() as i64;
+            }
+            if f.extension() == Some(OsStr::new("index")) {
+                fs::remove_file(data.join(f)).unwrap();
+                logs += 1;
+            }
+        }
+        assert_eq!(logs.to_string(), partitions);
+        let backup = t.path().join(format!("backup-{partitions}"));
+        let (code, kib) = peak_rss_kib(&[
+            "repair",
+            data.to_str().unwrap(),
+            "--in-place",
+            "--backup",
+            backup.to_str().unwrap(),
+            "--dry-run",
+        ]);
+        assert_eq!(code, 1, "changes pending: one index to create per segment");
+        rss.push(kib);
+    }
+    // One segment's rebuilt pair (the `.timeindex` left in place is as long as each).
+    let pair_kib = 2 * timeindex_bytes / 1024;
+    assert!(pair_kib > 10_000, "{pair_kib} KiB: too small to tell");
+    assert!(
+        rss[1] < rss[0] + pair_kib,
+        "8 segments peaked at {} KiB, 1 at {} KiB: more than one segment's rebuilt indexes ({pair_kib} KiB) apart",
+        rss[1],
+        rss[0]
+    );
+}
+
+/// Bug: the repair's plan looked each salvaged run file's run up by a search of all its
+/// segment's runs, so planning was quadratic in them: 30 s for one 6 MiB segment crafted
+/// as 65,535 runs (`repair --in-place --dry-run --policy salvage`; `--output` took 86 s),
+/// where `check` takes 0.2 s. Fixed in the commit that adds this test: one map per log.
+#[test]
+fn planning_a_salvage_repair_is_linear_in_the_runs() {
+    use recoverfs::engine::format::takhin::Record;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("t/partition-0");
+    fs::create_dir_all(&dir).unwrap();
+    // Two empty records, then 32 bytes no record can start in, with one offset lost:
+    // the next two records are the next run. As many runs as the search keeps.
+    let runs = recoverfs::engine::salvage::MAX_RUNS as u64;
+    let mut log = Vec::new();
+    for i in 0..runs {
+        for o in [3 * i, 3 * i + 1] {
+            let r = Record {
+                offset: o,
+                timestamp: o as i64,
+                key: vec![],
+                value: vec![],
+            };
+            r.encode_into(&mut log, [0; 4]);
+        }
+        log.extend_from_slice(&[0xff; 32]);
+    }
+    fs::write(dir.join("00000000000000000000.log"), &log).unwrap();
+    let (_, v) = check_json(t.path(), &["--policy", "salvage"]);
+    assert_eq!(
+        v["summary"]["salvaged_runs"],
+        runs - 1,
+        "the first is the prefix"
+    );
+    let bk = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let o = repair_in_place(
+        t.path(),
+        &bk.path().join("backup"),
+        &["--policy", "salvage", "--dry-run"],
+    );
+    let took = started.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).matches("\n  SALVAGE  ").count() as u64,
+        3 * (runs - 1)
+    );
+    // 2.3-3.4 s once linear on this shared 2-core machine, 22-30 s before: a margin each way.
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "planning took {took:?}"
+    );
+}
+
 /// Bug: with `--replica`, `check --metrics` counted the healed records in the totals
 /// (`recoverfs_records_kept`, from the summary) but not in the log's own series
 /// (`recoverfs_log_records_kept`), so a healed log's figures disagreed with the

@@ -1,11 +1,12 @@
 //! `--policy salvage` on every front end: the report's runs, gaps and overlaps, the refused name, the
-//! Takhin fixtures damaged mid-segment and read back through a real mount, `repair --output`, `dump --salvage`.
+//! Takhin fixtures damaged mid-segment and read back through a real mount, `repair --output` and
+//! `--in-place`, `dump --salvage`.
 
 mod common;
 
 use common::mount::Mounted;
 use common::*;
-use recoverfs::engine::format::takhin::{be_u64, segment_file_name, FileKind};
+use recoverfs::engine::format::takhin::{be_u64, segment_file_name, FileKind, Record};
 use recoverfs::engine::index::rebuild_indexes;
 use recoverfs::engine::policy::{Policy, ViewAction};
 use std::collections::BTreeSet;
@@ -340,15 +341,22 @@ fn fixtures_damaged_mid_segment_read_back_through_a_real_mount_and_a_repair() {
     let (checked, missing) = read_back(&new);
     assert!(checked > 5000);
     assert_eq!(missing, lost);
-    // In place is not done for salvage yet: refused before anything is touched.
+    // In place writes the same tree, and the same records read back from it.
     let out = repair_in_place(
         src.path(),
         &t.path().join("backup"),
         &["--policy", "salvage"],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--in-place does not write salvaged runs"));
-    assert_unchanged(&before, &snapshot_all(src.path()));
+    assert_ok(&out, "repair --in-place --policy salvage");
+    assert_eq!(
+        tree_contents(src.path(), ""),
+        tree_contents(&new, ""),
+        "in place equals --output"
+    );
+    assert_eq!(check_code(src.path(), "per-segment"), Some(0));
+    let (checked, missing) = read_back(src.path());
+    assert!(checked > 5000);
+    assert_eq!(missing, lost);
 }
 
 #[test]
@@ -434,4 +442,50 @@ fn a_run_follows_its_original_when_it_changes() {
     let q7 = position_of(&w, 7);
     assert_eq!(b.size, (fresh.len() - q7) as u64);
     assert!(read_all(&v, b.ino) == fresh[q7..]);
+}
+
+/// In place on a data directory that is itself the partition (the log's path is ""),
+/// with a run cut at the next segment's base: the same tree as `--output`, whose
+/// overlap is gone, and a rerun has nothing left to do.
+#[test]
+fn in_place_salvage_of_a_partition_directory_with_a_run_cut_at_the_next_segment() {
+    let master = tempfile::tempdir().unwrap();
+    let p = damaged_log(master.path(), 15);
+    let t = tempfile::tempdir().unwrap();
+    let new = t.path().join("new");
+    assert_ok(
+        &repair_output(&p, &new, &["--policy", "salvage"]),
+        "repair --output",
+    );
+    assert_eq!(bases(&new), vec![0, 6, 15]);
+    let src = clone_tree(&p);
+    let backup = t.path().join("backup");
+    let out = repair_in_place(src.path(), &backup, &["--policy", "salvage"]);
+    assert_ok(&out, "repair --in-place");
+    assert!(
+        stdout(&out).contains("  SALVAGE  00000000000000000006.log: "),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(tree_contents(src.path(), ""), tree_contents(&new, ""));
+    let (code, v) = check_json(src.path(), &["--policy", "per-segment"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(v["logs"][0]["overlaps"], serde_json::json!([]));
+    assert_eq!(v["logs"][0]["gaps"].as_array().unwrap().len(), 1);
+    // Offsets 6..=14 from the run, then 15.. from the next segment.
+    let w = write_segment(tempfile::tempdir().unwrap().path(), 0, 20, 40);
+    let at = |o: u64| takhin_read(src.path(), if o < 15 { 6 } else { 15 }, o);
+    let recs = record_positions(&w.log);
+    for o in 6..15u64 {
+        let p = recs[o as usize];
+        let end = recs.get(o as usize + 1).copied().unwrap_or(w.log.len());
+        assert_eq!(at(o), Record::decode(&w.log[p..end]), "offset {o}");
+    }
+    assert!(at(15).is_some());
+    let out = repair_in_place(src.path(), &backup, &["--policy", "salvage"]);
+    assert!(
+        stdout(&out).contains("Nothing to repair"),
+        "{}",
+        stdout(&out)
+    );
 }

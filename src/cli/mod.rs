@@ -87,7 +87,9 @@ never exists half-written, and DATA_DIR is only read.\n\n\
 With --in-place, every original that will change or go is first copied into BACKUP_DIR (same relative path, \
 fsynced, listed with its size and CRC-32 in BACKUP_DIR/recoverfs-backup.json); then each change is a temporary \
 file renamed over the original, or a removal. If the run is killed, run the same command again: it finishes \
-the job from the manifest. Stop the broker first: a file that changes under repair is refused, not followed.",
+the job from the manifest. Under --policy salvage, each salvaged run is written as a new segment, from the \
+backup copy of the .log it was found in, before that .log is truncated; a run whose name a file already holds \
+is refused, never overwritten. Stop the broker first: a file that changes under repair is refused, not followed.",
         after_help = "Exit status: 0 when the repaired tree was written (or nothing needed repair; with --dry-run: \
 nothing would change), 1 when --policy strict refused because the view differs from the source, or --dry-run \
 found changes pending, 2 on any other refusal or error.\n\n\

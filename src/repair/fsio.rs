@@ -388,24 +388,75 @@ pub(super) fn set_link_times(path: &Path, attrs: &Attrs) -> Result<()> {
         .map_err(|e| io_at(path, "could not set the times")(e.into()))
 }
 
-/// Streams a file into a new one, returning the CRC-32 of all of it and of its first `prefix` bytes.
+/// Streams a file into a new one, returning the CRC-32 of all of it and of each byte
+/// range `(start, len)` of `ranges` (sorted by start; a range past the end counts what
+/// is there). One pass: a truncated `.log`'s valid prefix and its salvaged runs are
+/// hashed while the original is copied into the backup.
 pub(super) fn copy_with_crc(
     src: &File,
     src_path: &Path,
     dst: &File,
     dst_path: &Path,
     len: u64,
-    prefix: u64,
-) -> Result<(u32, u32)> {
+    ranges: &[(u64, u64)],
+) -> Result<(u32, Vec<u32>)> {
     let mut all = crc32fast::Hasher::new();
-    let mut pre = crc32fast::Hasher::new();
+    let mut parts = vec![crc32fast::Hasher::new(); ranges.len()];
+    // Ranges wholly before the current chunk are done: skipped from here on, so the
+    // pass stays linear however many runs a segment has.
+    let mut first = 0;
     copy_chunks(src, src_path, dst, dst_path, 0, len, |chunk, at| {
         all.update(chunk);
-        if at < prefix {
-            pre.update(&chunk[..((prefix - at) as usize).min(chunk.len())]);
+        let end = at + chunk.len() as u64;
+        while first < ranges.len() && ranges[first].0.saturating_add(ranges[first].1) <= at {
+            first += 1;
+        }
+        for (i, &(start, n)) in ranges.iter().enumerate().skip(first) {
+            if start >= end {
+                break;
+            }
+            let (from, to) = (start.max(at), start.saturating_add(n).min(end));
+            if from < to {
+                parts[i].update(&chunk[(from - at) as usize..(to - at) as usize]);
+            }
         }
     })?;
-    Ok((all.finalize(), pre.finalize()))
+    Ok((
+        all.finalize(),
+        parts.into_iter().map(|h| h.finalize()).collect(),
+    ))
+}
+
+/// Copies bytes `[start, start + len)` of `src` to the start of `dst` (empty), returning
+/// their CRC-32: a salvaged run's `.log`, out of the backup copy of its original.
+pub(super) fn copy_range_with_crc(
+    src: &File,
+    src_path: &Path,
+    start: u64,
+    len: u64,
+    dst: &File,
+    dst_path: &Path,
+) -> Result<u32> {
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; BUF_BYTES.min(len as usize).max(1)];
+    let mut done = 0u64;
+    while done < len {
+        let want = buf.len().min((len - done) as usize);
+        let at = start
+            .checked_add(done)
+            .ok_or_else(|| shrank(src_path, done, len))?;
+        let n = match src.read_at(&mut buf[..want], at) {
+            Ok(0) => return Err(shrank(src_path, at, start.saturating_add(len))),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_at(src_path, "could not read")(e)),
+        };
+        h.update(&buf[..n]);
+        dst.write_all_at(&buf[..n], done)
+            .map_err(io_at(dst_path, "could not write"))?;
+        done += n as u64;
+    }
+    Ok(h.finalize())
 }
 
 /// The temporary name repair writes `path` under first (`.NAME.recoverfs-tmp`, beside it):
@@ -446,6 +497,56 @@ mod tests {
                 assert_eq!((by_hand, CopyStats::get(&stats.kernel_copied)), (len, 0));
             }
         }
+    }
+
+    /// One copy hashes the whole file and every range, across chunk boundaries, however
+    /// many ranges there are; a range of another file's bytes is copied out with its hash.
+    #[test]
+    fn copy_with_crc_hashes_each_range_in_one_pass() {
+        let t = tempfile::tempdir().unwrap();
+        let src_path = t.path().join("src");
+        let bytes: Vec<u8> = (0..2 * BUF_BYTES + 333)
+            .map(|i| (i * 13 % 253) as u8)
+            .collect();
+        fs::write(&src_path, &bytes).unwrap();
+        let n = bytes.len() as u64;
+        let b = BUF_BYTES as u64;
+        // A prefix, an empty range, ranges inside one chunk, across one and two chunk
+        // boundaries, up to the end, and past it (hashes what is there).
+        let ranges = [
+            (0, 100),
+            (100, 0),
+            (150, 10),
+            (b - 5, 10),
+            (b - 1, b + 2),
+            (2 * b, n - 2 * b),
+            (n - 3, 50),
+        ];
+        let dst_path = t.path().join("dst");
+        let src = File::open(&src_path).unwrap();
+        let dst = create_new(&dst_path).unwrap();
+        let (all, parts) = copy_with_crc(&src, &src_path, &dst, &dst_path, n, &ranges).unwrap();
+        assert_eq!(fs::read(&dst_path).unwrap(), bytes);
+        assert_eq!(all, crc32fast::hash(&bytes));
+        for ((start, len), crc) in ranges.iter().zip(&parts) {
+            let (s, e) = (*start as usize, ((start + len) as usize).min(bytes.len()));
+            assert_eq!(*crc, crc32fast::hash(&bytes[s..e]), "range {start}+{len}");
+        }
+
+        let out_path = t.path().join("range");
+        let out = create_new(&out_path).unwrap();
+        let crc = copy_range_with_crc(&src, &src_path, b - 7, b + 9, &out, &out_path).unwrap();
+        let want = &bytes[BUF_BYTES - 7..2 * BUF_BYTES + 2];
+        assert_eq!(fs::read(&out_path).unwrap(), want);
+        assert_eq!(crc, crc32fast::hash(want));
+        // Past the end: a located error, not a short file taken for the run.
+        let short_path = t.path().join("short");
+        let short = create_new(&short_path).unwrap();
+        let e = copy_range_with_crc(&src, &src_path, n - 10, 20, &short, &short_path).unwrap_err();
+        assert!(
+            matches!(e, RepairError::SourceChanged { ref path, .. } if *path == src_path),
+            "{e}"
+        );
     }
 
     /// A source shorter than the analysis said is a located error, not a short copy.

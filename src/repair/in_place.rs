@@ -1,23 +1,25 @@
 //! `repair --in-place --backup DIR`: the plan of changes, then its three phases (back up, apply, done).
 
 use super::fsio::{
-    check_data_dir, copy_with_crc, create_new, fsync, fsync_dir, lock_dir, open_checked,
-    rebuild_from, resolve, stat_source, tmp_beside, write_copy, Attrs, CopyStats, Progress,
-    BUF_BYTES,
+    check_data_dir, copy_range_with_crc, copy_with_crc, create_new, fsync, fsync_dir, lock_dir,
+    open_checked, rebuild_from, resolve, stat_source, tmp_beside, write_copy, Attrs, CopyStats,
+    Progress, BUF_BYTES,
 };
 use super::manifest::{
-    backup_is_blank, manifest_entry, read_manifest, write_manifest, Action, Manifest,
-    ManifestEntry, ManifestState, Original, OriginalKind, Replacement, MANIFEST,
+    backup_is_blank, check_entries, manifest_entry, read_manifest, write_manifest, Action,
+    Manifest, ManifestEntry, ManifestState, Original, OriginalKind, Replacement, RunSource,
+    MANIFEST,
 };
 use super::steps::Steps;
 use super::tree::{analyze, build_plan, reports_by_dir, Content, Entry, LeftOut, TreePlan};
 use super::{io_at, RepairError, Result};
 use crate::engine::analysis::AnalyzeOptions;
-use crate::engine::format::takhin::FileKind;
+use crate::engine::format::takhin::{segment_file_name, FileKind};
 use crate::engine::index::{rebuild_indexes, IndexKind};
 use crate::engine::layout::{escape_path, Layout};
-use crate::engine::report::{Report, SegmentReport};
-use crate::engine::scan::ScanOptions;
+use crate::engine::report::{Report, SalvagedReport, SegmentReport};
+use crate::engine::salvage::Shifted;
+use crate::engine::scan::{scan_segment, ScanOptions};
 use crate::engine::source::{advise_sequential, EntryType, Source};
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
@@ -65,6 +67,57 @@ fn original_of(source: &Source, rel: &Path, index: bool) -> Result<Option<Origin
     }
 }
 
+/// Refuses a salvaged run's file name that something in the source already holds: the
+/// analysis does not show a run whose name a segment file, orphan or unrecognized file
+/// takes, and anything else there (a file that appeared since, a symlink, a FIFO, a
+/// directory) is refused here. A run never overwrites a real file.
+fn run_name_free(source: &Source, rel: &Path) -> Result<()> {
+    let path = source.display_path(rel);
+    let what = match source.metadata(rel) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_at(&path, "could not stat")(e)),
+        Ok(m) => match EntryType::of(&m) {
+            EntryType::File => "a file",
+            EntryType::Symlink => "a symlink",
+            EntryType::Dir => "a directory",
+            EntryType::Other => "a FIFO, socket or device",
+        },
+    };
+    Err(RepairError::RunNameTaken { path, what })
+}
+
+/// Refuses to salvage in place when the analysis found a run it does not show because a
+/// file of the source holds one of its names. `--output` leaves such a run out of the
+/// new tree and the source keeps it; in place, the same repair truncates the `.log` the
+/// run lies in, so its records would be left in the backup only, and a rerun after the
+/// name is freed would no longer find them. Moving the file away first keeps them.
+fn refuse_refused_runs(data: &Path, layout: &Layout, report: &Report) -> Result<()> {
+    let source = &layout.source;
+    // In layout order (as `reports_by_dir` pairs them), so a rerun names the same run first.
+    for (l, r) in layout.logs.iter().zip(&report.logs) {
+        let log = &l.rel;
+        let refused = r
+            .segments
+            .iter()
+            .flat_map(|s| s.salvaged.iter().flatten())
+            .find(|run| !run.shown());
+        if let Some(run) = refused {
+            for kind in [FileKind::Log, FileKind::Index, FileKind::TimeIndex] {
+                run_name_free(source, &log.join(segment_file_name(run.first_offset, kind)))?;
+            }
+            // Taken when analysed, free now: something is changing the tree.
+            return Err(RepairError::SourceChanged {
+                path: data.join(log),
+                what: format!(
+                    "the names of the salvaged run {} were taken when checked and are free now",
+                    run.path
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn damage_why(seg: Option<&SegmentReport>) -> String {
     match seg.and_then(|s| s.damage.as_ref()) {
         Some(d) => format!(
@@ -76,6 +129,11 @@ fn damage_why(seg: Option<&SegmentReport>) -> String {
         None => "damaged".into(),
     }
 }
+
+/// A rebuilt `.index` and `.timeindex`.
+type Indexes = (Vec<u8>, Vec<u8>);
+/// A salvaged run's rebuilt indexes, by the original `.log` and the run's position in it.
+type RunIndexes = ((PathBuf, u64), Indexes);
 
 /// Turns the repaired tree into the changes that make the source equal to it.
 /// Also returns the special files left where they are.
@@ -93,8 +151,27 @@ fn in_place_entries(
         logs.get(dir)
             .and_then(|l| l.segments.iter().find(|s| s.path == want))
     };
+    // The runs the view shows, by their original and position: one lookup per run
+    // (a segment may hold tens of thousands).
+    let runs: HashMap<(String, u64), &SalvagedReport> = report
+        .logs
+        .iter()
+        .flat_map(|l| &l.segments)
+        .flat_map(|s| {
+            s.shown_runs()
+                .map(|(r, _)| ((s.path.clone(), r.position), r))
+        })
+        .collect();
     let mut out = Vec::new();
-    let mut rebuilt_cache: HashMap<PathBuf, (Vec<u8>, Vec<u8>)> = HashMap::new();
+    // A segment's two rebuilt indexes come from one walk through its `.log`. One segment
+    // at a time: its `.index` and `.timeindex` are listed around its `.log` (by name), and
+    // a tree's indexes together can outgrow memory (16 bytes per record each; a miss
+    // only walks the `.log` again).
+    let mut rebuilt_cache: Option<(PathBuf, Indexes)> = None;
+    // A run's two indexes come from one walk through its bytes. One run at a time: the
+    // plan lists a run's files next to each other (by name), and a large run's indexes
+    // are large (a miss only walks the run again).
+    let mut run_cache: Option<RunIndexes> = None;
     for e in &plan.entries {
         let Entry::File { rel, content, .. } = e else {
             continue;
@@ -118,8 +195,95 @@ fn in_place_entries(
                 ))
             }
             Content::Prefix { .. } => {}
-            Content::Range { .. } | Content::RunIndex { .. } => {
-                return Err(RepairError::SalvageInPlace(data.to_path_buf()))
+            // A healed range's bytes are a replica's: never written into the primary here.
+            Content::Range {
+                replica: Some(_), ..
+            }
+            | Content::RunIndex {
+                replica: Some(_), ..
+            } => return Err(RepairError::ReplicaInPlace(data.to_path_buf())),
+            Content::Range {
+                log, start, len, ..
+            } => {
+                run_name_free(source, rel)?;
+                let run = runs.get(&(escape_path(log), *start));
+                let why = match run {
+                    Some(r) => format!(
+                        "salvaged run: {} record(s), offsets {}..={} from byte {} of {}{}",
+                        r.records,
+                        r.first_offset,
+                        r.last_offset,
+                        r.position,
+                        escape_path(log),
+                        if r.confirmed_by_index {
+                            " (confirmed by the index)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    None => format!("salvaged run from byte {start} of {}", escape_path(log)),
+                };
+                // Its CRC-32 is taken when the original is copied into the backup.
+                let mut e = manifest_entry(
+                    rel,
+                    Action::Salvage,
+                    why,
+                    None,
+                    Some(Replacement {
+                        bytes: *len,
+                        crc32: None,
+                    }),
+                );
+                e.salvaged_from = Some(RunSource::new(log, *start, *len));
+                out.push(e);
+            }
+            Content::RunIndex {
+                kind,
+                log,
+                start,
+                original_len,
+                scan,
+                ..
+            } => {
+                run_name_free(source, rel)?;
+                let key = (log.clone(), *start);
+                let indexes = match run_cache.take().filter(|(k, _)| *k == key) {
+                    Some((_, r)) => r,
+                    None => {
+                        let f = open_checked(source, log, *original_len)?;
+                        let view = Shifted {
+                            src: &f,
+                            start: *start,
+                            len: scan.valid_bytes,
+                        };
+                        rebuild_indexes(&view, scan).map_err(|e| RepairError::SourceChanged {
+                            path: data.join(log),
+                            what: e.to_string(),
+                        })?
+                    }
+                };
+                let bytes = if *kind == FileKind::Index {
+                    &indexes.0
+                } else {
+                    &indexes.1
+                };
+                let new = Replacement {
+                    bytes: bytes.len() as u64,
+                    crc32: Some(crc32fast::hash(bytes)),
+                };
+                run_cache = Some((key, indexes));
+                let mut e = manifest_entry(
+                    rel,
+                    Action::Salvage,
+                    format!(
+                        "rebuilt for the salvaged run from byte {start} of {}",
+                        escape_path(log)
+                    ),
+                    None,
+                    Some(new),
+                );
+                e.salvaged_from = Some(RunSource::new(log, *start, scan.valid_bytes));
+                out.push(e);
             }
             Content::Rebuilt {
                 kind,
@@ -131,17 +295,27 @@ fn in_place_entries(
                     continue;
                 }
                 let original = original_of(source, rel, true)?;
-                if !rebuilt_cache.contains_key(log) {
-                    let log_path = data.join(log);
-                    let f = open_checked(source, log, scan.original_bytes)?;
-                    let r = rebuild_indexes(&f, scan).map_err(|e| RepairError::SourceChanged {
-                        path: log_path.clone(),
-                        what: e.to_string(),
-                    })?;
-                    rebuilt_cache.insert(log.clone(), r);
-                }
-                let (i, t) = &rebuilt_cache[log];
-                let bytes = if *kind == FileKind::Index { i } else { t };
+                // Another segment's pair is dropped before this one is built.
+                let indexes = match rebuilt_cache.take().filter(|(k, _)| k == log) {
+                    Some((_, r)) => r,
+                    None => {
+                        let f = open_checked(source, log, scan.original_bytes)?;
+                        rebuild_indexes(&f, scan).map_err(|e| RepairError::SourceChanged {
+                            path: data.join(log),
+                            what: e.to_string(),
+                        })?
+                    }
+                };
+                let bytes = if *kind == FileKind::Index {
+                    &indexes.0
+                } else {
+                    &indexes.1
+                };
+                let new = Replacement {
+                    bytes: bytes.len() as u64,
+                    crc32: Some(crc32fast::hash(bytes)),
+                };
+                rebuilt_cache = Some((log.clone(), indexes));
                 let seg = seg_of(log);
                 let verdict = match (seg, kind) {
                     (Some(s), FileKind::Index) => s.index.describe(IndexKind::Offset),
@@ -153,19 +327,17 @@ fn in_place_entries(
                 } else {
                     (Action::Create, "rebuilt (original: missing)".to_string())
                 };
-                out.push(manifest_entry(
-                    rel,
-                    action,
-                    why,
-                    original,
-                    Some(Replacement {
-                        bytes: bytes.len() as u64,
-                        crc32: Some(crc32fast::hash(bytes)),
-                    }),
-                ));
+                out.push(manifest_entry(rel, action, why, original, Some(new)));
             }
         }
     }
+    // A salvaged run is written from the backup copy of the `.log` it comes from, so
+    // that `.log` must be one this repair backs up (and truncates): the view cuts a
+    // segment at its first damage, and every run lies after it.
+    check_entries(&out).map_err(|what| RepairError::SourceChanged {
+        path: data.to_path_buf(),
+        what: format!("the planned repair is inconsistent ({what})"),
+    })?;
     let mut specials = Vec::new();
     for (rel, why) in &plan.left_out {
         let why = match why {
@@ -210,9 +382,6 @@ pub fn repair_in_place(
     progress: Option<Progress>,
 ) -> Result<InPlaceSummary> {
     let data_abs = check_data_dir(data)?;
-    if opts.policy.salvages() {
-        return Err(RepairError::SalvageInPlace(data.to_path_buf()));
-    }
     let Some(backup) = backup else {
         return Err(RepairError::NoBackup(data.to_path_buf()));
     };
@@ -277,6 +446,7 @@ pub fn repair_in_place(
     }
     let (layout, report) = analyze(data, opts, progress.as_ref())?;
     let plan = build_plan(data, &layout, &report)?;
+    refuse_refused_runs(data, &layout, &report)?;
     let (entries, specials) = in_place_entries(data, &layout, &report, &plan)?;
     let mut summary = InPlaceSummary {
         report,
@@ -428,6 +598,18 @@ fn back_up(
     manifest: &mut Manifest,
     steps: &mut Steps,
 ) -> Result<()> {
+    // The salvaged runs' `.log`s, by the original they are cut from: their CRC-32s are
+    // taken in the same pass that copies it (a run can be most of a large segment).
+    let mut runs_of: HashMap<PathBuf, Vec<(usize, u64, u64)>> = HashMap::new();
+    for (i, e) in manifest.entries.iter().enumerate() {
+        if let Some(from) = e.salvaged_from.as_ref().filter(|_| is_log(&e.rel())) {
+            runs_of
+                .entry(from.rel())
+                .or_default()
+                .push((i, from.position, from.bytes));
+        }
+    }
+    let mut run_crcs: Vec<(usize, u32)> = Vec::new();
     for e in manifest.entries.iter_mut() {
         let rel = e.rel();
         let Some(orig) = e.original.as_mut() else {
@@ -449,21 +631,32 @@ fn back_up(
             let f = open_checked(source, &rel, orig.bytes)?;
             let out = create_new(&tmp)?;
             let prefix = e.new.as_ref().map_or(0, |n| n.bytes);
-            let (all, pre) = copy_with_crc(&f, &src, &out, &tmp, orig.bytes, prefix)?;
+            let mut runs = runs_of.remove(&rel).unwrap_or_default();
+            runs.sort_by_key(|r| r.1);
+            let ranges: Vec<(u64, u64)> = std::iter::once((0, prefix))
+                .chain(runs.iter().map(|r| (r.1, r.2)))
+                .collect();
+            let (all, parts) = copy_with_crc(&f, &src, &out, &tmp, orig.bytes, &ranges)?;
             let m = f.metadata().map_err(io_at(&src, "could not stat"))?;
             Attrs::of(&m).apply(&out, &tmp, false)?;
             fsync(&out, &tmp)?;
             orig.crc32 = Some(all);
             if e.action == Action::Truncate {
                 if let Some(n) = e.new.as_mut() {
-                    n.crc32 = Some(pre);
+                    n.crc32 = Some(parts[0]);
                 }
             }
+            run_crcs.extend(runs.iter().zip(&parts[1..]).map(|(r, c)| (r.0, *c)));
         }
         steps.step("original copied, not yet renamed into the backup");
         fs::rename(&tmp, &dst).map_err(io_at(&dst, "could not rename into place"))?;
         steps.step("original renamed into the backup");
         fsync_dir(dir)?;
+    }
+    for (i, crc) in run_crcs {
+        if let Some(n) = manifest.entries[i].new.as_mut() {
+            n.crc32 = Some(crc);
+        }
     }
     // Every directory of the backup, deepest first, so each new name is durable.
     let mut dirs: Vec<PathBuf> = manifest
@@ -485,6 +678,11 @@ fn back_up(
         fsync_dir(&d)?;
     }
     fsync_dir(backup)
+}
+
+/// True for a `.log` name (a salvaged run's bytes), false for its indexes.
+fn is_log(rel: &Path) -> bool {
+    rel.extension() == Some(OsStr::new(FileKind::Log.ext()))
 }
 
 /// What a path of the data directory holds now, as far as a manifest entry cares.
@@ -549,6 +747,10 @@ fn found_original(o: &Option<Original>) -> Found {
 /// its original or its replacement (renames are atomic), so a rerun skips what is done.
 /// Writes go by path under `data`; every read (of what a path holds now, of the `.log`
 /// an index is rebuilt from) goes through `source`, which sees each rename at once.
+/// A salvaged run's files are read from the backup copy of their original, and are
+/// written before anything else: its bytes lie after the valid prefix the same repair
+/// truncates the original to, so at no point does the backup hold the only copy of a
+/// run that has not been written yet.
 pub(super) fn apply(
     source: &Source,
     data: &Path,
@@ -559,7 +761,14 @@ pub(super) fn apply(
     let opts = ScanOptions {
         max_record_bytes: manifest.max_record_bytes,
     };
-    for e in &manifest.entries {
+    let salvages = |e: &&ManifestEntry| e.action == Action::Salvage;
+    let copies = match manifest.entries.iter().any(|e| e.action == Action::Salvage) {
+        true => Some(Source::open(backup).map_err(io_at(backup, "could not open"))?),
+        false => None,
+    };
+    let order = (manifest.entries.iter().filter(salvages))
+        .chain(manifest.entries.iter().filter(|e| !salvages(e)));
+    for e in order {
         let rel = e.rel();
         let path = data.join(&rel);
         let dir = path.parent().expect("an entry inside the data directory");
@@ -572,6 +781,13 @@ pub(super) fn apply(
             continue;
         }
         if now != found_original(&e.original) {
+            if e.action == Action::Salvage {
+                // Never overwritten: whatever stands there is not ours.
+                return Err(RepairError::SourceChanged {
+                    path,
+                    what: format!("appeared where the salvaged run goes and is not it; a run never overrides a real file (the backup at {} holds the run's original)", backup.display()),
+                });
+            }
             return Err(RepairError::SourceChanged {
                 path,
                 what: format!("holds neither its original ({}) nor its repair; the backup at {} still holds the original", e.path, backup.display()),
@@ -586,8 +802,8 @@ pub(super) fn apply(
         let new = e.new.as_ref().expect("a replacement for every non-removal");
         let tmp = tmp_beside(&path);
         let _ = fs::remove_file(&tmp);
-        let out = match e.action {
-            Action::Truncate => {
+        let out = match (e.action, &e.salvaged_from, &copies) {
+            (Action::Truncate, _, _) => {
                 let stats = CopyStats::default();
                 let orig_len = e.original.as_ref().map_or(0, |o| o.bytes);
                 let f = write_copy(source, &rel, &tmp, new.bytes, orig_len, &stats)?;
@@ -595,20 +811,25 @@ pub(super) fn apply(
                 Attrs::of(&m).apply(&f, &tmp, true)?;
                 f
             }
+            (Action::Salvage, Some(from), Some(copies)) => {
+                let base = segment_base(&rel, backup, e)?;
+                let f = write_salvaged(copies, from, &rel, base, new, &tmp, &opts)?;
+                // A run's files take the original `.log`'s mode, owner and times, as
+                // with --output (a truncated original keeps them).
+                let m = stat_source(source, &from.rel())?;
+                Attrs::of(&m).apply(&f, &tmp, true)?;
+                f
+            }
+            (Action::Salvage, ..) => {
+                return Err(RepairError::BadManifest {
+                    path: backup.join(MANIFEST),
+                    what: format!("{}: a salvaged run's file with no salvaged_from", e.path),
+                })
+            }
             _ => {
                 let log_name = rel.with_extension(FileKind::Log.ext());
                 let log_path = data.join(&log_name);
-                let base = match crate::engine::format::takhin::classify_name(
-                    rel.file_name().unwrap_or_default().as_bytes(),
-                ) {
-                    crate::engine::format::takhin::NameMatch::Segment(b, _) => b,
-                    _ => {
-                        return Err(RepairError::BadManifest {
-                            path: backup.join(MANIFEST),
-                            what: format!("{}: not an index name", e.path),
-                        })
-                    }
-                };
+                let base = segment_base(&rel, backup, e)?;
                 // The .log's valid prefix is the same cut or not, so its rebuilt indexes are too.
                 let (i, t) = rebuild_from(source, &log_name, base, &opts)?;
                 let bytes = if rel.extension() == Some(OsStr::new(FileKind::Index.ext())) {
@@ -642,4 +863,168 @@ pub(super) fn apply(
     }
     manifest.state = ManifestState::Applied;
     write_manifest(backup, &manifest, steps)
+}
+
+/// The base offset a segment file's name gives (`<20 digits>.<ext>`).
+fn segment_base(rel: &Path, backup: &Path, e: &ManifestEntry) -> Result<u64> {
+    use crate::engine::format::takhin::{classify_name, NameMatch};
+    match classify_name(rel.file_name().unwrap_or_default().as_bytes()) {
+        NameMatch::Segment(b, _) => Ok(b),
+        _ => Err(RepairError::BadManifest {
+            path: backup.join(MANIFEST),
+            what: format!("{}: not a segment file name", e.path),
+        }),
+    }
+}
+
+/// Writes a salvaged run's file at `tmp`: its `.log` (the bytes `from` names, out of the
+/// backup copy of their original), or its rebuilt `.index`/`.timeindex` (that range
+/// scanned as a segment of base `base`). Either must be exactly the `new` the manifest
+/// planned (size and CRC-32), else the backup copy is not what was copied, and nothing is written.
+fn write_salvaged(
+    copies: &Source,
+    from: &RunSource,
+    rel: &Path,
+    base: u64,
+    new: &Replacement,
+    tmp: &Path,
+    opts: &ScanOptions,
+) -> Result<fs::File> {
+    let log = from.rel();
+    let src_path = copies.display_path(&log);
+    let damaged = |what: String| RepairError::BackupDamaged {
+        path: src_path.clone(),
+        what,
+    };
+    let f = copies.file(&log).map_err(|e| damaged(e.to_string()))?;
+    let len = f
+        .metadata()
+        .map_err(io_at(&src_path, "could not stat"))?
+        .len();
+    let end = from.position.saturating_add(from.bytes);
+    if len < end {
+        return Err(damaged(format!(
+            "holds {len} bytes, short of the salvaged run at bytes {}..{end}",
+            from.position
+        )));
+    }
+    if is_log(rel) {
+        let out = create_new(tmp)?;
+        let crc = copy_range_with_crc(&f, &src_path, from.position, from.bytes, &out, tmp)?;
+        if from.bytes != new.bytes || Some(crc) != new.crc32 {
+            // Not the run: nothing of it is left beside the path.
+            let _ = fs::remove_file(tmp);
+            return Err(damaged(format!(
+                "holds bytes {}..{end} with CRC-32 {crc:08x}, not the salvaged run's {} bytes with CRC-32 {:08x}",
+                from.position,
+                new.bytes,
+                new.crc32.unwrap_or_default()
+            )));
+        }
+        return Ok(out);
+    }
+    let view = Shifted {
+        src: &f,
+        start: from.position,
+        len: from.bytes,
+    };
+    let read = |e: io::Error| io_at(&src_path, "could not read")(e);
+    let scan = scan_segment(&view, from.bytes, base, opts, |_| {}).map_err(read)?;
+    let (i, t) = rebuild_indexes(&view, &scan).map_err(read)?;
+    let bytes = if rel.extension() == Some(OsStr::new(FileKind::Index.ext())) {
+        i
+    } else {
+        t
+    };
+    if scan.valid_bytes != from.bytes
+        || bytes.len() as u64 != new.bytes
+        || Some(crc32fast::hash(&bytes)) != new.crc32
+    {
+        return Err(damaged(format!(
+            "no longer yields the salvaged run at bytes {}..{end}, nor the index planned from it",
+            from.position
+        )));
+    }
+    let mut out = create_new(tmp)?;
+    out.write_all(&bytes)
+        .map_err(io_at(tmp, "could not write"))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::format::takhin::{be_u64, SegmentWriter};
+
+    /// A salvaged run's files come out of the backup copy only when they are exactly what
+    /// the manifest planned; a copy that yields anything else is refused, by name, and
+    /// leaves nothing beside the path.
+    #[test]
+    fn a_salvaged_run_is_written_from_the_backup_copy_only_as_planned() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::new(0);
+        for i in 0..10u8 {
+            w.append(1_000 + i as i64, &[b'k', i], &[i; 25]);
+        }
+        // The run: records 4..10 of a segment whose first records are gone.
+        let start = be_u64(&w.index, 4 * 16 + 8);
+        let run = &w.log[start as usize..];
+        let mut whole = vec![0xffu8; start as usize];
+        whole.extend_from_slice(run);
+        let backup = t.path().join("backup");
+        fs::create_dir_all(backup.join("p")).unwrap();
+        fs::write(backup.join("p/00000000000000000000.log"), &whole).unwrap();
+        let copies = Source::open(&backup).unwrap();
+        let from = RunSource::new(
+            Path::new("p/00000000000000000000.log"),
+            start,
+            run.len() as u64,
+        );
+        let opts = ScanOptions::default();
+        let out = t.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let mut want_run = SegmentWriter::new(4);
+        for i in 4..10u8 {
+            want_run.append(1_000 + i as i64, &[b'k', i], &[i; 25]);
+        }
+        assert_eq!(want_run.log, run);
+        let cases = [
+            ("00000000000000000004.log", run.to_vec()),
+            ("00000000000000000004.index", want_run.index.clone()),
+            ("00000000000000000004.timeindex", want_run.timeindex.clone()),
+        ];
+        for (name, want) in &cases {
+            let rel = Path::new("p").join(name);
+            let tmp = out.join(name);
+            let planned = Replacement {
+                bytes: want.len() as u64,
+                crc32: Some(crc32fast::hash(want)),
+            };
+            let f = write_salvaged(&copies, &from, &rel, 4, &planned, &tmp, &opts).unwrap();
+            drop(f);
+            assert_eq!(&fs::read(&tmp).unwrap(), want, "{name}");
+            fs::remove_file(&tmp).unwrap();
+            let wrong = Replacement {
+                crc32: planned.crc32.map(|c| c ^ 1),
+                ..planned
+            };
+            let e = write_salvaged(&copies, &from, &rel, 4, &wrong, &tmp, &opts).unwrap_err();
+            assert!(
+                matches!(e, RepairError::BackupDamaged { ref path, .. } if path.ends_with("p/00000000000000000000.log")),
+                "{name}: {e}"
+            );
+            assert!(!tmp.exists(), "{name}: nothing left behind");
+        }
+        // A copy shorter than the run is refused before anything is created.
+        fs::write(backup.join("p/00000000000000000000.log"), &whole[..10]).unwrap();
+        let tmp = out.join("short");
+        let planned = Replacement {
+            bytes: run.len() as u64,
+            crc32: Some(crc32fast::hash(run)),
+        };
+        let rel = Path::new("p/00000000000000000004.log");
+        let e = write_salvaged(&copies, &from, rel, 4, &planned, &tmp, &opts).unwrap_err();
+        assert!(e.to_string().contains("holds 10 bytes, short of"), "{e}");
+        assert!(!tmp.exists());
+    }
 }

@@ -6,6 +6,7 @@ use super::{io_at, RepairError, Result};
 use crate::engine::layout::escape_path;
 use crate::engine::policy::Policy;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Write};
@@ -27,6 +28,9 @@ pub enum Action {
     Create,
     /// Remove a file the view leaves out (hidden segment, orphan index).
     Remove,
+    /// Write a file of a salvaged run where none was: its `.log` (a byte range of an
+    /// original `.log`) or a rebuilt index of it, both read from the backup copy.
+    Salvage,
 }
 
 /// What an original was: the manifest's `kind` (`file` or `symlink` on disk).
@@ -48,6 +52,53 @@ pub struct Original {
     pub crc32: Option<u32>,
 }
 
+/// Where a salvaged run's file comes from: bytes `[position, position + bytes)` of an
+/// original `.log` that the same repair truncates, read from its backup copy (by then
+/// the source may hold only the valid prefix).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSource {
+    /// The original `.log`, relative to the data directory, escaped like an entry's `path`.
+    pub log: String,
+    /// The raw name when `log` had to be escaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_bytes: Option<Vec<u8>>,
+    /// The run's first byte in the original (the resync point).
+    pub position: u64,
+    /// The run's length: the size of its `.log`.
+    pub bytes: u64,
+}
+
+impl RunSource {
+    pub(super) fn new(log: &Path, position: u64, bytes: u64) -> Self {
+        let (log_str, log_bytes) = escaped(log);
+        RunSource {
+            log: log_str,
+            log_bytes,
+            position,
+            bytes,
+        }
+    }
+
+    pub(super) fn rel(&self) -> PathBuf {
+        raw_or_escaped(&self.log, &self.log_bytes)
+    }
+}
+
+/// A relative path as the manifest stores it: escaped text, plus the raw bytes when they differ.
+fn escaped(rel: &Path) -> (String, Option<Vec<u8>>) {
+    let path = escape_path(rel);
+    let raw = rel.as_os_str().as_bytes();
+    let bytes = (path.as_bytes() != raw).then(|| raw.to_vec());
+    (path, bytes)
+}
+
+fn raw_or_escaped(path: &str, raw: &Option<Vec<u8>>) -> PathBuf {
+    match raw {
+        Some(b) => PathBuf::from(OsString::from_vec(b.clone())),
+        None => PathBuf::from(path),
+    }
+}
+
 /// What a path holds after the repair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replacement {
@@ -67,14 +118,14 @@ pub struct ManifestEntry {
     pub why: String,
     pub original: Option<Original>,
     pub new: Option<Replacement>,
+    /// For [`Action::Salvage`] only: the original `.log` range the file is made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salvaged_from: Option<RunSource>,
 }
 
 impl ManifestEntry {
     pub(super) fn rel(&self) -> PathBuf {
-        match &self.path_bytes {
-            Some(b) => PathBuf::from(OsString::from_vec(b.clone())),
-            None => PathBuf::from(&self.path),
-        }
+        raw_or_escaped(&self.path, &self.path_bytes)
     }
 
     /// The fields a fresh plan must reproduce for an interrupted backup to be resumed.
@@ -85,6 +136,7 @@ impl ManifestEntry {
             && self.original.as_ref().map(|o| (&o.kind, o.bytes))
                 == other.original.as_ref().map(|o| (&o.kind, o.bytes))
             && self.new.as_ref().map(|n| n.bytes) == other.new.as_ref().map(|n| n.bytes)
+            && self.salvaged_from == other.salvaged_from
     }
 }
 
@@ -120,16 +172,91 @@ pub(super) fn manifest_entry(
     original: Option<Original>,
     new: Option<Replacement>,
 ) -> ManifestEntry {
-    let path = escape_path(rel);
-    let raw = rel.as_os_str().as_bytes();
+    let (path, path_bytes) = escaped(rel);
     ManifestEntry {
-        path_bytes: (path.as_bytes() != raw).then(|| raw.to_vec()),
+        path_bytes,
         path,
         action,
         why,
         original,
         new,
+        salvaged_from: None,
     }
+}
+
+/// True when `rel` is a relative path that stays inside the directory it is joined to.
+fn inside(rel: &Path) -> bool {
+    rel.components().count() > 0
+        && rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// Checks that a list of entries is one an apply can follow without guessing: every path
+/// inside the data directory, each action with the replacement and origin it needs, and
+/// every salvaged run made from a range of an original `.log` that the same repair backs
+/// up and truncates (the backup copy is where its bytes are read). `Err` says which entry.
+pub(super) fn check_entries(entries: &[ManifestEntry]) -> std::result::Result<(), String> {
+    // By path, so that checking every run stays linear: a segment can hold tens of
+    // thousands of runs (`engine::salvage::MAX_RUNS`), three entries each.
+    let truncated: HashMap<PathBuf, &ManifestEntry> = entries
+        .iter()
+        .filter(|o| {
+            o.action == Action::Truncate
+                && o.original
+                    .as_ref()
+                    .is_some_and(|o| o.kind == OriginalKind::File)
+        })
+        .map(|o| (o.rel(), o))
+        .collect();
+    for e in entries {
+        if !inside(&e.rel()) {
+            return Err(format!(
+                "entry {:?} is not a path inside the data directory",
+                e.path
+            ));
+        }
+        if (e.action == Action::Remove) != e.new.is_none() {
+            return Err(format!(
+                "entry {:?}: action {:?} does not match its replacement",
+                e.path, e.action
+            ));
+        }
+        if (e.action == Action::Salvage) != e.salvaged_from.is_some() {
+            return Err(format!(
+                "entry {:?}: action {:?} does not match its salvaged_from",
+                e.path, e.action
+            ));
+        }
+        let Some(from) = &e.salvaged_from else {
+            continue;
+        };
+        if e.original.is_some() {
+            return Err(format!(
+                "entry {:?}: a salvaged run's file replaces nothing, yet an original is listed",
+                e.path
+            ));
+        }
+        let Some(source) = truncated.get(&from.rel()) else {
+            return Err(format!(
+                "entry {:?}: salvaged from {:?}, which the repair does not back up and truncate",
+                e.path, from.log
+            ));
+        };
+        let original = source.original.as_ref().map_or(0, |o| o.bytes);
+        let cut = source.new.as_ref().map_or(0, |n| n.bytes);
+        let fits = from
+            .position
+            .checked_add(from.bytes)
+            .is_some_and(|end| from.position >= cut && end <= original);
+        if !fits || from.bytes == 0 {
+            return Err(format!(
+                "entry {:?}: bytes {}..+{} are not after the valid prefix ({cut} bytes) of {:?} ({original} bytes)",
+                e.path, from.position, from.bytes, from.log
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn read_manifest(path: &Path) -> Result<Option<Manifest>> {
@@ -146,25 +273,7 @@ pub(super) fn read_manifest(path: &Path) -> Result<Option<Manifest>> {
     // The manifest steers writes and unlinks in the data directory: an entry
     // that escapes it, or lacks the replacement its action needs, is refused
     // before anything is touched.
-    for e in &m.entries {
-        let rel = e.rel();
-        let inside = rel.components().count() > 0
-            && rel
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)));
-        if !inside {
-            return Err(bad(format!(
-                "entry {:?} is not a path inside the data directory",
-                e.path
-            )));
-        }
-        if (e.action == Action::Remove) != e.new.is_none() {
-            return Err(bad(format!(
-                "entry {:?}: action {:?} does not match its replacement",
-                e.path, e.action
-            )));
-        }
-    }
+    check_entries(&m.entries).map_err(bad)?;
     Ok(Some(m))
 }
 
@@ -240,6 +349,142 @@ mod tests {
             write_manifest(t.path(), &m, &mut Steps::new()).unwrap();
             assert_eq!(fs::read_to_string(&path).unwrap(), text, "{name}");
         }
+    }
+
+    fn truncate(rel: &str, original: u64, cut: u64) -> ManifestEntry {
+        manifest_entry(
+            Path::new(rel),
+            Action::Truncate,
+            String::new(),
+            Some(Original {
+                kind: OriginalKind::File,
+                bytes: original,
+                crc32: None,
+            }),
+            Some(Replacement {
+                bytes: cut,
+                crc32: None,
+            }),
+        )
+    }
+
+    fn salvage(rel: &str, from: RunSource) -> ManifestEntry {
+        let mut e = manifest_entry(
+            Path::new(rel),
+            Action::Salvage,
+            String::new(),
+            None,
+            Some(Replacement {
+                bytes: from.bytes,
+                crc32: None,
+            }),
+        );
+        e.salvaged_from = Some(from);
+        e
+    }
+
+    /// A salvaged run's entry is followed only when it is made from a range after the
+    /// valid prefix of a `.log` the same manifest backs up and truncates; anything else
+    /// is refused when the manifest is read, before a byte is touched.
+    #[test]
+    fn salvage_entries_are_checked_against_their_original() {
+        let log = "t/p/00000000000000000000.log";
+        let run = "t/p/00000000000000000006.log";
+        let ok = vec![
+            truncate(log, 1000, 200),
+            salvage(run, RunSource::new(Path::new(log), 300, 700)),
+        ];
+        assert_eq!(check_entries(&ok), Ok(()));
+        // The run's name may come before its original in the manifest.
+        let mut swapped = ok.clone();
+        swapped.reverse();
+        assert_eq!(check_entries(&swapped), Ok(()));
+
+        let bad = |entries: Vec<ManifestEntry>, what: &str| {
+            let e = check_entries(&entries).unwrap_err();
+            assert!(e.contains(what), "{what}: {e}");
+            // And through the file, as a resumed repair reads it.
+            let t = tempfile::tempdir().unwrap();
+            let m = Manifest {
+                schema: 1,
+                tool: String::new(),
+                source: "/d".into(),
+                policy: Policy::Salvage,
+                max_record_bytes: 1 << 26,
+                state: ManifestState::BackedUp,
+                entries,
+            };
+            write_manifest(t.path(), &m, &mut Steps::new()).unwrap();
+            let e = read_manifest(&t.path().join(MANIFEST)).unwrap_err();
+            assert!(
+                matches!(e, RepairError::BadManifest { .. }) && e.to_string().contains(what),
+                "{e}"
+            );
+        };
+        let from = |position, bytes| RunSource::new(Path::new(log), position, bytes);
+        bad(
+            vec![salvage(run, from(300, 700))],
+            "which the repair does not back up and truncate",
+        );
+        bad(
+            vec![truncate(log, 1000, 200), salvage(run, from(100, 50))],
+            "not after the valid prefix",
+        );
+        bad(
+            vec![truncate(log, 1000, 200), salvage(run, from(300, 701))],
+            "not after the valid prefix",
+        );
+        bad(
+            vec![truncate(log, 1000, 200), salvage(run, from(u64::MAX, 2))],
+            "not after the valid prefix",
+        );
+        bad(
+            vec![truncate(log, 1000, 200), salvage(run, from(300, 0))],
+            "not after the valid prefix",
+        );
+        let escaping = RunSource::new(Path::new("../x/00000000000000000000.log"), 300, 10);
+        bad(
+            vec![truncate(log, 1000, 200), salvage(run, escaping)],
+            "which the repair does not back up and truncate",
+        );
+        let mut no_origin = salvage(run, from(300, 700));
+        no_origin.salvaged_from = None;
+        bad(
+            vec![truncate(log, 1000, 200), no_origin],
+            "does not match its salvaged_from",
+        );
+        let mut stray = truncate(log, 1000, 200);
+        stray.salvaged_from = Some(from(300, 700));
+        bad(vec![stray], "does not match its salvaged_from");
+        let mut replaces = salvage(run, from(300, 700));
+        replaces.original = truncate(log, 1, 1).original;
+        bad(
+            vec![truncate(log, 1000, 200), replaces],
+            "replaces nothing, yet an original is listed",
+        );
+    }
+
+    /// A salvage entry round-trips, non-UTF-8 original name included; the other
+    /// entries gain no field.
+    #[test]
+    fn salvage_entries_round_trip() {
+        use std::os::unix::ffi::OsStrExt;
+        let raw = Path::new(std::ffi::OsStr::from_bytes(
+            b"t\xff/00000000000000000000.log",
+        ));
+        let from = RunSource::new(raw, 300, 700);
+        assert!(from.log_bytes.is_some());
+        assert_eq!(from.rel(), raw);
+        let entries = vec![
+            truncate("a/00000000000000000000.log", 1000, 200),
+            salvage("a/00000000000000000006.log", from),
+        ];
+        let text = serde_json::to_string(&entries).unwrap();
+        assert_eq!(text.matches("salvaged_from").count(), 1, "{text}");
+        let back: Vec<ManifestEntry> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, entries);
+        assert_eq!(back[1].action, Action::Salvage);
+        assert!(text.contains("\"action\":\"salvage\""), "{text}");
     }
 
     /// The typed fields read back as what the strings said.

@@ -38,7 +38,8 @@ mod tree;
 pub use fsio::Progress;
 pub use in_place::{repair_in_place, InPlaceSummary};
 pub use manifest::{
-    Action, Manifest, ManifestEntry, ManifestState, Original, OriginalKind, Replacement, MANIFEST,
+    Action, Manifest, ManifestEntry, ManifestState, Original, OriginalKind, Replacement, RunSource,
+    MANIFEST,
 };
 pub use output::{repair_to, repair_to_with, OutputSummary};
 pub use render::{render_in_place, render_output};
@@ -87,8 +88,8 @@ pub enum RepairError {
     BackupDamaged { path: PathBuf, what: String },
     #[error("{}: {what}", path.display())]
     BadManifest { path: PathBuf, what: String },
-    #[error("{}: --in-place does not write salvaged runs (yet); write the salvage view with --output NEW_DIR", .0.display())]
-    SalvageInPlace(PathBuf),
+    #[error("{}: {what} stands where a salvaged run goes (a run never overrides a real file, and in place a run left out would survive only in the backup); nothing changed: move it away first", path.display())]
+    RunNameTaken { path: PathBuf, what: &'static str },
     #[error("{}: another repair is running here; wait for it to finish", .0.display())]
     Busy(PathBuf),
     #[error("{0}")]

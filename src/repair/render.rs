@@ -74,6 +74,7 @@ pub fn render_in_place(data: &Path, backup: &Path, s: &InPlaceSummary) -> String
             Action::Rebuild => "REBUILD ",
             Action::Create => "CREATE  ",
             Action::Remove => "REMOVE  ",
+            Action::Salvage => "SALVAGE ",
         };
         let sizes = match (&e.original, &e.new) {
             (Some(a), Some(b)) => format!("{} -> {} bytes", a.bytes, b.bytes),

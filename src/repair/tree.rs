@@ -159,6 +159,16 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
             .map_err(io_at(&source.display_path(&rel), "could not list"))?;
         let (children, _) = dir_children(&rel, &entries);
         let log = logs.get(&rel);
+        // The shown runs of this log by (segment, first offset): one lookup per run file,
+        // where a search of the segment's runs for each made a plan quadratic in them.
+        let runs: HashMap<(u64, u64), _> = log
+            .iter()
+            .flat_map(|l| &l.segments)
+            .flat_map(|s| {
+                s.shown_runs()
+                    .map(move |(_, r)| ((s.base_offset, r.first_offset), r))
+            })
+            .collect();
         let visible = visible_children(children.clone(), log.copied());
         for (name, ft) in &entries {
             // recoverfs's own metadata name: not copied, and never removed in place.
@@ -273,14 +283,12 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
                 Node::Run { base, first, kind } => {
                     let log_rel = rel.join(segment_file_name(base, FileKind::Log));
                     let seg = served(data, &log_rel, segment(log, base))?;
-                    let run = seg
-                        .shown_runs()
-                        .map(|(_, r)| r)
-                        .find(|r| r.first_offset == first)
-                        .ok_or_else(|| RepairError::SourceChanged {
-                            path: data.join(&child),
-                            what: "salvaged run not found in the analysis".into(),
-                        })?;
+                    let run =
+                        runs.get(&(base, first))
+                            .ok_or_else(|| RepairError::SourceChanged {
+                                path: data.join(&child),
+                                what: "salvaged run not found in the analysis".into(),
+                            })?;
                     let content = match kind {
                         FileKind::Log => Content::Range {
                             log: log_rel.clone(),

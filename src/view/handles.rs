@@ -189,13 +189,13 @@ impl Handles {
         base: u64,
         part: SegPart,
     ) -> Result<Opened> {
-        let (file, analysis) = open_validated(v, dir, base, part)?;
-        let keep_cache = self.same_as_last_open(ino, analysis.stamp);
-        let direct_io = changed_recently(analysis.stamp);
-        let whole = part == SegPart::Log && whole_sealed_log(v, dir, base, &file, &analysis);
+        let o = open_validated(v, dir, base, part)?;
+        let keep_cache = self.same_as_last_open(ino, o.analysis.stamp);
+        let direct_io = changed_recently(o.analysis.stamp);
+        let whole = part == SegPart::Log && whole_sealed_log(&o);
         let h = SegHandle {
-            file,
-            analysis,
+            file: o.file,
+            analysis: o.analysis,
             dir: dir.to_path_buf(),
             base,
             part,
@@ -376,52 +376,45 @@ fn read_run(
     }
 }
 
-/// True when the view of segment `base`'s `.log` is the whole of `file`: the
-/// segment is clean, kept, not its log's last (sealed: nothing is appended to
-/// it), and `file` still has the size and stamp it was validated with.
-fn whole_sealed_log(
-    v: &Verdicts,
-    dir: &Path,
-    base: u64,
-    file: &File,
-    analysis: &SegmentAnalysis,
-) -> bool {
-    let Ok(scan) = &analysis.scan else {
-        return false;
-    };
-    let Ok(m) = file.metadata() else {
+/// True when the view of a segment's `.log` is the whole of the file opened
+/// for it: the segment is clean, kept, not its log's last (sealed: nothing is
+/// appended to it), and the file (`opened`: its metadata at open) still has the
+/// size and stamp it was validated with.
+fn whole_sealed_log(o: &OpenedSegment) -> bool {
+    let Ok(scan) = &o.analysis.scan else {
         return false;
     };
     let clean = scan.damage.is_none() && scan.valid_bytes == scan.original_bytes;
-    let unchanged = FileStamp::of(&m) == analysis.stamp && m.len() == scan.valid_bytes;
-    clean
-        && unchanged
-        && v.seg_view(dir, base).is_ok_and(|sv| {
-            !sv.is_last && sv.action == ViewAction::Kept && sv.analysis.stamp == analysis.stamp
-        })
+    let unchanged = FileStamp::of(&o.meta) == o.analysis.stamp && o.meta.len() == scan.valid_bytes;
+    clean && unchanged && !o.is_last && o.action == ViewAction::Kept
+}
+
+/// A segment's `.log` as opened, with the verdict computed on exactly that file.
+struct OpenedSegment {
+    file: File,
+    /// The file's metadata when it was opened.
+    meta: std::fs::Metadata,
+    analysis: Arc<SegmentAnalysis>,
+    action: ViewAction,
+    is_last: bool,
 }
 
 /// Opens a segment's `.log` and returns it with a verdict computed on exactly that file.
-fn open_validated(
-    v: &Verdicts,
-    dir: &Path,
-    base: u64,
-    part: SegPart,
-) -> Result<(File, Arc<SegmentAnalysis>)> {
+fn open_validated(v: &Verdicts, dir: &Path, base: u64, part: SegPart) -> Result<OpenedSegment> {
     let rel = dir.join(segment_file_name(base, FileKind::Log));
     let path = v.source().display_path(&rel);
     let mut tries = 0;
     loop {
-        let (analysis, serves) = if part == SegPart::Tail {
-            (v.current_analysis(dir, base)?, true)
+        let (analysis, action, is_last) = if part == SegPart::Tail {
+            (v.current_analysis(dir, base)?, ViewAction::Truncated, false)
         } else {
             let sv = v.seg_view(dir, base)?;
             if !sv.action.listed() {
                 return Err(ViewError::NotFound);
             }
-            (sv.analysis, sv.action.serves())
+            (sv.analysis, sv.action, sv.is_last)
         };
-        if !serves {
+        if !action.serves() {
             return Err(ViewError::Refused {
                 path: escape_path(&rel),
                 why: match &analysis.scan {
@@ -437,11 +430,18 @@ fn open_validated(
             });
         }
         let file = v.source().file(&rel).map_err(source_err(&path))?;
-        let stamp = FileStamp::of(&file.metadata().map_err(source_err(&path))?);
+        let meta = file.metadata().map_err(source_err(&path))?;
+        let stamp = FileStamp::of(&meta);
         tries += 1;
         // The file may change between the verdict and the open; retry so the pair matches.
         if stamp == analysis.stamp || tries >= 3 {
-            return Ok((file, analysis));
+            return Ok(OpenedSegment {
+                file,
+                meta,
+                analysis,
+                action,
+                is_last,
+            });
         }
     }
 }
@@ -480,9 +480,9 @@ fn refresh_handle(v: &Verdicts, lock: &RwLock<SegHandle>, offset: u64, size: u32
         return Ok(()); // another reader refreshed it first
     }
     let (dir, base, part) = (s.dir.clone(), s.base, s.part);
-    let (file, analysis) = open_validated(v, &dir, base, part)?;
-    s.file = file;
-    s.analysis = analysis;
+    let o = open_validated(v, &dir, base, part)?;
+    s.file = o.file;
+    s.analysis = o.analysis;
     Ok(())
 }
 

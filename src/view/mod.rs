@@ -277,7 +277,7 @@ impl View {
     /// Looks `name` up in directory `parent`.
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
         let (_, pkind) = self.inodes.get(parent)?;
-        let child = match &*pkind {
+        let (child, attr) = match &*pkind {
             Kind::Src {
                 rel,
                 node: Node::Dir,
@@ -285,18 +285,23 @@ impl View {
                 if is_reserved(rel, name) && self.no_meta {
                     return Err(ViewError::NotFound);
                 } else if is_reserved(rel, name) {
-                    Kind::Meta(MetaNode::Root)
+                    let child = Kind::Meta(MetaNode::Root);
+                    let attr = self.attr_of(0, &child)?;
+                    (child, attr)
                 } else {
-                    Kind::Src {
-                        rel: rel.join(name),
-                        node: tree::lookup(&self.verdicts, rel, name)?,
-                    }
+                    let (node, sv) = tree::lookup(&self.verdicts, rel, name)?;
+                    let rel = rel.join(name);
+                    let attr = tree::attr(&self.verdicts, 0, &rel, node, sv)?;
+                    (Kind::Src { rel, node }, attr)
                 }
             }
             Kind::Src { .. } => return Err(ViewError::NotDir),
-            Kind::Meta(m) => Kind::Meta(self.meta.lookup(&self.verdicts, m, name)?),
+            Kind::Meta(m) => {
+                let child = Kind::Meta(self.meta.lookup(&self.verdicts, m, name)?);
+                let attr = self.attr_of(0, &child)?;
+                (child, attr)
+            }
         };
-        let attr = self.attr_of(0, &child)?;
         let ino = self.inodes.intern(parent, name, child);
         Ok(Attr { ino, ..attr })
     }
@@ -309,7 +314,7 @@ impl View {
 
     fn attr_of(&self, ino: u64, kind: &Kind) -> Result<Attr> {
         match kind {
-            Kind::Src { rel, node } => tree::attr(&self.verdicts, ino, rel, *node),
+            Kind::Src { rel, node } => tree::attr(&self.verdicts, ino, rel, *node, None),
             Kind::Meta(m) => self.meta.attr(&self.verdicts, ino, m),
         }
     }

@@ -8,7 +8,7 @@ use crate::view::handles::{Handles, Opened, SegPart};
 use crate::view::healed;
 use crate::view::inodes::{Attr, EntryType};
 use crate::view::runs;
-use crate::view::verdicts::Verdicts;
+use crate::view::verdicts::{SegView, Verdicts};
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 
@@ -26,8 +26,10 @@ pub(crate) fn parent_of(rel: &Path) -> &Path {
     rel.parent().unwrap_or(Path::new(""))
 }
 
-/// Looks `name` up in the source directory `dir`; a segment the policy hides is not found.
-pub(crate) fn lookup(v: &Verdicts, dir: &Path, name: &OsStr) -> Result<Node> {
+/// Looks `name` up in the source directory `dir`; a segment the policy hides is
+/// not found. Also returns the segment's verdict when the entry is a segment's
+/// file, for [`attr`] to reuse (one validation check per request).
+pub(crate) fn lookup(v: &Verdicts, dir: &Path, name: &OsStr) -> Result<(Node, Option<SegView>)> {
     let listing = v.listing(dir)?;
     let node = match listing.children.get(name) {
         // With replicas, a healed range may replace a segment of the source: the policy's listing says.
@@ -43,16 +45,33 @@ pub(crate) fn lookup(v: &Verdicts, dir: &Path, name: &OsStr) -> Result<Node> {
             .ok_or(ViewError::NotFound)?,
         None => return Err(ViewError::NotFound),
     };
-    if let Some(base) = node.segment() {
-        if !v.seg_view(dir, base)?.action.listed() {
-            return Err(ViewError::NotFound);
+    let sv = match node.segment() {
+        Some(base) => {
+            let sv = v.seg_view_in(&listing, base)?;
+            if !sv.action.listed() {
+                return Err(ViewError::NotFound);
+            }
+            Some(sv)
         }
-    }
-    Ok(node)
+        None => None,
+    };
+    Ok((node, sv))
 }
 
-/// Attributes of the source entry `rel`, as inode `ino`: a segment file's size is what a read returns.
-pub(crate) fn attr(v: &Verdicts, ino: u64, rel: &Path, node: Node) -> Result<Attr> {
+/// Attributes of the source entry `rel`, as inode `ino`: a segment file's size
+/// is what a read returns. `sv`: the segment's verdict if the caller has it.
+pub(crate) fn attr(
+    v: &Verdicts,
+    ino: u64,
+    rel: &Path,
+    node: Node,
+    sv: Option<SegView>,
+) -> Result<Attr> {
+    let dir = parent_of(rel);
+    let seg_view = |base| match sv {
+        Some(sv) => Ok(sv),
+        None => v.seg_view(dir, base),
+    };
     match node {
         Node::Dir => Ok(Attr::from_meta(ino, EntryType::Dir, 0, &v.lstat(rel)?)),
         Node::File | Node::Symlink => {
@@ -60,9 +79,8 @@ pub(crate) fn attr(v: &Verdicts, ino: u64, rel: &Path, node: Node) -> Result<Att
             Ok(Attr::from_meta(ino, entry_type(node), m.len(), &m))
         }
         Node::Log { base } => {
-            let dir = parent_of(rel);
             let m = v.lstat(rel)?;
-            let sv = v.seg_view(dir, base)?;
+            let sv = seg_view(base)?;
             let size = match (&sv.analysis.scan, sv.action.serves()) {
                 (Ok(s), true) => s.valid_bytes,
                 _ => 0,
@@ -70,14 +88,13 @@ pub(crate) fn attr(v: &Verdicts, ino: u64, rel: &Path, node: Node) -> Result<Att
             Ok(Attr::from_meta(ino, EntryType::File, size, &m))
         }
         Node::Index { base, .. } => {
-            let dir = parent_of(rel);
             let log_rel = dir.join(segment_file_name(base, FileKind::Log));
             // A rebuilt index whose original is missing takes the `.log`'s times and owner.
             let m = match v.lstat(rel) {
                 Ok(m) if m.is_file() => m,
                 _ => v.lstat(&log_rel)?,
             };
-            let sv = v.seg_view(dir, base)?;
+            let sv = seg_view(base)?;
             let size = match (&sv.analysis.scan, sv.action.serves()) {
                 (Ok(s), true) => s.index_bytes(),
                 _ => 0,
@@ -86,9 +103,8 @@ pub(crate) fn attr(v: &Verdicts, ino: u64, rel: &Path, node: Node) -> Result<Att
         }
         Node::Run { base, first, kind } => {
             // A run's files take the original `.log`'s times and owner.
-            let dir = parent_of(rel);
             let m = v.lstat(&dir.join(segment_file_name(base, FileKind::Log)))?;
-            let sv = v.seg_view(dir, base)?;
+            let sv = seg_view(base)?;
             let run = runs::find(&sv.analysis, first).ok_or(ViewError::NotFound)?;
             let size = match sv.action.serves() {
                 true => runs::size(run, runs::index_kind(kind)),

@@ -341,19 +341,34 @@ impl Verdicts {
         f: impl FnOnce(&Listing, &LogLayout, usize) -> T,
     ) -> Result<T> {
         let listing = self.listing(dir)?;
+        Self::in_listing(&listing, base, f)
+    }
+
+    /// Like [`Verdicts::with_segment`], in a listing the caller already holds.
+    fn in_listing<T>(
+        listing: &Listing,
+        base: u64,
+        f: impl FnOnce(&Listing, &LogLayout, usize) -> T,
+    ) -> Result<T> {
         let layout = listing.layout.as_ref().ok_or(ViewError::NotFound)?;
         let idx = layout
             .segments
             .iter()
             .position(|s| s.base == base)
             .ok_or(ViewError::NotFound)?;
-        Ok(f(&listing, layout, idx))
+        Ok(f(listing, layout, idx))
     }
 
     /// A segment's verdict under the policy. Under point-in-time a segment's
     /// fate depends on every segment before it, so those are validated too.
     pub fn seg_view(&self, dir: &Path, base: u64) -> Result<SegView> {
-        self.with_segment(dir, base, |listing, layout, idx| {
+        self.seg_view_in(&*self.listing(dir)?, base)
+    }
+
+    /// [`Verdicts::seg_view`] in a listing of the log the caller already holds
+    /// (one `stat` of the directory per request, not one per question).
+    pub fn seg_view_in(&self, listing: &Listing, base: u64) -> Result<SegView> {
+        Self::in_listing(listing, base, |listing, layout, idx| {
             // The segment itself is always checked against its source (and validated again if changed).
             let analysis = self.analysis(layout, &layout.segments[idx]);
             let action = self.action(listing, layout, idx, &analysis);
