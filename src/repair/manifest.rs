@@ -522,6 +522,99 @@ mod tests {
         );
     }
 
+    fn heal(rel: &str, replica: &str, position: u64, bytes: u64) -> ManifestEntry {
+        let mut e = manifest_entry(
+            Path::new(rel),
+            Action::Heal,
+            String::new(),
+            None,
+            Some(Replacement { bytes, crc32: None }),
+        );
+        e.healed_from = Some(HealSource {
+            replica: replica.into(),
+            range: RunSource::new(Path::new("t/p/00000000000000000000.log"), position, bytes),
+        });
+        e
+    }
+
+    /// A healed range's entry is followed only when it names one of the manifest's
+    /// replicas and a non-empty range of a file inside it; a `.log` a healed range
+    /// replaces (backed up whole) may be where salvaged runs are read from.
+    #[test]
+    fn heal_entries_are_checked_against_the_replicas() {
+        let r = vec!["/r1".to_string()];
+        let run = "t/p/00000000000000000100.log";
+        assert_eq!(check_entries(&[heal(run, "/r1", 0, 10)], &r), Ok(()));
+        let refused = |entries: &[ManifestEntry], replicas: &[String], what: &str| {
+            let e = check_entries(entries, replicas).unwrap_err();
+            assert!(e.contains(what), "{what}: {e}");
+        };
+        refused(
+            &[heal(run, "/r2", 0, 10)],
+            &r,
+            "not one of the manifest's replicas",
+        );
+        refused(
+            &[heal(run, "/r1", 0, 10)],
+            &[],
+            "not one of the manifest's replicas",
+        );
+        let rel = vec!["r1".to_string()];
+        refused(
+            &[heal(run, "r1", 0, 10)],
+            &rel,
+            "not one of the manifest's replicas",
+        );
+        refused(
+            &[heal(run, "/r1", 0, 0)],
+            &r,
+            "not a range of a file inside the replica",
+        );
+        refused(
+            &[heal(run, "/r1", u64::MAX, 2)],
+            &r,
+            "not a range of a file inside the replica",
+        );
+        let mut escaping = heal(run, "/r1", 0, 10);
+        escaping.healed_from.as_mut().unwrap().range =
+            RunSource::new(Path::new("../x/00000000000000000000.log"), 0, 10);
+        refused(&[escaping], &r, "not a range of a file inside the replica");
+        let mut bare = heal(run, "/r1", 0, 10);
+        bare.healed_from = None;
+        refused(&[bare], &r, "does not match its healed_from");
+        let mut stray = truncate(run, 100, 10);
+        stray.healed_from = heal(run, "/r1", 0, 10).healed_from;
+        refused(&[stray], &r, "does not match its healed_from");
+        // On disk: the range's fields beside the replica, and back.
+        let text = serde_json::to_string(&heal(run, "/r1", 3, 10)).unwrap();
+        assert!(
+            text.contains(r#""action":"heal""#)
+                && text.contains(r#""healed_from":{"replica":"/r1","log":"t/p/00000000000000000000.log","position":3,"bytes":10}"#),
+            "{text}"
+        );
+        let back: ManifestEntry = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, heal(run, "/r1", 3, 10));
+        // A healed range over an empty primary segment: the runs found in that `.log`
+        // are read from its backup copy, anywhere in it (nothing of it is kept).
+        let log = "t/p/00000000000000000000.log";
+        let mut over = heal(log, "/r1", 0, 50);
+        over.original = truncate(log, 1000, 0).original;
+        let from = |position, bytes| RunSource::new(Path::new(log), position, bytes);
+        let ok = vec![over.clone(), salvage(run, from(0, 1000))];
+        assert_eq!(check_entries(&ok, &r), Ok(()));
+        refused(
+            &[over.clone(), salvage(run, from(10, 991))],
+            &r,
+            "not after the valid prefix",
+        );
+        // Without an original it backs nothing up: no run can be read from it.
+        refused(
+            &[heal(log, "/r1", 0, 50), salvage(run, from(0, 10))],
+            &r,
+            "which the repair does not back up and truncate",
+        );
+    }
+
     /// A salvage entry round-trips, non-UTF-8 original name included; the other
     /// entries gain no field.
     #[test]
