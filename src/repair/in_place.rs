@@ -825,13 +825,22 @@ fn back_up(
         }
     }
     // A healed range's `.log`: the CRC-32 of its bytes in the replica, read through the
-    // replica's door; the apply phase copies them only if they still have it.
+    // replica's door, once they are checked to still be the range's records (scanned as a
+    // segment of its own: every byte valid, offsets from its first on); the apply phase
+    // copies them only if they still have that CRC-32.
+    let opts = ScanOptions {
+        max_record_bytes: manifest.max_record_bytes,
+    };
     let mut doors = Doors::default();
     for e in manifest.entries.iter_mut() {
-        let Some(h) = e.healed_from.as_ref().filter(|_| is_log(&e.rel())) else {
+        if e.healed_from.is_none() || !is_log(&e.rel()) {
+            continue;
+        }
+        let base = segment_base(&e.rel(), backup, e)?;
+        let Some(h) = e.healed_from.as_ref() else {
             continue;
         };
-        let crc = crc_of_range(doors.get(&h.replica)?, &h.range)?;
+        let crc = crc_of_range(doors.get(&h.replica)?, &h.range, base, &opts)?;
         if let Some(n) = e.new.as_mut() {
             n.crc32 = Some(crc);
         }
@@ -876,12 +885,29 @@ impl Doors {
     }
 }
 
-/// The CRC-32 of bytes `[position, position + bytes)` of the replica's `.log`, read through its door.
-fn crc_of_range(door: &Source, range: &RunSource) -> Result<u32> {
+/// The CRC-32 of bytes `[position, position + bytes)` of the replica's `.log`, read through
+/// its door, after checking that they scan as a clean segment of base `base`.
+fn crc_of_range(door: &Source, range: &RunSource, base: u64, opts: &ScanOptions) -> Result<u32> {
     let rel = range.rel();
     let path = door.display_path(&rel);
     let f = door.file(&rel).map_err(io_at(&path, "could not open"))?;
     advise_sequential(&f);
+    let view = Shifted {
+        src: &f,
+        start: range.position,
+        len: range.bytes,
+    };
+    let scan = scan_segment(&view, range.bytes, base, opts, |_| {})
+        .map_err(io_at(&path, "could not read"))?;
+    if scan.valid_bytes != range.bytes {
+        return Err(RepairError::SourceChanged {
+            path,
+            what: format!(
+                "bytes {}..+{} no longer hold the healed range's records from offset {base} (the replica changed since it was checked)",
+                range.position, range.bytes
+            ),
+        });
+    }
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; BUF_BYTES.min(range.bytes as usize).max(1)];
     let mut done = 0u64;
@@ -1237,6 +1263,58 @@ fn write_range(
 mod tests {
     use super::*;
     use crate::engine::format::takhin::{be_u64, SegmentWriter};
+
+    /// A healed range's CRC-32 is taken only from bytes that still scan as the range's
+    /// records (clean, offsets from its base on); a replica changed under the repair
+    /// (a record header overwritten, the file cut short, another base) is refused by name.
+    #[test]
+    fn a_healed_range_is_hashed_only_while_the_replica_still_holds_it() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::new(0);
+        for i in 0..10u8 {
+            w.append(1_000 + i as i64, &[b'k', i], &[i; 25]);
+        }
+        // The range: records 4..10 of the replica's segment 0.
+        let start = be_u64(&w.index, 4 * 16 + 8);
+        let range = &w.log[start as usize..];
+        fs::create_dir_all(t.path().join("p")).unwrap();
+        let file = t.path().join("p/00000000000000000000.log");
+        fs::write(&file, &w.log).unwrap();
+        let door = Source::open(t.path()).unwrap();
+        let from = RunSource::new(
+            Path::new("p/00000000000000000000.log"),
+            start,
+            range.len() as u64,
+        );
+        let opts = ScanOptions::default();
+        assert_eq!(
+            crc_of_range(&door, &from, 4, &opts).unwrap(),
+            crc32fast::hash(range)
+        );
+        let changed = |e: RepairError, what: &str| {
+            assert!(
+                matches!(e, RepairError::SourceChanged { ref path, .. } if path.ends_with("p/00000000000000000000.log")),
+                "{e}"
+            );
+            assert!(e.to_string().contains(what), "{e}");
+        };
+        changed(
+            crc_of_range(&door, &from, 5, &opts).unwrap_err(),
+            "no longer hold the healed range's records from offset 5",
+        );
+        let mut damaged = w.log.clone();
+        damaged[start as usize + range.len() / 2..][..8].fill(0xff);
+        fs::write(&file, &damaged).unwrap();
+        changed(
+            crc_of_range(&door, &from, 4, &opts).unwrap_err(),
+            "the replica changed since it was checked",
+        );
+        fs::write(&file, &w.log[..w.log.len() - 3]).unwrap();
+        changed(
+            crc_of_range(&door, &from, 4, &opts).unwrap_err(),
+            "the replica changed since it was checked",
+        );
+    }
 
     /// A salvaged run's files come out of the backup copy only when they are exactly what
     /// the manifest planned; a copy that yields anything else is refused, by name, and
