@@ -1303,3 +1303,61 @@ fn in_place_healing_refuses_a_replica_changed_before_the_apply_then_converges() 
         break;
     }
 }
+
+/// Ranges healed from two replicas (the first lacks some of what the primary lacks):
+/// in place equals `--output`, each healed file names the replica it came from, and
+/// neither replica changes.
+#[test]
+fn in_place_heals_from_two_replicas_like_output() {
+    let master = damaged_primary();
+    let r1 = resegmented_replica(&[200, 333, 512]);
+    // Replica 1 lost its segments from 1000 on; replica 2 is whole.
+    for base in bases(&r1.path().join(PART)) {
+        if base >= 1000 {
+            for ext in ["log", "index", "timeindex"] {
+                fs::remove_file(seg_path(&r1.path().join(PART), base, ext)).unwrap();
+            }
+        }
+    }
+    let r2 = resegmented_replica(&[450]);
+    let args = [
+        "--replica",
+        r1.path().to_str().unwrap(),
+        "--replica",
+        r2.path().to_str().unwrap(),
+    ];
+    let src_out = clone_tree(master.path());
+    let out = tempfile::tempdir().unwrap();
+    let new = out.path().join("new");
+    assert_ok(&repair_output(src_out.path(), &new, &args), "--output");
+    let want = files_only(items(&new));
+    age_all_atimes(r1.path());
+    age_all_atimes(r2.path());
+    let (b1, b2) = (snapshot_all(r1.path()), snapshot_all(r2.path()));
+    let src = clone_tree(master.path());
+    let bk = tempfile::tempdir().unwrap();
+    let backup = bk.path().join("b");
+    assert_ok(&repair_in_place(src.path(), &backup, &args), "--in-place");
+    assert_trees_eq(&files_only(items(src.path())), &want, "two replicas");
+    let m: Value =
+        serde_json::from_slice(&fs::read(backup.join("recoverfs-backup.json")).unwrap()).unwrap();
+    let abs = |t: &tempfile::TempDir| fs::canonicalize(t.path()).unwrap();
+    assert_eq!(
+        m["replicas"],
+        serde_json::json!([abs(&r1).to_str().unwrap(), abs(&r2).to_str().unwrap()])
+    );
+    let from: Vec<&str> = m["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "heal")
+        .map(|e| e["healed_from"]["replica"].as_str().unwrap())
+        .collect();
+    assert!(from.contains(&abs(&r1).to_str().unwrap()), "{from:?}");
+    assert!(from.contains(&abs(&r2).to_str().unwrap()), "{from:?}");
+    let (code, v) = check_json(src.path(), &["--policy", "per-segment"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["summary"]["records"], 3035);
+    assert_unchanged(&b1, &snapshot_all(r1.path()));
+    assert_unchanged(&b2, &snapshot_all(r2.path()));
+}
