@@ -8,6 +8,7 @@ use common::mount::Mounted;
 use common::*;
 use recoverfs::engine::format::takhin::{be_i64, be_u32, be_u64, segment_file_name, FileKind};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -813,7 +814,7 @@ fn the_mount_validates_only_the_replica_segments_that_may_hold_what_the_primary_
 }
 
 #[test]
-fn repair_output_writes_the_healed_view_and_in_place_is_refused() {
+fn repair_output_writes_the_healed_view() {
     let recs = raw_records(&fixtures().join("data").join(PART));
     let primary = damaged_primary();
     let replica = resegmented_replica(&[200, 333, 512]);
@@ -849,20 +850,6 @@ fn repair_output_writes_the_healed_view_and_in_place_is_refused() {
         "repair --output and the mount hold the same files and bytes"
     );
     drop(m);
-    // In place is refused: exit 2, nothing changed, no backup written.
-    let backup = out.path().join("backup");
-    let o = repair_in_place(
-        primary.path(),
-        &backup,
-        &["--replica", replica.path().to_str().unwrap()],
-    );
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("--in-place does not heal from replicas"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(!backup.exists());
     // An output inside the replica is refused.
     let o = repair_output(
         primary.path(),
@@ -983,4 +970,394 @@ fn a_replica_segment_identical_to_the_primarys_is_compared_not_scanned_again() {
         .map(|d| (d.offset, d.fields.clone()))
         .collect();
     assert_eq!(d, vec![(805, vec!["value"])]);
+}
+
+/// The policies that heal (strict repairs nothing).
+const HEALING: [&str; 3] = ["per-segment", "point-in-time", "salvage"];
+
+/// `repair --output --replica` of a copy of `primary`: the tree in place healing must equal.
+fn healed_output(primary: &Path, replica: &Path, policy: &str) -> BTreeMap<PathBuf, Item> {
+    let src = clone_tree(primary);
+    let out = tempfile::tempdir().unwrap();
+    let new = out.path().join("new");
+    let o = repair_output(
+        src.path(),
+        &new,
+        &["--replica", replica.to_str().unwrap(), "--policy", policy],
+    );
+    assert_ok(&o, "repair --output --replica");
+    files_only(items(&new))
+}
+
+/// The manifest of a finished in-place repair: every original it lists is in the backup,
+/// byte for byte, with its CRC-32; every healed file is read from `replica` and is exactly
+/// the bytes (or the rebuilt index of the bytes) its `healed_from` names. Returns the
+/// number of heal entries, and of those that replaced a primary file.
+fn assert_healed_manifest(
+    backup: &Path,
+    data: &Path,
+    replica: &Path,
+    originals: &BTreeMap<PathBuf, Item>,
+) -> (usize, usize) {
+    let m: Value =
+        serde_json::from_slice(&fs::read(backup.join("recoverfs-backup.json")).unwrap()).unwrap();
+    assert_eq!(m["state"], "applied");
+    let replica_abs = fs::canonicalize(replica).unwrap();
+    assert_eq!(m["replicas"][0], replica_abs.to_str().unwrap(), "{m}");
+    let (mut heals, mut replaced) = (0, 0);
+    for e in m["entries"].as_array().unwrap() {
+        let rel = PathBuf::from(e["path"].as_str().unwrap());
+        if e["action"] == "heal" {
+            heals += 1;
+            let h = &e["healed_from"];
+            assert_eq!(h["replica"], m["replicas"][0], "{e}");
+            let now = fs::read(data.join(&rel)).unwrap();
+            assert_eq!(e["new"]["bytes"].as_u64(), Some(now.len() as u64), "{e}");
+            assert_eq!(
+                e["new"]["crc32"].as_u64(),
+                Some(crc32fast::hash(&now) as u64)
+            );
+            if rel.extension().unwrap() == "log" {
+                let file = read_noatime(&replica.join(h["log"].as_str().unwrap()));
+                let pos = h["position"].as_u64().unwrap() as usize;
+                let n = h["bytes"].as_u64().unwrap() as usize;
+                assert!(
+                    file[pos..pos + n] == now[..],
+                    "{}: not the replica's bytes",
+                    rel.display()
+                );
+            }
+        } else {
+            assert!(e["healed_from"].is_null(), "{e}");
+        }
+        if e["original"].is_null() {
+            assert!(!backup.join(&rel).exists(), "{}", rel.display());
+            continue;
+        }
+        if e["action"] == "heal" {
+            replaced += 1;
+        }
+        let Item::File { bytes, .. } = &originals[&rel] else {
+            panic!("{}: not a file", rel.display())
+        };
+        assert!(
+            fs::read(backup.join(&rel)).unwrap() == *bytes,
+            "{}: the backup differs from the original",
+            rel.display()
+        );
+        assert_eq!(
+            e["original"]["crc32"].as_u64(),
+            Some(crc32fast::hash(bytes) as u64)
+        );
+    }
+    (heals, replaced)
+}
+
+#[test]
+fn in_place_heals_the_primary_like_output_and_leaves_the_replica_unchanged() {
+    let recs = raw_records(&fixtures().join("data").join(PART));
+    let master = damaged_primary();
+    let replica = resegmented_replica(&[200, 333, 512]);
+    let r = replica.path().to_str().unwrap();
+    for policy in HEALING {
+        let want = healed_output(master.path(), replica.path(), policy);
+        let src = clone_tree(master.path());
+        let originals = items(src.path());
+        age_all_atimes(replica.path());
+        let before_r = snapshot_all(replica.path());
+        let bk = tempfile::tempdir().unwrap();
+        let backup = bk.path().join("b");
+        // A dry run lists the healed files and touches nothing.
+        let o = run(in_place_args(
+            src.path(),
+            &backup,
+            &["--replica", r, "--policy", policy, "--dry-run"],
+        ));
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stdout(&o).contains("HEAL"), "{}", stdout(&o));
+        assert!(!backup.exists());
+        assert_trees_eq(&items(src.path()), &originals, "after the dry run");
+
+        let o = repair_in_place(src.path(), &backup, &["--replica", r, "--policy", policy]);
+        assert_ok(&o, "repair --in-place --replica");
+        let what = format!("{policy}: in place with a replica against --output");
+        assert_trees_eq(&files_only(items(src.path())), &want, &what);
+        assert_view_serves_every_offset(&src.path().join(PART), &recs);
+        let (heals, replaced) =
+            assert_healed_manifest(&backup, src.path(), replica.path(), &originals);
+        // Four ranges lacking (zeroed block, garbage headers, the empty segment 1494,
+        // the deleted segment, the lost tail), each split where the replica's segments
+        // end: at least five healed segments of three files each; segment 1494's
+        // three files are replaced (backed up first).
+        assert!(
+            heals >= 15 && heals % 3 == 0,
+            "{policy}: {heals} heal entries"
+        );
+        assert_eq!(
+            replaced, 3,
+            "{policy}: the empty segment's files are replaced"
+        );
+        let (code, v) = check_json(src.path(), &["--policy", "per-segment"]);
+        assert_eq!(code, Some(0), "{policy}: {v}");
+        assert_eq!(v["summary"]["records"], 3035);
+        assert_unchanged(&before_r, &snapshot_all(replica.path()));
+        // Run again with the same replica: nothing left to heal, nothing changed.
+        let after = items(src.path());
+        let o = repair_in_place(src.path(), &backup, &["--replica", r, "--policy", policy]);
+        assert_ok(&o, "the rerun");
+        assert!(stdout(&o).contains("Nothing to repair"), "{}", stdout(&o));
+        assert_trees_eq(&items(src.path()), &after, "after the rerun");
+        assert_unchanged(&before_r, &snapshot_all(replica.path()));
+    }
+}
+
+#[test]
+fn in_place_healing_refusals_change_nothing() {
+    let primary = flipped_primary();
+    let replica = fixture_copy("data");
+    let r = replica.path().to_str().unwrap();
+    age_all_atimes(primary.path());
+    age_all_atimes(replica.path());
+    let (before_p, before_r) = (snapshot_all(primary.path()), snapshot_all(replica.path()));
+    let bk = tempfile::tempdir().unwrap();
+    let backup = bk.path().join("b");
+    // --prefer replica would replace the primary's own records: refused in place.
+    let o = repair_in_place(
+        primary.path(),
+        &backup,
+        &["--replica", r, "--prefer", "replica"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not replace the primary's own records"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!backup.exists());
+    // A backup inside the replica, or holding it, is refused before anything is read.
+    for b in [replica.path().join("bk"), replica.path().to_path_buf()] {
+        let o = repair_in_place(primary.path(), &b, &["--replica", r]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("a replica is never written to"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert_unchanged(&before_p, &snapshot_all(primary.path()));
+    assert_unchanged(&before_r, &snapshot_all(replica.path()));
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn in_place_healing_killed_at_every_step_then_rerun_converges() {
+    let master = damaged_primary();
+    let replica = resegmented_replica(&[200, 333, 512]);
+    let r = replica.path().to_str().unwrap();
+    let policy = "salvage";
+    let want = healed_output(master.path(), replica.path(), policy);
+    age_all_atimes(replica.path());
+    let before_r = snapshot_all(replica.path());
+    let mut step = 1;
+    loop {
+        let src = clone_tree(master.path());
+        let originals = items(src.path());
+        let bk = tempfile::tempdir().unwrap();
+        let backup = bk.path().join("b");
+        let args = in_place_args(src.path(), &backup, &["--replica", r, "--policy", policy]);
+        let o = run_failing_at(&args, step);
+        if o.status.success() {
+            let (heals, _) =
+                assert_healed_manifest(&backup, src.path(), replica.path(), &originals);
+            let m: Value =
+                serde_json::from_slice(&fs::read(backup.join("recoverfs-backup.json")).unwrap())
+                    .unwrap();
+            let es = m["entries"].as_array().unwrap();
+            let copies = es.iter().filter(|e| e["original"].is_object()).count() as u32;
+            assert!(heals > 0);
+            assert_eq!(
+                step - 1,
+                2 * (3 + es.len() as u32 + copies),
+                "every step was tried"
+            );
+            assert_trees_eq(&files_only(items(src.path())), &want, "uninterrupted");
+            break;
+        }
+        assert_eq!(o.status.code(), Some(86), "step {step}: {}", stderr(&o));
+        if step == 5 {
+            // The manifest names the replica: a rerun without it is refused, changing nothing.
+            let now = items(src.path());
+            let o = repair_in_place(src.path(), &backup, &["--policy", policy]);
+            assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+            assert!(
+                stderr(&o).contains("holds a different backup"),
+                "{}",
+                stderr(&o)
+            );
+            assert_trees_eq(&items(src.path()), &now, "refused rerun");
+        }
+        let o = run(&args);
+        assert!(
+            o.status.success(),
+            "rerun after step {step}: {}",
+            stderr(&o)
+        );
+        let what = format!("healing, rerun after step {step}");
+        assert_trees_eq(&files_only(items(src.path())), &want, &what);
+        assert_healed_manifest(&backup, src.path(), replica.path(), &originals);
+        for (p, _) in items(&backup) {
+            assert!(
+                !p.to_string_lossy().contains("recoverfs-tmp"),
+                "{}",
+                p.display()
+            );
+        }
+        assert_unchanged(&before_r, &snapshot_all(replica.path()));
+        step += 1;
+    }
+}
+
+/// A replica changed between the backup and the apply phase: its bytes no longer have the
+/// CRC-32 the manifest planned, so nothing of them is written, and the rerun after the
+/// replica is restored finishes the job.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn in_place_healing_refuses_a_replica_changed_before_the_apply_then_converges() {
+    let master = damaged_primary();
+    let master_replica = resegmented_replica(&[200, 333, 512]);
+    let want = healed_output(master.path(), master_replica.path(), "per-segment");
+    let mut step = 1;
+    loop {
+        let src = clone_tree(master.path());
+        let replica = clone_tree(master_replica.path());
+        let r = replica.path().to_str().unwrap();
+        let bk = tempfile::tempdir().unwrap();
+        let backup = bk.path().join("b");
+        let args = in_place_args(src.path(), &backup, &["--replica", r]);
+        let o = run_failing_at(&args, step);
+        assert_eq!(o.status.code(), Some(86), "step {step}: {}", stderr(&o));
+        let m: Value = match fs::read(backup.join("recoverfs-backup.json")) {
+            Ok(b) => serde_json::from_slice(&b).unwrap(),
+            Err(_) => Value::Null,
+        };
+        if m["state"] != "backed-up" {
+            step += 1;
+            assert!(step < 1000, "never reached the apply phase");
+            continue;
+        }
+        // The first healed `.log`: flip a byte of its range in the replica.
+        let e = m["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == "heal" && e["path"].as_str().unwrap().ends_with(".log"))
+            .unwrap()
+            .clone();
+        let h = &e["healed_from"];
+        let file = replica.path().join(h["log"].as_str().unwrap());
+        let at = h["position"].as_u64().unwrap() + h["bytes"].as_u64().unwrap() - 1;
+        let old = read_noatime(&file)[at as usize];
+        overwrite(&file, at, &[!old]);
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("the replica changed since it was checked"),
+            "{}",
+            stderr(&o)
+        );
+        let dst = src.path().join(e["path"].as_str().unwrap());
+        assert!(!dst.exists(), "nothing of the changed range was written");
+        for (p, _) in items(src.path()) {
+            assert!(
+                !p.to_string_lossy().contains("recoverfs-tmp"),
+                "{}",
+                p.display()
+            );
+        }
+        // Restored, the replica heals the primary: the rerun finishes the job.
+        overwrite(&file, at, &[old]);
+        let o = run(&args);
+        assert_ok(&o, "the rerun after the replica is restored");
+        // Bytes and modes: the index written from the changed replica (the same bytes:
+        // the flip is inside a value) took that replica file's mtime of the moment.
+        let no_mtime = |m: BTreeMap<PathBuf, Item>| -> BTreeMap<PathBuf, Item> {
+            m.into_iter()
+                .map(|(p, i)| match i {
+                    Item::File { bytes, mode, .. } => (
+                        p,
+                        Item::File {
+                            bytes,
+                            mode,
+                            mtime: (0, 0),
+                        },
+                    ),
+                    other => (p, other),
+                })
+                .collect()
+        };
+        assert_trees_eq(
+            &no_mtime(files_only(items(src.path()))),
+            &no_mtime(want),
+            "converged",
+        );
+        break;
+    }
+}
+
+/// Ranges healed from two replicas (the first lacks some of what the primary lacks):
+/// in place equals `--output`, each healed file names the replica it came from, and
+/// neither replica changes.
+#[test]
+fn in_place_heals_from_two_replicas_like_output() {
+    let master = damaged_primary();
+    let r1 = resegmented_replica(&[200, 333, 512]);
+    // Replica 1 lost its segments from 1000 on; replica 2 is whole.
+    for base in bases(&r1.path().join(PART)) {
+        if base >= 1000 {
+            for ext in ["log", "index", "timeindex"] {
+                fs::remove_file(seg_path(&r1.path().join(PART), base, ext)).unwrap();
+            }
+        }
+    }
+    let r2 = resegmented_replica(&[450]);
+    let args = [
+        "--replica",
+        r1.path().to_str().unwrap(),
+        "--replica",
+        r2.path().to_str().unwrap(),
+    ];
+    let src_out = clone_tree(master.path());
+    let out = tempfile::tempdir().unwrap();
+    let new = out.path().join("new");
+    assert_ok(&repair_output(src_out.path(), &new, &args), "--output");
+    let want = files_only(items(&new));
+    age_all_atimes(r1.path());
+    age_all_atimes(r2.path());
+    let (b1, b2) = (snapshot_all(r1.path()), snapshot_all(r2.path()));
+    let src = clone_tree(master.path());
+    let bk = tempfile::tempdir().unwrap();
+    let backup = bk.path().join("b");
+    assert_ok(&repair_in_place(src.path(), &backup, &args), "--in-place");
+    assert_trees_eq(&files_only(items(src.path())), &want, "two replicas");
+    let m: Value =
+        serde_json::from_slice(&fs::read(backup.join("recoverfs-backup.json")).unwrap()).unwrap();
+    let abs = |t: &tempfile::TempDir| fs::canonicalize(t.path()).unwrap();
+    assert_eq!(
+        m["replicas"],
+        serde_json::json!([abs(&r1).to_str().unwrap(), abs(&r2).to_str().unwrap()])
+    );
+    let from: Vec<&str> = m["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "heal")
+        .map(|e| e["healed_from"]["replica"].as_str().unwrap())
+        .collect();
+    assert!(from.contains(&abs(&r1).to_str().unwrap()), "{from:?}");
+    assert!(from.contains(&abs(&r2).to_str().unwrap()), "{from:?}");
+    let (code, v) = check_json(src.path(), &["--policy", "per-segment"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["summary"]["records"], 3035);
+    assert_unchanged(&b1, &snapshot_all(r1.path()));
+    assert_unchanged(&b2, &snapshot_all(r2.path()));
 }

@@ -89,7 +89,7 @@ fsynced, listed with its size and CRC-32 in BACKUP_DIR/recoverfs-backup.json); t
 file renamed over the original, or a removal. If the run is killed, run the same command again: it finishes \
 the job from the manifest. Under --policy salvage, each salvaged run is written as a new segment, from the \
 backup copy of the .log it was found in, before that .log is truncated; a run whose name a file already holds \
-is refused, never overwritten. Stop the broker first: a file that changes under repair is refused, not followed.",
+is refused, never overwritten. With --replica, the offset ranges DATA_DIR lacks are written as new segments (action heal in the manifest) from the replicas' bytes, read through their doors and checked against the planned size and CRC-32 before each is renamed into place; a healed range named like a segment of DATA_DIR that holds no record replaces it after it is backed up. The replicas are never written, and a rerun must give the same --replica list; --prefer serving a replica's record instead of DATA_DIR's own is refused in place. Stop the broker first: a file that changes under repair is refused, not followed.",
         after_help = "Exit status: 0 when the repaired tree was written (or nothing needed repair; with --dry-run: \
 nothing would change), 1 when --policy strict refused because the view differs from the source, or --dry-run \
 found changes pending, 2 on any other refusal or error.\n\n\
@@ -97,7 +97,8 @@ Examples:\n  recoverfs check  /var/lib/takhin                                 in
 recoverfs repair /var/lib/takhin --output /var/lib/takhin.repaired\n  \
 recoverfs check  /var/lib/takhin.repaired                        verify: exits 0\n  \
 recoverfs repair /var/lib/takhin --in-place --backup /srv/takhin.orig --dry-run\n  \
-recoverfs repair /var/lib/takhin --in-place --backup /srv/takhin.orig --policy point-in-time"
+recoverfs repair /var/lib/takhin --in-place --backup /srv/takhin.orig --policy point-in-time\n  \
+recoverfs repair /var/lib/takhin --in-place --backup /srv/takhin.orig --replica /mnt/broker2/takhin"
     )]
     Repair(repair::RepairArgs),
     /// Write a small damaged Takhin log, mount its repaired view, and show around.

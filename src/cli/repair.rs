@@ -17,6 +17,7 @@ pub struct RepairArgs {
     #[arg(long, value_name = "NEW_DIR", conflicts_with_all = ["backup", "dry_run"])]
     pub output: Option<PathBuf>,
     /// Repair DATA_DIR itself, after copying every original it changes or removes into --backup.
+    /// With --replica, the offsets DATA_DIR lacks are healed into it from the replicas (never written to).
     #[arg(long)]
     pub in_place: bool,
     /// Where --in-place keeps the originals (outside DATA_DIR; new, empty, or this repair's own).
@@ -34,11 +35,6 @@ pub struct RepairArgs {
 
 /// The `repair` front end: runs one mode, prints its summary (or the report), maps errors to exit codes.
 pub fn run(a: &RepairArgs) -> ExitCode {
-    if !a.engine.replicas.is_empty() && a.in_place {
-        let e = crate::repair::RepairError::ReplicaInPlace(a.data_dir.clone());
-        eprintln!("recoverfs repair: {e}");
-        return ExitCode::from(crate::cli::EXIT_ERROR);
-    }
     let opts = a.engine.analyze_options();
     // --output reads every .log once to analyse it, then writes the whole tree.
     let bar = Progress::new(
@@ -73,6 +69,8 @@ pub fn run(a: &RepairArgs) -> ExitCode {
             a.backup.as_deref(),
             a.dry_run,
             &opts,
+            &a.engine.replicas,
+            a.engine.prefer,
             bar.sink(),
         )
         .map(|s| {

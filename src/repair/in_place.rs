@@ -7,17 +7,18 @@ use super::fsio::{
 };
 use super::manifest::{
     backup_is_blank, check_entries, manifest_entry, read_manifest, write_manifest, Action,
-    Manifest, ManifestEntry, ManifestState, Original, OriginalKind, Replacement, RunSource,
-    MANIFEST,
+    HealSource, Manifest, ManifestEntry, ManifestState, Original, OriginalKind, Replacement,
+    RunSource, MANIFEST,
 };
 use super::steps::Steps;
-use super::tree::{analyze, build_plan, reports_by_dir, Content, Entry, LeftOut, TreePlan};
+use super::tree::{analyze_with, build_plan, reports_by_dir, Content, Entry, LeftOut, TreePlan};
 use super::{io_at, RepairError, Result};
 use crate::engine::analysis::AnalyzeOptions;
 use crate::engine::format::takhin::{segment_file_name, FileKind};
 use crate::engine::index::{rebuild_indexes, IndexKind};
 use crate::engine::layout::{escape_path, Layout};
-use crate::engine::report::{Report, SalvagedReport, SegmentReport};
+use crate::engine::replica::Prefer;
+use crate::engine::report::{HealedReport, Report, SalvagedReport, SegmentReport};
 use crate::engine::salvage::Shifted;
 use crate::engine::scan::{scan_segment, ScanOptions};
 use crate::engine::source::{advise_sequential, EntryType, Source};
@@ -134,6 +135,125 @@ fn damage_why(seg: Option<&SegmentReport>) -> String {
 type Indexes = (Vec<u8>, Vec<u8>);
 /// A salvaged run's rebuilt indexes, by the original `.log` and the run's position in it.
 type RunIndexes = ((PathBuf, u64), Indexes);
+/// A healed range's rebuilt indexes, by the replica (`--replica` number), its `.log` and the range's position.
+type HealIndexes = ((usize, PathBuf, u64), Indexes);
+
+/// The healed range of the view whose files `rel` is one of (named by its first offset).
+fn healed_at<'a>(
+    logs: &HashMap<PathBuf, &'a crate::engine::report::LogReport>,
+    rel: &Path,
+) -> Option<&'a HealedReport> {
+    use crate::engine::format::takhin::{classify_name, NameMatch};
+    let NameMatch::Segment(first, _) = classify_name(rel.file_name()?.as_bytes()) else {
+        return None;
+    };
+    let log = logs.get(rel.parent()?)?;
+    log.shown_healed().find(|h| h.from_offset == first)
+}
+
+/// The manifest entry of one file of a healed range: its `.log` (the replica's bytes,
+/// their CRC-32 taken when the originals are backed up) or a rebuilt index (built now,
+/// from the replica through its door). Only ranges the primary lacks are healed in
+/// place; a record `--prefer` serves instead of the primary's is refused.
+fn heal_entry(
+    data: &Path,
+    source: &Source,
+    rel: &Path,
+    content: &Content,
+    h: &HealedReport,
+    replicas: &[String],
+    cache: &mut Option<HealIndexes>,
+) -> Result<ManifestEntry> {
+    if !h.role.is_healed() {
+        return Err(RepairError::ReplicaInPlace(data.join(rel)));
+    }
+    let replica = h
+        .replica_index
+        .checked_sub(1)
+        .and_then(|i| replicas.get(i))
+        .ok_or_else(|| RepairError::SourceChanged {
+            path: data.join(rel),
+            what: format!(
+                "healed from replica {}, which was not given",
+                h.replica_index
+            ),
+        })?;
+    let rsrc = h
+        .source
+        .as_deref()
+        .ok_or_else(|| RepairError::SourceChanged {
+            path: data.join(rel),
+            what: "healed range without its replica".into(),
+        })?;
+    // A healed range takes a name only where the primary has none, or over the files of a
+    // primary segment whose view holds no record: that original is backed up, then replaced.
+    let original = match h.replaces {
+        Some(_) => original_of(source, rel, true)?,
+        None => {
+            run_name_free(source, rel)?;
+            None
+        }
+    };
+    let from = RunSource::new(&h.file, h.position, h.bytes);
+    let what = format!(
+        "{} record(s), offsets {}..={} from byte {} of {} in the replica {}{}",
+        h.records,
+        h.from_offset,
+        h.to_offset,
+        h.position,
+        escape_path(&h.file),
+        replica,
+        match (&original, &h.replaces) {
+            (Some(_), Some(p)) => format!(" (replaces {p}, whose view holds no record)"),
+            _ => String::new(),
+        }
+    );
+    let (why, new) = match content {
+        Content::RunIndex { kind, .. } => {
+            let key = (h.replica_index, h.file.clone(), h.position);
+            let indexes = match cache.take().filter(|(k, _)| *k == key) {
+                Some((_, r)) => r,
+                None => {
+                    let f = open_checked(rsrc, &h.file, h.file_stamp.size)?;
+                    let view = Shifted {
+                        src: &f,
+                        start: h.position,
+                        len: h.scan.valid_bytes,
+                    };
+                    rebuild_indexes(&view, &h.scan).map_err(|e| RepairError::SourceChanged {
+                        path: rsrc.display_path(&h.file),
+                        what: e.to_string(),
+                    })?
+                }
+            };
+            let bytes = if *kind == FileKind::Index {
+                &indexes.0
+            } else {
+                &indexes.1
+            };
+            let new = Replacement {
+                bytes: bytes.len() as u64,
+                crc32: Some(crc32fast::hash(bytes)),
+            };
+            *cache = Some((key, indexes));
+            (format!("rebuilt for the healed range: {what}"), new)
+        }
+        // Its CRC-32 is taken when the originals are copied into the backup.
+        _ => (
+            format!("healed range: {what}"),
+            Replacement {
+                bytes: h.bytes,
+                crc32: None,
+            },
+        ),
+    };
+    let mut e = manifest_entry(rel, Action::Heal, why, original, Some(new));
+    e.healed_from = Some(HealSource {
+        replica: replica.clone(),
+        range: from,
+    });
+    Ok(e)
+}
 
 /// Turns the repaired tree into the changes that make the source equal to it.
 /// Also returns the special files left where they are.
@@ -142,6 +262,7 @@ fn in_place_entries(
     layout: &Layout,
     report: &Report,
     plan: &TreePlan,
+    replicas: &[String],
 ) -> Result<(Vec<ManifestEntry>, Vec<PathBuf>)> {
     let source = &layout.source;
     let logs = reports_by_dir(layout, report);
@@ -172,6 +293,8 @@ fn in_place_entries(
     // plan lists a run's files next to each other (by name), and a large run's indexes
     // are large (a miss only walks the run again).
     let mut run_cache: Option<RunIndexes> = None;
+    // Likewise a healed range's two indexes, from one walk through the replica's bytes.
+    let mut heal_cache: Option<HealIndexes> = None;
     for e in &plan.entries {
         let Entry::File { rel, content, .. } = e else {
             continue;
@@ -195,13 +318,28 @@ fn in_place_entries(
                 ))
             }
             Content::Prefix { .. } => {}
-            // A healed range's bytes are a replica's: never written into the primary here.
+            // A healed range: read from the replica through its door, written as new
+            // files (or over the files of an empty primary segment, backed up first).
             Content::Range {
                 replica: Some(_), ..
             }
             | Content::RunIndex {
                 replica: Some(_), ..
-            } => return Err(RepairError::ReplicaInPlace(data.to_path_buf())),
+            } => {
+                let h = healed_at(&logs, rel).ok_or_else(|| RepairError::SourceChanged {
+                    path: data.join(rel),
+                    what: "healed range not found in the analysis".into(),
+                })?;
+                out.push(heal_entry(
+                    data,
+                    source,
+                    rel,
+                    content,
+                    h,
+                    replicas,
+                    &mut heal_cache,
+                )?);
+            }
             Content::Range {
                 log, start, len, ..
             } => {
@@ -334,7 +472,7 @@ fn in_place_entries(
     // A salvaged run is written from the backup copy of the `.log` it comes from, so
     // that `.log` must be one this repair backs up (and truncates): the view cuts a
     // segment at its first damage, and every run lies after it.
-    check_entries(&out).map_err(|what| RepairError::SourceChanged {
+    check_entries(&out, replicas).map_err(|what| RepairError::SourceChanged {
         path: data.to_path_buf(),
         what: format!("the planned repair is inconsistent ({what})"),
     })?;
@@ -373,12 +511,15 @@ pub struct InPlaceSummary {
     pub dry_run: bool,
 }
 
-/// `repair DATA --in-place --backup BACKUP [--dry-run]`.
+/// `repair DATA --in-place --backup BACKUP [--dry-run] [--replica R ...]`: with replicas,
+/// the ranges the primary lacks are healed from them (read only, through their doors).
 pub fn repair_in_place(
     data: &Path,
     backup: Option<&Path>,
     dry_run: bool,
     opts: &AnalyzeOptions,
+    replicas: &[PathBuf],
+    prefer: Prefer,
     progress: Option<Progress>,
 ) -> Result<InPlaceSummary> {
     let data_abs = check_data_dir(data)?;
@@ -391,6 +532,18 @@ pub fn repair_in_place(
             backup: backup.to_path_buf(),
             data: data.to_path_buf(),
         });
+    }
+    // The backup is written to; a replica never is.
+    let mut replica_names = Vec::new();
+    for r in replicas {
+        let r_abs = resolve(r)?;
+        if backup_abs.starts_with(&r_abs) || r_abs.starts_with(&backup_abs) {
+            return Err(RepairError::BackupAndReplica {
+                backup: backup.to_path_buf(),
+                replica: r.clone(),
+            });
+        }
+        replica_names.push(r_abs.to_string_lossy().into_owned());
     }
     // Held until the repair returns: a second repair of the same tree waits for nothing, it refuses.
     let _lock = if dry_run { None } else { Some(lock_dir(data)?) };
@@ -413,12 +566,19 @@ pub fn repair_in_place(
         if m.source != source
             || m.policy != opts.policy
             || m.max_record_bytes != opts.scan.max_record_bytes
+            || m.replicas != replica_names
         {
             return Err(RepairError::DifferentBackup {
                 path: backup.to_path_buf(),
                 why: format!(
-                    "of {} under {} with --max-record-bytes {}",
-                    m.source, m.policy, m.max_record_bytes
+                    "of {} under {} with --max-record-bytes {}{}",
+                    m.source,
+                    m.policy,
+                    m.max_record_bytes,
+                    match m.replicas.is_empty() {
+                        true => " and no --replica".to_string(),
+                        false => format!(" with --replica {}", m.replicas.join(", --replica ")),
+                    }
                 ),
             });
         }
@@ -429,7 +589,7 @@ pub fn repair_in_place(
         .clone()
         .filter(|m| m.state == ManifestState::BackedUp)
     {
-        let (layout, report) = analyze(data, opts, progress.as_ref())?;
+        let (layout, report) = analyze_with(data, opts, replicas, prefer, progress.as_ref())?;
         check_writable(data, &m.entries)?;
         // Once an original is replaced its copy is all there is: every copy is checked first.
         verify_backup(backup, &m)?;
@@ -444,10 +604,10 @@ pub fn repair_in_place(
             dry_run,
         });
     }
-    let (layout, report) = analyze(data, opts, progress.as_ref())?;
+    let (layout, report) = analyze_with(data, opts, replicas, prefer, progress.as_ref())?;
     let plan = build_plan(data, &layout, &report)?;
     refuse_refused_runs(data, &layout, &report)?;
-    let (entries, specials) = in_place_entries(data, &layout, &report, &plan)?;
+    let (entries, specials) = in_place_entries(data, &layout, &report, &plan, &replica_names)?;
     let mut summary = InPlaceSummary {
         report,
         entries,
@@ -496,6 +656,7 @@ pub fn repair_in_place(
         max_record_bytes: opts.scan.max_record_bytes,
         state: ManifestState::BackingUp,
         entries: summary.entries.clone(),
+        replicas: replica_names,
     };
     fs::create_dir_all(backup).map_err(io_at(backup, "could not create"))?;
     if let Some(parent) = backup_abs.parent() {
@@ -630,7 +791,12 @@ fn back_up(
         } else {
             let f = open_checked(source, &rel, orig.bytes)?;
             let out = create_new(&tmp)?;
-            let prefix = e.new.as_ref().map_or(0, |n| n.bytes);
+            // A truncated `.log`'s valid prefix is hashed as it is copied (a healed range
+            // that replaces a file keeps none of it).
+            let prefix = match e.action {
+                Action::Truncate => e.new.as_ref().map_or(0, |n| n.bytes),
+                _ => 0,
+            };
             let mut runs = runs_of.remove(&rel).unwrap_or_default();
             runs.sort_by_key(|r| r.1);
             let ranges: Vec<(u64, u64)> = std::iter::once((0, prefix))
@@ -658,6 +824,27 @@ fn back_up(
             n.crc32 = Some(crc);
         }
     }
+    // A healed range's `.log`: the CRC-32 of its bytes in the replica, read through the
+    // replica's door, once they are checked to still be the range's records (scanned as a
+    // segment of its own: every byte valid, offsets from its first on); the apply phase
+    // copies them only if they still have that CRC-32.
+    let opts = ScanOptions {
+        max_record_bytes: manifest.max_record_bytes,
+    };
+    let mut doors = Doors::default();
+    for e in manifest.entries.iter_mut() {
+        if e.healed_from.is_none() || !is_log(&e.rel()) {
+            continue;
+        }
+        let base = segment_base(&e.rel(), backup, e)?;
+        let Some(h) = e.healed_from.as_ref() else {
+            continue;
+        };
+        let crc = crc_of_range(doors.get(&h.replica)?, &h.range, base, &opts)?;
+        if let Some(n) = e.new.as_mut() {
+            n.crc32 = Some(crc);
+        }
+    }
     // Every directory of the backup, deepest first, so each new name is durable.
     let mut dirs: Vec<PathBuf> = manifest
         .entries
@@ -678,6 +865,74 @@ fn back_up(
         fsync_dir(&d)?;
     }
     fsync_dir(backup)
+}
+
+/// The replicas' doors, opened once each, by the absolute path the manifest names.
+#[derive(Default)]
+struct Doors(HashMap<String, Source>);
+
+impl Doors {
+    fn get(&mut self, replica: &str) -> Result<&Source> {
+        use std::collections::hash_map::Entry as E;
+        match self.0.entry(replica.to_string()) {
+            E::Occupied(o) => Ok(o.into_mut()),
+            E::Vacant(v) => {
+                let path = Path::new(replica);
+                let door = Source::open(path).map_err(io_at(path, "could not open the replica"))?;
+                Ok(v.insert(door))
+            }
+        }
+    }
+}
+
+/// The CRC-32 of bytes `[position, position + bytes)` of the replica's `.log`, read through
+/// its door, after checking that they scan as a clean segment of base `base`.
+fn crc_of_range(door: &Source, range: &RunSource, base: u64, opts: &ScanOptions) -> Result<u32> {
+    let rel = range.rel();
+    let path = door.display_path(&rel);
+    let f = door.file(&rel).map_err(io_at(&path, "could not open"))?;
+    advise_sequential(&f);
+    let view = Shifted {
+        src: &f,
+        start: range.position,
+        len: range.bytes,
+    };
+    let scan = scan_segment(&view, range.bytes, base, opts, |_| {})
+        .map_err(io_at(&path, "could not read"))?;
+    if scan.valid_bytes != range.bytes {
+        return Err(RepairError::SourceChanged {
+            path,
+            what: format!(
+                "bytes {}..+{} no longer hold the healed range's records from offset {base} (the replica changed since it was checked)",
+                range.position, range.bytes
+            ),
+        });
+    }
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; BUF_BYTES.min(range.bytes as usize).max(1)];
+    let mut done = 0u64;
+    while done < range.bytes {
+        let want = buf.len().min((range.bytes - done) as usize);
+        let at = range.position.saturating_add(done);
+        match f.read_at(&mut buf[..want], at) {
+            Ok(0) => {
+                return Err(RepairError::SourceChanged {
+                    path,
+                    what: format!(
+                        "ended at byte {at}, before the healed range at bytes {}..+{} (the replica changed since it was checked)",
+                        range.position, range.bytes
+                    ),
+                })
+            }
+            Ok(n) => {
+                h.update(&buf[..n]);
+                done += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_at(&path, "could not read")(e)),
+        }
+    }
+    Ok(h.finalize())
 }
 
 /// True for a `.log` name (a salvaged run's bytes), false for its indexes.
@@ -762,12 +1017,22 @@ pub(super) fn apply(
         max_record_bytes: manifest.max_record_bytes,
     };
     let salvages = |e: &&ManifestEntry| e.action == Action::Salvage;
+    let heals = |e: &&ManifestEntry| e.action == Action::Heal;
     let copies = match manifest.entries.iter().any(|e| e.action == Action::Salvage) {
         true => Some(Source::open(backup).map_err(io_at(backup, "could not open"))?),
         false => None,
     };
+    let mut doors = Doors::default();
+    // Salvaged runs first (their bytes lie in originals this repair cuts or replaces),
+    // then healed ranges (read from the replicas), then the rest.
     let order = (manifest.entries.iter().filter(salvages))
-        .chain(manifest.entries.iter().filter(|e| !salvages(e)));
+        .chain(manifest.entries.iter().filter(heals))
+        .chain(
+            manifest
+                .entries
+                .iter()
+                .filter(|e| !salvages(e) && !heals(e)),
+        );
     for e in order {
         let rel = e.rel();
         let path = data.join(&rel);
@@ -781,6 +1046,13 @@ pub(super) fn apply(
             continue;
         }
         if now != found_original(&e.original) {
+            if e.action == Action::Heal && e.original.is_none() {
+                // Never overwritten: whatever stands there is not ours.
+                return Err(RepairError::SourceChanged {
+                    path,
+                    what: "appeared where the healed range goes and is not it; a healed range never overrides a real file".into(),
+                });
+            }
             if e.action == Action::Salvage {
                 // Never overwritten: whatever stands there is not ours.
                 return Err(RepairError::SourceChanged {
@@ -817,6 +1089,26 @@ pub(super) fn apply(
                 // A run's files take the original `.log`'s mode, owner and times, as
                 // with --output (a truncated original keeps them).
                 let m = stat_source(source, &from.rel())?;
+                Attrs::of(&m).apply(&f, &tmp, true)?;
+                f
+            }
+            (Action::Heal, ..) => {
+                let Some(from) = &e.healed_from else {
+                    return Err(RepairError::BadManifest {
+                        path: backup.join(MANIFEST),
+                        what: format!("{}: a healed range's file with no healed_from", e.path),
+                    });
+                };
+                let door = doors.get(&from.replica)?;
+                let base = segment_base(&rel, backup, e)?;
+                let changed = |path: PathBuf, what: String| RepairError::SourceChanged {
+                    path,
+                    what: format!("{what} (the replica changed since it was checked)"),
+                };
+                let f = write_range(door, &from.range, &rel, base, new, &tmp, &opts, &changed)?;
+                // A healed range's files take the replica `.log`'s mode, owner and times,
+                // as with --output.
+                let m = stat_source(door, &from.range.rel())?;
                 Attrs::of(&m).apply(&f, &tmp, true)?;
                 f
             }
@@ -890,13 +1182,29 @@ fn write_salvaged(
     tmp: &Path,
     opts: &ScanOptions,
 ) -> Result<fs::File> {
+    let damaged = |path, what| RepairError::BackupDamaged { path, what };
+    write_range(copies, from, rel, base, new, tmp, opts, &damaged)
+}
+
+/// Writes at `tmp` the file `rel` of a range of a `.log` read through `door` (a salvaged
+/// run's, out of the backup; a healed range's, out of its replica): the bytes `from` names,
+/// or their rebuilt `.index`/`.timeindex`. Anything but exactly the `new` the manifest
+/// planned is refused with `wrong(path, what)`, and nothing is left at `tmp`.
+#[allow(clippy::too_many_arguments)]
+fn write_range(
+    door: &Source,
+    from: &RunSource,
+    rel: &Path,
+    base: u64,
+    new: &Replacement,
+    tmp: &Path,
+    opts: &ScanOptions,
+    wrong: &dyn Fn(PathBuf, String) -> RepairError,
+) -> Result<fs::File> {
     let log = from.rel();
-    let src_path = copies.display_path(&log);
-    let damaged = |what: String| RepairError::BackupDamaged {
-        path: src_path.clone(),
-        what,
-    };
-    let f = copies.file(&log).map_err(|e| damaged(e.to_string()))?;
+    let src_path = door.display_path(&log);
+    let damaged = |what: String| wrong(src_path.clone(), what);
+    let f = door.file(&log).map_err(|e| damaged(e.to_string()))?;
     let len = f
         .metadata()
         .map_err(io_at(&src_path, "could not stat"))?
@@ -955,6 +1263,58 @@ fn write_salvaged(
 mod tests {
     use super::*;
     use crate::engine::format::takhin::{be_u64, SegmentWriter};
+
+    /// A healed range's CRC-32 is taken only from bytes that still scan as the range's
+    /// records (clean, offsets from its base on); a replica changed under the repair
+    /// (a record header overwritten, the file cut short, another base) is refused by name.
+    #[test]
+    fn a_healed_range_is_hashed_only_while_the_replica_still_holds_it() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::new(0);
+        for i in 0..10u8 {
+            w.append(1_000 + i as i64, &[b'k', i], &[i; 25]);
+        }
+        // The range: records 4..10 of the replica's segment 0.
+        let start = be_u64(&w.index, 4 * 16 + 8);
+        let range = &w.log[start as usize..];
+        fs::create_dir_all(t.path().join("p")).unwrap();
+        let file = t.path().join("p/00000000000000000000.log");
+        fs::write(&file, &w.log).unwrap();
+        let door = Source::open(t.path()).unwrap();
+        let from = RunSource::new(
+            Path::new("p/00000000000000000000.log"),
+            start,
+            range.len() as u64,
+        );
+        let opts = ScanOptions::default();
+        assert_eq!(
+            crc_of_range(&door, &from, 4, &opts).unwrap(),
+            crc32fast::hash(range)
+        );
+        let changed = |e: RepairError, what: &str| {
+            assert!(
+                matches!(e, RepairError::SourceChanged { ref path, .. } if path.ends_with("p/00000000000000000000.log")),
+                "{e}"
+            );
+            assert!(e.to_string().contains(what), "{e}");
+        };
+        changed(
+            crc_of_range(&door, &from, 5, &opts).unwrap_err(),
+            "no longer hold the healed range's records from offset 5",
+        );
+        let mut damaged = w.log.clone();
+        damaged[start as usize + range.len() / 2..][..8].fill(0xff);
+        fs::write(&file, &damaged).unwrap();
+        changed(
+            crc_of_range(&door, &from, 4, &opts).unwrap_err(),
+            "the replica changed since it was checked",
+        );
+        fs::write(&file, &w.log[..w.log.len() - 3]).unwrap();
+        changed(
+            crc_of_range(&door, &from, 4, &opts).unwrap_err(),
+            "the replica changed since it was checked",
+        );
+    }
 
     /// A salvaged run's files come out of the backup copy only when they are exactly what
     /// the manifest planned; a copy that yields anything else is refused, by name, and

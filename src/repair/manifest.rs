@@ -31,6 +31,11 @@ pub enum Action {
     /// Write a file of a salvaged run where none was: its `.log` (a byte range of an
     /// original `.log`) or a rebuilt index of it, both read from the backup copy.
     Salvage,
+    /// Write a file of a range healed from a replica (`--replica`): its `.log` (a byte
+    /// range of a replica's `.log`) or a rebuilt index of it, both read from the replica.
+    /// Usually where none was; it replaces only the file of a primary segment whose view
+    /// holds no record (that original is backed up first, like a truncated one).
+    Heal,
 }
 
 /// What an original was: the manifest's `kind` (`file` or `symlink` on disk).
@@ -84,6 +89,17 @@ impl RunSource {
     }
 }
 
+/// Where a healed range's file comes from: bytes `[position, position + bytes)` of the
+/// `.log` `log` of the replica `replica`, read through the replica's door (never written).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealSource {
+    /// The replica's data directory, absolute: one of the manifest's `replicas`.
+    pub replica: String,
+    /// The replica's `.log`, relative to its data directory, and the range in it.
+    #[serde(flatten)]
+    pub range: RunSource,
+}
+
 /// A relative path as the manifest stores it: escaped text, plus the raw bytes when they differ.
 fn escaped(rel: &Path) -> (String, Option<Vec<u8>>) {
     let path = escape_path(rel);
@@ -121,6 +137,9 @@ pub struct ManifestEntry {
     /// For [`Action::Salvage`] only: the original `.log` range the file is made from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salvaged_from: Option<RunSource>,
+    /// For [`Action::Heal`] only: the replica `.log` range the file is made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healed_from: Option<HealSource>,
 }
 
 impl ManifestEntry {
@@ -137,6 +156,7 @@ impl ManifestEntry {
                 == other.original.as_ref().map(|o| (&o.kind, o.bytes))
             && self.new.as_ref().map(|n| n.bytes) == other.new.as_ref().map(|n| n.bytes)
             && self.salvaged_from == other.salvaged_from
+            && self.healed_from == other.healed_from
     }
 }
 
@@ -163,6 +183,10 @@ pub struct Manifest {
     pub max_record_bytes: u64,
     pub state: ManifestState,
     pub entries: Vec<ManifestEntry>,
+    /// The replicas (`--replica`, absolute) healed ranges are read from, in order;
+    /// absent when none was given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<String>,
 }
 
 pub(super) fn manifest_entry(
@@ -181,6 +205,7 @@ pub(super) fn manifest_entry(
         original,
         new,
         salvaged_from: None,
+        healed_from: None,
     }
 }
 
@@ -193,21 +218,31 @@ fn inside(rel: &Path) -> bool {
 }
 
 /// Checks that a list of entries is one an apply can follow without guessing: every path
-/// inside the data directory, each action with the replacement and origin it needs, and
-/// every salvaged run made from a range of an original `.log` that the same repair backs
-/// up and truncates (the backup copy is where its bytes are read). `Err` says which entry.
-pub(super) fn check_entries(entries: &[ManifestEntry]) -> std::result::Result<(), String> {
+/// inside the data directory, each action with the replacement and origin it needs, every
+/// salvaged run made from a range of an original `.log` that the same repair backs up and
+/// truncates (or replaces whole with a healed range: the backup copy is where its bytes are
+/// read), and every healed range read from one of `replicas`. `Err` says which entry.
+pub(super) fn check_entries(
+    entries: &[ManifestEntry],
+    replicas: &[String],
+) -> std::result::Result<(), String> {
     // By path, so that checking every run stays linear: a segment can hold tens of
-    // thousands of runs (`engine::salvage::MAX_RUNS`), three entries each.
-    let truncated: HashMap<PathBuf, &ManifestEntry> = entries
+    // thousands of runs (`engine::salvage::MAX_RUNS`), three entries each. A `.log`
+    // replaced by a healed range keeps none of its bytes (a cut at 0).
+    let backed_up: HashMap<PathBuf, (u64, u64)> = entries
         .iter()
-        .filter(|o| {
-            o.action == Action::Truncate
-                && o.original
-                    .as_ref()
-                    .is_some_and(|o| o.kind == OriginalKind::File)
+        .filter(|o| matches!(o.action, Action::Truncate | Action::Heal))
+        .filter_map(|o| {
+            let orig = o
+                .original
+                .as_ref()
+                .filter(|o| o.kind == OriginalKind::File)?;
+            let cut = match o.action {
+                Action::Truncate => o.new.as_ref().map_or(0, |n| n.bytes),
+                _ => 0,
+            };
+            Some((o.rel(), (orig.bytes, cut)))
         })
-        .map(|o| (o.rel(), o))
         .collect();
     for e in entries {
         if !inside(&e.rel()) {
@@ -228,6 +263,30 @@ pub(super) fn check_entries(entries: &[ManifestEntry]) -> std::result::Result<()
                 e.path, e.action
             ));
         }
+        if (e.action == Action::Heal) != e.healed_from.is_some() {
+            return Err(format!(
+                "entry {:?}: action {:?} does not match its healed_from",
+                e.path, e.action
+            ));
+        }
+        if let Some(h) = &e.healed_from {
+            if !replicas.contains(&h.replica) || !Path::new(&h.replica).is_absolute() {
+                return Err(format!(
+                    "entry {:?}: healed from {:?}, not one of the manifest's replicas",
+                    e.path, h.replica
+                ));
+            }
+            let ok = inside(&h.range.rel())
+                && h.range.bytes > 0
+                && h.range.position.checked_add(h.range.bytes).is_some();
+            if !ok {
+                return Err(format!(
+                    "entry {:?}: healed from bytes {}..+{} of {:?}, not a range of a file inside the replica",
+                    e.path, h.range.position, h.range.bytes, h.range.log
+                ));
+            }
+            continue;
+        }
         let Some(from) = &e.salvaged_from else {
             continue;
         };
@@ -237,14 +296,12 @@ pub(super) fn check_entries(entries: &[ManifestEntry]) -> std::result::Result<()
                 e.path
             ));
         }
-        let Some(source) = truncated.get(&from.rel()) else {
+        let Some(&(original, cut)) = backed_up.get(&from.rel()) else {
             return Err(format!(
                 "entry {:?}: salvaged from {:?}, which the repair does not back up and truncate",
                 e.path, from.log
             ));
         };
-        let original = source.original.as_ref().map_or(0, |o| o.bytes);
-        let cut = source.new.as_ref().map_or(0, |n| n.bytes);
         let fits = from
             .position
             .checked_add(from.bytes)
@@ -273,7 +330,7 @@ pub(super) fn read_manifest(path: &Path) -> Result<Option<Manifest>> {
     // The manifest steers writes and unlinks in the data directory: an entry
     // that escapes it, or lacks the replacement its action needs, is refused
     // before anything is touched.
-    check_entries(&m.entries).map_err(bad)?;
+    check_entries(&m.entries, &m.replicas).map_err(bad)?;
     Ok(Some(m))
 }
 
@@ -394,14 +451,14 @@ mod tests {
             truncate(log, 1000, 200),
             salvage(run, RunSource::new(Path::new(log), 300, 700)),
         ];
-        assert_eq!(check_entries(&ok), Ok(()));
+        assert_eq!(check_entries(&ok, &[]), Ok(()));
         // The run's name may come before its original in the manifest.
         let mut swapped = ok.clone();
         swapped.reverse();
-        assert_eq!(check_entries(&swapped), Ok(()));
+        assert_eq!(check_entries(&swapped, &[]), Ok(()));
 
         let bad = |entries: Vec<ManifestEntry>, what: &str| {
-            let e = check_entries(&entries).unwrap_err();
+            let e = check_entries(&entries, &[]).unwrap_err();
             assert!(e.contains(what), "{what}: {e}");
             // And through the file, as a resumed repair reads it.
             let t = tempfile::tempdir().unwrap();
@@ -413,6 +470,7 @@ mod tests {
                 max_record_bytes: 1 << 26,
                 state: ManifestState::BackedUp,
                 entries,
+                replicas: vec![],
             };
             write_manifest(t.path(), &m, &mut Steps::new()).unwrap();
             let e = read_manifest(&t.path().join(MANIFEST)).unwrap_err();
@@ -461,6 +519,99 @@ mod tests {
         bad(
             vec![truncate(log, 1000, 200), replaces],
             "replaces nothing, yet an original is listed",
+        );
+    }
+
+    fn heal(rel: &str, replica: &str, position: u64, bytes: u64) -> ManifestEntry {
+        let mut e = manifest_entry(
+            Path::new(rel),
+            Action::Heal,
+            String::new(),
+            None,
+            Some(Replacement { bytes, crc32: None }),
+        );
+        e.healed_from = Some(HealSource {
+            replica: replica.into(),
+            range: RunSource::new(Path::new("t/p/00000000000000000000.log"), position, bytes),
+        });
+        e
+    }
+
+    /// A healed range's entry is followed only when it names one of the manifest's
+    /// replicas and a non-empty range of a file inside it; a `.log` a healed range
+    /// replaces (backed up whole) may be where salvaged runs are read from.
+    #[test]
+    fn heal_entries_are_checked_against_the_replicas() {
+        let r = vec!["/r1".to_string()];
+        let run = "t/p/00000000000000000100.log";
+        assert_eq!(check_entries(&[heal(run, "/r1", 0, 10)], &r), Ok(()));
+        let refused = |entries: &[ManifestEntry], replicas: &[String], what: &str| {
+            let e = check_entries(entries, replicas).unwrap_err();
+            assert!(e.contains(what), "{what}: {e}");
+        };
+        refused(
+            &[heal(run, "/r2", 0, 10)],
+            &r,
+            "not one of the manifest's replicas",
+        );
+        refused(
+            &[heal(run, "/r1", 0, 10)],
+            &[],
+            "not one of the manifest's replicas",
+        );
+        let rel = vec!["r1".to_string()];
+        refused(
+            &[heal(run, "r1", 0, 10)],
+            &rel,
+            "not one of the manifest's replicas",
+        );
+        refused(
+            &[heal(run, "/r1", 0, 0)],
+            &r,
+            "not a range of a file inside the replica",
+        );
+        refused(
+            &[heal(run, "/r1", u64::MAX, 2)],
+            &r,
+            "not a range of a file inside the replica",
+        );
+        let mut escaping = heal(run, "/r1", 0, 10);
+        escaping.healed_from.as_mut().unwrap().range =
+            RunSource::new(Path::new("../x/00000000000000000000.log"), 0, 10);
+        refused(&[escaping], &r, "not a range of a file inside the replica");
+        let mut bare = heal(run, "/r1", 0, 10);
+        bare.healed_from = None;
+        refused(&[bare], &r, "does not match its healed_from");
+        let mut stray = truncate(run, 100, 10);
+        stray.healed_from = heal(run, "/r1", 0, 10).healed_from;
+        refused(&[stray], &r, "does not match its healed_from");
+        // On disk: the range's fields beside the replica, and back.
+        let text = serde_json::to_string(&heal(run, "/r1", 3, 10)).unwrap();
+        assert!(
+            text.contains(r#""action":"heal""#)
+                && text.contains(r#""healed_from":{"replica":"/r1","log":"t/p/00000000000000000000.log","position":3,"bytes":10}"#),
+            "{text}"
+        );
+        let back: ManifestEntry = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, heal(run, "/r1", 3, 10));
+        // A healed range over an empty primary segment: the runs found in that `.log`
+        // are read from its backup copy, anywhere in it (nothing of it is kept).
+        let log = "t/p/00000000000000000000.log";
+        let mut over = heal(log, "/r1", 0, 50);
+        over.original = truncate(log, 1000, 0).original;
+        let from = |position, bytes| RunSource::new(Path::new(log), position, bytes);
+        let ok = vec![over.clone(), salvage(run, from(0, 1000))];
+        assert_eq!(check_entries(&ok, &r), Ok(()));
+        refused(
+            &[over.clone(), salvage(run, from(10, 991))],
+            &r,
+            "not after the valid prefix",
+        );
+        // Without an original it backs nothing up: no run can be read from it.
+        refused(
+            &[heal(log, "/r1", 0, 50), salvage(run, from(0, 10))],
+            &r,
+            "which the repair does not back up and truncate",
         );
     }
 

@@ -12,7 +12,8 @@
 //! and started again finishes the job:
 //!
 //! 1. `backing-up`: the plan (computed from the untouched source) is written;
-//!    then every original that will change or go is copied into the backup;
+//!    then every original that will change or go is copied into the backup
+//!    (and the CRC-32 of every range healed from a replica is taken);
 //! 2. `backed-up`: the manifest now holds the CRC-32 of every original and of
 //!    every replacement; the source is changed file by file (temporary file +
 //!    rename, or unlink). From here on the manifest, not a new analysis, is the
@@ -38,8 +39,8 @@ mod tree;
 pub use fsio::Progress;
 pub use in_place::{repair_in_place, InPlaceSummary};
 pub use manifest::{
-    Action, Manifest, ManifestEntry, ManifestState, Original, OriginalKind, Replacement, RunSource,
-    MANIFEST,
+    Action, HealSource, Manifest, ManifestEntry, ManifestState, Original, OriginalKind,
+    Replacement, RunSource, MANIFEST,
 };
 pub use output::{repair_to, repair_to_with, OutputSummary};
 pub use render::{render_in_place, render_output};
@@ -98,8 +99,10 @@ pub enum RepairError {
     Replica(crate::engine::replica::ReplicaError),
     #[error("{}: is inside the replica {}, or holds it; write the repaired tree elsewhere", output.display(), replica.display())]
     OutputAndReplica { output: PathBuf, replica: PathBuf },
-    #[error("{}: --in-place does not heal from replicas (yet): it would write replica bytes into the primary, and its backup and resume machinery does not know them; write the healed view with --output NEW_DIR", .0.display())]
+    #[error("{}: --in-place heals only offsets the primary lacks; it does not replace the primary's own records with a replica's (--prefer); nothing changed: write that view with --output NEW_DIR", .0.display())]
     ReplicaInPlace(PathBuf),
+    #[error("{}: is inside the replica {}, or holds it; keep the backup elsewhere (a replica is never written to)", backup.display(), replica.display())]
+    BackupAndReplica { backup: PathBuf, replica: PathBuf },
 }
 
 impl RepairError {

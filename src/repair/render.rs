@@ -75,6 +75,7 @@ pub fn render_in_place(data: &Path, backup: &Path, s: &InPlaceSummary) -> String
             Action::Create => "CREATE  ",
             Action::Remove => "REMOVE  ",
             Action::Salvage => "SALVAGE ",
+            Action::Heal => "HEAL    ",
         };
         let sizes = match (&e.original, &e.new) {
             (Some(a), Some(b)) => format!("{} -> {} bytes", a.bytes, b.bytes),

@@ -345,15 +345,7 @@ fn served<'a>(
     }
 }
 
-pub(super) fn analyze(
-    data: &Path,
-    opts: &AnalyzeOptions,
-    progress: Option<&Progress>,
-) -> Result<(Layout, Report)> {
-    analyze_with(data, opts, &[], Prefer::Primary, progress)
-}
-
-/// [`analyze`] with the replicas ranges are healed from (none: the plain analysis).
+/// The analysis the tree is built from, with the replicas ranges are healed from (none: the plain analysis).
 pub(super) fn analyze_with(
     data: &Path,
     opts: &AnalyzeOptions,
