@@ -5,7 +5,7 @@ use crate::engine::layout::{
     discover_target, escape_path, resolve_target, Layout, LogLayout, SegmentEntry, Target,
     TargetError,
 };
-use crate::engine::policy::{visibility, Policy, ViewAction};
+use crate::engine::policy::{point_in_time, visibility, OffsetRange, Policy, ViewAction};
 use crate::engine::report::{
     Gap, HealedReport, LogReport, Overlap, Report, SalvagedReport, SegmentReport,
 };
@@ -187,70 +187,27 @@ fn fill_gaps(gaps: Vec<Gap>, healed: &[HealedReport]) -> Vec<Gap> {
     out
 }
 
-/// Point-in-time with healed ranges: the gap-free prefix runs through primary
-/// segments and healed ranges alike, in offset order. A damaged segment still
-/// ends the prefix unless a healed range starts where its valid records end.
-/// Returns every segment's action and the healed ranges inside the prefix.
+/// Point-in-time with healed ranges ([`point_in_time`]): every segment's
+/// action and the healed ranges inside the gap-free prefix (ranges the view
+/// does not show take no part).
 fn point_in_time_healed(
     segs: &[SegmentAnalysis],
     healed: Vec<HealedReport>,
 ) -> (Vec<ViewAction>, Vec<HealedReport>) {
-    let mut actions = Vec::with_capacity(segs.len());
-    let mut kept = Vec::new();
-    let mut expected: Option<u64> = None;
-    let mut stopped = false;
-    // After a cut, only a healed range starting at the cut may continue the prefix.
-    let mut after_cut = false;
-    let mut healed = healed.into_iter().peekable();
-    let mut take_healed = |upto: Option<u64>,
-                           expected: &mut Option<u64>,
-                           stopped: &mut bool,
-                           after_cut: &mut bool,
-                           kept: &mut Vec<HealedReport>| {
-        while let Some(h) = healed.next_if(|h| upto.is_none_or(|u| h.from_offset < u)) {
-            if !*stopped && h.shown() && expected.is_none_or(|e| e == h.from_offset) {
-                *expected = Some(h.to_offset + 1);
-                *after_cut = false;
-                kept.push(h);
-            } else if h.shown() {
-                *stopped = true;
-            }
-        }
-    };
-    for a in segs {
-        take_healed(
-            Some(a.base),
-            &mut expected,
-            &mut stopped,
-            &mut after_cut,
-            &mut kept,
-        );
-        if after_cut || expected.is_some_and(|e| e != a.base) {
-            stopped = true;
-        }
-        let action = if stopped {
-            ViewAction::Hidden
-        } else {
-            match &a.scan {
-                Err(_) => {
-                    stopped = true;
-                    ViewAction::Hidden
-                }
-                Ok(s) if s.is_clean() => ViewAction::Kept,
-                Ok(_) => {
-                    after_cut = true;
-                    ViewAction::Truncated
-                }
-            }
-        };
-        if let Ok(s) = &a.scan {
-            if !stopped {
-                expected = Some(s.next_offset());
-            }
-        }
-        actions.push(action);
-    }
-    take_healed(None, &mut expected, &mut stopped, &mut after_cut, &mut kept);
+    let shown: Vec<HealedReport> = healed.into_iter().filter(|h| h.shown()).collect();
+    let ranges: Vec<OffsetRange> = shown
+        .iter()
+        .map(|h| OffsetRange {
+            from: h.from_offset,
+            to: h.to_offset,
+        })
+        .collect();
+    let (actions, inside) = point_in_time(segs, &ranges);
+    let kept = shown
+        .into_iter()
+        .zip(inside)
+        .filter_map(|(h, i)| i.then_some(h))
+        .collect();
     (actions, kept)
 }
 

@@ -126,48 +126,94 @@ impl DamageClass {
 
 /// Which segments a policy shows, given the segments' analyses in base order.
 pub fn visibility(policy: Policy, segs: &[SegmentAnalysis]) -> Vec<ViewAction> {
-    let mut out = Vec::with_capacity(segs.len());
-    let mut stopped = false;
-    let mut expected: Option<u64> = None;
-    for a in segs {
-        let status = a.status();
-        let action = match policy {
-            Policy::PerSegment | Policy::Salvage => match status {
+    match policy {
+        Policy::PointInTime => point_in_time(segs, &[]).0,
+        Policy::PerSegment | Policy::Salvage => segs
+            .iter()
+            .map(|a| match a.status() {
                 SegmentStatus::Clean => ViewAction::Kept,
                 SegmentStatus::Truncated => ViewAction::Truncated,
                 SegmentStatus::Unreadable => ViewAction::Eio,
-            },
-            Policy::Strict => match status {
+            })
+            .collect(),
+        Policy::Strict => segs
+            .iter()
+            .map(|a| match a.status() {
                 SegmentStatus::Clean if a.index.is_match() && a.timeindex.is_match() => {
                     ViewAction::Kept
                 }
                 _ => ViewAction::Eio,
-            },
-            Policy::PointInTime => {
-                if expected.is_some_and(|e| e != a.base) {
+            })
+            .collect(),
+    }
+}
+
+/// A range of offsets (inclusive) the view may show besides the segments: a
+/// range healed from a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetRange {
+    pub from: u64,
+    pub to: u64,
+}
+
+/// Point-in-time: the longest gap-free prefix, through the segments (in base
+/// order) and the `healed` ranges (in offset order) alike. A damaged segment
+/// ends the prefix unless a healed range starts where its valid records end;
+/// an unreadable one or a gap ends it. Returns every segment's action and, for
+/// each healed range, whether it lies inside the prefix.
+pub fn point_in_time(
+    segs: &[SegmentAnalysis],
+    healed: &[OffsetRange],
+) -> (Vec<ViewAction>, Vec<bool>) {
+    let mut actions = Vec::with_capacity(segs.len());
+    let mut inside = vec![false; healed.len()];
+    let mut expected: Option<u64> = None;
+    let mut stopped = false;
+    // After a cut, only a healed range starting at the cut may continue the prefix.
+    let mut after_cut = false;
+    let mut next = 0;
+    let mut take_healed = |upto: Option<u64>,
+                           expected: &mut Option<u64>,
+                           stopped: &mut bool,
+                           after_cut: &mut bool| {
+        while let Some(h) = healed.get(next).filter(|h| upto.is_none_or(|u| h.from < u)) {
+            if !*stopped && expected.is_none_or(|e| e == h.from) {
+                *expected = Some(h.to + 1);
+                *after_cut = false;
+                inside[next] = true;
+            } else {
+                *stopped = true;
+            }
+            next += 1;
+        }
+    };
+    for a in segs {
+        take_healed(Some(a.base), &mut expected, &mut stopped, &mut after_cut);
+        if after_cut || expected.is_some_and(|e| e != a.base) {
+            stopped = true;
+        }
+        let action = if stopped {
+            ViewAction::Hidden
+        } else {
+            match &a.scan {
+                Err(_) => {
                     stopped = true;
-                }
-                if stopped {
                     ViewAction::Hidden
-                } else {
-                    match &a.scan {
-                        Err(_) => {
-                            stopped = true;
-                            ViewAction::Hidden
-                        }
-                        Ok(s) if s.is_clean() => ViewAction::Kept,
-                        Ok(_) => {
-                            stopped = true;
-                            ViewAction::Truncated
-                        }
-                    }
+                }
+                Ok(s) if s.is_clean() => ViewAction::Kept,
+                Ok(_) => {
+                    after_cut = true;
+                    ViewAction::Truncated
                 }
             }
         };
         if let Ok(s) = &a.scan {
-            expected = Some(s.next_offset());
+            if !stopped {
+                expected = Some(s.next_offset());
+            }
         }
-        out.push(action);
+        actions.push(action);
     }
-    out
+    take_healed(None, &mut expected, &mut stopped, &mut after_cut);
+    (actions, inside)
 }
