@@ -138,6 +138,33 @@ type RunIndexes = ((PathBuf, u64), Indexes);
 /// A healed range's rebuilt indexes, by the replica (`--replica` number), its `.log` and the range's position.
 type HealIndexes = ((usize, PathBuf, u64), Indexes);
 
+/// The planned replacement of a rebuilt `.index` (or `.timeindex`, by `kind`):
+/// its size and CRC-32. A `.log`'s (or a range's) two indexes come from one walk,
+/// so the last pair built is kept in `cache` under `key` for its sibling; `build`
+/// walks again on a miss.
+fn rebuilt_replacement<K: PartialEq>(
+    cache: &mut Option<(K, Indexes)>,
+    key: K,
+    kind: FileKind,
+    build: impl FnOnce() -> Result<Indexes>,
+) -> Result<Replacement> {
+    let indexes = match cache.take().filter(|(k, _)| *k == key) {
+        Some((_, r)) => r,
+        None => build()?,
+    };
+    let bytes = if kind == FileKind::Index {
+        &indexes.0
+    } else {
+        &indexes.1
+    };
+    let new = Replacement {
+        bytes: bytes.len() as u64,
+        crc32: Some(crc32fast::hash(bytes)),
+    };
+    *cache = Some((key, indexes));
+    Ok(new)
+}
+
 /// The healed range of the view whose files `rel` is one of (named by its first offset).
 fn healed_at<'a>(
     logs: &HashMap<PathBuf, &'a crate::engine::report::LogReport>,
@@ -211,31 +238,18 @@ fn heal_entry(
     let (why, new) = match content {
         Content::RunIndex { kind, .. } => {
             let key = (h.replica_index, h.file.clone(), h.position);
-            let indexes = match cache.take().filter(|(k, _)| *k == key) {
-                Some((_, r)) => r,
-                None => {
-                    let f = open_checked(rsrc, &h.file, h.file_stamp.size)?;
-                    let view = Shifted {
-                        src: &f,
-                        start: h.position,
-                        len: h.scan.valid_bytes,
-                    };
-                    rebuild_indexes(&view, &h.scan).map_err(|e| RepairError::SourceChanged {
-                        path: rsrc.display_path(&h.file),
-                        what: e.to_string(),
-                    })?
-                }
-            };
-            let bytes = if *kind == FileKind::Index {
-                &indexes.0
-            } else {
-                &indexes.1
-            };
-            let new = Replacement {
-                bytes: bytes.len() as u64,
-                crc32: Some(crc32fast::hash(bytes)),
-            };
-            *cache = Some((key, indexes));
+            let new = rebuilt_replacement(cache, key, *kind, || {
+                let f = open_checked(rsrc, &h.file, h.file_stamp.size)?;
+                let view = Shifted {
+                    src: &f,
+                    start: h.position,
+                    len: h.scan.valid_bytes,
+                };
+                rebuild_indexes(&view, &h.scan).map_err(|e| RepairError::SourceChanged {
+                    path: rsrc.display_path(&h.file),
+                    what: e.to_string(),
+                })
+            })?;
             (format!("rebuilt for the healed range: {what}"), new)
         }
         // Its CRC-32 is taken when the originals are copied into the backup.
@@ -385,31 +399,18 @@ fn in_place_entries(
             } => {
                 run_name_free(source, rel)?;
                 let key = (log.clone(), *start);
-                let indexes = match run_cache.take().filter(|(k, _)| *k == key) {
-                    Some((_, r)) => r,
-                    None => {
-                        let f = open_checked(source, log, *original_len)?;
-                        let view = Shifted {
-                            src: &f,
-                            start: *start,
-                            len: scan.valid_bytes,
-                        };
-                        rebuild_indexes(&view, scan).map_err(|e| RepairError::SourceChanged {
-                            path: data.join(log),
-                            what: e.to_string(),
-                        })?
-                    }
-                };
-                let bytes = if *kind == FileKind::Index {
-                    &indexes.0
-                } else {
-                    &indexes.1
-                };
-                let new = Replacement {
-                    bytes: bytes.len() as u64,
-                    crc32: Some(crc32fast::hash(bytes)),
-                };
-                run_cache = Some((key, indexes));
+                let new = rebuilt_replacement(&mut run_cache, key, *kind, || {
+                    let f = open_checked(source, log, *original_len)?;
+                    let view = Shifted {
+                        src: &f,
+                        start: *start,
+                        len: scan.valid_bytes,
+                    };
+                    rebuild_indexes(&view, scan).map_err(|e| RepairError::SourceChanged {
+                        path: data.join(log),
+                        what: e.to_string(),
+                    })
+                })?;
                 let mut e = manifest_entry(
                     rel,
                     Action::Salvage,
@@ -434,26 +435,13 @@ fn in_place_entries(
                 }
                 let original = original_of(source, rel, true)?;
                 // Another segment's pair is dropped before this one is built.
-                let indexes = match rebuilt_cache.take().filter(|(k, _)| k == log) {
-                    Some((_, r)) => r,
-                    None => {
-                        let f = open_checked(source, log, scan.original_bytes)?;
-                        rebuild_indexes(&f, scan).map_err(|e| RepairError::SourceChanged {
-                            path: data.join(log),
-                            what: e.to_string(),
-                        })?
-                    }
-                };
-                let bytes = if *kind == FileKind::Index {
-                    &indexes.0
-                } else {
-                    &indexes.1
-                };
-                let new = Replacement {
-                    bytes: bytes.len() as u64,
-                    crc32: Some(crc32fast::hash(bytes)),
-                };
-                rebuilt_cache = Some((log.clone(), indexes));
+                let new = rebuilt_replacement(&mut rebuilt_cache, log.clone(), *kind, || {
+                    let f = open_checked(source, log, scan.original_bytes)?;
+                    rebuild_indexes(&f, scan).map_err(|e| RepairError::SourceChanged {
+                        path: data.join(log),
+                        what: e.to_string(),
+                    })
+                })?;
                 let seg = seg_of(log);
                 let verdict = match (seg, kind) {
                     (Some(s), FileKind::Index) => s.index.describe(IndexKind::Offset),
