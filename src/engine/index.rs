@@ -264,17 +264,22 @@ mod tests {
         w
     }
 
-    #[test]
-    fn clean_segment_rebuilds_its_indexes() {
-        let w = seg(3000);
-        let s = scan_segment(
+    /// The scan of a segment written by [`seg`] (based at 100).
+    fn scanned(w: &SegmentWriter) -> SegmentScan {
+        scan_segment(
             &w.log,
             w.log.len() as u64,
             100,
             &ScanOptions::default(),
             |_| {},
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn clean_segment_rebuilds_its_indexes() {
+        let w = seg(3000);
+        let s = scanned(&w);
         assert!(s.is_clean());
         assert_eq!(s.records, 3000);
         assert_eq!(s.checkpoints.len(), 3);
@@ -288,14 +293,7 @@ mod tests {
     #[test]
     fn comparer_reports_short_and_long() {
         let w = seg(5);
-        let s = scan_segment(
-            &w.log,
-            w.log.len() as u64,
-            100,
-            &ScanOptions::default(),
-            |_| {},
-        )
-        .unwrap();
+        let s = scanned(&w);
         for (orig, want) in [
             (w.index[..40].to_vec(), "too short"),
             ([w.index.clone(), vec![0; 16]].concat(), "too long"),
@@ -336,8 +334,7 @@ mod tests {
             extra in 0usize..40,
         ) {
             let w = seg(n);
-            let s = scan_segment(&w.log, w.log.len() as u64, 100, &ScanOptions::default(), |_| {})
-                .unwrap();
+            let s = scanned(&w);
             let mut orig = w.index.clone();
             if let Some((at, x)) = flip {
                 if !orig.is_empty() {
