@@ -963,13 +963,69 @@ fn a_replica_segment_identical_to_the_primarys_is_compared_not_scanned_again() {
     flip(&log_path(&rp, 800), end - 5);
     let (_, report, reps) = go();
     assert_eq!(reps.validations(), 1, "only the changed segment is scanned");
-    let d: Vec<(u64, Vec<&str>)> = report
+    let d = divergences_of(&report);
+    assert_eq!(d, vec![(805, vec!["value"])]);
+}
+
+#[test]
+fn the_primarys_scan_compares_the_replicas_so_the_primary_is_read_once() {
+    use recoverfs::engine::analysis::AnalyzeOptions;
+    use recoverfs::engine::replica::{check_with_replicas, Prefer};
+    // Values larger than the scan's window: the scan steps over most of each value,
+    // and the comparison must still see every byte.
+    let primary = tempfile::tempdir().unwrap();
+    let p = primary.path().join(PART);
+    write_segment(&p, 0, 6, 300_000);
+    write_segment(&p, 6, 6, 300_000);
+    write_segment(&p, 12, 5, 1000);
+    let recs = raw_records(&p);
+    let same = tempfile::tempdir().unwrap();
+    copy_tree(primary.path(), same.path());
+    let reseg = tempfile::tempdir().unwrap();
+    resegment(&reseg.path().join(PART), &recs, &[4]);
+    let run = |replica: &Path| {
+        check_with_replicas(
+            primary.path(),
+            &[replica.to_path_buf()],
+            Prefer::Primary,
+            &AnalyzeOptions::default(),
+            &|_| {},
+        )
+        .unwrap()
+    };
+    for (replica, logs) in [(same.path(), 3), (reseg.path(), 5)] {
+        let (_, report, reps) = run(replica);
+        assert_eq!(report.summary.divergences, Some(0));
+        assert_eq!(report.summary.healed_records, Some(0));
+        assert_eq!(reps.validations(), 0, "no replica segment scanned");
+        assert_eq!(
+            reps.settled_by_scan(),
+            logs,
+            "every replica .log settled while the primary was scanned"
+        );
+    }
+    // One byte flipped deep inside a value (far past the window the scan read that
+    // record's header in), in the re-segmented copy's second segment (offsets 4..8).
+    let rp = reseg.path().join(PART);
+    let log = fs::read(log_path(&rp, 4)).unwrap();
+    flip(&log_path(&rp, 4), record_positions(&log)[1] + 150_000);
+    let (_, report, reps) = run(reseg.path());
+    let d = divergences_of(&report);
+    assert_eq!(d, vec![(5, vec!["value"])]);
+    // Only the replica segment before the flip was settled by the scan; the one
+    // holding it was scanned on its own.
+    assert_eq!(reps.settled_by_scan(), 1);
+    assert_eq!(reps.validations(), 1);
+}
+
+/// Every divergence of a report: its offset and the fields that differ.
+fn divergences_of(report: &recoverfs::engine::report::Report) -> Vec<(u64, Vec<&str>)> {
+    report
         .logs
         .iter()
         .flat_map(|l| l.divergences.iter().flatten())
         .map(|d| (d.offset, d.fields.clone()))
-        .collect();
-    assert_eq!(d, vec![(805, vec!["value"])]);
+        .collect()
 }
 
 /// The policies that heal (strict repairs nothing).

@@ -10,7 +10,7 @@ use crate::engine::report::{
     Gap, HealedReport, LogReport, Overlap, Report, SalvagedReport, SegmentReport,
 };
 use crate::engine::scan::ScanOptions;
-use crate::engine::segment::{analyze_segment_with, SegmentAnalysis};
+use crate::engine::segment::{analyze_segment_tapped, ReadTap, SegmentAnalysis};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -311,6 +311,22 @@ pub fn analyze_segments(
     opts: &AnalyzeOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Vec<Vec<SegmentAnalysis>> {
+    analyze_segments_tapped(layout, target, opts, progress, &|_, _| None)
+}
+
+/// A [`ReadTap`] for the scan of one segment (its log's index in the layout, the
+/// segment), or none.
+pub type TapFor<'t> = dyn Fn(usize, &SegmentEntry) -> Option<Box<dyn ReadTap + 't>> + Sync + 't;
+
+/// [`analyze_segments`], each segment's scan shown to the tap `tap` gives for it
+/// (the tap is dropped when its segment's analysis is done).
+pub fn analyze_segments_tapped(
+    layout: &Layout,
+    target: &Target,
+    opts: &AnalyzeOptions,
+    progress: &(dyn Fn(u64) + Sync),
+    tap: &TapFor<'_>,
+) -> Vec<Vec<SegmentAnalysis>> {
     let jobs: Vec<(usize, &SegmentEntry)> = layout
         .logs
         .iter()
@@ -331,14 +347,17 @@ pub fn analyze_segments(
             sc.spawn(|| loop {
                 let j = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&(li, seg)) = jobs.get(j) else { break };
-                let a = analyze_segment_with(
+                let mut t = tap(li, seg);
+                let a = analyze_segment_tapped(
                     &layout.source,
                     &layout.logs[li],
                     seg,
                     &opts.scan,
                     opts.policy.salvages(),
                     progress,
+                    t.as_deref_mut().map(|t| t as &mut dyn ReadTap),
                 );
+                drop(t);
                 results.lock().expect("no worker panics")[j] = Some(a);
             });
         }

@@ -20,4 +20,5 @@ pub mod salvage;
 pub mod scan;
 pub mod segment;
 pub mod source;
+pub mod stream;
 pub mod synth;

@@ -33,14 +33,14 @@
 //! copy they are compared whole first; only a stretch that differs is compared
 //! record by record.
 
-use crate::engine::analysis::{analyze_segments, assemble, taken_names, AnalyzeOptions};
+use crate::engine::analysis::{analyze_segments_tapped, assemble, taken_names, AnalyzeOptions};
 use crate::engine::format::takhin::{
     be_i64, be_u32, be_u64, segment_file_name, FileKind, HEADER_LEN, KEY_LEN_AT, OFFSET_AT,
     PAD_LEN, SIZE_FIELD_LEN, TIMESTAMP_AT, VALUE_LEN_FIELD_LEN,
 };
 use crate::engine::layout::{
     classify_dir, discover, discover_target, escape_path, resolve_target, Layout, LogLayout,
-    TargetError,
+    SegmentEntry, TargetError,
 };
 use crate::engine::policy::Policy;
 use crate::engine::report::{
@@ -48,8 +48,9 @@ use crate::engine::report::{
 };
 use crate::engine::salvage::Shifted;
 use crate::engine::scan::{scan_segment, visit_records, ScanOptions, SegmentScan};
-use crate::engine::segment::{analyze_segment_with, FileStamp, SegmentAnalysis};
+use crate::engine::segment::{analyze_segment_with, FileStamp, ReadTap, SegmentAnalysis};
 use crate::engine::source::Source;
+use crate::engine::stream::{primary_starts, settle, Known, Outcomes, ReplicaStream, StreamTee};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -128,6 +129,8 @@ pub struct Replicas {
     /// Scans of healed ranges, by (replica, file, position, bytes), with the file's stamp.
     scans: Mutex<HashMap<ScanKey, (FileStamp, Arc<SegmentScan>)>>,
     validations: AtomicU64,
+    /// Replica `.log`s the primary's scan found holding only its bytes (see `stream`).
+    settled: AtomicU64,
     prefer: Prefer,
     /// Each log's healed ranges, with the primary segments' stamps and the policy
     /// they were found for (see [`Replicas::heal_log`]).
@@ -227,6 +230,7 @@ impl Replicas {
             analyses: Mutex::new(HashMap::new()),
             scans: Mutex::new(HashMap::new()),
             validations: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
             prefer: Prefer::Primary,
             identical: Mutex::new(HashSet::new()),
             stream_identical: Mutex::new(HashSet::new()),
@@ -257,6 +261,12 @@ impl Replicas {
     /// Replica segments validated so far (for the laziness tests and the metrics).
     pub fn validations(&self) -> u64 {
         self.validations.load(Ordering::Relaxed)
+    }
+
+    /// Replica `.log`s known to hold only the primary's bytes from comparing them
+    /// during the primary's scan (neither scanned nor compared again afterwards).
+    pub fn settled_by_scan(&self) -> u64 {
+        self.settled.load(Ordering::Relaxed)
     }
 
     /// The replica `r`'s log at `rel` (relative to its data directory), if it has one.
@@ -346,17 +356,22 @@ impl Replicas {
     /// parallel. A replica `.log` byte-identical to the primary's clean segment of
     /// the same name takes the primary's scan (the same bytes under the same name
     /// scan the same) and is remembered as identical, so verification does not
-    /// compare it again: the replica costs one comparison pass instead of a scan
-    /// and a comparison. Anything else is analysed on its own.
+    /// compare it again. The primary's scan already compared most such files (see
+    /// `stream`); only those it could not settle are compared here, reading both
+    /// copies. Anything else is analysed on its own.
     fn analyze_replica(
         &self,
         r: usize,
         sub: &Layout,
-        primary: &Layout,
-        per_log: &[Vec<SegmentAnalysis>],
+        scanned: &Scanned,
         threads: usize,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Vec<Vec<SegmentAnalysis>> {
+        let Scanned {
+            layout: primary,
+            per_log,
+            known,
+        } = *scanned;
         let mut clean: HashMap<(&Path, u64), &SegmentAnalysis> = HashMap::new();
         for (log, analyses) in primary.logs.iter().zip(per_log) {
             for a in analyses {
@@ -394,9 +409,27 @@ impl Replicas {
                     let Some(&(li, si)) = jobs.get(j) else { break };
                     let log = &sub.logs[li];
                     let seg = &log.segments[si];
-                    let reused = clean
-                        .get(&(log.rel.as_path(), seg.base))
-                        .and_then(|pa| self.same_as_primary(r, primary, log, pa));
+                    let rel = log.file_rel(seg.base, FileKind::Log);
+                    let pa = clean.get(&(log.rel.as_path(), seg.base));
+                    // What the primary's scan settled first; the rest is compared now.
+                    let reused = match (known.get(&(r, rel.clone())), pa) {
+                        (Some(Known::Twin(stamp)), Some(pa)) => {
+                            self.settled.fetch_add(1, Ordering::Relaxed);
+                            self.identical.lock().insert((r, rel.clone()));
+                            Some(SegmentAnalysis {
+                                stamp: *stamp,
+                                ..(*pa).clone()
+                            })
+                        }
+                        (Some(Known::Inside), _) => {
+                            self.settled.fetch_add(1, Ordering::Relaxed);
+                            progress(rep.source.metadata(&rel).map_or(0, |m| m.len()));
+                            self.stream_identical.lock().insert((r, rel));
+                            results.lock()[j] = Some(None);
+                            continue;
+                        }
+                        _ => pa.and_then(|pa| self.same_as_primary(r, primary, log, pa)),
+                    };
                     let a = match reused {
                         Some(a) => {
                             progress(a.stamp.size);
@@ -961,6 +994,15 @@ impl Replicas {
     }
 }
 
+/// The primary as its scan left it: its layout, each log's segment analyses,
+/// and the replica `.log`s the scan found holding only its bytes.
+#[derive(Clone, Copy)]
+struct Scanned<'a> {
+    layout: &'a Layout,
+    per_log: &'a [Vec<SegmentAnalysis>],
+    known: &'a HashMap<(usize, PathBuf), Known>,
+}
+
 /// A copy ranges are read from: its door, its label in the report, its number (0: the primary).
 struct Copy<'a> {
     source: &'a Arc<Source>,
@@ -1501,31 +1543,96 @@ pub fn check_with_replicas(
     Replicas::check_prefer(prefer, opts.policy).map_err(ReplicaError::Prefer)?;
     let replicas = Arc::new(Replicas::open(&target.root, dirs, opts.scan)?.with_prefer(prefer));
     let t0 = std::time::Instant::now();
-    let per_log = analyze_segments(&layout, &target, opts, progress);
-    tracing::debug!("primary analysed in {:?}", t0.elapsed());
     let wanted: HashSet<&Path> = layout.logs.iter().map(|l| l.rel.as_path()).collect();
+    let described: Vec<(ReplicaReport, Vec<LogLayout>)> = (0..replicas.list.len())
+        .map(|r| replicas.describe(r, &wanted))
+        .collect();
+    // The primary's scan compares each replica log's stream as it goes (see
+    // `stream`): a replica `.log` holding only the primary's bytes is then known
+    // without reading the primary a second time.
+    let by_rel: Vec<HashMap<&Path, &LogLayout>> = described
+        .iter()
+        .map(|(_, logs)| logs.iter().map(|l| (l.rel.as_path(), l)).collect())
+        .collect();
+    let streams: Vec<Vec<(ReplicaStream, &Source)>> = layout
+        .logs
+        .iter()
+        .map(|plog| {
+            by_rel
+                .iter()
+                .enumerate()
+                .filter_map(|(r, logs)| {
+                    let source = &*replicas.list[r].source;
+                    let rlog = logs.get(plog.rel.as_path())?;
+                    Some((ReplicaStream::new(r, source, rlog, plog)?, source))
+                })
+                .collect()
+        })
+        .collect();
+    let starts: Vec<Vec<Option<u64>>> = layout
+        .logs
+        .iter()
+        .zip(&streams)
+        .map(|(l, st)| match st.is_empty() {
+            true => Vec::new(),
+            false => primary_starts(&layout.source, l),
+        })
+        .collect();
+    let outcomes: Outcomes = Mutex::new(HashMap::new());
+    let tap = |li: usize, seg: &SegmentEntry| -> Option<Box<dyn ReadTap + '_>> {
+        let st = streams.get(li).filter(|st| !st.is_empty())?;
+        let segs = &layout.logs[li].segments;
+        let si = segs.binary_search_by_key(&seg.base, |s| s.base).ok()?;
+        let start = starts[li].get(si).copied().flatten()?;
+        Some(Box::new(StreamTee::new((li, si), start, st, &outcomes)))
+    };
+    let per_log = analyze_segments_tapped(&layout, &target, opts, progress, &tap);
+    tracing::debug!("primary analysed in {:?}", t0.elapsed());
+    let outcomes = outcomes.into_inner();
+    let mut known = HashMap::new();
+    for (li, plog) in layout.logs.iter().enumerate() {
+        if !streams[li].is_empty() {
+            known.extend(settle(
+                li,
+                &layout.source,
+                plog,
+                &per_log[li],
+                &starts[li],
+                &streams[li],
+                &outcomes,
+                replicas.list.len() == 1,
+            ));
+        }
+    }
+    drop(streams);
+    tracing::debug!(
+        "{} replica .logs known from the primary's scan",
+        known.len()
+    );
     let mut reports = Vec::new();
-    for (r, rep) in replicas.list.iter().enumerate() {
-        let (report, matched) = replicas.describe(r, &wanted);
+    for (r, (report, matched)) in described.into_iter().enumerate() {
         let sub = Layout {
-            source: rep.source.clone(),
+            source: replicas.list[r].source.clone(),
             logs: matched,
             problems: Vec::new(),
         };
-        for (log, analyses) in sub.logs.iter().zip(replicas.analyze_replica(
-            r,
-            &sub,
-            &layout,
-            &per_log,
-            opts.threads,
-            progress,
-        )) {
+        let scanned = Scanned {
+            layout: &layout,
+            per_log: &per_log,
+            known: &known,
+        };
+        for (log, analyses) in
+            sub.logs
+                .iter()
+                .zip(replicas.analyze_replica(r, &sub, &scanned, opts.threads, progress))
+        {
             replicas.remember(r, log, analyses);
         }
         reports.push(report);
     }
-    // Every log's copies compared, logs in parallel (the comparison reads every shared
-    // byte of every copy once more: the costly part of a check with replicas).
+    // Every log's copies compared, logs in parallel: what the primary's scan settled
+    // is skipped; the rest (records held by copies that differ somewhere, damaged or
+    // re-cut stretches) is read from every copy once more.
     tracing::debug!("replicas analysed at {:?}", t0.elapsed());
     let verdicts = replicas.verify_all(&layout, &per_log, opts);
     tracing::debug!("copies compared at {:?}", t0.elapsed());

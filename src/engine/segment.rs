@@ -142,6 +142,78 @@ pub fn analyze_segment_with(
     salvaging: bool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> SegmentAnalysis {
+    analyze_segment_tapped(source, log, seg, opts, salvaging, progress, None)
+}
+
+/// Sees every byte of a segment's `.log` the scan reads or steps over, in
+/// position order, while the scan is sequential: a caller comparing the file
+/// with another copy does so while the bytes are hot, instead of reading the
+/// file a second time.
+pub trait ReadTap {
+    /// `bytes` are the `.log`'s at `pos`.
+    fn read(&mut self, pos: u64, bytes: &[u8]);
+    /// False once the tap needs no more bytes (the bytes the scan steps over are then not read for it).
+    fn wants_more(&self) -> bool;
+}
+
+/// A `.log` whose reads are shown to a [`ReadTap`] (the scan's window reads
+/// through it; salvage and the index comparison read the file directly). The
+/// scan steps over the parts of values it does not need; those are read here,
+/// in bounded chunks, for a tap that still wants them.
+struct Tapped<'a, 't> {
+    file: &'a fs::File,
+    tap: std::cell::RefCell<&'a mut (dyn ReadTap + 't)>,
+    /// Everything before this was shown to the tap.
+    shown: std::cell::Cell<u64>,
+}
+
+impl Tapped<'_, '_> {
+    /// Shows the tap the bytes from what it was last shown up to `end`, if it still wants them.
+    fn show_up_to(&self, tap: &mut dyn ReadTap, end: u64) {
+        let mut at = self.shown.get();
+        if at >= end || !tap.wants_more() {
+            return;
+        }
+        let mut gap = vec![0u8; ((end - at) as usize).min(crate::engine::scan::WINDOW_BYTES)];
+        while at < end && tap.wants_more() {
+            let n = ((end - at) as usize).min(gap.len());
+            if crate::engine::scan::read_exact_at(self.file, &mut gap[..n], at).is_err() {
+                return;
+            }
+            tap.read(at, &gap[..n]);
+            at += n as u64;
+            self.shown.set(at);
+        }
+    }
+}
+
+impl ReadAt for Tapped<'_, '_> {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        let mut tap = self.tap.borrow_mut();
+        self.show_up_to(&mut **tap, pos);
+        let n = ReadAt::read_at(self.file, buf, pos)?;
+        tap.read(pos, &buf[..n]);
+        if pos <= self.shown.get() {
+            self.shown.set(self.shown.get().max(pos + n as u64));
+        }
+        Ok(n)
+    }
+
+    fn next_data(&self, pos: u64) -> io::Result<Option<u64>> {
+        self.file.next_data(pos)
+    }
+}
+
+/// [`analyze_segment_with`], showing the scan's reads of the `.log` to `tap`.
+pub fn analyze_segment_tapped(
+    source: &Source,
+    log: &LogLayout,
+    seg: &SegmentEntry,
+    opts: &ScanOptions,
+    salvaging: bool,
+    progress: &(dyn Fn(u64) + Sync),
+    tap: Option<&mut dyn ReadTap>,
+) -> SegmentAnalysis {
     let log_rel = log.file_rel(seg.base, FileKind::Log);
     let log_path = source.display_path(&log_rel);
     let opened = source.file(&log_rel).and_then(|f| {
@@ -181,14 +253,29 @@ pub fn analyze_segment_with(
         .as_ref()
         .ok()
         .map(|(f, len)| IndexComparer::new(IndexKind::Time, f, *len));
-    let result = scan_segment(&file, stamp.size, seg.base, opts, |m| {
+    let visit = |m: &_| {
         if let Some(c) = ci.as_mut() {
             c.push(m);
         }
         if let Some(c) = ct.as_mut() {
             c.push(m);
         }
-    });
+    };
+    let result = match tap {
+        None => scan_segment(&file, stamp.size, seg.base, opts, visit),
+        Some(tap) => {
+            let tapped = Tapped {
+                file: &file,
+                tap: std::cell::RefCell::new(tap),
+                shown: std::cell::Cell::new(0),
+            };
+            let r = scan_segment(&tapped, stamp.size, seg.base, opts, visit);
+            // The scan need not read the end of the last value: the tap sees it too.
+            let mut tap = tapped.tap.borrow_mut();
+            tapped.show_up_to(&mut **tap, stamp.size);
+            r
+        }
+    };
     progress(stamp.size);
     match result {
         Ok(scan) => {
@@ -238,5 +325,97 @@ fn unreadable(base: u64, log_path: &Path, stamp: FileStamp, e: &io::Error) -> Se
         timeindex: IndexVerdict::Unreadable("its .log is unreadable".into()),
         stamp,
         salvage: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::format::takhin::SegmentWriter;
+
+    /// Collects what it is shown; wants bytes until it holds `stop_after`.
+    struct Collect {
+        seen: Vec<(u64, Vec<u8>)>,
+        stop_after: usize,
+    }
+
+    impl ReadTap for Collect {
+        fn read(&mut self, pos: u64, bytes: &[u8]) {
+            self.seen.push((pos, bytes.to_vec()));
+        }
+        fn wants_more(&self) -> bool {
+            self.seen.iter().map(|(_, b)| b.len()).sum::<usize>() < self.stop_after
+        }
+    }
+
+    fn big_value_segment() -> (tempfile::TempDir, LogLayout, Vec<u8>) {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::new(0);
+        for i in 0..5u8 {
+            // Values several windows long: the scan steps over most of each, the
+            // last one's end included (it need not read a file's last bytes).
+            w.append(i as i64, b"", b"small");
+            w.append(
+                i as i64,
+                b"k",
+                &vec![i; 3 * crate::engine::scan::WINDOW_BYTES + 17],
+            );
+        }
+        w.write_to(t.path()).unwrap();
+        let log = LogLayout {
+            rel: PathBuf::new(),
+            segments: vec![SegmentEntry {
+                base: 0,
+                has_index: true,
+                has_timeindex: true,
+            }],
+            orphans: Vec::new(),
+            unrecognized: Vec::new(),
+        };
+        let bytes = fs::read(t.path().join(log.file_rel(0, FileKind::Log))).unwrap();
+        (t, log, bytes)
+    }
+
+    fn analyze(source: &Source, log: &LogLayout, tap: Option<&mut dyn ReadTap>) -> SegmentAnalysis {
+        let opts = ScanOptions::default();
+        analyze_segment_tapped(source, log, &log.segments[0], &opts, false, &|_| {}, tap)
+    }
+
+    #[test]
+    fn a_tap_is_shown_every_byte_in_order_even_those_the_scan_steps_over() {
+        let (t, log, bytes) = big_value_segment();
+        let source = Source::open(t.path()).unwrap();
+        let mut tap = Collect {
+            seen: Vec::new(),
+            stop_after: usize::MAX,
+        };
+        let a = analyze(&source, &log, Some(&mut tap));
+        assert!(a.scan.as_ref().unwrap().is_clean());
+        let mut whole = Vec::new();
+        for (pos, b) in &tap.seen {
+            assert_eq!(*pos, whole.len() as u64, "shown in order, each byte once");
+            whole.extend_from_slice(b);
+        }
+        assert_eq!(whole, bytes);
+        // The plain analysis gives the same verdict.
+        let plain = analyze(&source, &log, None);
+        assert_eq!(plain.scan.unwrap().valid_bytes, bytes.len() as u64);
+    }
+
+    #[test]
+    fn a_tap_that_wants_no_more_is_not_read_for() {
+        let (t, log, bytes) = big_value_segment();
+        let source = Source::open(t.path()).unwrap();
+        let mut tap = Collect {
+            seen: Vec::new(),
+            stop_after: 1,
+        };
+        analyze(&source, &log, Some(&mut tap));
+        let shown: usize = tap.seen.iter().map(|(_, b)| b.len()).sum();
+        assert!(
+            shown < bytes.len() / 2,
+            "the stepped-over value bytes are not read for a tap that stopped: {shown} of {}",
+            bytes.len()
+        );
     }
 }
