@@ -1549,21 +1549,33 @@ fn in_place_prefer_replica_with_two_copies_like_output() {
 /// and run again, ends with the tree `repair --output` gives.
 #[cfg(feature = "fault-injection")]
 fn assert_prefer_in_place_converges_when_killed(replicas: &[&Path], prefer: &str) {
-    let master = odd_primary();
     let owned = prefer_args(replicas, prefer);
     let args: Vec<&str> = owned.iter().map(|s| s.as_str()).collect();
-    let want = output_tree(master.path(), &args);
+    assert_in_place_converges_when_killed(odd_primary().path(), replicas, &args, 2);
+}
+
+/// `repair --in-place ARGS` on a copy of `master`, killed at every step in turn and run
+/// again, ends with the tree `repair --output ARGS` gives; `splits` `.log`s are split off
+/// the primary's own records, from the backup copies.
+#[cfg(feature = "fault-injection")]
+fn assert_in_place_converges_when_killed(
+    master: &Path,
+    replicas: &[&Path],
+    args: &[&str],
+    splits: usize,
+) {
+    let want = output_tree(master, args);
     for r in replicas {
         age_all_atimes(r);
     }
     let before: Vec<_> = replicas.iter().map(|r| snapshot_all(r)).collect();
     let mut step = 1;
     loop {
-        let src = clone_tree(master.path());
+        let src = clone_tree(master);
         let originals = items(src.path());
         let bk = tempfile::tempdir().unwrap();
         let backup = bk.path().join("b");
-        let full = in_place_args(src.path(), &backup, &args);
+        let full = in_place_args(src.path(), &backup, args);
         let o = run_failing_at(&full, step);
         if o.status.success() {
             assert_healed_manifest_of(&backup, src.path(), replicas, &originals);
@@ -1587,10 +1599,10 @@ fn assert_prefer_in_place_converges_when_killed(replicas: &[&Path], prefer: &str
             "rerun after step {step}: {}",
             stderr(&o)
         );
-        let what = format!("--prefer {prefer}, rerun after step {step}");
+        let what = format!("{args:?}, rerun after step {step}");
         assert_trees_eq(&files_only(items(src.path())), &want, &what);
         assert_healed_manifest_of(&backup, src.path(), replicas, &originals);
-        assert_eq!(assert_split_parts_from_backup(&backup, src.path()), 2);
+        assert_eq!(assert_split_parts_from_backup(&backup, src.path()), splits);
         assert_no_tmp(&backup);
         assert_no_tmp(src.path());
         for (r, b) in replicas.iter().zip(&before) {
@@ -1613,4 +1625,74 @@ fn in_place_prefer_majority_killed_at_every_step_then_rerun_converges() {
 fn in_place_prefer_replica_killed_at_every_step_then_rerun_converges() {
     let r1 = resegmented_replica(&[100, 777]);
     assert_prefer_in_place_converges_when_killed(&[r1.path()], "replica");
+}
+
+/// The fixture with a zeroed block in segment 0 after record 100 (records 100 and 101
+/// destroyed, a salvaged run from 102 on) and a bit flipped in the values of record 50
+/// (in the valid prefix the repair cuts at the damage), of the run's first record (102)
+/// and of one inside it (200).
+fn odd_salvaged_primary() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join(PART);
+    copy_tree(&fixtures().join("data").join(PART), &p);
+    for o in [50, 102, 200] {
+        flip_value(&p, 0, o);
+    }
+    let at = record_positions(&fs::read(log_path(&p, 0)).unwrap())[100] as u64 + 7;
+    overwrite(&log_path(&p, 0), at, &[0u8; 600]);
+    t
+}
+
+/// Under `salvage`, a preferred record inside a salvaged run splits the run, and one that
+/// is the run's first record takes the run's name; in place gives `--output`'s tree,
+/// killed at any step or not, and the copies agree afterwards.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn in_place_prefer_majority_splits_salvaged_runs_like_output_even_killed_at_every_step() {
+    let master = odd_salvaged_primary();
+    let r1 = resegmented_replica(&[100, 777]);
+    let r2 = resegmented_replica(&[1000]);
+    let replicas = [r1.path(), r2.path()];
+    let mut owned = prefer_args(&replicas, "majority");
+    owned.extend(["--policy".to_string(), "salvage".to_string()]);
+    let args: Vec<&str> = owned.iter().map(|s| s.as_str()).collect();
+    let (_, v) = check_replicas(master.path(), &replicas, &args[4..]);
+    let roles: Vec<(u64, String)> = log_of(&v, PART)["healed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let role = h.get("role").and_then(|r| r.as_str()).unwrap_or("healed");
+            (h["from_offset"].as_u64().unwrap(), role.to_string())
+        })
+        .collect();
+    let want_roles: Vec<(u64, String)> = [
+        (0, "primary-split"),
+        (50, "preferred"),
+        (51, "primary-split"),
+        (100, "healed"),
+        (102, "preferred"),
+        (103, "primary-split"),
+        (200, "preferred"),
+        (201, "primary-split"),
+    ]
+    .iter()
+    .map(|(o, r)| (*o, r.to_string()))
+    .collect();
+    assert_eq!(roles, want_roles, "{v}");
+    // Parts split off after a preferred record: 51, 103 and 201.
+    assert_in_place_converges_when_killed(master.path(), &replicas, &args, 3);
+    let src = clone_tree(master.path());
+    let bk = tempfile::tempdir().unwrap();
+    assert_ok(
+        &repair_in_place(src.path(), &bk.path().join("b"), &args),
+        "in place",
+    );
+    let (code, v) = check_replicas(src.path(), &replicas, &args[4..]);
+    assert_eq!(v["summary"]["divergences"], 0, "{v}");
+    assert_eq!(code, Some(0), "{v}");
+    assert_view_serves_every_offset(
+        &src.path().join(PART),
+        &raw_records(&fixtures().join("data").join(PART)),
+    );
 }
