@@ -1055,18 +1055,37 @@ fn assert_healed_manifest(
     replica: &Path,
     originals: &BTreeMap<PathBuf, Item>,
 ) -> (usize, usize) {
+    assert_healed_manifest_of(backup, data, &[replica], originals)
+}
+
+/// [`assert_healed_manifest`] with several replicas, each healed file read from the one
+/// its `healed_from` names.
+fn assert_healed_manifest_of(
+    backup: &Path,
+    data: &Path,
+    replicas: &[&Path],
+    originals: &BTreeMap<PathBuf, Item>,
+) -> (usize, usize) {
     let m: Value =
         serde_json::from_slice(&fs::read(backup.join("recoverfs-backup.json")).unwrap()).unwrap();
     assert_eq!(m["state"], "applied");
-    let replica_abs = fs::canonicalize(replica).unwrap();
-    assert_eq!(m["replicas"][0], replica_abs.to_str().unwrap(), "{m}");
+    let abs: Vec<PathBuf> = replicas
+        .iter()
+        .map(|r| fs::canonicalize(r).unwrap())
+        .collect();
+    let names: Vec<&str> = abs.iter().map(|a| a.to_str().unwrap()).collect();
+    assert_eq!(m["replicas"], serde_json::json!(names), "{m}");
     let (mut heals, mut replaced) = (0, 0);
     for e in m["entries"].as_array().unwrap() {
         let rel = PathBuf::from(e["path"].as_str().unwrap());
         if e["action"] == "heal" {
             heals += 1;
             let h = &e["healed_from"];
-            assert_eq!(h["replica"], m["replicas"][0], "{e}");
+            let k = names
+                .iter()
+                .position(|n| h["replica"] == *n)
+                .unwrap_or_else(|| panic!("healed from a replica not listed: {e}"));
+            let replica = replicas[k];
             let now = fs::read(data.join(&rel)).unwrap();
             assert_eq!(e["new"]["bytes"].as_u64(), Some(now.len() as u64), "{e}");
             assert_eq!(
@@ -1175,21 +1194,6 @@ fn in_place_healing_refusals_change_nothing() {
     age_all_atimes(primary.path());
     age_all_atimes(replica.path());
     let (before_p, before_r) = (snapshot_all(primary.path()), snapshot_all(replica.path()));
-    let bk = tempfile::tempdir().unwrap();
-    let backup = bk.path().join("b");
-    // --prefer replica would replace the primary's own records: refused in place.
-    let o = repair_in_place(
-        primary.path(),
-        &backup,
-        &["--replica", r, "--prefer", "replica"],
-    );
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("does not replace the primary's own records"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(!backup.exists());
     // A backup inside the replica, or holding it, is refused before anything is read.
     for b in [replica.path().join("bk"), replica.path().to_path_buf()] {
         let o = repair_in_place(primary.path(), &b, &["--replica", r]);
@@ -1416,4 +1420,335 @@ fn in_place_heals_from_two_replicas_like_output() {
     assert_eq!(v["summary"]["records"], 3035);
     assert_unchanged(&b1, &snapshot_all(r1.path()));
     assert_unchanged(&b2, &snapshot_all(r2.path()));
+}
+
+/// Flips one bit in the middle of the value of the record at offset `o` of segment `base`.
+fn flip_value(p: &Path, base: u64, o: u64) {
+    let log = fs::read(log_path(p, base)).unwrap();
+    let at = record_positions(&log)[(o - base) as usize];
+    let key_len = be_u32(&log, at + 20) as usize;
+    let value_len = be_u32(&log, at + 24 + key_len) as usize;
+    assert!(value_len > 0, "offset {o} has a value");
+    flip(&log_path(p, base), at + 28 + key_len + value_len / 2);
+}
+
+/// The records [`odd_primary`] flips, by segment: one inside segment 0, the first record
+/// of segment 375 and the last record of segment 735.
+const ODD: [(u64, u64); 3] = [(0, 10), (375, 375), (735, 1099)];
+
+/// A clean copy of the fixture with one bit flipped in a value of each of [`ODD`]'s records.
+fn odd_primary() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join(PART);
+    copy_tree(&fixtures().join("data").join(PART), &p);
+    let last = record_positions(&fs::read(log_path(&p, 735)).unwrap()).len() as u64;
+    assert_eq!(735 + last - 1, 1099, "1099 is segment 735's last record");
+    for (base, o) in ODD {
+        flip_value(&p, base, o);
+    }
+    t
+}
+
+/// `--replica R…` for each of `replicas`, then `--prefer prefer`.
+fn prefer_args(replicas: &[&Path], prefer: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    for r in replicas {
+        args.push("--replica".to_string());
+        args.push(r.to_str().unwrap().to_string());
+    }
+    args.extend(["--prefer".to_string(), prefer.to_string()]);
+    args
+}
+
+/// `repair --output` of a copy of `primary` with `args`: the tree in place must equal.
+fn output_tree(primary: &Path, args: &[&str]) -> BTreeMap<PathBuf, Item> {
+    let src = clone_tree(primary);
+    let out = tempfile::tempdir().unwrap();
+    let new = out.path().join("new");
+    assert_ok(&repair_output(src.path(), &new, args), "repair --output");
+    files_only(items(&new))
+}
+
+/// Every `.log` split off the primary's own records (a `salvage` entry) is exactly the
+/// byte range its `salvaged_from` names of the backup copy of its original. Returns how many.
+fn assert_split_parts_from_backup(backup: &Path, data: &Path) -> usize {
+    let m: Value =
+        serde_json::from_slice(&fs::read(backup.join("recoverfs-backup.json")).unwrap()).unwrap();
+    let mut n = 0;
+    for e in m["entries"].as_array().unwrap() {
+        let path = e["path"].as_str().unwrap();
+        if e["action"] != "salvage" || !path.ends_with(".log") {
+            continue;
+        }
+        let from = &e["salvaged_from"];
+        let copy = fs::read(backup.join(from["log"].as_str().unwrap())).unwrap();
+        let pos = from["position"].as_u64().unwrap() as usize;
+        let bytes = from["bytes"].as_u64().unwrap() as usize;
+        assert!(
+            copy[pos..pos + bytes] == fs::read(data.join(path)).unwrap()[..],
+            "{path}: not its range of the backup copy"
+        );
+        n += 1;
+    }
+    n
+}
+
+/// No temporary file of a repair is left under `root`.
+fn assert_no_tmp(root: &Path) {
+    for (p, _) in items(root) {
+        assert!(
+            !p.to_string_lossy().contains("recoverfs-tmp"),
+            "{}",
+            p.display()
+        );
+    }
+}
+
+/// `repair --in-place --prefer` on a copy of [`odd_primary`] gives exactly the tree
+/// `repair --output` gives with the same flags, heals every divergence, keeps every
+/// original it replaces or truncates in the backup, and reads the replicas only.
+fn assert_prefer_in_place_like_output(replicas: &[&Path], prefer: &str) {
+    let recs = raw_records(&fixtures().join("data").join(PART));
+    let master = odd_primary();
+    let owned = prefer_args(replicas, prefer);
+    let args: Vec<&str> = owned.iter().map(|s| s.as_str()).collect();
+    let want = output_tree(master.path(), &args);
+    let src = clone_tree(master.path());
+    let originals = items(src.path());
+    for r in replicas {
+        age_all_atimes(r);
+    }
+    let before: Vec<_> = replicas.iter().map(|r| snapshot_all(r)).collect();
+    let bk = tempfile::tempdir().unwrap();
+    let backup = bk.path().join("b");
+    // A dry run lists the changes and touches nothing.
+    let mut dry = args.clone();
+    dry.push("--dry-run");
+    let o = run(in_place_args(src.path(), &backup, &dry));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stdout(&o).contains("TRUNCATE"), "{}", stdout(&o));
+    assert!(!backup.exists());
+    assert_trees_eq(&items(src.path()), &originals, "after the dry run");
+
+    let o = repair_in_place(src.path(), &backup, &args);
+    assert_ok(&o, "repair --in-place --prefer");
+    let what = format!("--prefer {prefer}: in place against --output");
+    assert_trees_eq(&files_only(items(src.path())), &want, &what);
+    assert_view_serves_every_offset(&src.path().join(PART), &recs);
+    // Each preferred record's three files come from a replica; segment 375's, whose first
+    // record it is, replace that segment's originals.
+    let (heals, replaced) = assert_healed_manifest_of(&backup, src.path(), replicas, &originals);
+    assert_eq!(heals, 3 * ODD.len(), "--prefer {prefer}");
+    assert_eq!(replaced, 3, "--prefer {prefer}: segment 375's files");
+    // Segments 0 and 735 keep their records before the odd one (cut at its boundary);
+    // the records after it in segments 0 and 375 are new segments from the backup copies.
+    let m: Value =
+        serde_json::from_slice(&fs::read(backup.join("recoverfs-backup.json")).unwrap()).unwrap();
+    let action = |base: u64| -> (String, bool) {
+        let path = format!("{PART}/{}", segment_file_name(base, FileKind::Log));
+        let e = m["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == path.as_str())
+            .unwrap_or_else(|| panic!("no entry for {path}"));
+        (
+            e["action"].as_str().unwrap().into(),
+            e["original"].is_object(),
+        )
+    };
+    assert_eq!(action(0), ("truncate".into(), true));
+    assert_eq!(action(375), ("heal".into(), true));
+    assert_eq!(action(735), ("truncate".into(), true));
+    for o in [10, 375, 1099] {
+        let (a, _) = action(o);
+        assert_eq!(a, "heal", "offset {o} comes from a replica");
+    }
+    assert_eq!(action(11), ("salvage".into(), false));
+    assert_eq!(action(376), ("salvage".into(), false));
+    assert_eq!(assert_split_parts_from_backup(&backup, src.path()), 2);
+    // Checked again with the same replicas, the copies agree.
+    let (code, v) = check_replicas(src.path(), replicas, &["--prefer", prefer]);
+    assert_eq!(v["summary"]["divergences"], 0, "{v}");
+    assert_eq!(code, Some(0), "{v}");
+    let (code, v) = check_json(src.path(), &["--policy", "per-segment"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["summary"]["records"], 3035);
+    for (r, b) in replicas.iter().zip(&before) {
+        assert_unchanged(b, &snapshot_all(r));
+    }
+    // Run again: nothing left to prefer, nothing changed.
+    let after = items(src.path());
+    let o = repair_in_place(src.path(), &backup, &args);
+    assert_ok(&o, "the rerun");
+    assert!(stdout(&o).contains("Nothing to repair"), "{}", stdout(&o));
+    assert_trees_eq(&items(src.path()), &after, "after the rerun");
+    for (r, b) in replicas.iter().zip(&before) {
+        assert_unchanged(b, &snapshot_all(r));
+    }
+}
+
+#[test]
+fn in_place_prefer_majority_replaces_the_primarys_odd_records_like_output() {
+    let r1 = resegmented_replica(&[100, 777]);
+    let r2 = resegmented_replica(&[1000]);
+    assert_prefer_in_place_like_output(&[r1.path(), r2.path()], "majority");
+}
+
+#[test]
+fn in_place_prefer_replica_with_two_copies_like_output() {
+    let r1 = resegmented_replica(&[100, 777]);
+    assert_prefer_in_place_like_output(&[r1.path()], "replica");
+}
+
+/// `repair --in-place --prefer` on a copy of [`odd_primary`], killed at every step in turn
+/// and run again, ends with the tree `repair --output` gives.
+#[cfg(feature = "fault-injection")]
+fn assert_prefer_in_place_converges_when_killed(replicas: &[&Path], prefer: &str) {
+    let owned = prefer_args(replicas, prefer);
+    let args: Vec<&str> = owned.iter().map(|s| s.as_str()).collect();
+    assert_in_place_converges_when_killed(odd_primary().path(), replicas, &args, 2);
+}
+
+/// `repair --in-place ARGS` on a copy of `master`, killed at every step in turn and run
+/// again, ends with the tree `repair --output ARGS` gives; `splits` `.log`s are split off
+/// the primary's own records, from the backup copies.
+#[cfg(feature = "fault-injection")]
+fn assert_in_place_converges_when_killed(
+    master: &Path,
+    replicas: &[&Path],
+    args: &[&str],
+    splits: usize,
+) {
+    let want = output_tree(master, args);
+    for r in replicas {
+        age_all_atimes(r);
+    }
+    let before: Vec<_> = replicas.iter().map(|r| snapshot_all(r)).collect();
+    let mut step = 1;
+    loop {
+        let src = clone_tree(master);
+        let originals = items(src.path());
+        let bk = tempfile::tempdir().unwrap();
+        let backup = bk.path().join("b");
+        let full = in_place_args(src.path(), &backup, args);
+        let o = run_failing_at(&full, step);
+        if o.status.success() {
+            assert_healed_manifest_of(&backup, src.path(), replicas, &originals);
+            let m: Value =
+                serde_json::from_slice(&fs::read(backup.join("recoverfs-backup.json")).unwrap())
+                    .unwrap();
+            let es = m["entries"].as_array().unwrap();
+            let copies = es.iter().filter(|e| e["original"].is_object()).count() as u32;
+            assert_eq!(
+                step - 1,
+                2 * (3 + es.len() as u32 + copies),
+                "every step was tried"
+            );
+            assert_trees_eq(&files_only(items(src.path())), &want, "uninterrupted");
+            break;
+        }
+        assert_eq!(o.status.code(), Some(86), "step {step}: {}", stderr(&o));
+        let o = run(&full);
+        assert!(
+            o.status.success(),
+            "rerun after step {step}: {}",
+            stderr(&o)
+        );
+        let what = format!("{args:?}, rerun after step {step}");
+        assert_trees_eq(&files_only(items(src.path())), &want, &what);
+        assert_healed_manifest_of(&backup, src.path(), replicas, &originals);
+        assert_eq!(assert_split_parts_from_backup(&backup, src.path()), splits);
+        assert_no_tmp(&backup);
+        assert_no_tmp(src.path());
+        for (r, b) in replicas.iter().zip(&before) {
+            assert_unchanged(b, &snapshot_all(r));
+        }
+        step += 1;
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn in_place_prefer_majority_killed_at_every_step_then_rerun_converges() {
+    let r1 = resegmented_replica(&[100, 777]);
+    let r2 = resegmented_replica(&[1000]);
+    assert_prefer_in_place_converges_when_killed(&[r1.path(), r2.path()], "majority");
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn in_place_prefer_replica_killed_at_every_step_then_rerun_converges() {
+    let r1 = resegmented_replica(&[100, 777]);
+    assert_prefer_in_place_converges_when_killed(&[r1.path()], "replica");
+}
+
+/// The fixture with a zeroed block in segment 0 after record 100 (records 100 and 101
+/// destroyed, a salvaged run from 102 on) and a bit flipped in the values of record 50
+/// (in the valid prefix the repair cuts at the damage), of the run's first record (102)
+/// and of one inside it (200).
+fn odd_salvaged_primary() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join(PART);
+    copy_tree(&fixtures().join("data").join(PART), &p);
+    for o in [50, 102, 200] {
+        flip_value(&p, 0, o);
+    }
+    let at = record_positions(&fs::read(log_path(&p, 0)).unwrap())[100] as u64 + 7;
+    overwrite(&log_path(&p, 0), at, &[0u8; 600]);
+    t
+}
+
+/// Under `salvage`, a preferred record inside a salvaged run splits the run, and one that
+/// is the run's first record takes the run's name; in place gives `--output`'s tree,
+/// killed at any step or not, and the copies agree afterwards.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn in_place_prefer_majority_splits_salvaged_runs_like_output_even_killed_at_every_step() {
+    let master = odd_salvaged_primary();
+    let r1 = resegmented_replica(&[100, 777]);
+    let r2 = resegmented_replica(&[1000]);
+    let replicas = [r1.path(), r2.path()];
+    let mut owned = prefer_args(&replicas, "majority");
+    owned.extend(["--policy".to_string(), "salvage".to_string()]);
+    let args: Vec<&str> = owned.iter().map(|s| s.as_str()).collect();
+    let (_, v) = check_replicas(master.path(), &replicas, &args[4..]);
+    let roles: Vec<(u64, String)> = log_of(&v, PART)["healed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let role = h.get("role").and_then(|r| r.as_str()).unwrap_or("healed");
+            (h["from_offset"].as_u64().unwrap(), role.to_string())
+        })
+        .collect();
+    let want_roles: Vec<(u64, String)> = [
+        (0, "primary-split"),
+        (50, "preferred"),
+        (51, "primary-split"),
+        (100, "healed"),
+        (102, "preferred"),
+        (103, "primary-split"),
+        (200, "preferred"),
+        (201, "primary-split"),
+    ]
+    .iter()
+    .map(|(o, r)| (*o, r.to_string()))
+    .collect();
+    assert_eq!(roles, want_roles, "{v}");
+    // Parts split off after a preferred record: 51, 103 and 201.
+    assert_in_place_converges_when_killed(master.path(), &replicas, &args, 3);
+    let src = clone_tree(master.path());
+    let bk = tempfile::tempdir().unwrap();
+    assert_ok(
+        &repair_in_place(src.path(), &bk.path().join("b"), &args),
+        "in place",
+    );
+    let (code, v) = check_replicas(src.path(), &replicas, &args[4..]);
+    assert_eq!(v["summary"]["divergences"], 0, "{v}");
+    assert_eq!(code, Some(0), "{v}");
+    assert_view_serves_every_offset(
+        &src.path().join(PART),
+        &raw_records(&fixtures().join("data").join(PART)),
+    );
 }

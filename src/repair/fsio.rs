@@ -265,16 +265,19 @@ pub(super) fn write_copy(
     Ok(dst)
 }
 
-/// Scans a `.log` again and rebuilds both its indexes, for when no scan is at hand.
+/// Scans a `.log` again and rebuilds both its indexes, for when no scan is at hand; with
+/// `limit`, only from its first `limit` bytes (what the repair keeps of it).
 pub(super) fn rebuild_from(
     source: &Source,
     rel: &Path,
     base: u64,
+    limit: Option<&u64>,
     opts: &ScanOptions,
 ) -> Result<(Vec<u8>, Vec<u8>)> {
     let path = &source.display_path(rel);
     let f = source.file(rel).map_err(io_at(path, "could not open"))?;
     let len = f.metadata().map_err(io_at(path, "could not stat"))?.len();
+    let len = limit.map_or(len, |l| len.min(*l));
     advise_sequential(&f);
     let scan = scan_segment(&f, len, base, opts, |_| {}).map_err(io_at(path, "could not read"))?;
     rebuild_indexes(&f, &scan).map_err(io_at(path, "could not read"))

@@ -18,7 +18,7 @@ use crate::engine::format::takhin::{segment_file_name, FileKind};
 use crate::engine::index::{rebuild_indexes, IndexKind};
 use crate::engine::layout::{escape_path, Layout};
 use crate::engine::replica::Prefer;
-use crate::engine::report::{HealedReport, Report, SalvagedReport, SegmentReport};
+use crate::engine::report::{HealedReport, HealedRole, Report, SalvagedReport, SegmentReport};
 use crate::engine::salvage::Shifted;
 use crate::engine::scan::{scan_segment, ScanOptions};
 use crate::engine::source::{advise_sequential, EntryType, Source};
@@ -178,10 +178,32 @@ fn healed_at<'a>(
     log.shown_healed().find(|h| h.from_offset == first)
 }
 
+/// The part of a primary piece split around a preferred record whose files `rel` is one
+/// of, if it is one: the primary's own records, kept as a segment of their own.
+fn split_at<'a>(
+    logs: &HashMap<PathBuf, &'a crate::engine::report::LogReport>,
+    rel: &Path,
+) -> Option<&'a HealedReport> {
+    healed_at(logs, rel).filter(|h| h.role == HealedRole::PrimarySplit)
+}
+
+/// What a split part keeps, for the manifest's `why`.
+fn split_why(h: &HealedReport) -> String {
+    format!(
+        "the primary's own {} record(s), offsets {}..={} from byte {} of {}, split around a record --prefer serves from a replica",
+        h.records,
+        h.from_offset,
+        h.to_offset,
+        h.position,
+        escape_path(&h.file)
+    )
+}
+
 /// The manifest entry of one file of a healed range: its `.log` (the replica's bytes,
 /// their CRC-32 taken when the originals are backed up) or a rebuilt index (built now,
-/// from the replica through its door). Only ranges the primary lacks are healed in
-/// place; a record `--prefer` serves instead of the primary's is refused.
+/// from the replica through its door). The range is either offsets the primary lacks or
+/// a record `--prefer` serves instead of the primary's own (the primary's records around
+/// it are split off as ranges of the primary's `.log`, planned like salvaged runs).
 fn heal_entry(
     data: &Path,
     source: &Source,
@@ -191,9 +213,6 @@ fn heal_entry(
     replicas: &[String],
     cache: &mut Option<HealIndexes>,
 ) -> Result<ManifestEntry> {
-    if !h.role.is_healed() {
-        return Err(RepairError::ReplicaInPlace(data.join(rel)));
-    }
     let replica = h
         .replica_index
         .checked_sub(1)
@@ -213,7 +232,9 @@ fn heal_entry(
             what: "healed range without its replica".into(),
         })?;
     // A healed range takes a name only where the primary has none, or over the files of a
-    // primary segment whose view holds no record: that original is backed up, then replaced.
+    // primary segment whose view holds no record, or (a preferred record that is its
+    // segment's first) of the segment it is split from: that original is backed up, then
+    // replaced.
     let original = match h.replaces {
         Some(_) => original_of(source, rel, true)?,
         None => {
@@ -230,8 +251,15 @@ fn heal_entry(
         h.position,
         escape_path(&h.file),
         replica,
-        match (&original, &h.replaces) {
-            (Some(_), Some(p)) => format!(" (replaces {p}, whose view holds no record)"),
+        match (&original, &h.replaces, h.role) {
+            (_, _, HealedRole::Preferred) => format!(
+                " instead of the primary's divergent record (--prefer){}",
+                match (&original, &h.replaces) {
+                    (Some(_), Some(p)) => format!("; replaces {p}, split around it"),
+                    _ => String::new(),
+                }
+            ),
+            (Some(_), Some(p), _) => format!(" (replaces {p}, whose view holds no record)"),
             _ => String::new(),
         }
     );
@@ -250,11 +278,18 @@ fn heal_entry(
                     what: e.to_string(),
                 })
             })?;
-            (format!("rebuilt for the healed range: {what}"), new)
+            let range = match h.role {
+                HealedRole::Preferred => "preferred record(s)",
+                _ => "healed range",
+            };
+            (format!("rebuilt for the {range}: {what}"), new)
         }
         // Its CRC-32 is taken when the originals are copied into the backup.
         _ => (
-            format!("healed range: {what}"),
+            match h.role {
+                HealedRole::Preferred => format!("preferred record(s) from a replica: {what}"),
+                _ => format!("healed range: {what}"),
+            },
             Replacement {
                 bytes: h.bytes,
                 crc32: None,
@@ -316,10 +351,16 @@ fn in_place_entries(
         match content {
             Content::Whole { .. } => {}
             Content::Prefix { len, original_len } if len < original_len => {
+                // A segment split around a preferred record keeps its records before it:
+                // cut at that record's boundary like a segment cut at damage.
+                let why = match split_at(&logs, rel) {
+                    Some(h) => format!("cut at a record boundary: {}", split_why(h)),
+                    None => damage_why(seg_of(rel)),
+                };
                 out.push(manifest_entry(
                     rel,
                     Action::Truncate,
-                    damage_why(seg_of(rel)),
+                    why,
                     Some(Original {
                         kind: OriginalKind::File,
                         bytes: *original_len,
@@ -332,8 +373,10 @@ fn in_place_entries(
                 ))
             }
             Content::Prefix { .. } => {}
-            // A healed range: read from the replica through its door, written as new
-            // files (or over the files of an empty primary segment, backed up first).
+            // A healed range (or a record --prefer serves from a replica): read from the
+            // replica through its door, written as new files (or over the files of an
+            // empty primary segment, or of the segment a preferred first record is split
+            // from, backed up first).
             Content::Range {
                 replica: Some(_), ..
             }
@@ -354,13 +397,17 @@ fn in_place_entries(
                     &mut heal_cache,
                 )?);
             }
+            // A salvaged run, or the primary's own records split off after a preferred
+            // one: a byte range of an original `.log` this repair cuts or replaces, so
+            // written from its backup copy.
             Content::Range {
                 log, start, len, ..
             } => {
                 run_name_free(source, rel)?;
                 let run = runs.get(&(escape_path(log), *start));
-                let why = match run {
-                    Some(r) => format!(
+                let why = match (run, split_at(&logs, rel)) {
+                    (_, Some(h)) => split_why(h),
+                    (Some(r), _) => format!(
                         "salvaged run: {} record(s), offsets {}..={} from byte {} of {}{}",
                         r.records,
                         r.first_offset,
@@ -373,7 +420,9 @@ fn in_place_entries(
                             ""
                         }
                     ),
-                    None => format!("salvaged run from byte {start} of {}", escape_path(log)),
+                    (None, _) => {
+                        format!("salvaged run from byte {start} of {}", escape_path(log))
+                    }
                 };
                 // Its CRC-32 is taken when the original is copied into the backup.
                 let mut e = manifest_entry(
@@ -411,16 +460,14 @@ fn in_place_entries(
                         what: e.to_string(),
                     })
                 })?;
-                let mut e = manifest_entry(
-                    rel,
-                    Action::Salvage,
-                    format!(
+                let why = match split_at(&logs, rel) {
+                    Some(h) => format!("rebuilt for {}", split_why(h)),
+                    None => format!(
                         "rebuilt for the salvaged run from byte {start} of {}",
                         escape_path(log)
                     ),
-                    None,
-                    Some(new),
-                );
+                };
+                let mut e = manifest_entry(rel, Action::Salvage, why, None, Some(new));
                 e.salvaged_from = Some(RunSource::new(log, *start, scan.valid_bytes));
                 out.push(e);
             }
@@ -448,7 +495,13 @@ fn in_place_entries(
                     (Some(s), _) => s.timeindex.describe(IndexKind::Time),
                     (None, _) => String::new(),
                 };
-                let (action, why) = if original.is_some() {
+                let (action, why) = if let Some(h) = split_at(&logs, rel) {
+                    let why = format!("rebuilt for {}", split_why(h));
+                    match original {
+                        Some(_) => (Action::Rebuild, why),
+                        None => (Action::Create, why),
+                    }
+                } else if original.is_some() {
                     (Action::Rebuild, format!("rebuilt (original: {verdict})"))
                 } else {
                     (Action::Create, "rebuilt (original: missing)".to_string())
@@ -1011,6 +1064,14 @@ pub(super) fn apply(
         false => None,
     };
     let mut doors = Doors::default();
+    // What each truncated `.log` keeps: its indexes are rebuilt from those bytes alone,
+    // whether or not the cut is made yet (a split keeps valid records after it).
+    let cuts: HashMap<PathBuf, u64> = manifest
+        .entries
+        .iter()
+        .filter(|e| e.action == Action::Truncate)
+        .filter_map(|e| Some((e.rel(), e.new.as_ref()?.bytes)))
+        .collect();
     // Salvaged runs first (their bytes lie in originals this repair cuts or replaces),
     // then healed ranges (read from the replicas), then the rest.
     let order = (manifest.entries.iter().filter(salvages))
@@ -1110,8 +1171,9 @@ pub(super) fn apply(
                 let log_name = rel.with_extension(FileKind::Log.ext());
                 let log_path = data.join(&log_name);
                 let base = segment_base(&rel, backup, e)?;
-                // The .log's valid prefix is the same cut or not, so its rebuilt indexes are too.
-                let (i, t) = rebuild_from(source, &log_name, base, &opts)?;
+                // Rebuilt from the bytes the .log keeps, cut or not yet: its valid prefix
+                // for a cut at damage, its records before a preferred one for a split.
+                let (i, t) = rebuild_from(source, &log_name, base, cuts.get(&log_name), &opts)?;
                 let bytes = if rel.extension() == Some(OsStr::new(FileKind::Index.ext())) {
                     i
                 } else {

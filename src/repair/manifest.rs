@@ -20,7 +20,8 @@ pub const MANIFEST: &str = "recoverfs-backup.json";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
-    /// Cut a `.log` to its valid prefix.
+    /// Cut a `.log` to its valid prefix (or, split around a record `--prefer` serves
+    /// from a replica, to the records before it).
     Truncate,
     /// Replace an index with the rebuilt one.
     Rebuild,
@@ -29,12 +30,16 @@ pub enum Action {
     /// Remove a file the view leaves out (hidden segment, orphan index).
     Remove,
     /// Write a file of a salvaged run where none was: its `.log` (a byte range of an
-    /// original `.log`) or a rebuilt index of it, both read from the backup copy.
+    /// original `.log`) or a rebuilt index of it, both read from the backup copy. Also
+    /// the primary's own records after a record `--prefer` serves from a replica: split
+    /// off their segment (or run) as a segment of their own, the same kind of range.
     Salvage,
     /// Write a file of a range healed from a replica (`--replica`): its `.log` (a byte
     /// range of a replica's `.log`) or a rebuilt index of it, both read from the replica.
-    /// Usually where none was; it replaces only the file of a primary segment whose view
-    /// holds no record (that original is backed up first, like a truncated one).
+    /// The range is offsets the primary lacks, or a record `--prefer` serves instead of
+    /// the primary's own. Usually where none was; it replaces only the file of a primary
+    /// segment whose view holds no record, or of the segment whose first record is the
+    /// preferred one (that original is backed up first, like a truncated one).
     Heal,
 }
 

@@ -99,8 +99,6 @@ pub enum RepairError {
     Replica(crate::engine::replica::ReplicaError),
     #[error("{}: is inside the replica {}, or holds it; write the repaired tree elsewhere", output.display(), replica.display())]
     OutputAndReplica { output: PathBuf, replica: PathBuf },
-    #[error("{}: --in-place heals only offsets the primary lacks; it does not replace the primary's own records with a replica's (--prefer); nothing changed: write that view with --output NEW_DIR", .0.display())]
-    ReplicaInPlace(PathBuf),
     #[error("{}: is inside the replica {}, or holds it; keep the backup elsewhere (a replica is never written to)", backup.display(), replica.display())]
     BackupAndReplica { backup: PathBuf, replica: PathBuf },
 }

@@ -8,7 +8,7 @@ use crate::engine::layout::Layout;
 use crate::engine::plan::{dir_children, visible_children, Node};
 use crate::engine::policy::{Policy, ViewAction};
 use crate::engine::replica::{check_with_replicas, CheckError, Prefer};
-use crate::engine::report::{LogReport, Report, SegmentReport};
+use crate::engine::report::{HealedReport, HealedRole, LogReport, Report, SegmentReport};
 use crate::engine::scan::SegmentScan;
 use crate::engine::segment::SegmentStatus;
 use crate::engine::source::Source;
@@ -249,13 +249,35 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
                             path: data.join(&child),
                             what: "healed range not found in the analysis".into(),
                         })?;
-                    let replica = h.source.clone();
-                    let rsrc = replica
+                    let rsrc = h
+                        .source
                         .as_deref()
                         .ok_or_else(|| RepairError::SourceChanged {
                             path: data.join(&child),
                             what: "healed range without its replica".into(),
                         })?;
+                    let log_rel = rel.join(segment_file_name(first, FileKind::Log));
+                    if let Some(content) = split_prefix(h, &log_rel, kind) {
+                        // The segment cut at a record boundary: its files keep their own
+                        // attributes, as a cut `.log` and its rebuilt indexes do.
+                        let attrs = match source.metadata(&child) {
+                            Ok(m) if m.is_file() => Attrs::of(&m),
+                            _ => Attrs::of(&stat(&log_rel)?),
+                        };
+                        plan.entries.push(Entry::File {
+                            rel: child,
+                            content,
+                            attrs,
+                        });
+                        continue;
+                    }
+                    // The primary's own records split around a preferred one are a byte
+                    // range of the primary's `.log`, like a salvaged run (no replica door):
+                    // in place they are written from the backup copy of that `.log`.
+                    let replica = match h.role {
+                        HealedRole::PrimarySplit => None,
+                        _ => h.source.clone(),
+                    };
                     let content = match kind {
                         FileKind::Log => Content::Range {
                             log: h.file.clone(),
@@ -319,6 +341,37 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
         stack.extend(subdirs.into_iter().rev());
     }
     Ok(plan)
+}
+
+/// The first part of a primary segment split around a record `--prefer` serves from a
+/// replica, when it is the primary's own records from the segment's base on: that is the
+/// segment cut at a record boundary, so its `.log` is the original's prefix and its
+/// indexes are rebuilt from it, exactly as for a segment cut at damage (in place: a
+/// truncation, after the original is backed up). `None` for any other range.
+fn split_prefix(h: &HealedReport, log_rel: &Path, kind: FileKind) -> Option<Content> {
+    let own = h.role == HealedRole::PrimarySplit
+        && h.replaces.is_some()
+        && h.position == 0
+        && h.file == log_rel;
+    if !own {
+        return None;
+    }
+    Some(match kind {
+        FileKind::Log => Content::Prefix {
+            len: h.bytes,
+            original_len: h.file_stamp.size,
+        },
+        _ => Content::Rebuilt {
+            kind,
+            log: log_rel.to_path_buf(),
+            // Records read from the whole original, which is still this size when read.
+            scan: Arc::new(SegmentScan {
+                original_bytes: h.file_stamp.size,
+                ..(*h.scan).clone()
+            }),
+            original_matches: false,
+        },
+    })
 }
 
 /// The report of a segment the view serves; refuses one it answers with EIO.
