@@ -320,3 +320,90 @@ fn opens_that_change_mode_while_another_is_held_still_read() {
     let log = unmount_log(m);
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+/// `recoverfs_lookups_total` as the mount's `metrics.prom` says now (reading it costs one lookup).
+fn lookups(m: &Mounted) -> u64 {
+    let text = fs::read_to_string(m.path().join(".recoverfs/metrics.prom")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("recoverfs_lookups_total "))
+        .unwrap_or_else(|| panic!("no lookup counter in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn with_passthrough_a_sealed_segments_name_is_kept_and_a_source_change_drops_it() {
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("t/partition-0");
+    let mut w = write_segment(&dir, 0, 30, 50);
+    write_segment(&dir, 30, 5, 50); // segment 0 is sealed: not its log's last
+    for passthrough in [true, false] {
+        let opts: &[&str] = if passthrough {
+            &[]
+        } else {
+            &["--passthrough", "off"]
+        };
+        let m = Mounted::new(src.path(), opts);
+        if passthrough && !engaged(&m) {
+            eprintln!("passthrough not granted here: only the daemon path is checked");
+            continue;
+        }
+        let shown = m.path().join("t/partition-0/00000000000000000000.log");
+        let last = m.path().join("t/partition-0/00000000000000000030.log");
+        assert_eq!(fs::read(&shown).unwrap(), w.log);
+        let before = lookups(&m);
+        for _ in 0..20 {
+            assert_eq!(fs::metadata(&shown).unwrap().len(), w.log.len() as u64);
+            assert_eq!(fs::read(&shown).unwrap().len(), w.log.len());
+            // The last segment may still grow: its name is asked for every time.
+            fs::metadata(&last).unwrap();
+        }
+        let asked = lookups(&m) - before;
+        if passthrough {
+            // 20 walks to the last segment, one to metrics.prom, and the sealed
+            // segment's at most once a second.
+            assert!(
+                asked <= 23,
+                "{asked} lookups: the sealed segment's name was not kept"
+            );
+        } else {
+            assert!(
+                asked >= 41,
+                "{asked} lookups: without passthrough every walk asks"
+            );
+        }
+    }
+    // With passthrough, a change to the sealed segment is seen by a `stat` by path
+    // within moments: the source watcher drops the kept name and attributes.
+    let m = Mounted::new(src.path(), &[]);
+    let shown = m.path().join("t/partition-0/00000000000000000000.log");
+    assert_eq!(fs::metadata(&shown).unwrap().len(), w.log.len() as u64);
+    let old_len = w.log.len();
+    for i in 0..10 {
+        w.append(5, b"late", &[i; 33]);
+    }
+    let orig = log_path(&dir, 0);
+    let mut f = fs::OpenOptions::new().append(true).open(&orig).unwrap();
+    std::io::Write::write_all(&mut f, &w.log[old_len..]).unwrap();
+    drop(f);
+    // Eventually (the notice is asynchronous); the deadline only bounds a hang.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fs::metadata(&shown).unwrap().len() != w.log.len() as u64 {
+        assert!(Instant::now() < deadline, "the grown size was never seen");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(fs::read(&shown).unwrap(), w.log);
+    // And a sealed segment removed from the source is gone from the view.
+    for ext in ["log", "index", "timeindex"] {
+        fs::remove_file(seg_path(&dir, 0, ext)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fs::metadata(&shown).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the removed segment was still shown"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -24,6 +24,15 @@ use std::sync::atomic::Ordering;
 /// mount (a broker still writing), so every path walk to a file reaches the
 /// view, which re-checks the source's stamp and answers with fresh attributes.
 const FILE_ENTRY_TTL: Duration = Duration::ZERO;
+/// Entry TTL of a sealed segment's `.log` (clean, not its log's last, shown
+/// whole) while passthrough serves it. A broker never writes to it again, each
+/// open still reaches the view, which validates it, and a reader of a
+/// passed-through file already sees the source as it is; keeping the name saves
+/// one of the two round trips an open through the mount waits for. A change the
+/// source watcher sees drops the name and the attributes at once; until then a
+/// `stat` by path may show the attributes of moments before (as `fstat` of an
+/// open file may). With `--passthrough off` every path walk asks the view.
+const SEALED_ENTRY_TTL: Duration = Duration::from_secs(1);
 /// Attribute TTL of files and symlinks: what an open file's reads and `fstat`
 /// may reuse without asking. Short, and the view drops it early (an inode
 /// invalidation) when the source watcher sees the file change; with
@@ -36,10 +45,11 @@ const FILE_ATTR_TTL: Duration = Duration::from_secs(1);
 /// segment log went from 12 requests per entry to 5.
 const DIR_TTL: Duration = Duration::from_secs(60);
 
-/// (attribute TTL, entry TTL) of an entry.
-fn ttls(a: &Attr) -> (Duration, Duration) {
+/// (attribute TTL, entry TTL) of an entry; `passthrough`: whether sealed segments are passed through.
+fn ttls(a: &Attr, passthrough: bool) -> (Duration, Duration) {
     match a.kind {
         EntryType::Dir => (DIR_TTL, DIR_TTL),
+        EntryType::File if a.sealed && passthrough => (FILE_ATTR_TTL, SEALED_ENTRY_TTL),
         EntryType::File | EntryType::Symlink => (FILE_ATTR_TTL, FILE_ENTRY_TTL),
     }
 }
@@ -191,9 +201,10 @@ impl Filesystem for RecoverFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        Counters::add(&self.counters.lookups, 1);
         match self.view.lookup(parent.0, name) {
             Ok(a) => {
-                let (attr_ttl, entry_ttl) = ttls(&a);
+                let (attr_ttl, entry_ttl) = ttls(&a, self.passthrough.enabled());
                 reply.entry_with_ttls(&attr_ttl, &entry_ttl, &self.attr(&a), Generation(0))
             }
             Err(e) => reply.error(self.errno(&e)),
@@ -202,7 +213,7 @@ impl Filesystem for RecoverFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.view.getattr(ino.0) {
-            Ok(a) => reply.attr(&ttls(&a).0, &self.attr(&a)),
+            Ok(a) => reply.attr(&ttls(&a, self.passthrough.enabled()).0, &self.attr(&a)),
             Err(e) => reply.error(self.errno(&e)),
         }
     }

@@ -48,6 +48,9 @@ pub struct Attr {
     pub atime: SystemTime,
     pub mtime: SystemTime,
     pub ctime: SystemTime,
+    /// A clean segment `.log` that is not its log's last, shown whole: the file
+    /// passthrough serves, whose name the kernel may keep (see the FUSE adapter's TTLs).
+    pub sealed: bool,
 }
 
 impl Attr {
@@ -70,6 +73,7 @@ impl Attr {
             atime: t(m.atime(), m.atime_nsec()),
             mtime: t(m.mtime(), m.mtime_nsec()),
             ctime: t(m.ctime(), m.ctime_nsec()),
+            sealed: false,
         }
     }
 }

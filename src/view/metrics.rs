@@ -20,6 +20,8 @@ pub struct Counters {
     pub daemon_read_bytes: AtomicU64,
     /// Opens answered with a backing file (FUSE passthrough).
     pub passthrough_opens: AtomicU64,
+    /// LOOKUP requests answered (a path walk the kernel could not serve from its cache).
+    pub lookups: AtomicU64,
     /// Requests answered EIO.
     pub eio: AtomicU64,
     /// Files open now.
@@ -103,7 +105,7 @@ pub(crate) fn render(v: &Verdicts, c: &Counters, source_label: &str) -> Vec<u8> 
     report_metrics(&mut x, &report);
     let (hits, misses, evictions, revalidations) = v.cache_stats();
     let (entries, bytes) = v.cache_usage();
-    let counters: [(&str, &str, u64); 11] = [
+    let counters: [(&str, &str, u64); 12] = [
         (
             "recoverfs_validations_total",
             "Segment validations (revalidations included).",
@@ -138,6 +140,11 @@ pub(crate) fn render(v: &Verdicts, c: &Counters, source_label: &str) -> Vec<u8> 
             "recoverfs_daemon_read_bytes_total",
             "Bytes served by the daemon's READ answers.",
             Counters::get(&c.daemon_read_bytes),
+        ),
+        (
+            "recoverfs_lookups_total",
+            "LOOKUP requests answered: path walks the kernel could not serve from its cache.",
+            Counters::get(&c.lookups),
         ),
         (
             "recoverfs_passthrough_opens_total",

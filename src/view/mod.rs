@@ -396,6 +396,16 @@ impl View {
     }
 
     /// The source path an inode shows (for messages), if it shows one.
+    /// The directory inode and name a source entry was looked up as (for the
+    /// kernel to forget the name when the source changes).
+    pub fn entry_of(&self, ino: u64) -> Option<(u64, OsString)> {
+        let (parent, kind) = self.inodes.get(ino).ok()?;
+        match &*kind {
+            Kind::Src { rel, .. } => Some((parent, rel.file_name()?.to_os_string())),
+            Kind::Meta(_) => None,
+        }
+    }
+
     pub fn path_of(&self, ino: u64) -> Option<PathBuf> {
         let (_, kind) = self.inodes.get(ino).ok()?;
         match &*kind {

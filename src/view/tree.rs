@@ -3,6 +3,8 @@
 use crate::engine::format::takhin::{segment_file_name, FileKind};
 use crate::engine::index::IndexKind;
 use crate::engine::plan::Node;
+use crate::engine::policy::ViewAction;
+use crate::engine::segment::FileStamp;
 use crate::view::error::{Result, ViewError};
 use crate::view::handles::{Handles, Opened, SegPart};
 use crate::view::healed;
@@ -85,7 +87,20 @@ pub(crate) fn attr(
                 (Ok(s), true) => s.valid_bytes,
                 _ => 0,
             };
-            Ok(Attr::from_meta(ino, EntryType::File, size, &m))
+            let sealed = match &sv.analysis.scan {
+                Ok(s) => {
+                    s.is_clean()
+                        && !sv.is_last
+                        && sv.action == ViewAction::Kept
+                        && m.len() == s.valid_bytes
+                        && sv.analysis.stamp == FileStamp::of(&m)
+                }
+                Err(_) => false,
+            };
+            Ok(Attr {
+                sealed,
+                ..Attr::from_meta(ino, EntryType::File, size, &m)
+            })
         }
         Node::Index { base, .. } => {
             let log_rel = dir.join(segment_file_name(base, FileKind::Log));

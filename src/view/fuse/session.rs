@@ -86,12 +86,19 @@ pub fn start_session(
     // handler they could wait on a page lock held by the very read being served.
     let notifier = session.notifier();
     let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let weak = Arc::downgrade(&view);
     std::thread::Builder::new()
         .name("recoverfs-inval".into())
         .spawn(move || {
             for ino in rx {
                 if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
                     tracing::debug!("invalidating inode {ino}: {e}");
+                }
+                // A sealed segment's name may be cached: the next path walk must ask again.
+                if let Some((parent, name)) = weak.upgrade().and_then(|v| v.entry_of(ino)) {
+                    if let Err(e) = notifier.inval_entry(INodeNo(parent), &name) {
+                        tracing::debug!("invalidating the name of inode {ino}: {e}");
+                    }
                 }
             }
         })?;
