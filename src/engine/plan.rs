@@ -10,7 +10,7 @@ use crate::engine::layout::{classify_dir, is_reserved, LogLayout};
 use crate::engine::policy::ViewAction;
 use crate::engine::report::LogReport;
 use crate::engine::source::EntryType;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -100,15 +100,6 @@ pub fn dir_children(
     (out, layout)
 }
 
-/// What the view does with segment `base` of a log, from the log's report.
-pub fn segment_action(report: &LogReport, base: u64) -> Option<ViewAction> {
-    report
-        .segments
-        .iter()
-        .find(|s| s.base_offset == base)
-        .map(|s| s.view)
-}
-
 /// Drops the entries of segments the policy hides, and adds the files of the
 /// salvaged runs the report shows (salvage policy) and of the ranges healed from
 /// replicas; a run never replaces an entry, and a healed range replaces only the
@@ -118,11 +109,14 @@ pub fn visible_children(
     report: Option<&LogReport>,
 ) -> BTreeMap<OsString, Node> {
     let Some(r) = report else { return children };
+    // One lookup per file, not a search of the log's segments (a log may hold tens of thousands).
+    let actions: HashMap<u64, ViewAction> =
+        r.segments.iter().map(|s| (s.base_offset, s.view)).collect();
     let mut out: BTreeMap<OsString, Node> = children
         .into_iter()
         .filter(|(_, n)| {
             n.segment()
-                .is_none_or(|b| segment_action(r, b).is_none_or(|a| a.listed()))
+                .is_none_or(|b| actions.get(&b).is_none_or(|a| a.listed()))
         })
         .collect();
     for seg in &r.segments {

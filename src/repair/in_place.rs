@@ -315,11 +315,16 @@ fn in_place_entries(
 ) -> Result<(Vec<ManifestEntry>, Vec<PathBuf>)> {
     let source = &layout.source;
     let logs = reports_by_dir(layout, report);
+    // Each segment's report by its `.log`'s path: one lookup per file planned (a
+    // log may hold tens of thousands of segments, each with files to plan).
+    let segs: HashMap<&str, &SegmentReport> = report
+        .logs
+        .iter()
+        .flat_map(|l| &l.segments)
+        .map(|s| (s.path.as_str(), s))
+        .collect();
     let seg_of = |log_rel: &Path| -> Option<&SegmentReport> {
-        let dir = log_rel.parent().unwrap_or(Path::new(""));
-        let want = escape_path(log_rel);
-        logs.get(dir)
-            .and_then(|l| l.segments.iter().find(|s| s.path == want))
+        segs.get(escape_path(log_rel).as_str()).copied()
     };
     // The runs the view shows, by their original and position: one lookup per run
     // (a segment may hold tens of thousands).

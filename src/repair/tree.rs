@@ -104,10 +104,6 @@ pub(super) fn reports_by_dir<'a>(
         .collect()
 }
 
-fn segment<'a>(log: Option<&&'a LogReport>, base: u64) -> Option<&'a SegmentReport> {
-    log.and_then(|l| l.segments.iter().find(|s| s.base_offset == base))
-}
-
 /// Refuses what the view cannot serve, or what strict will not repair.
 fn refuse_unservable(data: &Path, report: &Report) -> Result<()> {
     if report.policy == Policy::Strict && report.summary.view_differs {
@@ -170,6 +166,12 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
             })
             .collect();
         let visible = visible_children(children.clone(), log.copied());
+        // Each segment's report by its base: one lookup per file planned.
+        let segs: HashMap<u64, &SegmentReport> = log
+            .iter()
+            .flat_map(|l| &l.segments)
+            .map(|s| (s.base_offset, s))
+            .collect();
         for (name, ft) in &entries {
             // recoverfs's own metadata name: not copied, and never removed in place.
             if crate::engine::layout::is_reserved(&rel, name) {
@@ -208,7 +210,7 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
                     })
                 }
                 Node::Log { base } => {
-                    let seg = served(data, &child, segment(log, base))?;
+                    let seg = served(data, &child, segs.get(&base).copied())?;
                     plan.entries.push(Entry::File {
                         content: Content::Prefix {
                             len: seg.valid_bytes,
@@ -220,7 +222,7 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
                 }
                 Node::Index { base, kind } => {
                     let log_rel = rel.join(segment_file_name(base, FileKind::Log));
-                    let seg = served(data, &log_rel, segment(log, base))?;
+                    let seg = served(data, &log_rel, segs.get(&base).copied())?;
                     // A rebuilt index takes the original's mode and times, or the .log's when missing.
                     let attrs = match source.metadata(&child) {
                         Ok(m) if m.is_file() => Attrs::of(&m),
@@ -304,7 +306,7 @@ pub(super) fn build_plan(data: &Path, layout: &Layout, report: &Report) -> Resul
                 }
                 Node::Run { base, first, kind } => {
                     let log_rel = rel.join(segment_file_name(base, FileKind::Log));
-                    let seg = served(data, &log_rel, segment(log, base))?;
+                    let seg = served(data, &log_rel, segs.get(&base).copied())?;
                     let run =
                         runs.get(&(base, first))
                             .ok_or_else(|| RepairError::SourceChanged {
