@@ -1018,6 +1018,64 @@ fn the_primarys_scan_compares_the_replicas_so_the_primary_is_read_once() {
     assert_eq!(reps.validations(), 1);
 }
 
+#[test]
+fn a_flipped_value_byte_is_found_wherever_it_lies_against_the_scans_windows() {
+    use recoverfs::engine::analysis::AnalyzeOptions;
+    use recoverfs::engine::replica::{check_with_replicas, Prefer};
+    // Values longer than the scan's 128 KiB window and short ones: a flip in bytes the
+    // scan read, in bytes it stepped over, at a window's edge, and at a file's end
+    // must each be one divergence, whether the replica has the primary's segment
+    // files or other ones.
+    let primary = tempfile::tempdir().unwrap();
+    let p = primary.path().join(PART);
+    write_segment(&p, 0, 6, 300_000);
+    write_segment(&p, 6, 6, 300_000);
+    write_segment(&p, 12, 5, 1000);
+    let recs = raw_records(&p);
+    let value_at = |r: &Raw| 28 + be_u32(&r.bytes, 20) as usize;
+    let value_len = |r: &Raw| be_u32(&r.bytes, value_at(r) - 4) as usize;
+    for sizes in [None, Some(&[4usize][..]), Some(&[5, 2][..])] {
+        let replica = tempfile::tempdir().unwrap();
+        let rp = replica.path().join(PART);
+        match sizes {
+            None => copy_tree(primary.path(), replica.path()),
+            Some(s) => resegment(&rp, &recs, s),
+        }
+        for &(o, k) in &[
+            (0u64, 0usize),
+            (1, 131_071),
+            (2, 131_072),
+            (3, 150_000),
+            (5, usize::MAX), // a value's last byte, at the end of its segment file
+            (11, usize::MAX),
+            (12, 0),
+            (16, usize::MAX), // the log's very last value byte
+        ] {
+            let r = &recs[o as usize];
+            let k = k.min(value_len(r) - 1);
+            // The replica file holding offset o, and the record's position in it.
+            let base = bases(&rp).into_iter().filter(|&b| b <= o).max().unwrap();
+            let log = fs::read(log_path(&rp, base)).unwrap();
+            let at = record_positions(&log)[(o - base) as usize] + value_at(r) + k;
+            flip(&log_path(&rp, base), at);
+            let (_, report, _) = check_with_replicas(
+                primary.path(),
+                &[replica.path().to_path_buf()],
+                Prefer::Primary,
+                &AnalyzeOptions::default(),
+                &|_| {},
+            )
+            .unwrap();
+            assert_eq!(
+                divergences_of(&report),
+                vec![(o, vec!["value"])],
+                "byte {k} of offset {o}'s value, replica segments {sizes:?}"
+            );
+            flip(&log_path(&rp, base), at); // put it back
+        }
+    }
+}
+
 /// Every divergence of a report: its offset and the fields that differ.
 fn divergences_of(report: &recoverfs::engine::report::Report) -> Vec<(u64, Vec<&str>)> {
     report
