@@ -81,8 +81,12 @@ pub(crate) fn attr(
             Ok(Attr::from_meta(ino, entry_type(node), m.len(), &m))
         }
         Node::Log { base } => {
-            let m = v.lstat(rel)?;
             let sv = seg_view(base)?;
+            // The `.log` was just `stat`ed to check its verdict: those are its attributes.
+            let m = match &sv.log_meta {
+                Some(m) => m.clone(),
+                None => v.lstat(rel)?,
+            };
             let size = match (&sv.analysis.scan, sv.action.serves()) {
                 (Ok(s), true) => s.valid_bytes,
                 _ => 0,

@@ -64,6 +64,9 @@ pub(crate) struct SegView {
     pub analysis: Arc<SegmentAnalysis>,
     pub action: ViewAction,
     pub is_last: bool,
+    /// The `.log`'s metadata as the verdict was checked against it (`None`: not a
+    /// regular file any more): a lookup's attributes come from it, not another `stat`.
+    pub log_meta: Option<fs::Metadata>,
 }
 
 /// Listings and verdicts of one source tree under one policy.
@@ -245,16 +248,21 @@ impl Verdicts {
 
     /// The segment's verdict, validated on first use and again whenever its `.log` changed.
     pub fn analysis(&self, layout: &LogLayout, seg: &SegmentEntry) -> Arc<SegmentAnalysis> {
+        self.analysis_and_meta(layout, seg).0
+    }
+
+    /// [`Verdicts::analysis`], and the `.log`'s metadata it was checked against.
+    fn analysis_and_meta(
+        &self,
+        layout: &LogLayout,
+        seg: &SegmentEntry,
+    ) -> (Arc<SegmentAnalysis>, Option<fs::Metadata>) {
         let key: SegKey = (layout.rel.clone(), seg.base);
         let log_rel = layout.file_rel(seg.base, FileKind::Log);
         let mut attempt = 0;
         loop {
-            let current = self
-                .source
-                .metadata(&log_rel)
-                .ok()
-                .filter(|m| m.is_file())
-                .map(|m| FileStamp::of(&m));
+            let meta = self.source.metadata(&log_rel).ok().filter(|m| m.is_file());
+            let current = meta.as_ref().map(FileStamp::of);
             let slot = {
                 let mut c = self.cache.lock();
                 match c.lru.get(&key) {
@@ -290,7 +298,7 @@ impl Verdicts {
                 if !fresh && attempt == 1 {
                     self.stats[STAT_HIT].fetch_add(1, Ordering::Relaxed);
                 }
-                return a;
+                return (a, meta);
             }
             self.stats[STAT_REVALIDATION].fetch_add(1, Ordering::Relaxed);
             tracing::info!(
@@ -370,12 +378,13 @@ impl Verdicts {
     pub fn seg_view_in(&self, listing: &Listing, base: u64) -> Result<SegView> {
         Self::in_listing(listing, base, |listing, layout, idx| {
             // The segment itself is always checked against its source (and validated again if changed).
-            let analysis = self.analysis(layout, &layout.segments[idx]);
+            let (analysis, log_meta) = self.analysis_and_meta(layout, &layout.segments[idx]);
             let action = self.action(listing, layout, idx, &analysis);
             SegView {
                 analysis,
                 action,
                 is_last: idx + 1 == layout.segments.len(),
+                log_meta,
             }
         })
     }
