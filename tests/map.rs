@@ -139,6 +139,83 @@ fn html_page_is_self_contained_and_escapes_names() {
     assert!(html.contains("zero-fill"));
 }
 
+#[test]
+fn the_map_and_page_show_what_is_served_from_elsewhere_and_where_copies_disagree() {
+    // A torn tail the replica still holds, and a value the replica holds otherwise.
+    let t = tempfile::tempdir().unwrap();
+    let log = t.path().join("t/partition-0");
+    write_segment(&log, 0, 40, 100);
+    write_segment(&log, 40, 40, 100);
+    let replica = tempfile::tempdir().unwrap();
+    copy_tree(t.path(), replica.path());
+    let last = log_path(&log, 40);
+    let keep = record_positions(&fs::read(&last).unwrap())[30];
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(keep as u64 + 7)
+        .unwrap();
+    let first = log_path(&log, 0);
+    let mut b = fs::read(&first).unwrap();
+    let at = record_positions(&b)[5] + 40; // inside offset 5's value
+    b[at] ^= 1;
+    fs::write(&first, b).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let html = out.path().join("r.html");
+    let r = replica.path().to_str().unwrap();
+    let o = check_cli(
+        t.path(),
+        &["--replica", r, "--map", "--html", html.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("t/partition-0: 2 segment(s), ")
+            && stdout(&o).contains("0 gap(s), 10 record(s) served from replicas"),
+        "{}",
+        stdout(&o)
+    );
+    let page = fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<th>records healed from replicas</th><td class=\"n\">10</td>"));
+    assert!(page.contains("<th>divergences between copies</th><td class=\"n\">1</td>"));
+    assert!(
+        page.contains("<td>healed</td><td><code>t/partition-0/00000000000000000070.log</code></td><td>70..=79</td><td class=\"n\">10</td>"),
+        "no healed row"
+    );
+    assert!(page.contains("t/partition-0/00000000000000000040.log byte "));
+    assert!(
+        page.contains("<td class=\"n\">5</td><td>value</td>"),
+        "no divergence row"
+    );
+    // Under salvage, a run after mid-segment damage is listed the same way.
+    let s = tempfile::tempdir().unwrap();
+    let log = s.path().join("t/partition-0");
+    write_segment(&log, 0, 40, 100);
+    write_segment(&log, 40, 40, 100);
+    let mut b = fs::read(log_path(&log, 0)).unwrap();
+    let at = record_positions(&b)[10];
+    b[at..at + 8].fill(0xff);
+    fs::write(log_path(&log, 0), b).unwrap();
+    let o = check_cli(
+        s.path(),
+        &[
+            "--policy",
+            "salvage",
+            "--map",
+            "--html",
+            html.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        stdout(&o).contains("record(s) salvaged after damage"),
+        "{}",
+        stdout(&o)
+    );
+    let page = fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<td>salvaged</td>"), "no salvaged row");
+    assert!(page.contains("<th>runs salvaged</th>"));
+}
+
 /// The width and height in a PNG's IHDR.
 fn png_size(b: &[u8]) -> (u32, u32) {
     assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");

@@ -179,9 +179,24 @@ pub fn render_text(report: &Report, width: usize, colour: bool) -> String {
     };
     for log in &report.logs {
         let map = layout(log);
+        // What the line cannot show: records the view serves from outside the primary's prefixes.
+        let salvaged: u64 = log
+            .segments
+            .iter()
+            .flat_map(|s| s.shown_runs())
+            .map(|(r, _)| r.records)
+            .sum();
+        let healed: u64 = log.shown_healed().map(|h| h.records).sum();
+        let mut extra = String::new();
+        if salvaged > 0 {
+            let _ = write!(extra, ", {salvaged} record(s) salvaged after damage");
+        }
+        if healed > 0 {
+            let _ = write!(extra, ", {healed} record(s) served from replicas");
+        }
         let _ = writeln!(
             o,
-            "{}: {} segment(s), {} bytes, {} gap(s)",
+            "{}: {} segment(s), {} bytes, {} gap(s){extra}",
             shown(&log.path),
             log.segments.len(),
             map.total,

@@ -4,7 +4,7 @@ use crate::engine::layout::display_name as shown;
 use crate::engine::map::{layout, Part};
 use crate::engine::policy::ViewAction;
 use crate::engine::render::{iso8601_ms, lost_after};
-use crate::engine::report::{LogReport, Report, SegmentReport};
+use crate::engine::report::{HealedRole, LogReport, Report, SegmentReport};
 use std::fmt::Write as _;
 
 /// The SVG map's width, in its own units (it scales to the page).
@@ -39,7 +39,7 @@ svg.map{width:100%;height:auto;border:1px solid #999;background:#fff}\
 .legend span{display:inline-block;width:1em;height:1em;vertical-align:middle;margin:0 .3em 0 1em}\
 span.kept{background:#2e8b57}span.cut{background:#e0a800}span.hidden{background:#bbb}\
 span.refused{background:#8e44ad}span.unreadable{background:#c0392b}span.gap{background:#c0392b;width:.25em}\
-tr.truncated td{background:#fff8e1}tr.hidden td{color:#777}tr.unreadable td,tr.eio td{background:#fdecea}\
+tr.truncated td{background:#fff8e1}tr.salvaged td,tr.healed td,tr.preferred td,tr.split td{background:#eef7ee}tr.refused td{color:#777}tr.hidden td{color:#777}tr.unreadable td,tr.eio td{background:#fdecea}\
 .mid{color:#c0392b;font-weight:bold}pre{white-space:pre-wrap;background:#f6f6f6;padding:.5em}";
 
 /// The whole page.
@@ -94,8 +94,20 @@ fn summary(o: &mut String, r: &Report) {
         ("unreadable directories", r.problems.len().to_string()),
         ("view differs from the source", s.view_differs.to_string()),
     ];
+    // Present only with `--policy salvage` or `--replica`.
+    let optional = [
+        ("runs salvaged", s.salvaged_runs),
+        ("records salvaged", s.salvaged_records),
+        ("replicas", s.replicas),
+        ("records healed from replicas", s.healed_records),
+        ("records preferred from replicas", s.preferred_records),
+        ("divergences between copies", s.divergences),
+    ];
     o.push_str("<h2>Summary</h2>\n<table class=\"summary\">\n");
-    for (k, v) in rows {
+    let optional = optional
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?.to_string())));
+    for (k, v) in rows.into_iter().chain(optional) {
         let _ = writeln!(o, "<tr><th>{k}</th><td class=\"n\">{v}</td></tr>");
     }
     o.push_str("</table>\n");
@@ -260,6 +272,94 @@ width=\"{MAP_W}\" height=\"{MAP_H}\" role=\"img\" aria-label=\"damage map of {}\
     }
     for p in log.orphans.iter().chain(&log.unrecognized) {
         let _ = writeln!(o, "<p>Left out: <code>{}</code></p>", escape(p));
+    }
+    elsewhere(o, log);
+    divergences(o, log);
+}
+
+/// The segments the view adds that are not the primary's segments as they are:
+/// salvaged runs and ranges served from replicas, one row each (refused ones too).
+fn elsewhere(o: &mut String, log: &LogReport) {
+    let mut rows = Vec::new();
+    for seg in &log.segments {
+        for r in seg.salvaged.iter().flatten() {
+            rows.push((
+                r.refused.as_ref().map_or("salvaged", |_| "refused"),
+                r.path.clone(),
+                r.first_offset,
+                r.last_offset,
+                r.records,
+                format!("the primary's {} byte {}", seg.path, r.position),
+                r.refused.clone().unwrap_or_default(),
+            ));
+        }
+    }
+    for h in log.healed.iter().flatten() {
+        let what = match h.role {
+            HealedRole::Healed => "healed",
+            HealedRole::Preferred => "preferred",
+            HealedRole::PrimarySplit => "split",
+        };
+        let copy = match h.role {
+            HealedRole::PrimarySplit => "the primary's".to_string(),
+            _ => format!("replica {} ({})", h.replica_index, h.replica),
+        };
+        rows.push((
+            if h.shown() { what } else { "refused" },
+            h.view_path.clone(),
+            h.from_offset,
+            h.to_offset,
+            h.records,
+            format!("{copy} {} byte {}", h.path, h.position),
+            h.refused.clone().unwrap_or_default(),
+        ));
+    }
+    if rows.is_empty() {
+        return;
+    }
+    o.push_str(
+        "<table class=\"elsewhere\"><tr><th>served as</th><th>segment in the view</th><th>offsets</th>\
+<th>records</th><th>bytes from</th><th>not shown because</th></tr>\n",
+    );
+    for (what, path, a, b, n, from, refused) in rows {
+        let _ = writeln!(
+            o,
+            "<tr class=\"{what}\"><td>{what}</td><td><code>{}</code></td><td>{a}..={b}</td><td class=\"n\">{n}</td><td><code>{}</code></td><td>{}</td></tr>",
+            escape(&path),
+            escape(&from),
+            escape(&refused)
+        );
+    }
+    o.push_str("</table>\n");
+}
+
+/// The records the copies disagree on (`--replica`), one row each.
+fn divergences(o: &mut String, log: &LogReport) {
+    let listed = log.divergences.iter().flatten().collect::<Vec<_>>();
+    if listed.is_empty() {
+        return;
+    }
+    o.push_str(
+        "<table class=\"divergences\"><tr><th>offset</th><th>fields that differ</th><th>copies</th><th>verdict</th></tr>\n",
+    );
+    for d in listed {
+        let copies: Vec<String> = d
+            .copies
+            .iter()
+            .map(|c| format!("{} {} byte {}", c.copy, c.path, c.position))
+            .collect();
+        let _ = writeln!(
+            o,
+            "<tr class=\"eio\"><td class=\"n\">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            d.offset,
+            d.fields.join(", "),
+            escape(&copies.join("; ")),
+            escape(&d.verdict)
+        );
+    }
+    o.push_str("</table>\n");
+    if let Some(n) = log.divergences_not_listed {
+        let _ = writeln!(o, "<p class=\"mid\">{n} more divergence(s) not listed.</p>");
     }
 }
 
