@@ -682,15 +682,18 @@ impl Replicas {
             let mut parts = Vec::new();
             let mut at = p.from;
             let mut whole = true;
+            // Each part in its role; a part that cannot be made leaves the piece whole.
+            let mut push = |h: Option<HealedReport>, role| match h {
+                Some(mut h) => {
+                    h.role = role;
+                    parts.push(h);
+                }
+                None => whole = false,
+            };
             for sub in inside {
                 if at < sub.offset {
-                    match self.range_of(&me, log, &p, at, sub.offset, analyses, &taken) {
-                        Some(mut h) => {
-                            h.role = HealedRole::PrimarySplit;
-                            parts.push(h);
-                        }
-                        None => whole = false,
-                    }
+                    let own = self.range_of(&me, log, &p, at, sub.offset, analyses, &taken);
+                    push(own, HealedRole::PrimarySplit);
                 }
                 let from_replica = self.log_layout(sub.replica, &log.rel).and_then(|rlog| {
                     let o = sub.offset;
@@ -700,23 +703,12 @@ impl Replicas {
                         .find(|q| q.from <= o && o < q.to)?;
                     self.healed(sub.replica, log, &rp, o, o + 1, analyses, &taken)
                 });
-                match from_replica {
-                    Some(mut h) => {
-                        h.role = HealedRole::Preferred;
-                        parts.push(h);
-                    }
-                    None => whole = false,
-                }
+                push(from_replica, HealedRole::Preferred);
                 at = sub.offset + 1;
             }
             if at < p.to {
-                match self.range_of(&me, log, &p, at, p.to, analyses, &taken) {
-                    Some(mut h) => {
-                        h.role = HealedRole::PrimarySplit;
-                        parts.push(h);
-                    }
-                    None => whole = false,
-                }
+                let own = self.range_of(&me, log, &p, at, p.to, analyses, &taken);
+                push(own, HealedRole::PrimarySplit);
             }
             // The first part takes the piece's own name (and replaces it); the
             // others' names must be free, or the piece stays as it was.
