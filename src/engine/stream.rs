@@ -180,7 +180,7 @@ impl TeeCopy<'_> {
         }
         let mut data = &bytes[(self.matched - pos) as usize..];
         while !data.is_empty() {
-            let x = self.start + self.matched;
+            let x = self.start.saturating_add(self.matched);
             let Some(n) = self.compare_at(x, data) else {
                 self.live = false;
                 return;
@@ -288,11 +288,11 @@ pub fn settle(
             stamps.extend(o.stamps.iter().copied());
             walked.push((at, si, scan));
             let covered = o.matched.min(scan.valid_bytes);
-            verified = at + covered;
+            verified = at.saturating_add(covered);
             if !(scan.is_clean() && covered == a.stamp.size) {
                 break;
             }
-            at += a.stamp.size;
+            at = at.saturating_add(a.stamp.size);
         }
         for (j, seg) in stream.segs.iter().enumerate() {
             if seg.size == 0 || seg.start + seg.size > verified {
