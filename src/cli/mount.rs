@@ -66,7 +66,9 @@ pub struct MountArgs {
     #[arg(long)]
     pub no_meta: bool,
     /// FUSE passthrough of whole original files (clean sealed segments, other files,
-    /// .recoverfs/raw/): auto uses it where the kernel permits, off never does.
+    /// .recoverfs/raw/): auto uses it where the kernel permits, off never does. With it
+    /// the kernel also keeps a sealed segment's name for up to a second (dropped when the
+    /// source watcher sees the file change); off makes every path walk ask the daemon.
     #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = parse_passthrough, action = ArgAction::Set)]
     pub passthrough: bool,
     /// Writable for a broker (root): the view is mounted privately at UPPER_DIR/view and
