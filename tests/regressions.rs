@@ -1834,3 +1834,47 @@ fn a_healed_range_takes_the_name_of_an_empty_primary_segment_inside_it() {
         assert_eq!(takhin_read(&dir, base, o).unwrap().offset, o);
     }
 }
+
+/// Bug: `repair --in-place` took an entry as done when its path already held the
+/// replacement's bytes, so the index of a range served from a replica that equals the
+/// index it replaces (a one-record segment whose value alone differs, preferred from
+/// the replicas) kept the original's times, where `--output` gives it the replica
+/// `.log`'s: in place was not the `--output` tree. Fixed in the commit that adds this
+/// test (in_place/apply.rs: an entry whose original already held those bytes is
+/// written again, with the attributes `--output` gives).
+#[test]
+fn in_place_gives_a_replaced_index_equal_to_its_original_the_replicas_times() {
+    let master = tempfile::tempdir().unwrap();
+    let p = master.path().join("t/partition-0");
+    write_segment(&p, 0, 5, 50);
+    write_segment(&p, 5, 1, 50);
+    write_segment(&p, 6, 5, 50);
+    let r1 = clone_tree(master.path());
+    let r2 = clone_tree(master.path());
+    // The primary's differs from the replicas in one value byte of its one-record segment.
+    let log = fs::read(log_path(&p, 5)).unwrap();
+    let end = 4 + recoverfs::engine::format::takhin::be_u32(&log, 0) as usize;
+    overwrite(&log_path(&p, 5), (end - 5) as u64, &[log[end - 5] ^ 0x10]);
+    // Its index is the replicas' byte for byte; only its times tell it apart.
+    let old = filetime::FileTime::from_unix_time(1_577_836_800, 0);
+    filetime::set_file_mtime(seg_path(&p, 5, "index"), old).unwrap();
+    let (a, b) = (r1.path().to_str().unwrap(), r2.path().to_str().unwrap());
+    let args = ["--replica", a, "--replica", b, "--prefer", "majority"];
+    let out = tempfile::tempdir().unwrap();
+    let new = out.path().join("new");
+    assert_ok(
+        &repair_output(clone_tree(master.path()).path(), &new, &args),
+        "repair --output",
+    );
+    let src = clone_tree(master.path());
+    let bk = tempfile::tempdir().unwrap();
+    assert_ok(
+        &repair_in_place(src.path(), &bk.path().join("b"), &args),
+        "repair --in-place",
+    );
+    assert_trees_eq(
+        &files_only(items(src.path())),
+        &files_only(items(&new)),
+        "in place against --output",
+    );
+}

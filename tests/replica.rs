@@ -1654,6 +1654,44 @@ fn in_place_prefer_majority_replaces_the_primarys_odd_records_like_output() {
 }
 
 #[test]
+fn in_place_prefer_splits_around_adjacent_records_and_replaces_a_one_record_segment() {
+    // Segment 0 holds three divergent records, two of them adjacent (one piece split
+    // four ways); segment 20 holds a single record, divergent (replaced whole).
+    let master = tempfile::tempdir().unwrap();
+    let p = master.path().join("t/partition-0");
+    write_segment(&p, 0, 20, 50);
+    write_segment(&p, 20, 1, 50);
+    write_segment(&p, 21, 10, 50);
+    let r1 = tempfile::tempdir().unwrap();
+    copy_tree(master.path(), r1.path());
+    let r2 = tempfile::tempdir().unwrap();
+    copy_tree(master.path(), r2.path());
+    let good = raw_records(&p);
+    for (base, o) in [(0, 3), (0, 7), (0, 8), (20, 20)] {
+        flip_value(&p, base, o);
+    }
+    let owned = prefer_args(&[r1.path(), r2.path()], "majority");
+    let args: Vec<&str> = owned.iter().map(|s| s.as_str()).collect();
+    let want = output_tree(master.path(), &args);
+    let src = clone_tree(master.path());
+    let bk = tempfile::tempdir().unwrap();
+    assert_ok(
+        &repair_in_place(src.path(), &bk.path().join("b"), &args),
+        "repair --in-place --prefer majority",
+    );
+    assert_trees_eq(&files_only(items(src.path())), &want, "in place");
+    // Every record is the replicas' again, and the copies agree.
+    let got = raw_records(&src.path().join("t/partition-0"));
+    assert_eq!(got.len(), good.len());
+    for (g, w) in got.iter().zip(&good) {
+        assert_eq!((g.offset, &g.bytes), (w.offset, &w.bytes));
+    }
+    let (code, v) = check_replicas(src.path(), &[r1.path(), r2.path()], &[]);
+    assert_eq!(v["summary"]["divergences"], 0, "{v}");
+    assert_eq!(code, Some(0), "{v}");
+}
+
+#[test]
 fn in_place_prefer_replica_with_two_copies_like_output() {
     let r1 = resegmented_replica(&[100, 777]);
     assert_prefer_in_place_like_output(&[r1.path()], "replica");

@@ -211,7 +211,11 @@ pub(super) fn apply(
             Some(n) => Found::File(n.bytes, n.crc32.unwrap_or_default()),
             None => Found::Absent,
         };
-        if now == done {
+        // Done when the path holds the replacement, unless the original already held
+        // those bytes (a healed range whose index equals the one it replaces): then
+        // the content cannot tell, and writing it again gives it the attributes
+        // `--output` gives it (the replica `.log`'s), the same on every rerun.
+        if now == done && done != found_original(&e.original) {
             continue;
         }
         if now != found_original(&e.original) {
