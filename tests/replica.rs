@@ -1552,6 +1552,7 @@ fn assert_split_parts_from_backup(backup: &Path, data: &Path) -> usize {
 }
 
 /// No temporary file of a repair is left under `root`.
+#[cfg(feature = "fault-injection")]
 fn assert_no_tmp(root: &Path) {
     for (p, _) in items(root) {
         assert!(
@@ -1783,6 +1784,7 @@ fn in_place_prefer_replica_killed_at_every_step_then_rerun_converges() {
 /// destroyed, a salvaged run from 102 on) and a bit flipped in the values of record 50
 /// (in the valid prefix the repair cuts at the damage), of the run's first record (102)
 /// and of one inside it (200).
+#[cfg(feature = "fault-injection")]
 fn odd_salvaged_primary() -> tempfile::TempDir {
     let t = tempfile::tempdir().unwrap();
     let p = t.path().join(PART);
