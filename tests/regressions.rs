@@ -1878,3 +1878,44 @@ fn in_place_gives_a_replaced_index_equal_to_its_original_the_replicas_times() {
         "in place against --output",
     );
 }
+
+/// Bug: `repair --in-place --replica DIR` with a replica path that is not UTF-8 wrote
+/// the path into the backup manifest lossily, backed the originals up, then failed to
+/// open the replica by that name when applying (exit 2, "could not open the replica"),
+/// and every rerun failed the same way. Fixed in the commit that adds this test
+/// (in_place/mod.rs): refused before anything is written, naming the path escaped.
+#[test]
+fn in_place_healing_refuses_a_replica_path_that_is_not_utf8_before_any_change() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let p = data.join("t/partition-0");
+    write_segment(&p, 0, 10, 20);
+    write_segment(&p, 10, 10, 20);
+    let replica = t.path().join(OsStr::from_bytes(b"replica-\xff"));
+    copy_tree(&data, &replica);
+    cut_tail(&log_path(&p, 10), 30); // the primary lacks what the replica holds
+    age_all_atimes(&data);
+    let before = snapshot_all(&data);
+    let backup = t.path().join("backup");
+    let mut args = in_place_args(&data, &backup, &[]);
+    args.push("--replica".into());
+    args.push(replica.clone().into_os_string());
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "replica-\\xff: in place, each replica is named in the backup manifest as text"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!backup.exists(), "nothing written to the backup");
+    assert_unchanged(&before, &snapshot_all(&data));
+    // The same replica heals the view written elsewhere.
+    let new = t.path().join("new");
+    let mut args = output_args(&data, &new, &[]);
+    args.push("--replica".into());
+    args.push(replica.into_os_string());
+    assert_ok(&run(&args), "repair --output with the replica");
+}

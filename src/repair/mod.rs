@@ -101,6 +101,8 @@ pub enum RepairError {
     OutputAndReplica { output: PathBuf, replica: PathBuf },
     #[error("{}: is inside the replica {}, or holds it; keep the backup elsewhere (a replica is never written to)", backup.display(), replica.display())]
     BackupAndReplica { backup: PathBuf, replica: PathBuf },
+    #[error("{}: in place, each replica is named in the backup manifest as text (a rerun reopens it from there), and this path is not UTF-8; nothing changed: bind-mount it at a UTF-8 path, or write the healed view with --output NEW_DIR", crate::engine::layout::escape_path(.0))]
+    ReplicaPathNotText(PathBuf),
 }
 
 impl RepairError {

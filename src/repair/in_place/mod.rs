@@ -72,7 +72,11 @@ pub fn repair_in_place(
                 replica: r.clone(),
             });
         }
-        replica_names.push(r_abs.to_string_lossy().into_owned());
+        // Apply and every rerun open the replica again by this name: it must be exact.
+        let Some(name) = r_abs.to_str() else {
+            return Err(RepairError::ReplicaPathNotText(r_abs));
+        };
+        replica_names.push(name.to_string());
     }
     // Held until the repair returns: a second repair of the same tree waits for nothing, it refuses.
     let _lock = if dry_run { None } else { Some(lock_dir(data)?) };
