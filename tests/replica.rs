@@ -893,22 +893,42 @@ fn copies_with_the_same_segments_are_compared_too_and_a_replica_can_be_the_odd_o
     );
 }
 
+/// `check_with_replicas` of `primary` against the one `replica`, default options.
+fn check_with_one(
+    primary: &Path,
+    replica: &Path,
+) -> (
+    recoverfs::engine::layout::Layout,
+    recoverfs::engine::report::Report,
+    std::sync::Arc<recoverfs::engine::replica::Replicas>,
+) {
+    recoverfs::engine::replica::check_with_replicas(
+        primary,
+        &[replica.to_path_buf()],
+        recoverfs::engine::replica::Prefer::Primary,
+        &recoverfs::engine::analysis::AnalyzeOptions::default(),
+        &|_| {},
+    )
+    .unwrap()
+}
+
+/// A primary log of values longer than the scan's 128 KiB window (offsets 0..12)
+/// and short ones (12..17), in three segments, with its records.
+fn big_value_primary() -> (tempfile::TempDir, Vec<Raw>) {
+    let primary = tempfile::tempdir().unwrap();
+    let p = primary.path().join(PART);
+    write_segment(&p, 0, 6, 300_000);
+    write_segment(&p, 6, 6, 300_000);
+    write_segment(&p, 12, 5, 1000);
+    let recs = raw_records(&p);
+    (primary, recs)
+}
+
 #[test]
 fn a_replica_segment_identical_to_the_primarys_is_compared_not_scanned_again() {
-    use recoverfs::engine::analysis::AnalyzeOptions;
-    use recoverfs::engine::replica::{check_with_replicas, Prefer};
     let primary = fixture_copy("data");
     let replica = fixture_copy("data");
-    let run = || {
-        check_with_replicas(
-            primary.path(),
-            &[replica.path().to_path_buf()],
-            Prefer::Primary,
-            &AnalyzeOptions::default(),
-            &|_| {},
-        )
-        .unwrap()
-    };
+    let run = || check_with_one(primary.path(), replica.path());
     let (_, report, reps) = run();
     assert_eq!(
         reps.validations(),
@@ -942,16 +962,7 @@ fn a_replica_segment_identical_to_the_primarys_is_compared_not_scanned_again() {
     let prim = tempfile::tempdir().unwrap();
     copy_tree(&fixtures().join("data").join(PART), &prim.path().join(PART));
     let reseg = resegmented_replica(&[400]);
-    let go = || {
-        check_with_replicas(
-            prim.path(),
-            &[reseg.path().to_path_buf()],
-            Prefer::Primary,
-            &AnalyzeOptions::default(),
-            &|_| {},
-        )
-        .unwrap()
-    };
+    let go = || check_with_one(prim.path(), reseg.path());
     let (_, report, reps) = go();
     assert_eq!(reps.validations(), 0);
     assert_eq!(report.summary.divergences, Some(0));
@@ -969,30 +980,14 @@ fn a_replica_segment_identical_to_the_primarys_is_compared_not_scanned_again() {
 
 #[test]
 fn the_primarys_scan_compares_the_replicas_so_the_primary_is_read_once() {
-    use recoverfs::engine::analysis::AnalyzeOptions;
-    use recoverfs::engine::replica::{check_with_replicas, Prefer};
     // Values larger than the scan's window: the scan steps over most of each value,
     // and the comparison must still see every byte.
-    let primary = tempfile::tempdir().unwrap();
-    let p = primary.path().join(PART);
-    write_segment(&p, 0, 6, 300_000);
-    write_segment(&p, 6, 6, 300_000);
-    write_segment(&p, 12, 5, 1000);
-    let recs = raw_records(&p);
+    let (primary, recs) = big_value_primary();
     let same = tempfile::tempdir().unwrap();
     copy_tree(primary.path(), same.path());
     let reseg = tempfile::tempdir().unwrap();
     resegment(&reseg.path().join(PART), &recs, &[4]);
-    let run = |replica: &Path| {
-        check_with_replicas(
-            primary.path(),
-            &[replica.to_path_buf()],
-            Prefer::Primary,
-            &AnalyzeOptions::default(),
-            &|_| {},
-        )
-        .unwrap()
-    };
+    let run = |replica: &Path| check_with_one(primary.path(), replica);
     for (replica, logs) in [(same.path(), 3), (reseg.path(), 5)] {
         let (_, report, reps) = run(replica);
         assert_eq!(report.summary.divergences, Some(0));
@@ -1020,18 +1015,11 @@ fn the_primarys_scan_compares_the_replicas_so_the_primary_is_read_once() {
 
 #[test]
 fn a_flipped_value_byte_is_found_wherever_it_lies_against_the_scans_windows() {
-    use recoverfs::engine::analysis::AnalyzeOptions;
-    use recoverfs::engine::replica::{check_with_replicas, Prefer};
     // Values longer than the scan's 128 KiB window and short ones: a flip in bytes the
     // scan read, in bytes it stepped over, at a window's edge, and at a file's end
     // must each be one divergence, whether the replica has the primary's segment
     // files or other ones.
-    let primary = tempfile::tempdir().unwrap();
-    let p = primary.path().join(PART);
-    write_segment(&p, 0, 6, 300_000);
-    write_segment(&p, 6, 6, 300_000);
-    write_segment(&p, 12, 5, 1000);
-    let recs = raw_records(&p);
+    let (primary, recs) = big_value_primary();
     let value_at = |r: &Raw| 28 + be_u32(&r.bytes, 20) as usize;
     let value_len = |r: &Raw| be_u32(&r.bytes, value_at(r) - 4) as usize;
     for sizes in [None, Some(&[4usize][..]), Some(&[5, 2][..])] {
@@ -1058,14 +1046,7 @@ fn a_flipped_value_byte_is_found_wherever_it_lies_against_the_scans_windows() {
             let log = fs::read(log_path(&rp, base)).unwrap();
             let at = record_positions(&log)[(o - base) as usize] + value_at(r) + k;
             flip(&log_path(&rp, base), at);
-            let (_, report, _) = check_with_replicas(
-                primary.path(),
-                &[replica.path().to_path_buf()],
-                Prefer::Primary,
-                &AnalyzeOptions::default(),
-                &|_| {},
-            )
-            .unwrap();
+            let (_, report, _) = check_with_one(primary.path(), replica.path());
             assert_eq!(
                 divergences_of(&report),
                 vec![(o, vec!["value"])],
