@@ -106,3 +106,16 @@ pub fn repair_in_place(src: &Path, backup: &Path, extra: &[&str]) -> Output {
 pub fn assert_ok(o: &Output, what: &str) {
     assert!(o.status.success(), "{what}: {}", stderr(o));
 }
+
+/// The steps an uninterrupted `repair --in-place` takes, from its backup's manifest:
+/// two for each of the three manifest writes, each original copied into the backup,
+/// and each change (a kill-at-every-step loop is past the last one when it succeeds).
+pub fn in_place_steps(backup: &Path) -> u32 {
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(backup.join("recoverfs-backup.json")).expect("the manifest"),
+    )
+    .expect("a JSON manifest");
+    let es = m["entries"].as_array().expect("entries");
+    let copies = es.iter().filter(|e| e["original"].is_object()).count();
+    2 * (3 + es.len() + copies) as u32
+}
