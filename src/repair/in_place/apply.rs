@@ -438,18 +438,24 @@ mod tests {
     use super::*;
     use crate::engine::format::takhin::{be_u64, SegmentWriter};
 
+    /// A segment of ten records at base 0, and where its record 4 starts.
+    fn ten_records() -> (SegmentWriter, u64) {
+        let mut w = SegmentWriter::new(0);
+        for i in 0..10u8 {
+            w.append(1_000 + i as i64, &[b'k', i], &[i; 25]);
+        }
+        let start = be_u64(&w.index, 4 * 16 + 8);
+        (w, start)
+    }
+
     /// A healed range's CRC-32 is taken only from bytes that still scan as the range's
     /// records (clean, offsets from its base on); a replica changed under the repair
     /// (a record header overwritten, the file cut short, another base) is refused by name.
     #[test]
     fn a_healed_range_is_hashed_only_while_the_replica_still_holds_it() {
         let t = tempfile::tempdir().unwrap();
-        let mut w = SegmentWriter::new(0);
-        for i in 0..10u8 {
-            w.append(1_000 + i as i64, &[b'k', i], &[i; 25]);
-        }
         // The range: records 4..10 of the replica's segment 0.
-        let start = be_u64(&w.index, 4 * 16 + 8);
+        let (w, start) = ten_records();
         let range = &w.log[start as usize..];
         fs::create_dir_all(t.path().join("p")).unwrap();
         let file = t.path().join("p/00000000000000000000.log");
@@ -496,12 +502,8 @@ mod tests {
     #[test]
     fn a_salvaged_run_is_written_from_the_backup_copy_only_as_planned() {
         let t = tempfile::tempdir().unwrap();
-        let mut w = SegmentWriter::new(0);
-        for i in 0..10u8 {
-            w.append(1_000 + i as i64, &[b'k', i], &[i; 25]);
-        }
         // The run: records 4..10 of a segment whose first records are gone.
-        let start = be_u64(&w.index, 4 * 16 + 8);
+        let (w, start) = ten_records();
         let run = &w.log[start as usize..];
         let mut whole = vec![0xffu8; start as usize];
         whole.extend_from_slice(run);
