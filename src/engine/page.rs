@@ -295,14 +295,11 @@ fn elsewhere(o: &mut String, log: &LogReport) {
         }
     }
     for h in log.healed.iter().flatten() {
-        let what = match h.role {
-            HealedRole::Healed => "healed",
-            HealedRole::Preferred => "preferred",
-            HealedRole::PrimarySplit => "split",
-        };
-        let copy = match h.role {
-            HealedRole::PrimarySplit => "the primary's".to_string(),
-            _ => format!("replica {} ({})", h.replica_index, h.replica),
+        let replica = || format!("replica {} ({})", h.replica_index, h.replica);
+        let (what, copy) = match h.role {
+            HealedRole::Healed => ("healed", replica()),
+            HealedRole::Preferred => ("preferred", replica()),
+            HealedRole::PrimarySplit => ("split", "the primary's".to_string()),
         };
         rows.push((
             if h.shown() { what } else { "refused" },

@@ -310,16 +310,7 @@ impl Meta {
                 a.perm &= 0o444;
                 Ok(a)
             }
-            MetaNode::Raw { rel, kind } => {
-                let m = v.lstat(rel)?;
-                let now = entry_type(crate::engine::source::EntryType::of(&m))
-                    .ok_or(ViewError::NotFound)?;
-                if now != *kind {
-                    return Err(ViewError::NotFound);
-                }
-                let size = if *kind == EntryType::Dir { 0 } else { m.len() };
-                Ok(Attr::from_meta(ino, *kind, size, &m))
-            }
+            MetaNode::Raw { rel, kind } => original_attr(ino, *kind, &v.lstat(rel)?),
             MetaNode::Tails { rel } => {
                 let m = v.lstat(rel)?;
                 Ok(Attr::from_meta(ino, EntryType::Dir, 0, &m))
@@ -333,13 +324,7 @@ impl Meta {
                 let m = src
                     .metadata(rel)
                     .map_err(crate::view::error::source_err(&src.display_path(rel)))?;
-                let now = entry_type(crate::engine::source::EntryType::of(&m))
-                    .ok_or(ViewError::NotFound)?;
-                if now != *kind {
-                    return Err(ViewError::NotFound);
-                }
-                let size = if *kind == EntryType::Dir { 0 } else { m.len() };
-                Ok(Attr::from_meta(ino, *kind, size, &m))
+                original_attr(ino, *kind, &m)
             }
             MetaNode::Tail { dir, base } => {
                 let a = v.current_analysis(dir, *base)?;
@@ -464,4 +449,15 @@ impl Meta {
         }
         Ok(out)
     }
+}
+
+/// An original's attributes under `raw/` or `replicas/<n>/` (inode `ino`, listed as
+/// `kind`): not found once it is something else (a file swapped for a directory).
+fn original_attr(ino: u64, kind: EntryType, m: &std::fs::Metadata) -> Result<Attr> {
+    let now = entry_type(crate::engine::source::EntryType::of(m)).ok_or(ViewError::NotFound)?;
+    if now != kind {
+        return Err(ViewError::NotFound);
+    }
+    let size = if kind == EntryType::Dir { 0 } else { m.len() };
+    Ok(Attr::from_meta(ino, kind, size, m))
 }
