@@ -132,20 +132,6 @@ fn log_of<'a>(v: &'a Value, path: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no log {path}"))
 }
 
-/// A file's bytes, read without moving its atime (the tests check that nothing else moves it).
-fn read_noatime(p: &Path) -> Vec<u8> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(p)
-        .unwrap();
-    let mut b = Vec::new();
-    f.read_to_end(&mut b).unwrap();
-    b
-}
-
 /// The replica bytes of each healed range are exactly the original records it names.
 fn assert_healed_bytes_are_the_originals(healed: &[Value], replica: &Path, recs: &[Raw]) {
     for h in healed {

@@ -158,20 +158,6 @@ fn a_run_whose_name_is_taken_is_refused_reported_and_not_shown() {
     assert_eq!(bases(&shown), vec![0, 20]);
 }
 
-/// A source file's bytes, read without moving its atime.
-fn read_noatime(p: &Path) -> Vec<u8> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(p)
-        .unwrap();
-    let mut b = Vec::new();
-    f.read_to_end(&mut b).unwrap();
-    b
-}
-
 fn getxattr(p: &Path, name: &str) -> String {
     let cp = CString::new(p.as_os_str().as_bytes()).unwrap();
     let cn = CString::new(name).unwrap();

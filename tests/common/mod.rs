@@ -154,24 +154,25 @@ pub fn snapshot_all(root: &Path) -> BTreeMap<PathBuf, FileSnap> {
     snap(root, all)
 }
 
+/// A file's bytes, read without moving its atime (the tests check that nothing else moves it).
+pub fn read_noatime(p: &Path) -> Vec<u8> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(p)
+        .unwrap();
+    let mut b = Vec::new();
+    f.read_to_end(&mut b).unwrap();
+    b
+}
+
 fn snap(root: &Path, all: Vec<PathBuf>) -> BTreeMap<PathBuf, FileSnap> {
     let mut out = BTreeMap::new();
     for p in all {
         let m = fs::symlink_metadata(&p).unwrap();
-        let bytes = if m.file_type().is_file() {
-            use std::io::Read;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOATIME)
-                .open(&p)
-                .unwrap();
-            let mut b = vec![];
-            f.read_to_end(&mut b).unwrap();
-            Some(b)
-        } else {
-            None
-        };
+        let bytes = m.file_type().is_file().then(|| read_noatime(&p));
         out.insert(
             p.strip_prefix(root).unwrap().to_path_buf(),
             FileSnap {
