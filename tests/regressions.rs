@@ -867,7 +867,6 @@ fn control_characters_in_names_are_escaped_in_human_output() {
 #[test]
 fn a_resumed_in_place_repair_reverifies_every_backup_copy() {
     use serde_json::Value;
-    use std::process::Command;
     let src = small_damaged();
     let bk = tempfile::tempdir().unwrap();
     let backup = bk.path().join("b");
@@ -875,11 +874,7 @@ fn a_resumed_in_place_repair_reverifies_every_backup_copy() {
     // Killed in phase 2, before its first replacement is renamed over an original.
     let mut step = 1;
     loop {
-        let o = Command::new(bin())
-            .args(&args)
-            .env("RECOVERFS_TEST_FAIL_AT", step.to_string())
-            .output()
-            .unwrap();
+        let o = run_failing_at(&args, step);
         assert_eq!(o.status.code(), Some(86), "step {step}: {}", stderr(&o));
         if stderr(&o).contains("replacement written, not yet renamed over the original") {
             break;

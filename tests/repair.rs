@@ -850,13 +850,7 @@ fn in_place_salvage_killed_at_every_step_then_rerun_converges() {
             assert_eq!(step - 1, in_place_steps(&backup), "every step was tried");
             break;
         }
-        assert_eq!(o.status.code(), Some(86), "step {step}: {}", stderr(&o));
-        let o = run(&args);
-        assert!(
-            o.status.success(),
-            "rerun after step {step}: {}",
-            stderr(&o)
-        );
+        rerun_after_kill(&o, &args, step);
         let what = format!("salvage, rerun after step {step}");
         // Leftover temporary files in the data directory would show here too.
         assert_trees_eq(&files_only(items(src.path())), &want, &what);

@@ -30,6 +30,23 @@ pub fn run_failing_at<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I, step:
         .unwrap()
 }
 
+/// After a run stopped at step `step` (`killed`, which must have exited 86), runs
+/// `args` again, which must finish.
+pub fn rerun_after_kill<S: AsRef<OsStr>>(killed: &Output, args: &[S], step: u32) {
+    assert_eq!(
+        killed.status.code(),
+        Some(86),
+        "step {step}: {}",
+        stderr(killed)
+    );
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "rerun after step {step}: {}",
+        stderr(&o)
+    );
+}
+
 /// `ARGS...` as owned arguments.
 pub fn argv(args: &[Arg]) -> Vec<OsString> {
     args.iter().map(|a| a.as_ref().to_owned()).collect()
