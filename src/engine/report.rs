@@ -10,6 +10,20 @@ use crate::engine::source::SourceAccess;
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use std::path::Path;
+
+#[cfg(feature = "fault-injection")]
+thread_local! {
+    static SHOWN_RUNS_ASKED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// With the `fault-injection` feature (tests only): how many times this thread has
+/// asked a segment for its shown runs ([`SegmentReport::shown_runs`]). A plan that asks
+/// once per segment is linear in the runs; one that searches them once per run file is
+/// quadratic, and a count tells the two apart where a stopwatch only guesses.
+#[cfg(feature = "fault-injection")]
+pub fn shown_runs_asked() -> u64 {
+    SHOWN_RUNS_ASKED.with(|n| n.get())
+}
 use std::sync::Arc;
 
 /// The report's schema version.
@@ -172,6 +186,8 @@ impl SegmentReport {
 
     /// The runs the view shows with this segment: none unless it serves the segment.
     pub fn shown_runs(&self) -> impl Iterator<Item = (&SalvagedReport, &SalvagedRun)> {
+        #[cfg(feature = "fault-injection")]
+        SHOWN_RUNS_ASKED.with(|n| n.set(n.get() + 1));
         let runs = match (&self.salvaged, &self.salvage) {
             (Some(r), Some(s)) if self.view.serves() => Some(r.iter().zip(&s.runs)),
             _ => None,
