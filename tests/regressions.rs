@@ -1953,3 +1953,51 @@ fn in_place_healing_refuses_a_replica_path_that_is_not_utf8_before_any_change() 
     args.push(replica.into_os_string());
     assert_ok(&run(&args), "repair --output with the replica");
 }
+
+/// Bug: the source watcher ignored the kernel's queue overflow (`IN_Q_OVERFLOW`: a
+/// burst of changes made it drop events), so a file changed in the burst kept its
+/// name, attributes and pages in the kernel's caches until their TTLs ran out, and its
+/// log's point-in-time actions stayed. Also, a cut event name (never written by the
+/// kernel, but a parser trusts nothing) panicked the watcher thread. Fixed with this
+/// test (view/watch.rs reads events bounded and reports an overflow; the view then
+/// invalidates every inode handed out, as possibly changed).
+#[test]
+fn a_source_watch_that_lost_events_drops_every_cached_name_and_attribute() {
+    use recoverfs::engine::format::takhin::{segment_file_name, FileKind};
+    use recoverfs::view::watch::Watcher;
+    use recoverfs::view::Change;
+    use std::sync::{Arc, Mutex};
+    let t = tempfile::tempdir().unwrap();
+    write_log(t.path(), 0, 5);
+    fs::write(t.path().join("plain"), b"x").unwrap();
+    let v = view(t.path(), Policy::PerSegment);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    v.set_invalidator(Box::new(move |ino, why| s.lock().unwrap().push((ino, why))));
+    let log = v
+        .lookup(ROOT_INO, OsStr::new(&segment_file_name(0, FileKind::Log)))
+        .unwrap()
+        .ino;
+    let plain = v.lookup(ROOT_INO, OsStr::new("plain")).unwrap().ino;
+    let w = Watcher::new(v.config().source.clone()).unwrap();
+    // What a read of the watcher returns after an overflow: one event, watch -1, no name.
+    let mut overflow = Vec::new();
+    for field in [u32::MAX, libc::IN_Q_OVERFLOW, 0, 0] {
+        overflow.extend_from_slice(&field.to_ne_bytes());
+    }
+    v.watch_events(&w, &overflow);
+    let seen = seen.lock().unwrap();
+    for ino in [log, plain] {
+        assert!(
+            seen.contains(&(ino, Change::MaybeMissed)),
+            "inode {ino} not invalidated: {seen:?}"
+        );
+    }
+    // A cut event (its name without the NUL it was padded with) is read, not a panic.
+    let mut cut = Vec::new();
+    for field in [1u32, libc::IN_MODIFY, 0, 32] {
+        cut.extend_from_slice(&field.to_ne_bytes());
+    }
+    cut.extend_from_slice(b"plain");
+    v.watch_events(&w, &cut);
+}

@@ -596,7 +596,7 @@ fn a_changed_source_file_invalidates_its_inodes() {
     let v = view(t.path(), Policy::PerSegment);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    v.set_invalidator(Box::new(move |ino| s.lock().unwrap().push(ino)));
+    v.set_invalidator(Box::new(move |ino, _| s.lock().unwrap().push(ino)));
     let log = v.lookup(ROOT_INO, &seg(0, FileKind::Log)).unwrap();
     let index = v.lookup(ROOT_INO, &seg(0, FileKind::Index)).unwrap();
     let plain = v.lookup(ROOT_INO, OsStr::new("plain")).unwrap();

@@ -170,6 +170,11 @@ impl<K: InodeKind> Inodes<K> {
             .ok_or(ViewError::BadInode(ino))
     }
 
+    /// Every inode handed out but the root (which never changes identity).
+    pub fn handed_out(&self) -> std::ops::RangeInclusive<u64> {
+        2..=self.table.read().inodes.len() as u64
+    }
+
     /// The inodes handed out for `names` in the source directory `dir`.
     pub fn in_source_dir<'a>(
         &self,

@@ -93,8 +93,18 @@ pub struct StatFs {
     pub frsize: u32,
 }
 
-/// Called with an inode whose cached attributes and pages the kernel must drop.
-pub type Invalidator = Box<dyn Fn(u64) + Send + Sync>;
+/// Called with an inode whose cached attributes and pages the kernel must drop,
+/// and whether its source was seen to change or changes may have been missed.
+pub type Invalidator = Box<dyn Fn(u64, Change) + Send + Sync>;
+
+/// Why an inode is invalidated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The watcher saw its source file change.
+    Seen,
+    /// The watcher lost events (its queue overflowed): it may have changed unseen.
+    MaybeMissed,
+}
 
 /// The repaired tree as a filesystem.
 pub struct View {
@@ -169,11 +179,20 @@ impl View {
         std::thread::Builder::new()
             .name("recoverfs-watch".into())
             .spawn(move || {
-                if let Err(e) = w.run(|dir, name| view.source_changed(dir, name)) {
+                if let Err(e) = w.run(|buf| view.watch_events(&w, buf)) {
                     tracing::warn!("watching the source stopped: {e}");
                 }
             })?;
         Ok(())
+    }
+
+    /// The events of one read of the source watcher `w`: each change seen, or lost.
+    pub fn watch_events(&self, w: &Watcher, buf: &[u8]) {
+        w.dispatch(
+            buf,
+            |dir, name| self.source_changed(dir, name),
+            || self.source_changes_lost(),
+        );
     }
 
     /// A source file changed: drop what depends on it and tell the kernel.
@@ -203,7 +222,25 @@ impl View {
             .inodes
             .in_source_dir(dir, names.iter().map(OsString::as_os_str))
         {
-            f(ino);
+            f(ino, Change::Seen);
+        }
+    }
+
+    /// The watcher lost events (the kernel's queue overflowed, under a burst of
+    /// changes): any source file may have changed unseen, so every log's
+    /// point-in-time actions are dropped and the kernel is told to forget every
+    /// name and attribute it may hold. Lookups and opens validate again.
+    pub fn source_changes_lost(&self) {
+        tracing::warn!(
+            "the source watcher lost events (its queue overflowed): every cached name and attribute dropped"
+        );
+        Counters::add(&self.counters.source_changes, 1);
+        self.verdicts.forget_all_logs();
+        let Some(f) = self.invalidator.get() else {
+            return;
+        };
+        for ino in self.inodes.handed_out() {
+            f(ino, Change::MaybeMissed);
         }
     }
 

@@ -147,6 +147,11 @@ impl Verdicts {
         self.pit.lock().remove(dir);
     }
 
+    /// Changes may have been missed anywhere: no log's point-in-time actions hold.
+    pub fn forget_all_logs(&self) {
+        self.pit.lock().clear();
+    }
+
     /// Segments validated so far (each validation counts, re-validations too).
     pub fn validations(&self) -> u64 {
         self.validations.load(Ordering::Relaxed)

@@ -3,7 +3,7 @@
 use crate::engine::source::SourceAccess;
 use crate::view::fuse::passthrough::Passthrough;
 use crate::view::fuse::{Owner, RecoverFs};
-use crate::view::View;
+use crate::view::{Change, View};
 use fuser::{Config, INodeNo, MountOption, Session, SessionACL};
 use std::io;
 use std::path::Path;
@@ -104,8 +104,9 @@ pub fn start_session(
         })?;
     let tx = parking_lot::Mutex::new(tx);
     let weak = Arc::downgrade(&view);
-    view.set_invalidator(Box::new(move |ino| {
-        if passthrough.changed_while_passed_through(ino) {
+    view.set_invalidator(Box::new(move |ino, change| {
+        // Only a change seen is one to report; lost events may have hidden none.
+        if change == Change::Seen && passthrough.changed_while_passed_through(ino) {
             let path = weak.upgrade().and_then(|v| v.path_of(ino));
             tracing::warn!(
                 "{}: the source changed while passed through to an open reader; that reader sees the source as it is now, not as validated",
