@@ -1960,7 +1960,7 @@ fn in_place_healing_refuses_a_replica_path_that_is_not_utf8_before_any_change() 
 /// log's point-in-time actions stayed. Also, a cut event name (never written by the
 /// kernel, but a parser trusts nothing) panicked the watcher thread. Fixed with this
 /// test (view/watch.rs reads events bounded and reports an overflow; the view then
-/// invalidates every inode handed out, as possibly changed).
+/// invalidates every file's inode handed out, as possibly changed).
 #[test]
 fn a_source_watch_that_lost_events_drops_every_cached_name_and_attribute() {
     use recoverfs::engine::format::takhin::{segment_file_name, FileKind};
@@ -1970,10 +1970,12 @@ fn a_source_watch_that_lost_events_drops_every_cached_name_and_attribute() {
     let t = tempfile::tempdir().unwrap();
     write_log(t.path(), 0, 5);
     fs::write(t.path().join("plain"), b"x").unwrap();
+    fs::create_dir(t.path().join("sub")).unwrap();
     let v = view(t.path(), Policy::PerSegment);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     v.set_invalidator(Box::new(move |ino, why| s.lock().unwrap().push((ino, why))));
+    let sub = v.lookup(ROOT_INO, OsStr::new("sub")).unwrap().ino;
     let log = v
         .lookup(ROOT_INO, OsStr::new(&segment_file_name(0, FileKind::Log)))
         .unwrap()
@@ -1993,6 +1995,9 @@ fn a_source_watch_that_lost_events_drops_every_cached_name_and_attribute() {
             "inode {ino} not invalidated: {seen:?}"
         );
     }
+    // A directory's entries always reach the view: its name stays (dropping it would
+    // detach anything mounted on it).
+    assert!(seen.iter().all(|&(ino, _)| ino != sub), "{seen:?}");
     // A cut event (its name without the NUL it was padded with) is read, not a panic.
     let mut cut = Vec::new();
     for field in [1u32, libc::IN_MODIFY, 0, 32] {

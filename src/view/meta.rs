@@ -51,6 +51,15 @@ pub(crate) enum MetaNode {
 }
 
 impl MetaNode {
+    /// True for a directory of `.recoverfs/`.
+    pub fn is_dir(&self) -> bool {
+        match self {
+            MetaNode::Root | MetaNode::Tails { .. } | MetaNode::Replicas => true,
+            MetaNode::Raw { kind, .. } | MetaNode::Replica { kind, .. } => *kind == EntryType::Dir,
+            MetaNode::Report | MetaNode::Metrics | MetaNode::Tail { .. } => false,
+        }
+    }
+
     /// `raw/` itself.
     fn raw_root() -> MetaNode {
         MetaNode::Raw {

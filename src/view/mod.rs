@@ -229,7 +229,10 @@ impl View {
     /// The watcher lost events (the kernel's queue overflowed, under a burst of
     /// changes): any source file may have changed unseen, so every log's
     /// point-in-time actions are dropped and the kernel is told to forget every
-    /// name and attribute it may hold. Lookups and opens validate again.
+    /// file's name, attributes and pages. Lookups and opens validate again.
+    /// Directories are left alone, as for a change seen (their entries always
+    /// reach the view, and dropping a directory's name would detach anything
+    /// mounted on it).
     pub fn source_changes_lost(&self) {
         tracing::warn!(
             "the source watcher lost events (its queue overflowed): every cached name and attribute dropped"
@@ -240,7 +243,13 @@ impl View {
             return;
         };
         for ino in self.inodes.handed_out() {
-            f(ino, Change::MaybeMissed);
+            let dir = self.inodes.get(ino).is_ok_and(|(_, k)| match &*k {
+                Kind::Src { node, .. } => *node == Node::Dir,
+                Kind::Meta(m) => m.is_dir(),
+            });
+            if !dir {
+                f(ino, Change::MaybeMissed);
+            }
         }
     }
 
