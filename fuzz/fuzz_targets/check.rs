@@ -16,8 +16,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let base2 = u64::from_le_bytes(head[..8].try_into().unwrap()) % 1_000_000;
-    let policy = [Policy::PerSegment, Policy::PointInTime, Policy::Strict, Policy::Salvage]
-        [head[8] as usize % 4];
+    let policy = [
+        Policy::PerSegment,
+        Policy::PointInTime,
+        Policy::Strict,
+        Policy::Salvage,
+    ][head[8] as usize % 4];
     let max = match u16::from_le_bytes([head[9], head[10]]) as u64 * 16 {
         0 => ScanOptions::default().max_record_bytes,
         m => m,
@@ -40,7 +44,9 @@ fuzz_target!(|data: &[u8]| {
         std::fs::write(dir.join(segment_file_name(base, kinds[i % 3])), bytes).unwrap();
     }
     let opts = AnalyzeOptions {
-        scan: ScanOptions { max_record_bytes: max },
+        scan: ScanOptions {
+            max_record_bytes: max,
+        },
         policy,
         threads: 1,
     };

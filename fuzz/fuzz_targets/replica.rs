@@ -31,8 +31,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let base2 = u64::from_le_bytes(head[..8].try_into().unwrap()) % 1_000_000;
-    let policy = [Policy::PerSegment, Policy::PointInTime, Policy::Strict, Policy::Salvage]
-        [head[8] as usize % 4];
+    let policy = [
+        Policy::PerSegment,
+        Policy::PointInTime,
+        Policy::Strict,
+        Policy::Salvage,
+    ][head[8] as usize % 4];
     let prefer = [Prefer::Primary, Prefer::Replica, Prefer::Majority][(head[9] & 3) as usize % 3];
     let two = head[9] & 4 != 0;
     let Some((edits, mut rest)) = rest.split_at_checked(head[30] as usize * EDIT) else {
@@ -82,7 +86,8 @@ fuzz_target!(|data: &[u8]| {
         threads: 1,
     };
     // Refusals (a --prefer the policy does not allow) are answers, not failures.
-    if let Ok((_, report, _)) = check_with_replicas(primary.path(), &paths, prefer, &opts, &|_| {}) {
+    if let Ok((_, report, _)) = check_with_replicas(primary.path(), &paths, prefer, &opts, &|_| {})
+    {
         let _ = report.render_human();
         let _ = report.to_json();
         let _ = recoverfs::engine::map::render_text(&report, 80, false);

@@ -16,9 +16,12 @@ fuzz_target!(|data: &[u8]| {
     let max = u32::from_le_bytes(data[8..12].try_into().unwrap()) as u64;
     let log = &data[12..];
     let index = &log[log.len() / 2..];
-    let opts = ScanOptions { max_record_bytes: max };
+    let opts = ScanOptions {
+        max_record_bytes: max,
+    };
     let mut c = IndexComparer::new(IndexKind::Offset, index, index.len() as u64);
-    let s = scan_segment(log, log.len() as u64, base, &opts, |m| c.push(m)).expect("slices never fail");
+    let s =
+        scan_segment(log, log.len() as u64, base, &opts, |m| c.push(m)).expect("slices never fail");
     let _ = c.finish(s.records);
     assert!(s.valid_bytes <= log.len() as u64);
     assert_eq!(s.damage.is_none(), s.valid_bytes == log.len() as u64);
@@ -30,7 +33,8 @@ fuzz_target!(|data: &[u8]| {
     let index = index.to_vec();
     let next_base = base.checked_add(max);
     for ix in [None, Some((&index as &dyn ReadAt, index.len() as u64))] {
-        let v = salvage(log, log.len() as u64, &s, ix, next_base, &opts).expect("slices never fail");
+        let v =
+            salvage(log, log.len() as u64, &s, ix, next_base, &opts).expect("slices never fail");
         let mut at = s.valid_bytes;
         let mut offset = s.base_offset + s.records;
         for r in &v.runs {
@@ -38,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(r.first_offset >= offset && r.end <= log.len() as u64);
             assert!(next_base.is_none_or(|nb| r.last_offset() < nb));
             let (i, t) = rebuild_indexes(&r.view(log), &r.scan).expect("runs re-walk");
-            assert_eq!((i.len() as u64, t.len() as u64), (r.records * 16, r.records * 16));
+            assert_eq!(
+                (i.len() as u64, t.len() as u64),
+                (r.records * 16, r.records * 16)
+            );
             at = r.end;
             offset = r.last_offset() + 1;
         }
