@@ -18,7 +18,7 @@ use recoverfs::engine::segment::SegmentStatus;
 use std::collections::BTreeSet;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -386,13 +386,7 @@ fn live_source_grows_shrinks_and_vanishes() {
     let orig = log_path(&dir, 0);
     assert_eq!(fs::read(&shown).unwrap(), w.log);
     // Grows: appended records are visible after the next lookup.
-    let old_len = w.log.len();
-    for i in 0..10 {
-        w.append(5, b"late", &[i; 33]);
-    }
-    let mut f = fs::OpenOptions::new().append(true).open(&orig).unwrap();
-    f.write_all(&w.log[old_len..]).unwrap();
-    drop(f);
+    append_late(&mut w, &dir, 10, 5, 33);
     assert_eq!(fs::metadata(&shown).unwrap().len(), w.log.len() as u64);
     assert_eq!(fs::read(&shown).unwrap(), w.log);
     assert_eq!(

@@ -301,23 +301,11 @@ fn opens_that_change_mode_while_another_is_held_still_read() {
     // appended to the sealed segment): a new open reads the new view, not EIO.
     let held = fs::File::open(&shown).unwrap();
     held.read_exact_at(&mut b, 0).unwrap();
-    let old = w.log.len();
-    for i in 0..3 {
-        w.append(1, b"late", &[i; 20]);
-    }
-    fs::OpenOptions::new()
-        .append(true)
-        .open(log_path(&dir, 0))
-        .and_then(|mut f| std::io::Write::write_all(&mut f, &w.log[old..]))
-        .unwrap();
+    append_late(&mut w, &dir, 3, 1, 20);
     // A sealed segment's name and attributes may be kept by the kernel until the
     // source watcher's notice lands (README, passthrough): the new size is seen
-    // within moments; the deadline only bounds a hang.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while fs::metadata(&shown).unwrap().len() != w.log.len() as u64 {
-        assert!(Instant::now() < deadline, "the grown size was never seen");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // within moments.
+    wait_for_size(&shown, w.log.len());
     assert!(
         fs::read(&shown).unwrap() == w.log,
         "the grown sealed segment"
@@ -386,20 +374,8 @@ fn with_passthrough_a_sealed_segments_name_is_kept_and_a_source_change_drops_it(
     let m = Mounted::new(src.path(), &[]);
     let shown = m.path().join("t/partition-0/00000000000000000000.log");
     assert_eq!(fs::metadata(&shown).unwrap().len(), w.log.len() as u64);
-    let old_len = w.log.len();
-    for i in 0..10 {
-        w.append(5, b"late", &[i; 33]);
-    }
-    let orig = log_path(&dir, 0);
-    let mut f = fs::OpenOptions::new().append(true).open(&orig).unwrap();
-    std::io::Write::write_all(&mut f, &w.log[old_len..]).unwrap();
-    drop(f);
-    // Eventually (the notice is asynchronous); the deadline only bounds a hang.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while fs::metadata(&shown).unwrap().len() != w.log.len() as u64 {
-        assert!(Instant::now() < deadline, "the grown size was never seen");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    append_late(&mut w, &dir, 10, 5, 33);
+    wait_for_size(&shown, w.log.len());
     assert_eq!(fs::read(&shown).unwrap(), w.log);
     // And a sealed segment removed from the source is gone from the view.
     for ext in ["log", "index", "timeindex"] {

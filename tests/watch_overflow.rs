@@ -51,16 +51,7 @@ fn a_watch_queue_that_overflows_is_logged_and_the_change_seen() {
     let shown = m.path().join("t/partition-0/00000000000000000000.log");
     // Looking it up lists (and so watches) its directory.
     assert_eq!(fs::metadata(&shown).unwrap().len(), w.log.len() as u64);
-    let old_len = w.log.len();
-    for i in 0..10 {
-        w.append(5, b"late", &[i; 33]);
-    }
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .open(log_path(&dir, 0))
-        .unwrap();
-    std::io::Write::write_all(&mut f, &w.log[old_len..]).unwrap();
-    drop(f);
+    append_late(&mut w, &dir, 10, 5, 33);
     // Eventually (the watcher is asynchronous); the deadline only bounds a hang.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !m.log().contains("the source watcher lost events") {
@@ -71,9 +62,6 @@ fn a_watch_queue_that_overflows_is_logged_and_the_change_seen() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    while fs::metadata(&shown).unwrap().len() != w.log.len() as u64 {
-        assert!(Instant::now() < deadline, "the grown size was never seen");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_size(&shown, w.log.len());
     assert_eq!(fs::read(&shown).unwrap(), w.log);
 }

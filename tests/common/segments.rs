@@ -185,3 +185,30 @@ pub fn takhin_read(dir: &Path, base: u64, offset: u64) -> Option<Record> {
     std::os::unix::fs::FileExt::read_exact_at(&log, &mut buf, pos).unwrap();
     Record::decode(&buf)
 }
+
+/// Appends `n` records (timestamp `ts`, key `late`, values of `value_len` bytes `i`) to
+/// `w` and the same bytes to its `.log` in `dir`: the source segment grows.
+pub fn append_late(w: &mut SegmentWriter, dir: &Path, n: u8, ts: i64, value_len: usize) {
+    let old = w.log.len();
+    for i in 0..n {
+        w.append(ts, b"late", &vec![i; value_len]);
+    }
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(log_path(dir, w.base_offset))
+        .unwrap();
+    std::io::Write::write_all(&mut f, &w.log[old..]).unwrap();
+}
+
+/// Waits until `stat` of `shown` gives `len` (a change notice is asynchronous); the
+/// 20 s deadline only bounds a hang.
+pub fn wait_for_size(shown: &Path, len: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fs::metadata(shown).unwrap().len() != len as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the grown size was never seen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
