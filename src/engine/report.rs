@@ -10,6 +10,7 @@ use crate::engine::source::SourceAccess;
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use std::path::Path;
+use std::sync::Arc;
 
 #[cfg(feature = "fault-injection")]
 thread_local! {
@@ -24,7 +25,6 @@ thread_local! {
 pub fn shown_runs_asked() -> u64 {
     SHOWN_RUNS_ASKED.with(|n| n.get())
 }
-use std::sync::Arc;
 
 /// The report's schema version.
 pub const SCHEMA: u32 = 1;
