@@ -1,13 +1,13 @@
 //! Fuzz target: `check --replica` of a primary made from arbitrary bytes against one or two replicas made from the same bytes with edits (byte flips, cuts, a re-segmented copy), every policy and `--prefer`, and the report's renderings.
 #![no_main]
 
+mod tree;
+
 use libfuzzer_sys::fuzz_target;
 use recoverfs::engine::analysis::AnalyzeOptions;
-use recoverfs::engine::format::takhin::{segment_file_name, FileKind};
-use recoverfs::engine::policy::Policy;
 use recoverfs::engine::replica::{check_with_replicas, Prefer};
 use recoverfs::engine::scan::ScanOptions;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Steering bytes: the second segment's base (8), the policy (1), `--prefer` and
 /// the replica count (1), the lengths of the first five files (4 each), the number
@@ -15,41 +15,21 @@ use std::path::{Path, PathBuf};
 const HEAD: usize = 8 + 1 + 1 + 5 * 4 + 1;
 const EDIT: usize = 6;
 
-/// Writes segment 0's three files and segment `base2`'s into `root/topic-0`.
-fn write_tree(root: &Path, base2: u64, files: &[Vec<u8>]) {
-    let dir = root.join("topic-0");
-    std::fs::create_dir_all(&dir).unwrap();
-    let kinds = [FileKind::Log, FileKind::Index, FileKind::TimeIndex];
-    for (i, bytes) in files.iter().enumerate() {
-        let base = if i < 3 { 0 } else { base2 };
-        std::fs::write(dir.join(segment_file_name(base, kinds[i % 3])), bytes).unwrap();
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
     let Some((head, rest)) = data.split_at_checked(HEAD) else {
         return;
     };
-    let base2 = u64::from_le_bytes(head[..8].try_into().unwrap()) % 1_000_000;
-    let policy = [
-        Policy::PerSegment,
-        Policy::PointInTime,
-        Policy::Strict,
-        Policy::Salvage,
-    ][head[8] as usize % 4];
+    let base2 = tree::second_base(head);
+    let policy = tree::policy(head[8]);
     let prefer = [Prefer::Primary, Prefer::Replica, Prefer::Majority][(head[9] & 3) as usize % 3];
     let two = head[9] & 4 != 0;
-    let Some((edits, mut rest)) = rest.split_at_checked(head[30] as usize * EDIT) else {
+    let Some((edits, rest)) = rest.split_at_checked(head[30] as usize * EDIT) else {
         return;
     };
-    let mut files = Vec::new();
-    for i in 0..5 {
-        let len = u32::from_le_bytes(head[10 + 4 * i..14 + 4 * i].try_into().unwrap()) as usize;
-        let (file, more) = rest.split_at(len.min(rest.len()));
-        files.push(file.to_vec());
-        rest = more;
-    }
-    files.push(rest.to_vec());
+    let files: Vec<Vec<u8>> = tree::cut_files(&head[10..], rest)
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
     // Each edit: which replica (bit 7) and file (0-5), then a position, then how:
     // 0 flips the byte with a mask, 1 cuts the file there, 2 moves the second
     // segment's first bytes to the end of the first (another segmentation).
@@ -73,11 +53,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let primary = tempfile::tempdir().unwrap();
-    write_tree(primary.path(), base2, &files);
+    tree::write_tree(primary.path(), base2, &files);
     let copies = if two { 2 } else { 1 };
     let dirs: Vec<tempfile::TempDir> = (0..copies).map(|_| tempfile::tempdir().unwrap()).collect();
     for (d, r) in dirs.iter().zip(&replicas) {
-        write_tree(d.path(), base2, r);
+        tree::write_tree(d.path(), base2, r);
     }
     let paths: Vec<PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
     let opts = AnalyzeOptions {
