@@ -1982,12 +1982,11 @@ fn a_source_watch_that_lost_events_drops_every_cached_name_and_attribute() {
         .ino;
     let plain = v.lookup(ROOT_INO, OsStr::new("plain")).unwrap().ino;
     let w = Watcher::new(v.config().source.clone()).unwrap();
+    // An event's fixed part as the kernel writes it: watch, mask, cookie, name length.
+    let fixed =
+        |fields: [u32; 4]| -> Vec<u8> { fields.iter().flat_map(|f| f.to_ne_bytes()).collect() };
     // What a read of the watcher returns after an overflow: one event, watch -1, no name.
-    let mut overflow = Vec::new();
-    for field in [u32::MAX, libc::IN_Q_OVERFLOW, 0, 0] {
-        overflow.extend_from_slice(&field.to_ne_bytes());
-    }
-    v.watch_events(&w, &overflow);
+    v.watch_events(&w, &fixed([u32::MAX, libc::IN_Q_OVERFLOW, 0, 0]));
     let seen = seen.lock().unwrap();
     for ino in [log, plain] {
         assert!(
@@ -1999,10 +1998,7 @@ fn a_source_watch_that_lost_events_drops_every_cached_name_and_attribute() {
     // detach anything mounted on it).
     assert!(seen.iter().all(|&(ino, _)| ino != sub), "{seen:?}");
     // A cut event (its name without the NUL it was padded with) is read, not a panic.
-    let mut cut = Vec::new();
-    for field in [1u32, libc::IN_MODIFY, 0, 32] {
-        cut.extend_from_slice(&field.to_ne_bytes());
-    }
+    let mut cut = fixed([1, libc::IN_MODIFY, 0, 32]);
     cut.extend_from_slice(b"plain");
     v.watch_events(&w, &cut);
 }
