@@ -6,7 +6,7 @@
 //! RECOVERFS_BENCH_DIR=/var/tmp/rfs-10k cargo test --release --test bench_data -- --ignored write_many
 //! ```
 
-mod common;
+use crate::common;
 
 use common::{log_path, write_one_record_segments};
 use recoverfs::engine::format::takhin::SegmentWriter;

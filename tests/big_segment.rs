@@ -1,6 +1,6 @@
 //! A segment larger than 4 GiB (sparse) is scanned with bounded memory and 64-bit positions.
 
-mod common;
+use crate::common;
 
 use common::*;
 use recoverfs::engine::format::takhin::{segment_file_name, FileKind, SegmentWriter};

@@ -1,6 +1,6 @@
 //! The command line around the front ends: `--version`, `completions`, `man`, and what the backup manifest says of the build.
 
-mod common;
+use crate::common;
 
 use common::*;
 

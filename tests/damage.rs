@@ -1,6 +1,6 @@
 //! Every damage kind, log-level anomaly and odd name: exact valid prefix, kind, class, and each policy's view.
 
-mod common;
+use crate::common;
 
 use common::*;
 use recoverfs::engine::analysis::AnalyzeOptions;

@@ -1,6 +1,6 @@
 //! The real Takhin engine's logs: check is clean, every record matches Takhin's own reader, indexes rebuild byte for byte.
 
-mod common;
+use crate::common;
 
 use common::*;
 use recoverfs::engine::format::takhin::{FileKind, Record, SegmentWriter, RECORD_OVERHEAD};

@@ -1,7 +1,7 @@
 //! `check --map` and `check --html`: the text map's proportions and legend, the page's
 //! escaping and segment count, and the page as a real headless browser renders it.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::fs;

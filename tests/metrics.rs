@@ -1,6 +1,6 @@
 //! Metrics: `check --metrics` and the mount's `.recoverfs/metrics.prom`, parsed by a real Prometheus parser (Python's `prometheus_client`) and compared with `check --json`; `--verify background` to completion and a prompt unmount.
 
-mod common;
+use crate::common;
 
 use common::mount::Mounted;
 use common::*;

@@ -3,7 +3,7 @@
 //! Every mount is owned by a [`Mounted`] guard that unmounts (lazily if it must)
 //! and kills the daemon when dropped, so a failing test leaves no mount behind.
 
-mod common;
+use crate::common;
 
 use common::mount::{errno_of, Mounted};
 use common::*;

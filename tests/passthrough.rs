@@ -2,7 +2,7 @@
 //!
 //! Every mount is owned by a [`Mounted`] guard that unmounts it even on panic.
 
-mod common;
+use crate::common;
 
 use common::mount::{mmap_read, Mounted};
 use common::*;

@@ -3,7 +3,7 @@
 //! A new fix adds its test here, as a named `#[test]` with a doc comment giving the
 //! bug and the commit that fixed it.
 
-mod common;
+use crate::common;
 
 use common::mount::Mounted;
 use common::*;
@@ -1594,10 +1594,12 @@ fn rss_helper() {
 
 /// Exit code and peak resident memory (KiB) of `recoverfs ARGS...`, measured by [`rss_helper`].
 fn peak_rss_kib(args: &[&str]) -> (i32, i64) {
+    // The harness names a test by its module path below the crate: `regressions::rss_helper`.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
     let o = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "rss_helper",
+            &format!("{module}::rss_helper"),
             "--nocapture",
             "--test-threads",
             "1",

@@ -1,7 +1,7 @@
 //! `repair`: the written tree against an expectation computed here from the source bytes and
 //! `check --json`, in-place against `--output`, the backup, crash safety, and every refusal.
 
-mod common;
+use crate::common;
 
 use common::*;
 use recoverfs::engine::format::takhin::{Record, SegmentWriter};

@@ -2,7 +2,7 @@
 //! fixture, divergences found by flipping bits (value, timestamp, key) with two and three copies,
 //! damaged replicas, extra and missing logs, the refusals, and every source left unchanged.
 
-mod common;
+use crate::common;
 
 use common::mount::Mounted;
 use common::*;

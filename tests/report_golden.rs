@@ -5,7 +5,7 @@
 //! typed; a change to any field's name, order or text shows here. After an
 //! intended schema change, regenerate with `RECOVERFS_WRITE_GOLDEN=1`.
 
-mod common;
+use crate::common;
 
 use recoverfs::cli::demo::write_demo_data;
 use recoverfs::engine::format::takhin::{segment_file_name, FileKind, SegmentWriter};

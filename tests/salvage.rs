@@ -2,7 +2,7 @@
 //! Takhin fixtures damaged mid-segment and read back through a real mount, `repair --output` and
 //! `--in-place`, `dump --salvage`.
 
-mod common;
+use crate::common;
 
 use common::mount::Mounted;
 use common::*;

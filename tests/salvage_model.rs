@@ -1,6 +1,6 @@
 //! Salvage after mid-segment damage: an independent model of the resync rule, a proptest against it with ground truth, fixed cases, the real Takhin fixtures damaged, and an ignored benchmark.
 
-mod common;
+use crate::common;
 
 use common::{fixtures, segment_of};
 use proptest::prelude::*;

@@ -1,6 +1,6 @@
 //! Property tests: the scanner agrees with a small independent model on mutated and arbitrary segments, and never panics.
 
-mod common;
+use crate::common;
 
 use common::segment_of;
 use proptest::prelude::*;

@@ -3,7 +3,7 @@
 //! Everything here runs without /dev/fuse; `tests/mount.rs` checks the same
 //! view through real mounts.
 
-mod common;
+use crate::common;
 
 use common::{read_all, view, write_log};
 use recoverfs::engine::format::takhin::{segment_file_name, FileKind, SegmentWriter};

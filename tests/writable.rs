@@ -2,7 +2,7 @@
 //! read-write; writes land in UPPER_DIR, the source stays byte-for-byte (and atime) unchanged,
 //! and `umount MNT` or a signal takes both layers away.
 
-mod common;
+use crate::common;
 
 use common::*;
 use recoverfs::cli::sys::{is_mount_point, lazy_unmount};
