@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! RECOVERFS_BENCH_DIR=/var/tmp/rfs-1g RECOVERFS_BENCH_MB=1024 \
-//!   cargo test --release --test bench_data -- --ignored write_segments
-//! RECOVERFS_BENCH_DIR=/var/tmp/rfs-10k cargo test --release --test bench_data -- --ignored write_many
+//!   cargo test --release --test suite -- --ignored bench_data::write_segments
+//! RECOVERFS_BENCH_DIR=/var/tmp/rfs-10k cargo test --release --test suite -- --ignored bench_data::write_many
 //! ```
 
 use crate::common;
