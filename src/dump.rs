@@ -38,7 +38,7 @@ pub enum Values {
     None,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DumpOptions {
     pub json: bool,
     pub from_offset: Option<u64>,

@@ -164,9 +164,7 @@ fn garbage_over_a_header_and_huge_sizes_are_bad_size() {
 fn a_size_over_max_record_bytes_is_bad_size() {
     let (t, _, pos) = one_segment(12);
     let opts = AnalyzeOptions {
-        scan: recoverfs::engine::scan::ScanOptions {
-            max_record_bytes: 40,
-        },
+        scan: recoverfs::engine::scan::ScanOptions::with_max(40),
         ..Default::default()
     };
     let r = report_with(t.path(), &opts);

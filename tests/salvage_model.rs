@@ -65,9 +65,7 @@ fn model(
     ix: Option<&[u8]>,
     next_base: Option<u64>,
 ) -> (Vec<MRun>, Option<(u64, u64)>) {
-    let opts = ScanOptions {
-        max_record_bytes: max,
-    };
+    let opts = ScanOptions::with_max(max);
     let s = scan_segment(b, b.len() as u64, base, &opts, |_| {}).unwrap();
     let mut runs = Vec::new();
     match &s.damage {
@@ -195,9 +193,7 @@ fn engine(
     ix: Option<&Vec<u8>>,
     next_base: Option<u64>,
 ) -> (SegmentScan, Salvage) {
-    let opts = ScanOptions {
-        max_record_bytes: max,
-    };
+    let opts = ScanOptions::with_max(max);
     let len = b.len() as u64;
     let s = scan_segment(b, len, base, &opts, |_| {}).unwrap();
     let ix = ix.map(|i| (i as &dyn ReadAt, i.len() as u64));
@@ -232,9 +228,7 @@ fn check_run_views(b: &[u8], v: &Salvage) {
             &view,
             r.bytes(),
             r.first_offset,
-            &ScanOptions {
-                max_record_bytes: u64::MAX,
-            },
+            &ScanOptions::with_max(u64::MAX),
             |_| {},
         )
         .unwrap();

@@ -127,7 +127,7 @@ proptest! {
     ) {
         let w = segment_of(base, pad, &recs);
         let b = apply(w.log.clone(), &m);
-        let opts = ScanOptions { max_record_bytes: max };
+        let opts = ScanOptions::with_max(max);
         let s = scan_segment(&b, b.len() as u64, base, &opts, |_| {}).unwrap();
         let (valid, n, kind) = model(&b, base, max);
         prop_assert_eq!(s.valid_bytes, valid as u64);
@@ -147,7 +147,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic_and_agree(b in prop::collection::vec(prop_oneof![3 => Just(0u8), 1 => any::<u8>()], 0..3000), base in any::<u64>(), max in 0u64..100_000) {
-        let opts = ScanOptions { max_record_bytes: max };
+        let opts = ScanOptions::with_max(max);
         let s = scan_segment(&b, b.len() as u64, base, &opts, |_| {}).unwrap();
         let (valid, n, kind) = model(&b, base, max);
         prop_assert_eq!((s.valid_bytes, s.records, s.damage.map(|d| d.kind())), (valid as u64, n, kind));

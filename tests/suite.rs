@@ -11,6 +11,7 @@ mod big_segment;
 mod cli;
 mod damage;
 mod fixtures;
+mod integrity;
 mod map;
 mod metrics;
 mod mount;

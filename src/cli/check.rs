@@ -4,6 +4,9 @@ use crate::cli::progress::Progress;
 use crate::cli::sys::{colour_stdout, stdout_width};
 use crate::cli::{EngineArgs, EXIT_CLEAN, EXIT_DAMAGE, EXIT_ERROR};
 use crate::engine::analysis::check_path;
+use crate::engine::integrity::{
+    baseline_entries, compare_tree, files_read, sha256_lines, write_new,
+};
 use crate::engine::map::render_text;
 use crate::engine::page::render_html;
 use crate::engine::replica::check_with_replicas;
@@ -33,12 +36,28 @@ pub struct CheckArgs {
     /// a temporary file in the same directory, renamed), for node_exporter's textfile collector.
     #[arg(long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
+    /// Write an integrity baseline of the tree to FILE (atomically): every segment
+    /// file's size, times and a CRC-32C per 64 KiB block. Take it while the log is good
+    /// (after a clean shutdown, nightly); `--baseline FILE` later finds any byte changed since.
+    #[arg(long, value_name = "FILE")]
+    pub save_baseline: Option<PathBuf>,
+    /// Write the SHA-256 of every original file read to FILE, in sha256sum's format
+    /// (paths relative to the checked directory): verify with `cd DIR && sha256sum -c FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub hashes: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
 
 pub fn run(a: &CheckArgs) -> ExitCode {
-    let opts = a.engine.analyze_options();
+    let mut opts = match a.engine.analyze_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("recoverfs check: --baseline {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    opts.scan.sum_blocks = a.save_baseline.is_some();
     let bar = Progress::new(&a.path, "checking", false);
     let progress = |n: u64| bar.inc(n);
     let result = if a.engine.replicas.is_empty() {
@@ -55,8 +74,8 @@ pub fn run(a: &CheckArgs) -> ExitCode {
         .map_err(|e| e.to_string())
     };
     drop(bar);
-    let report = match result {
-        Ok((_, r)) => r,
+    let (layout, mut report) = match result {
+        Ok(x) => x,
         Err(e) => {
             eprintln!(
                 "recoverfs check: {}",
@@ -65,6 +84,13 @@ pub fn run(a: &CheckArgs) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
+    if let Some(b) = &opts.scan.baseline {
+        report.baseline = Some(compare_tree(b, &report, &layout.source));
+    }
+    if let Err(e) = write_integrity(a, &layout, &report) {
+        eprintln!("recoverfs check: {e}");
+        return ExitCode::from(EXIT_ERROR);
+    }
     if let Some(path) = &a.metrics {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -78,7 +104,11 @@ pub fn run(a: &CheckArgs) -> ExitCode {
     let mut text = if a.json {
         report.to_json() + "\n"
     } else {
-        report.render_human()
+        let mut t = report.render_human();
+        if let Some(b) = &report.baseline {
+            t.push_str(&b.render());
+        }
+        t
     };
     if a.map {
         let width = a
@@ -101,7 +131,8 @@ pub fn run(a: &CheckArgs) -> ExitCode {
     if io::stdout().write_all(text.as_bytes()).is_err() {
         return ExitCode::from(EXIT_ERROR);
     }
-    ExitCode::from(if report.summary.needs_attention() {
+    let lost = report.baseline.as_ref().is_some_and(|b| b.lost());
+    ExitCode::from(if report.summary.needs_attention() || lost {
         EXIT_DAMAGE
     } else {
         EXIT_CLEAN
@@ -126,5 +157,31 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )?;
     tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// `--save-baseline` and `--hashes`: each written whole or not at all.
+fn write_integrity(
+    a: &CheckArgs,
+    layout: &crate::engine::layout::Layout,
+    report: &crate::engine::report::Report,
+) -> Result<(), String> {
+    if let Some(to) = &a.save_baseline {
+        let entries =
+            baseline_entries(layout, report).map_err(|e| format!("--save-baseline: {e}"))?;
+        crate::engine::baseline::save(to, &a.path, &entries)
+            .map_err(|e| format!("--save-baseline {}: {e}", to.display()))?;
+        eprintln!(
+            "Baseline of {} file(s) written to {}",
+            entries.len(),
+            to.display()
+        );
+    }
+    if let Some(to) = &a.hashes {
+        let text = sha256_lines(&layout.source, &files_read(layout))
+            .map_err(|e| format!("--hashes: {e}"))?;
+        write_new(to, ".recoverfs-hashes", text.as_bytes())
+            .map_err(|e| format!("--hashes {}: {e}", to.display()))?;
+    }
     Ok(())
 }

@@ -131,9 +131,7 @@ pub struct ScanArgs {
 impl ScanArgs {
     /// The engine's scan settings: the one place flags become [`ScanOptions`].
     pub fn options(&self) -> ScanOptions {
-        ScanOptions {
-            max_record_bytes: self.max_record_bytes,
-        }
+        ScanOptions::with_max(self.max_record_bytes)
     }
 }
 
@@ -157,15 +155,35 @@ pub struct EngineArgs {
     /// three copies or more (majority). Needs --replica, and --policy per-segment or salvage.
     #[arg(long, value_name = "WHICH", default_value = "primary", requires = "replicas", value_parser = parse_prefer)]
     pub prefer: crate::engine::replica::Prefer,
+    /// An integrity baseline written by `check --save-baseline` while the log was good:
+    /// a 64 KiB block whose CRC-32C changed since, inside what the baseline covered, is
+    /// damage (changed-since-baseline), cut under the policy like any other; bytes
+    /// appended since are new data. Files it lists that are gone or shorter are reported.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<std::path::PathBuf>,
 }
 
 impl EngineArgs {
-    pub fn analyze_options(&self) -> AnalyzeOptions {
-        AnalyzeOptions {
-            scan: self.scan.options(),
+    /// The engine's settings, with the baseline loaded (a foreign or corrupt one is refused).
+    pub fn analyze_options(
+        &self,
+    ) -> Result<AnalyzeOptions, crate::engine::baseline::BaselineError> {
+        Ok(AnalyzeOptions {
+            scan: self.scan_options()?,
             policy: self.policy,
             threads: 0,
+        })
+    }
+
+    /// The scanner's settings, with the baseline loaded.
+    pub fn scan_options(&self) -> Result<ScanOptions, crate::engine::baseline::BaselineError> {
+        let mut o = self.scan.options();
+        if let Some(p) = &self.baseline {
+            o.baseline = Some(std::sync::Arc::new(
+                crate::engine::baseline::Baseline::load(p)?,
+            ));
         }
+        Ok(o)
     }
 }
 

@@ -125,7 +125,10 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
         source: a.data_dir.clone(),
         mountpoint: a.mountpoint.clone(),
         policy: a.engine.policy,
-        scan: a.engine.scan.options(),
+        scan: a
+            .engine
+            .scan_options()
+            .map_err(|e| format!("--baseline {e}"))?,
         cache_mb: a.cache_mb,
         threads: a.threads,
         allow_other: a.allow_other,
@@ -449,14 +452,14 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
         source: Arc::new(source),
         source_label: s.source.display().to_string(),
         policy: s.policy,
-        scan: s.scan,
+        scan: s.scan.clone(),
         cache_bytes: s.cache_mb.saturating_mul(1 << 20),
     });
     let view = if s.replicas.is_empty() {
         view
     } else {
         Replicas::check_prefer(s.prefer, s.policy)?;
-        let r = Replicas::open(&s.source, &s.replicas, s.scan)
+        let r = Replicas::open(&s.source, &s.replicas, s.scan.for_replicas())
             .map_err(|e| e.to_string())?
             .with_prefer(s.prefer);
         view.with_replicas(Arc::new(r))

@@ -35,7 +35,13 @@ pub struct RepairArgs {
 
 /// The `repair` front end: runs one mode, prints its summary (or the report), maps errors to exit codes.
 pub fn run(a: &RepairArgs) -> ExitCode {
-    let opts = a.engine.analyze_options();
+    let opts = match a.engine.analyze_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("recoverfs repair: --baseline {e}");
+            return ExitCode::from(crate::cli::EXIT_ERROR);
+        }
+    };
     // --output reads every .log once to analyse it, then writes the whole tree.
     let bar = Progress::new(
         &a.data_dir,

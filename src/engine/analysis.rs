@@ -283,7 +283,7 @@ fn salvaged_runs(
 }
 
 /// Engine settings for a whole-tree analysis.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct AnalyzeOptions {
     pub scan: ScanOptions,
     pub policy: Policy,
@@ -463,6 +463,8 @@ mod tests {
                 ..Default::default()
             },
             salvage: None,
+            sums: None,
+            changed: None,
         }
     }
 
@@ -489,6 +491,8 @@ mod tests {
             timeindex: IndexVerdict::Unreadable("its .log is unreadable".into()),
             stamp: FileStamp::default(),
             salvage: None,
+            sums: None,
+            changed: None,
         };
         let want = [
             (

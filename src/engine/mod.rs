@@ -5,8 +5,10 @@
 //! → `report` → `render` → `metrics` → `map` → `page` → `analysis` → `replica` → `plan`; `synth` writes test and benchmark trees with `format`.
 
 pub mod analysis;
+pub mod baseline;
 pub mod format;
 pub mod index;
+pub mod integrity;
 pub mod layout;
 pub mod map;
 pub mod metrics;

@@ -1,5 +1,6 @@
 //! The schema-1 report: its types, JSON form, and the short human form.
 
+use crate::engine::baseline::{BaselineReport, ChangeReport, FileSums};
 use crate::engine::index::{IndexKind, IndexVerdict};
 use crate::engine::layout::{escape_path, Problem};
 use crate::engine::policy::{DamageClass, Policy, ViewAction};
@@ -102,6 +103,12 @@ pub struct SegmentReport {
     /// The salvage behind `salvaged`, for the front ends (not serialized).
     #[serde(skip)]
     pub salvage: Option<Arc<Salvage>>,
+    /// What changed in the `.log` since the integrity baseline (`--baseline` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed_since_baseline: Option<ChangeReport>,
+    /// The `.log`'s block sums, for `--save-baseline` (not serialized).
+    #[serde(skip)]
+    pub sums: Option<FileSums>,
 }
 
 /// One run of intact records salvaged after a segment's damage, shown as a
@@ -181,6 +188,8 @@ impl SegmentReport {
             salvaged: None,
             scan,
             salvage: a.salvage.clone(),
+            changed_since_baseline: a.changed.map(ChangeReport::from),
+            sums: a.sums.clone(),
         }
     }
 
@@ -423,6 +432,9 @@ pub struct Report {
     /// The replicas given with `--replica` (absent without).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Vec<ReplicaReport>>,
+    /// The integrity baseline compared with (`--baseline`; absent without).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineReport>,
 }
 
 /// One replica given with `--replica`: how it was read, and its logs the primary lacks.
@@ -535,6 +547,7 @@ impl Report {
             logs,
             problems,
             replicas: None,
+            baseline: None,
         }
     }
 

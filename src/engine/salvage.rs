@@ -528,7 +528,16 @@ pub fn salvage<S: ReadAt + ?Sized>(
     let Some(e) = scan.base_offset.checked_add(scan.records) else {
         return Ok(out);
     };
+    // After bytes changed since the baseline, the search resumes past them, and
+    // stops where the next changed range begins (no run holds a changed byte).
     let c = scan.valid_bytes;
+    let (from, len) = match damage.cause {
+        Damage::ChangedSinceBaseline(ch) => (ch.to, ch.next_from.unwrap_or(len).min(len)),
+        _ => (0, len),
+    };
+    if c >= len || from >= len {
+        return Ok(out);
+    }
     let mut log = Log::new(src, len, opts.max_record_bytes);
     let mut index = index.map(|(i, ilen)| Index::new(i, ilen, scan.base_offset));
     Search {
@@ -536,6 +545,7 @@ pub fn salvage<S: ReadAt + ?Sized>(
         index: index.as_mut(),
         next_base,
         out: &mut out,
+        from,
     }
     .run(c, e)?;
     Ok(out)
@@ -556,6 +566,8 @@ struct Search<'s, 'a, S: ?Sized> {
     index: Option<&'s mut Index<'a>>,
     next_base: Option<u64>,
     out: &'s mut Salvage,
+    /// No run starts before this (the end of bytes changed since the baseline).
+    from: u64,
 }
 
 impl<S: ReadAt + ?Sized> Search<'_, '_, S> {
@@ -570,7 +582,8 @@ impl<S: ReadAt + ?Sized> Search<'_, '_, S> {
             let hint = match self.index.as_deref_mut() {
                 Some(ix) => ix.next_hint(self.log, c, e)?,
                 None => None,
-            };
+            }
+            .filter(|h| h.position >= self.from);
             if !hint.is_some_and(|h| h.clear) {
                 // Byte search over (c, h): runs found there yield to h.
                 let limit = hint.map_or(len, |h| h.position);
@@ -608,7 +621,7 @@ impl<S: ReadAt + ?Sized> Search<'_, '_, S> {
     /// Byte search for the first accepted run starting in `(c, limit)` from anchor `(c, e)`.
     fn find(&mut self, c: u64, e: u64, limit: u64, h: Option<Hint>) -> io::Result<Step> {
         let len = self.log.len;
-        let mut q = c + 1;
+        let mut q = (c + 1).max(self.from);
         let max = self.log.max;
         while q < limit && len - q >= MIN_RECORD_BYTES {
             // The hot loop: sift the size fields of up to 61 positions from one slice

@@ -8,6 +8,7 @@
 //! rebuilt `.index`/`.timeindex` bytes of any entry range are produced on
 //! demand by re-walking from the nearest checkpoint.
 
+use crate::engine::baseline::{Baseline, Change};
 use crate::engine::format::takhin::{
     be_i64, be_u32, be_u64, DEFAULT_MAX_RECORD_BYTES, HEADER_LEN, INDEX_ENTRY_LEN, KEY_AT,
     KEY_LEN_AT, OFFSET_AT, RECORD_OVERHEAD, SIZE_FIELD_LEN, TIMESTAMP_AT, VALUE_LEN_FIELD_LEN,
@@ -18,6 +19,7 @@ use std::fs::File;
 use std::io;
 use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 /// Records between two entries of the sparse position table.
 pub const CHECKPOINT_EVERY: u64 = 1024;
@@ -106,16 +108,41 @@ pub fn read_exact_at<S: ReadAt + ?Sized>(
 }
 
 /// Scanner settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ScanOptions {
     /// A `size` above this is `bad-size`, not an allocation.
     pub max_record_bytes: u64,
+    /// The integrity baseline to compare each `.log` with (`--baseline`).
+    pub baseline: Option<Arc<Baseline>>,
+    /// Sum every `.log`'s blocks while scanning it (`--save-baseline`).
+    pub sum_blocks: bool,
+    /// Bytes changed since the baseline in the segment being scanned: a record
+    /// overlapping them is `changed-since-baseline`. Set per segment by the analysis.
+    pub changed: Option<Change>,
 }
 
 impl Default for ScanOptions {
     fn default() -> Self {
         ScanOptions {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            baseline: None,
+            sum_blocks: false,
+            changed: None,
+        }
+    }
+}
+
+impl ScanOptions {
+    /// These settings for a replica's copies: the baseline describes the primary only.
+    pub fn for_replicas(&self) -> Self {
+        ScanOptions::with_max(self.max_record_bytes)
+    }
+
+    /// Only the record size limit (for scans of ranges already judged).
+    pub fn with_max(max_record_bytes: u64) -> Self {
+        ScanOptions {
+            max_record_bytes,
+            ..ScanOptions::default()
         }
     }
 }
@@ -134,6 +161,8 @@ pub enum DamageKind {
     BadLengths,
     /// The record's offset is not the base offset plus the records before it.
     OffsetMismatch,
+    /// The record overlaps bytes whose CRC-32C differs from the integrity baseline's.
+    ChangedSinceBaseline,
 }
 
 impl DamageKind {
@@ -144,6 +173,7 @@ impl DamageKind {
             DamageKind::BadSize => "bad-size",
             DamageKind::BadLengths => "bad-lengths",
             DamageKind::OffsetMismatch => "offset-mismatch",
+            DamageKind::ChangedSinceBaseline => "changed-since-baseline",
         }
     }
 
@@ -188,6 +218,8 @@ pub enum Damage {
         base: u64,
         index: u64,
     },
+    /// The record overlaps bytes changed since the integrity baseline.
+    ChangedSinceBaseline(Change),
 }
 
 impl Damage {
@@ -199,6 +231,7 @@ impl Damage {
             Damage::SizeTooSmall { .. } | Damage::SizeTooLarge { .. } => DamageKind::BadSize,
             Damage::KeyTooLong { .. } | Damage::LengthsDisagree { .. } => DamageKind::BadLengths,
             Damage::OffsetMismatch { .. } => DamageKind::OffsetMismatch,
+            Damage::ChangedSinceBaseline(_) => DamageKind::ChangedSinceBaseline,
         }
     }
 }
@@ -252,6 +285,7 @@ impl fmt::Display for Damage {
                 f,
                 "record holds offset {found}, expected {expected} (base {base} + {index} records before it)"
             ),
+            Damage::ChangedSinceBaseline(c) => write!(f, "the record overlaps {c}"),
         }
     }
 }
@@ -477,13 +511,26 @@ fn check_record<S: ReadAt + ?Sized>(
     i: u64,
     base: u64,
     max: u64,
+    changed: Option<Change>,
 ) -> io::Result<Result<RecordMeta, Damage>> {
     let len = w.len;
     let remain = len - p;
+    // Bytes changed since the baseline end the prefix at the first record that
+    // overlaps them, whatever its fields say now (its size field included).
+    if let Some(c) = changed {
+        if p + SIZE_FIELD_LEN.min(remain) > c.from {
+            return Ok(Err(Damage::ChangedSinceBaseline(c)));
+        }
+    }
     if remain < SIZE_FIELD_LEN {
         return Ok(Err(Damage::FewBytesLeft { remain }));
     }
     let size = be_u32(w.get(p, SIZE_FIELD_LEN as usize)?, 0) as u64;
+    if let Some(c) = changed {
+        if p + SIZE_FIELD_LEN + size > c.from {
+            return Ok(Err(Damage::ChangedSinceBaseline(c)));
+        }
+    }
     if size < RECORD_OVERHEAD {
         return Ok(Err(if w.all_zero_from(p)? {
             Damage::ZeroFill { bytes: remain }
@@ -559,7 +606,7 @@ pub fn walk<S: ReadAt + ?Sized>(
         if p >= len {
             break (None, false);
         }
-        match check_record(&mut w, p, i, base, opts.max_record_bytes)? {
+        match check_record(&mut w, p, i, base, opts.max_record_bytes, opts.changed)? {
             Err(cause) => {
                 break (
                     Some(SegmentDamage {
@@ -652,9 +699,7 @@ pub fn visit_records<S: ReadAt + ?Sized>(
         position: scan.checkpoints[cp],
         index: cp as u64 * CHECKPOINT_EVERY,
     };
-    let opts = ScanOptions {
-        max_record_bytes: u64::MAX,
-    };
+    let opts = ScanOptions::with_max(u64::MAX);
     let w = walk(src, scan.valid_bytes, scan.base_offset, start, &opts, |m| {
         if m.index >= first {
             visit(m);

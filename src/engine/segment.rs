@@ -1,5 +1,6 @@
 //! One segment's analysis: its scan, its original indexes' verdicts, and the file stamp it was made from.
 
+use crate::engine::baseline::{compare, BlockSums, Change, FileSums, BLOCK_BYTES};
 use crate::engine::format::takhin::FileKind;
 use crate::engine::index::{IndexComparer, IndexKind, IndexVerdict};
 use crate::engine::layout::{LogLayout, SegmentEntry};
@@ -93,6 +94,10 @@ pub struct SegmentAnalysis {
     /// The runs found after the damage, when the analysis was asked to salvage
     /// (`None` otherwise, and for a clean or unreadable segment).
     pub salvage: Option<Arc<Salvage>>,
+    /// The `.log`'s block sums, when asked for (`--save-baseline`) or compared (`--baseline`).
+    pub sums: Option<FileSums>,
+    /// What changed in the `.log` since the integrity baseline (`--baseline`).
+    pub changed: Option<Change>,
 }
 
 impl SegmentAnalysis {
@@ -204,8 +209,83 @@ impl ReadAt for Tapped<'_, '_> {
     }
 }
 
+/// Shows the scan's bytes to two taps (each while it wants more).
+struct Both<'a, 't> {
+    first: Option<&'a mut (dyn ReadTap + 't)>,
+    sums: &'a mut BlockSums,
+}
+
+impl ReadTap for Both<'_, '_> {
+    fn read(&mut self, pos: u64, bytes: &[u8]) {
+        if let Some(t) = self.first.as_mut() {
+            if t.wants_more() {
+                t.read(pos, bytes);
+            }
+        }
+        self.sums.feed(pos, bytes);
+    }
+    fn wants_more(&self) -> bool {
+        true
+    }
+}
+
 /// [`analyze_segment_with`], showing the scan's reads of the `.log` to `tap`.
+///
+/// With an integrity baseline that lists the `.log`, its blocks are summed from
+/// the bytes the scan reads (no second read) and compared; when bytes the scan
+/// accepted changed since, the segment is analysed again with its valid prefix
+/// ending before the first record that overlaps them (`changed-since-baseline`).
 pub fn analyze_segment_tapped(
+    source: &Source,
+    log: &LogLayout,
+    seg: &SegmentEntry,
+    opts: &ScanOptions,
+    salvaging: bool,
+    progress: &(dyn Fn(u64) + Sync),
+    tap: Option<&mut dyn ReadTap>,
+) -> SegmentAnalysis {
+    let log_rel = log.file_rel(seg.base, FileKind::Log);
+    let entry = opts
+        .baseline
+        .as_ref()
+        .and_then(|b| b.get(&log_rel).map(|e| (b.block_bytes, e)));
+    if entry.is_none() && !opts.sum_blocks {
+        return analyze_one(source, log, seg, opts, salvaging, progress, tap);
+    }
+    let block = entry.map_or(BLOCK_BYTES, |(b, _)| b);
+    let mut sums = BlockSums::new(block);
+    if let Some((_, e)) = entry {
+        sums = sums.with_cut(e.size);
+    }
+    let mut both = Both {
+        first: tap,
+        sums: &mut sums,
+    };
+    let mut a = analyze_one(source, log, seg, opts, salvaging, progress, Some(&mut both));
+    a.sums = sums.finish(a.stamp.size);
+    let (Some((block, entry)), Some(now)) = (entry, a.sums.as_ref()) else {
+        return a;
+    };
+    let Some(change) = compare(entry, now, block) else {
+        return a;
+    };
+    a.changed = Some(change);
+    let accepted_changed = matches!(&a.scan, Ok(s) if s.valid_bytes > change.from);
+    if !accepted_changed {
+        return a;
+    }
+    let cut = ScanOptions {
+        changed: Some(change),
+        ..opts.clone()
+    };
+    let sums = a.sums.take();
+    let mut again = analyze_one(source, log, seg, &cut, salvaging, &|_| {}, None);
+    again.sums = sums;
+    again.changed = Some(change);
+    again
+}
+
+fn analyze_one(
     source: &Source,
     log: &LogLayout,
     seg: &SegmentEntry,
@@ -230,6 +310,8 @@ pub fn analyze_segment_tapped(
                 timeindex: IndexVerdict::Unreadable("its .log is unreadable".into()),
                 stamp: FileStamp::default(),
                 salvage: None,
+                sums: None,
+                changed: None,
             }
         }
     };
@@ -310,6 +392,8 @@ pub fn analyze_segment_tapped(
                 timeindex,
                 stamp,
                 salvage: salvaged,
+                sums: None,
+                changed: None,
             }
         }
         Err(e) => unreadable(seg.base, &log_path, stamp, &e),
@@ -325,6 +409,8 @@ fn unreadable(base: u64, log_path: &Path, stamp: FileStamp, e: &io::Error) -> Se
         timeindex: IndexVerdict::Unreadable("its .log is unreadable".into()),
         stamp,
         salvage: None,
+        sums: None,
+        changed: None,
     }
 }
 

@@ -132,7 +132,12 @@ impl View {
                 rel: PathBuf::new(),
                 node: Node::Dir,
             }),
-            verdicts: Verdicts::new(cfg.source.clone(), cfg.policy, cfg.scan, cfg.cache_bytes),
+            verdicts: Verdicts::new(
+                cfg.source.clone(),
+                cfg.policy,
+                cfg.scan.clone(),
+                cfg.cache_bytes,
+            ),
             handles: handles::Handles::new(),
             meta: Meta::new(cfg.source_label.clone(), counters.clone()),
             counters,

@@ -1009,7 +1009,8 @@ pub fn check_with_replicas(
     }
     let layout = discover_target(&target)?;
     Replicas::check_prefer(prefer, opts.policy).map_err(ReplicaError::Prefer)?;
-    let replicas = Arc::new(Replicas::open(&target.root, dirs, opts.scan)?.with_prefer(prefer));
+    let replicas =
+        Arc::new(Replicas::open(&target.root, dirs, opts.scan.for_replicas())?.with_prefer(prefer));
     let t0 = std::time::Instant::now();
     let wanted: HashSet<&Path> = layout.logs.iter().map(|l| l.rel.as_path()).collect();
     let described: Vec<(ReplicaReport, Vec<LogLayout>)> = (0..replicas.list.len())

@@ -174,9 +174,7 @@ pub(super) fn apply(
     mut manifest: Manifest,
     steps: &mut Steps,
 ) -> Result<()> {
-    let opts = ScanOptions {
-        max_record_bytes: manifest.max_record_bytes,
-    };
+    let opts = ScanOptions::with_max(manifest.max_record_bytes);
     let salvages = |e: &&ManifestEntry| e.action == Action::Salvage;
     let heals = |e: &&ManifestEntry| e.action == Action::Heal;
     let copies = match manifest.entries.iter().any(|e| e.action == Action::Salvage) {

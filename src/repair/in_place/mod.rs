@@ -361,9 +361,7 @@ fn back_up(
     // replica's door, once they are checked to still be the range's records (scanned as a
     // segment of its own: every byte valid, offsets from its first on); the apply phase
     // copies them only if they still have that CRC-32.
-    let opts = ScanOptions {
-        max_record_bytes: manifest.max_record_bytes,
-    };
+    let opts = ScanOptions::with_max(manifest.max_record_bytes);
     let mut doors = Doors::default();
     for e in manifest.entries.iter_mut() {
         if e.healed_from.is_none() || !is_log(&e.rel()) {
