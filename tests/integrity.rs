@@ -29,7 +29,7 @@ fn save(dir: &Path, to: &Path) {
     );
 }
 
-fn segment<'a>(r: &'a Value, base: u64) -> &'a Value {
+fn segment(r: &Value, base: u64) -> &Value {
     r["logs"][0]["segments"]
         .as_array()
         .unwrap()
