@@ -295,3 +295,48 @@ fn hashes_list_every_original_read_and_verify_with_sha256sum() {
     assert!(!o.status.success());
     assert!(stdout(&o).contains(first), "{}", stdout(&o));
 }
+
+/// `sha256sum -c LIST` run in `dir`, quietly: its output when a line fails.
+fn sha256sum_check(dir: &Path, list: &Path) -> Result<(), String> {
+    let o = std::process::Command::new("sha256sum")
+        .args(["-c", "--quiet", "--strict", list.to_str().unwrap()])
+        .current_dir(dir)
+        .output()
+        .expect("sha256sum (coreutils)");
+    match o.status.success() {
+        true => Ok(()),
+        false => Err(format!("{}{}", stdout(&o), stderr(&o))),
+    }
+}
+
+#[test]
+fn repair_writes_the_hashes_of_what_it_read_and_of_what_it_wrote_in_both_modes() {
+    let t = tempfile::tempdir().unwrap();
+    let src = damaged();
+    let pristine = clone_tree(src.path());
+    let list = t.path().join("SUMS");
+    let out = t.path().join("out");
+    let o = repair_output(src.path(), &out, &["--hashes", list.to_str().unwrap()]);
+    assert_ok(&o, "repair --output --hashes");
+    sha256sum_check(src.path(), &list).unwrap();
+    let written = t.path().join("SUMS.written");
+    sha256sum_check(&out, &written).unwrap();
+    let n = |p: &Path| fs::read_to_string(p).unwrap().lines().count();
+    assert!(
+        n(&list) > 3 && n(&written) > 3,
+        "{} {}",
+        n(&list),
+        n(&written)
+    );
+
+    // In place: the list of what was read verifies against the originals (here,
+    // an untouched copy), the written one against the repaired directory.
+    let backup = t.path().join("backup");
+    let list2 = t.path().join("SUMS2");
+    let o = repair_in_place(src.path(), &backup, &["--hashes", list2.to_str().unwrap()]);
+    assert_ok(&o, "repair --in-place --hashes");
+    sha256sum_check(pristine.path(), &list2).unwrap();
+    sha256sum_check(src.path(), &t.path().join("SUMS2.written")).unwrap();
+    // The repaired tree differs from the originals: the read list fails on it.
+    assert!(sha256sum_check(src.path(), &list2).is_err());
+}

@@ -2,6 +2,7 @@
 
 use crate::cli::progress::Progress;
 use crate::cli::{EngineArgs, EXIT_CLEAN, EXIT_DAMAGE};
+use crate::engine::integrity::{tree_hashes, write_new};
 use crate::repair::{render_in_place, render_output, repair_in_place, repair_to_with};
 use clap::Args;
 use std::io::{self, Write};
@@ -29,6 +30,11 @@ pub struct RepairArgs {
     /// Print the schema-1 JSON report instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// Write the SHA-256 of every segment file read, before repairing, to FILE
+    /// (sha256sum's format, paths relative to DATA_DIR), and of every segment file of
+    /// the result to FILE.written (relative to NEW_DIR, or DATA_DIR with --in-place).
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+    pub hashes: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -41,6 +47,17 @@ pub fn run(a: &RepairArgs) -> ExitCode {
             eprintln!("recoverfs repair: --baseline {e}");
             return ExitCode::from(crate::cli::EXIT_ERROR);
         }
+    };
+    // The acquisition hashes are taken before anything is written.
+    let read_hashes = match &a.hashes {
+        Some(_) => match tree_hashes(&a.data_dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("recoverfs repair: --hashes: {e}");
+                return ExitCode::from(crate::cli::EXIT_ERROR);
+            }
+        },
+        None => None,
     };
     // --output reads every .log once to analyse it, then writes the whole tree.
     let bar = Progress::new(
@@ -94,6 +111,23 @@ pub fn run(a: &RepairArgs) -> ExitCode {
     };
     match printed {
         Ok(text) => {
+            if let (Some(to), Some(read)) = (&a.hashes, &read_hashes) {
+                let result = a.output.as_deref().unwrap_or(&a.data_dir);
+                let written = std::path::PathBuf::from(format!("{}.written", to.display()));
+                let done = write_new(to, ".recoverfs-hashes", read.as_bytes())
+                    .map_err(|e| format!("{}: {e}", to.display()))
+                    .and_then(|()| tree_hashes(result))
+                    .and_then(|w| {
+                        write_new(&written, ".recoverfs-hashes", w.as_bytes())
+                            .map_err(|e| format!("{}: {e}", written.display()))
+                    });
+                if let Err(e) = done {
+                    // The repair itself is done: say so, and that the list is missing.
+                    eprintln!("recoverfs repair: the repair is complete, but --hashes failed: {e}");
+                    let _ = io::stdout().write_all(text.as_bytes());
+                    return ExitCode::from(crate::cli::EXIT_ERROR);
+                }
+            }
             // The repair is done; a closed stdout does not undo it.
             let _ = io::stdout().write_all(text.as_bytes());
             ExitCode::from(if pending { EXIT_DAMAGE } else { EXIT_CLEAN })

@@ -169,3 +169,13 @@ pub fn write_new(to: &Path, prefix: &str, text: &[u8]) -> io::Result<()> {
     tmp.persist(to).map_err(|e| e.error)?;
     Ok(())
 }
+
+/// The `sha256sum` list of every segment file (`.log`, `.index`, `.timeindex`) under
+/// `dir`, relative to it, read through a door of its own: `repair --hashes` runs it
+/// on the originals before repairing and on the result after.
+pub fn tree_hashes(dir: &Path) -> Result<String, String> {
+    let target = crate::engine::layout::resolve_target(dir).map_err(|e| e.to_string())?;
+    let layout = crate::engine::layout::discover_target(&target).map_err(|e| e.to_string())?;
+    sha256_lines(&layout.source, &files_read(&layout))
+        .map_err(|e| format!("{}: {e}", dir.display()))
+}
