@@ -1,5 +1,6 @@
 //! `repair`: writes the repaired view out, to a new directory or in place after a backup.
 
+use crate::cli::check::log_report;
 use crate::cli::progress::Progress;
 use crate::cli::{EngineArgs, EXIT_CLEAN, EXIT_DAMAGE};
 use crate::repair::{render_in_place, render_output, repair_in_place, repair_to_with};
@@ -36,6 +37,7 @@ pub struct RepairArgs {
 /// The `repair` front end: runs one mode, prints its summary (or the report), maps errors to exit codes.
 pub fn run(a: &RepairArgs) -> ExitCode {
     let opts = a.engine.analyze_options();
+    let started = std::time::Instant::now();
     // --output reads every .log once to analyse it, then writes the whole tree.
     let bar = Progress::new(
         &a.data_dir,
@@ -58,6 +60,7 @@ pub fn run(a: &RepairArgs) -> ExitCode {
             bar.sink(),
         )
         .map(|s| {
+            log_report(&s.report, started.elapsed());
             if a.json {
                 s.report.to_json() + "\n"
             } else {
@@ -74,6 +77,7 @@ pub fn run(a: &RepairArgs) -> ExitCode {
             bar.sink(),
         )
         .map(|s| {
+            log_report(&s.report, started.elapsed());
             pending = s.dry_run && !s.entries.is_empty();
             if a.json {
                 s.report.to_json() + "\n"
