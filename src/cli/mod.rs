@@ -72,7 +72,9 @@ recoverfs dump carved.bin --base-offset 375"
     #[command(
         after_help = "The view is lazy: a segment is validated when one of its files is first looked up.\n\
 `.recoverfs/` at the root holds report.json (the whole-tree report), raw/ (the untouched originals) and \
-tails/ (the bytes cut from each truncated segment). Unmount with `umount MOUNTPOINT`.\n\nExamples:\n  \
+tails/ (the bytes cut from each truncated segment). Unmount with `umount MOUNTPOINT` (root) or \
+`fusermount3 -u MOUNTPOINT` (the user who mounted it). A DATA_DIR holding no Takhin log is refused \
+(exit 2) unless --allow-empty.\n\nExamples:\n  \
 recoverfs mount /var/lib/takhin /mnt/view\n  recoverfs mount /var/lib/takhin /mnt/view --policy point-in-time -o allow_other\n  \
 recoverfs mount /var/lib/takhin /mnt/view --foreground --log-file /var/log/recoverfs.log\n  \
 recoverfs mount /var/lib/takhin /mnt/view -o nometa && cp -a /mnt/view/. /srv/copy   exactly the repaired log\n\n\
