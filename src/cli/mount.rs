@@ -66,7 +66,7 @@ pub struct MountArgs {
     /// subtype=S, nometa, passthrough=auto|off, verify=lazy|background, noexec, noatime; ro, nodev, nosuid and
     /// default_permissions are always in effect; rw (which mount(8) passes unless ro is
     /// given) is accepted and the view is still read-only; defaults, auto, noauto, user,
-    /// nouser, users, nofail, _netdev and x-* are mount(8)'s and fstab's. Anything else (dev, suid, sync,
+    /// nouser, users, owner, group, nofail, _netdev and x-* are mount(8)'s and fstab's. Anything else (dev, suid, sync,
     /// context=, comment=, ...) is refused.
     #[arg(short = 'o', value_name = "OPTS", action = ArgAction::Append)]
     pub options: Vec<String>,
@@ -237,7 +237,7 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
                 "rw" => tracing::debug!("-o rw: the view is read-only all the same"),
                 // mount(8)'s and fstab's own business, done before we are called.
                 "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "owner"
-                | "nofail" | "_netdev" | "silent" | "loud" => {}
+                | "group" | "nofail" | "_netdev" | "silent" | "loud" => {}
                 // The kernel defaults, kept as asked.
                 "exec" | "atime" | "relatime" => {}
                 "norelatime" | "strictatime" | "lazytime" => {
