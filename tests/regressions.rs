@@ -349,10 +349,10 @@ fn the_kernel_enforces_the_originals_modes_for_other_users() {
             "nobody owns it now"
         );
     }
-    // What cannot be honoured is refused before anything is mounted.
+    // What cannot be honoured is refused before anything is mounted (`rw`, which
+    // mount(8) always passes, is accepted since issue 19: the view is read-only anyway).
     let mp = tempfile::tempdir().unwrap();
     for o in [
-        "rw",
         "comment=x",
         "context=system_u:object_r:tmp_t:s0",
         "suid",
@@ -2003,4 +2003,409 @@ fn a_source_watch_that_lost_events_drops_every_cached_name_and_attribute() {
     let mut cut = fixed([1, libc::IN_MODIFY, 0, 32]);
     cut.extend_from_slice(b"plain");
     v.watch_events(&w, &cut);
+}
+
+/// Unmounts `self.0` lazily on drop if it is still a mount (a background mount's
+/// daemon then exits by itself), so that no test leaves a mount behind, even on panic.
+struct UnmountOnDrop(std::path::PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        if recoverfs::cli::sys::is_mount_point(&self.0) {
+            let _ = recoverfs::cli::sys::lazy_unmount(&self.0);
+        }
+    }
+}
+
+/// `umount MP`, retried briefly (a forked test child may hold an fd inside it for a moment).
+fn umount_retrying(mp: &std::path::Path) {
+    for _ in 0..50 {
+        let st = std::process::Command::new("umount")
+            .arg(mp)
+            .status()
+            .unwrap();
+        if st.success() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("umount {} failed", mp.display());
+}
+
+/// A fresh, canonical, empty mount point in `t`.
+fn fresh_mountpoint(t: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let mp = t.join(name);
+    fs::create_dir(&mp).unwrap();
+    fs::canonicalize(&mp).unwrap()
+}
+
+/// Bug (issue 19, item 1): `mount -t recoverfs SRC MP` failed (exit 32), and so did
+/// an fstab line with `defaults`: mount(8) passes `-o rw` to its helper whenever `ro`
+/// is not given, and `recoverfs mount` refused `rw`. Fixed with this test: `rw` is
+/// accepted (the view is read-only all the same), as are the options mount(8) hands
+/// on from fstab (`nofail`, `_netdev`, `user` and the `noexec,nosuid,nodev` it implies).
+/// Goes through the real mount(8), with mount-scripts/mount.recoverfs installed as
+/// /sbin/mount.recoverfs (removed, and any previous one put back, by a guard).
+#[test]
+fn mount_t_recoverfs_and_an_fstab_line_with_defaults_mount_the_view_read_only() {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    const HELPER: &str = "/sbin/mount.recoverfs";
+    /// The installed helper, removed on drop; an operator's own helper is put back.
+    struct Installed {
+        saved: Option<PathBuf>,
+    }
+    impl Installed {
+        fn new() -> Installed {
+            let saved = Path::new(HELPER).exists().then(|| {
+                let to = PathBuf::from(format!("{HELPER}.saved-by-recoverfs-test"));
+                fs::rename(HELPER, &to).unwrap();
+                to
+            });
+            // Made before the copy exists: a panic in the copy still restores.
+            let me = Installed { saved };
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-scripts/mount.recoverfs");
+            fs::copy(script, HELPER).unwrap();
+            me
+        }
+    }
+    impl Drop for Installed {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(HELPER);
+            if let Some(s) = &self.saved {
+                let _ = fs::rename(s, HELPER);
+            }
+        }
+    }
+    let src = fixture_copy("data");
+    let t = tempfile::tempdir().unwrap();
+    let mp = fresh_mountpoint(t.path(), "mp");
+    let fstab = t.path().join("fstab");
+    fs::write(
+        &fstab,
+        format!(
+            "{}  {}  recoverfs  defaults  0 0\n",
+            src.path().display(),
+            mp.display()
+        ),
+    )
+    .unwrap();
+    let fstab_more = t.path().join("fstab-more");
+    fs::write(
+        &fstab_more,
+        format!(
+            "{}  {}  recoverfs  defaults,policy=point-in-time,nofail,_netdev,noauto,user,x-systemd.device-timeout=5  0 0\n",
+            src.path().display(),
+            mp.display()
+        ),
+    )
+    .unwrap();
+    let _helper = Installed::new();
+    let _unmount = UnmountOnDrop(mp.clone());
+    let (s, m) = (src.path().as_os_str(), mp.as_os_str());
+    let cases: [(Vec<&OsStr>, &str); 4] = [
+        (
+            vec![OsStr::new("-t"), OsStr::new("recoverfs"), s, m],
+            "per-segment",
+        ),
+        (
+            vec![
+                OsStr::new("-t"),
+                OsStr::new("recoverfs"),
+                OsStr::new("-o"),
+                OsStr::new("policy=strict"),
+                s,
+                m,
+            ],
+            "strict",
+        ),
+        (vec![OsStr::new("-T"), fstab.as_os_str(), m], "per-segment"),
+        (
+            vec![OsStr::new("-T"), fstab_more.as_os_str(), m],
+            "point-in-time",
+        ),
+    ];
+    for (args, policy) in cases {
+        let o = Command::new("mount")
+            .args(&args)
+            .env("RECOVERFS", bin())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "mount {args:?}: {o:?}");
+        assert!(recoverfs::cli::sys::is_mount_point(&mp), "{args:?}");
+        let mounts = fs::read_to_string("/proc/mounts").unwrap();
+        let line = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(&*mp.to_string_lossy()))
+            .expect("the mount in /proc/mounts");
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields[2], "fuse.recoverfs", "{line}");
+        assert!(fields[3].split(',').any(|o| o == "ro"), "{line}");
+        let r: serde_json::Value =
+            serde_json::from_slice(&fs::read(mp.join(".recoverfs/report.json")).unwrap()).unwrap();
+        assert_eq!(r["policy"], policy, "{args:?}");
+        let e = fs::write(mp.join("new-file"), b"x").expect_err("the view is read-only");
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+        umount_retrying(&mp);
+        assert!(!recoverfs::cli::sys::is_mount_point(&mp));
+    }
+}
+
+/// Bug (issue 19, item 4): `mount` of a directory holding no Takhin log (a mistyped
+/// path) succeeded with an empty view, while `check` and `repair` refuse it (exit 2).
+/// Fixed with this test: `mount` refuses it the same way before anything is mounted;
+/// `--allow-empty` (or `-o allow_empty`) mounts a broker's directory with no partition yet.
+#[test]
+fn mount_refuses_a_directory_holding_no_takhin_log_unless_allow_empty() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("not-a-partition")).unwrap();
+    fs::write(src.join("meta.properties"), b"broker.id=1\n").unwrap();
+    fs::write(src.join("not-a-partition/syslog.log"), b"text\n").unwrap();
+    let mp = fresh_mountpoint(t.path(), "mp");
+    let _unmount = UnmountOnDrop(mp.clone());
+    for extra in [&[][..], &["--foreground"][..]] {
+        let mut args = vec![OsStr::new("mount"), src.as_os_str(), mp.as_os_str()];
+        args.extend(extra.iter().map(OsStr::new));
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("no Takhin log") && err.contains("--allow-empty"),
+            "{err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(!recoverfs::cli::sys::is_mount_point(&mp));
+    }
+    // As check and repair answer.
+    assert_eq!(check_cli(&src, &[]).status.code(), Some(2));
+    for allow in [&["--allow-empty"][..], &["-o", "nometa,allow_empty"][..]] {
+        let m = Mounted::new(&src, allow);
+        assert_eq!(
+            fs::read(m.path().join("meta.properties")).unwrap(),
+            b"broker.id=1\n"
+        );
+    }
+}
+
+/// Bug (issue 19, item 13): `-q` and `-qq` did not silence the warning a background
+/// mount prints when there is no syslog socket (`/dev/log`), which every background
+/// mount in a container prints. Fixed with this test: it is a warning, so `-q`
+/// (errors only) and `-qq` (nothing) leave it out; without them it is still said.
+#[test]
+fn quiet_silences_a_background_mounts_missing_syslog_warning() {
+    let src = fixture_copy("seed-example");
+    let t = tempfile::tempdir().unwrap();
+    let mp = fresh_mountpoint(t.path(), "mp");
+    let _unmount = UnmountOnDrop(mp.clone());
+    for (quiet, warned) in [(None, true), (Some("-q"), false), (Some("-qq"), false)] {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(quiet)
+            .arg("mount")
+            .arg(src.path())
+            .arg(&mp)
+            .env("RECOVERFS_SYSLOG_SOCKET", t.path().join("no-syslog-here"));
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{quiet:?}: {}", stderr(&o));
+        assert!(recoverfs::cli::sys::is_mount_point(&mp));
+        let err = stderr(&o);
+        if warned {
+            assert!(err.contains("warning: syslog"), "{err}");
+        } else {
+            assert_eq!(err, "", "{quiet:?} printed");
+        }
+        umount_retrying(&mp);
+    }
+}
+
+/// Bug (issue 19, item 13): `check -v` printed nothing more than `check`, though the
+/// README says every subcommand takes -v. Fixed with this test: with -v, `check` and
+/// `repair` log one debug line per segment (clean ones too, which the report leaves
+/// out: status, bytes, records, offsets, indexes), then what was read and how fast.
+#[test]
+fn check_and_repair_verbose_log_every_segment() {
+    let src = fixtures().join("data");
+    let (code, report) = check_json(&src, &[]);
+    assert_eq!(code, Some(0));
+    let paths: Vec<String> = report["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["segments"].as_array().unwrap().iter())
+        .map(|s| s["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(paths.len() > 5, "{paths:?}");
+    let quiet = check_cli(&src, &[]);
+    assert_eq!(stderr(&quiet), "", "check without -v logs nothing");
+    let out = tempfile::tempdir().unwrap();
+    for o in [
+        check_cli(&src, &["-v"]),
+        repair_output(&src, &out.path().join("new"), &["-v"]),
+    ] {
+        assert!(o.status.success(), "{}", stderr(&o));
+        let err = stderr(&o);
+        for p in &paths {
+            let line = err
+                .lines()
+                .find(|l| l.contains(&format!("{p}: clean")))
+                .unwrap_or_else(|| panic!("no line for {p}: {err}"));
+            assert!(line.contains("index match"), "{line}");
+        }
+        assert!(err.contains(".log bytes examined in"), "{err}");
+    }
+}
+
+/// Bug (issue 19, item 15): shell completion offered file names for `--policy` and the
+/// other flags taking one of a few words (their values were parsed by hand, so clap
+/// knew none of them). Fixed with this test: each is a clap possible-values parser, so
+/// `--help` lists the values and every completion script offers them.
+#[test]
+fn completions_offer_the_values_of_every_enum_flag() {
+    let o = run(["completions", "bash"]);
+    assert!(o.status.success());
+    let script = stdout(&o);
+    for (flag, values) in [
+        ("--policy", "per-segment point-in-time strict salvage"),
+        ("--prefer", "primary replica majority"),
+        ("--passthrough", "auto off"),
+        ("--verify", "lazy background"),
+        ("--values", "preview full none"),
+    ] {
+        let lines: Vec<&str> = script.lines().collect();
+        let cases: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].trim() == format!("{flag})"))
+            .collect();
+        assert!(!cases.is_empty(), "{flag} is not completed at all");
+        for i in cases {
+            let want = format!("compgen -W \"{values}\"");
+            assert!(
+                lines[i + 1].contains(&want),
+                "{flag} completes with {:?}, not {want}",
+                lines[i + 1].trim()
+            );
+        }
+    }
+    for shell in ["zsh", "fish"] {
+        let o = run(["completions", shell]);
+        assert!(stdout(&o).contains("point-in-time"), "{shell}");
+    }
+}
+
+/// Bug (issue 19, item 16): `recoverfs umount MNT` answered with clap's "a similar
+/// subcommand exists: 'mount'". Fixed with this test: it answers how a view is
+/// unmounted (`umount MNT`, `fusermount3 -u MNT`), exit 2, mounting nothing.
+#[test]
+fn recoverfs_umount_says_how_to_unmount() {
+    for sub in ["umount", "unmount"] {
+        let o = run([sub, "/mnt/the view"]);
+        assert_eq!(o.status.code(), Some(2));
+        let err = stderr(&o);
+        assert!(
+            err.contains("umount '/mnt/the view'")
+                && err.contains("fusermount3 -u '/mnt/the view'"),
+            "{err}"
+        );
+        assert!(!err.contains("similar subcommand"), "{err}");
+    }
+}
+
+/// Bug (issue 19, item 16): `check -n`, as fsck and e2fsck users type it, was refused
+/// ("unexpected argument '-n'"). Fixed with this test: `-n` is accepted (check never
+/// writes, with or without it) and changes nothing in the report or the source.
+#[test]
+fn check_accepts_fscks_n() {
+    let src = damaged();
+    let before = snapshot_all(src.path());
+    let plain = check_cli(src.path(), &[]);
+    let n = check_cli(src.path(), &["-n"]);
+    assert_eq!(n.status.code(), Some(1), "{}", stderr(&n));
+    assert_eq!(n.status.code(), plain.status.code());
+    assert_eq!(stdout(&n), stdout(&plain));
+    assert_unchanged(&before, &snapshot_all(src.path()));
+}
+
+/// Bug (issue 19, item 16): `mount` had `--allow-other` but `allow_root` only as
+/// `-o allow_root`; `--allow-root` was refused. Fixed with this test: the flag lets
+/// root and the mount's owner in, nobody else (and it excludes --allow-other).
+#[test]
+fn mount_takes_allow_root_as_a_flag() {
+    use std::os::unix::fs::PermissionsExt;
+    let src = tempfile::tempdir().unwrap();
+    fs::set_permissions(src.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    write_log(src.path(), 0, 3);
+    fs::write(src.path().join("public.txt"), b"anyone").unwrap();
+    fs::set_permissions(
+        src.path().join("public.txt"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    {
+        let m = Mounted::new(src.path(), &["--allow-root"]);
+        let mp = m.path().display().to_string();
+        assert_eq!(fs::read(m.path().join("public.txt")).unwrap(), b"anyone");
+        assert!(!as_nobody(&format!("cat {mp}/public.txt")));
+    }
+    {
+        // The same file, which nobody may read under --allow-other: the refusal above is allow_root's.
+        let m = Mounted::new(src.path(), &["--allow-other"]);
+        assert!(as_nobody(&format!("cat {}/public.txt", m.path().display())));
+    }
+    let mp = tempfile::tempdir().unwrap();
+    let o = run([
+        OsStr::new("mount"),
+        src.path().as_os_str(),
+        mp.path().as_os_str(),
+        OsStr::new("--allow-root"),
+        OsStr::new("--allow-other"),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// Bug (issue 19, item 17): the README never put `recoverfs` on the PATH (the quick
+/// start built target/release/recoverfs), yet its examples and every `Next:` hint call
+/// bare `recoverfs`. Fixed with this test: the quick start installs it with
+/// `cargo install --path . --locked` before any code block runs `recoverfs`, and
+/// keeps the one test command line.
+#[test]
+fn the_readme_installs_recoverfs_before_its_first_example() {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut in_code = false;
+    let mut install = None;
+    let mut first_use = None;
+    for (i, line) in readme.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if !in_code {
+            continue;
+        }
+        if line.contains("cargo install --path . --locked") && install.is_none() {
+            install = Some(i);
+        }
+        // A command line: bare, or after a `$ `/`# ` prompt.
+        let cmd = line
+            .trim_start()
+            .trim_start_matches("$ ")
+            .trim_start_matches("# ");
+        if (cmd.starts_with("recoverfs ") || cmd.starts_with("target/release/recoverfs "))
+            && first_use.is_none()
+        {
+            first_use = Some(i);
+        }
+    }
+    let install = install.expect("no `cargo install --path . --locked` in a code block");
+    let first_use = first_use.expect("no example");
+    assert!(
+        install < first_use,
+        "line {} runs recoverfs before line {} installs it",
+        first_use + 1,
+        install + 1
+    );
+    assert!(readme.contains("\ncargo test --release --locked --features fault-injection\n"));
+    assert!(
+        !readme.contains("target/release/recoverfs "),
+        "an example still runs target/release/recoverfs"
+    );
 }

@@ -4,17 +4,21 @@ use crate::cli::progress::Progress;
 use crate::cli::sys::{colour_stdout, stdout_width};
 use crate::cli::{EngineArgs, EXIT_CLEAN, EXIT_DAMAGE, EXIT_ERROR};
 use crate::engine::analysis::check_path;
+use crate::engine::index::IndexKind;
 use crate::engine::integrity::{
     baseline_entries, compare_tree, files_read, sha256_lines, write_new,
 };
+use crate::engine::layout::display_name;
 use crate::engine::map::render_text;
 use crate::engine::page::render_html;
 use crate::engine::replica::check_with_replicas;
+use crate::engine::report::Report;
 use clap::Args;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -45,8 +49,50 @@ pub struct CheckArgs {
     /// (paths relative to the checked directory): verify with `cd DIR && sha256sum -c FILE`.
     #[arg(long, value_name = "FILE")]
     pub hashes: Option<PathBuf>,
+    /// Accepted for fsck and e2fsck users (`-n`: change nothing): check never writes,
+    /// with or without it.
+    #[arg(short = 'n')]
+    pub no_change: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// With -v: one debug line per segment (clean ones too, which the report leaves
+/// out), then what was read and how fast. `repair -v` prints the same.
+pub fn log_report(report: &Report, elapsed: Duration) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let mut bytes = 0u64;
+    for log in &report.logs {
+        for s in &log.segments {
+            bytes = bytes.saturating_add(s.original_bytes);
+            let offsets = match (s.first_offset, s.last_offset) {
+                (Some(f), Some(l)) => format!("offsets {f}..={l}"),
+                _ => "no record".into(),
+            };
+            tracing::debug!(
+                "{}: {}, {} of {} bytes valid, {} record(s), {offsets}, view {}; index {}; timeindex {}",
+                display_name(&s.path),
+                s.status.as_str(),
+                s.valid_bytes,
+                s.original_bytes,
+                s.records,
+                s.view.as_str(),
+                s.index.describe(IndexKind::Offset),
+                s.timeindex.describe(IndexKind::Time),
+            );
+        }
+    }
+    let secs = elapsed.as_secs_f64();
+    tracing::debug!(
+        "{} log(s), {} segment(s), {bytes} .log bytes examined in {secs:.3} s ({:.1} MiB/s), policy {}, source read through {}",
+        report.summary.logs,
+        report.summary.segments,
+        bytes as f64 / (1 << 20) as f64 / secs.max(1e-9),
+        report.policy,
+        report.source_access.as_str(),
+    );
 }
 
 pub fn run(a: &CheckArgs) -> ExitCode {
@@ -58,6 +104,7 @@ pub fn run(a: &CheckArgs) -> ExitCode {
         }
     };
     opts.scan.sum_blocks = a.save_baseline.is_some();
+    let started = Instant::now();
     let bar = Progress::new(&a.path, "checking", false);
     let progress = |n: u64| bar.inc(n);
     let result = if a.engine.replicas.is_empty() {
@@ -75,7 +122,10 @@ pub fn run(a: &CheckArgs) -> ExitCode {
     };
     drop(bar);
     let (layout, mut report) = match result {
-        Ok(x) => x,
+        Ok(x) => {
+            log_report(&x.1, started.elapsed());
+            x
+        }
         Err(e) => {
             eprintln!(
                 "recoverfs check: {}",

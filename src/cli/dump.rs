@@ -84,7 +84,15 @@ pub fn run(a: &DumpArgs) -> ExitCode {
                 crate::engine::layout::display_name(&f.display().to_string())
             );
         }
-        match dump(f, &opts, &mut out) {
+        let started = std::time::Instant::now();
+        let result = dump(f, &opts, &mut out);
+        // -v: how long each file took (the dump itself is the output).
+        tracing::debug!(
+            "{}: examined in {:.3} s",
+            crate::engine::layout::display_name(&f.display().to_string()),
+            started.elapsed().as_secs_f64()
+        );
+        match result {
             Ok(true) => {}
             Ok(false) => code = code.max(EXIT_DAMAGE),
             Err(e) => {

@@ -4,7 +4,9 @@ use crate::engine::analysis::AnalyzeOptions;
 use crate::engine::format::takhin::DEFAULT_MAX_RECORD_BYTES;
 use crate::engine::policy::Policy;
 use crate::engine::scan::ScanOptions;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use std::str::FromStr;
 
 pub mod check;
 pub mod demo;
@@ -70,7 +72,9 @@ recoverfs dump carved.bin --base-offset 375"
     #[command(
         after_help = "The view is lazy: a segment is validated when one of its files is first looked up.\n\
 `.recoverfs/` at the root holds report.json (the whole-tree report), raw/ (the untouched originals) and \
-tails/ (the bytes cut from each truncated segment). Unmount with `umount MOUNTPOINT`.\n\nExamples:\n  \
+tails/ (the bytes cut from each truncated segment). Unmount with `umount MOUNTPOINT` (root) or \
+`fusermount3 -u MOUNTPOINT` (the user who mounted it). A DATA_DIR holding no Takhin log is refused \
+(exit 2) unless --allow-empty.\n\nExamples:\n  \
 recoverfs mount /var/lib/takhin /mnt/view\n  recoverfs mount /var/lib/takhin /mnt/view --policy point-in-time -o allow_other\n  \
 recoverfs mount /var/lib/takhin /mnt/view --foreground --log-file /var/log/recoverfs.log\n  \
 recoverfs mount /var/lib/takhin /mnt/view -o nometa && cp -a /mnt/view/. /srv/copy   exactly the repaired log\n\n\
@@ -118,6 +122,35 @@ Install (fish): recoverfs completions fish > ~/.config/fish/completions/recoverf
     /// Write a clean synthetic data directory (for benchmarks and experiments).
     #[command(hide = true)]
     Synth(synth::SynthArgs),
+    /// Not a subcommand: says how to unmount a view (`umount MOUNTPOINT`), which is
+    /// what `recoverfs umount` is typed for (clap alone would suggest `mount`).
+    #[command(hide = true, alias = "unmount")]
+    Umount(UmountArgs),
+}
+
+/// Whatever followed `recoverfs umount`: only echoed back in the answer.
+#[derive(Args, Debug)]
+pub struct UmountArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<std::ffi::OsString>,
+}
+
+/// `recoverfs umount [MOUNTPOINT]`: the commands that do unmount a view.
+fn umount_answer(a: &UmountArgs) -> std::process::ExitCode {
+    let mp = a
+        .args
+        .iter()
+        .rfind(|x| !x.to_string_lossy().starts_with('-'))
+        .map(|m| crate::engine::render::shell_quote(&m.to_string_lossy()))
+        .unwrap_or_else(|| "MOUNTPOINT".into());
+    eprintln!(
+        "recoverfs: there is no `recoverfs umount`; a view is unmounted like any mount:\n  \
+         umount {mp}              as root\n  \
+         fusermount3 -u {mp}      as the user who mounted it\n  \
+         umount -l {mp}           if it is busy (detached once the last reader closes)\n\
+         The daemon then exits by itself (0 when the unmount was clean)."
+    );
+    std::process::ExitCode::from(EXIT_ERROR)
 }
 
 /// The scanner's flags, shared by every subcommand that reads segments.
@@ -138,10 +171,8 @@ impl ScanArgs {
 /// The engine's flags: the policy and the scanner's.
 #[derive(Args, Debug, Clone)]
 pub struct EngineArgs {
-    /// Which segments the view keeps: per-segment (every valid prefix), point-in-time
-    /// (stop at the first damage or gap), strict (repair nothing; damaged segments fail),
-    /// salvage (per-segment, plus the runs of intact records after mid-segment damage).
-    #[arg(long, default_value = "per-segment", value_parser = parse_policy)]
+    /// Which segments the view keeps.
+    #[arg(long, default_value = "per-segment", value_parser = policy_values())]
     pub policy: Policy,
     #[command(flatten)]
     pub scan: ScanArgs,
@@ -150,10 +181,9 @@ pub struct EngineArgs {
     /// both hold are compared (logs match by their path relative to each directory).
     #[arg(long = "replica", value_name = "DIR")]
     pub replicas: Vec<std::path::PathBuf>,
-    /// Where copies disagree on a record: serve the primary's (default), a replica's
-    /// wherever the primary is not in a majority (replica), or the majority's with
-    /// three copies or more (majority). Needs --replica, and --policy per-segment or salvage.
-    #[arg(long, value_name = "WHICH", default_value = "primary", requires = "replicas", value_parser = parse_prefer)]
+    /// Where copies disagree on a record, whose to serve. Needs --replica, and
+    /// --policy per-segment or salvage.
+    #[arg(long, value_name = "WHICH", default_value = "primary", requires = "replicas", value_parser = prefer_values())]
     pub prefer: crate::engine::replica::Prefer,
     /// An integrity baseline written by `check --save-baseline` while the log was good:
     /// a 64 KiB block whose CRC-32C changed since, inside what the baseline covered, is
@@ -187,12 +217,39 @@ impl EngineArgs {
     }
 }
 
-fn parse_policy(s: &str) -> Result<Policy, String> {
-    s.parse()
+/// A flag's value parser for a fixed set of `values`: clap lists them in --help
+/// and hands them to every shell's completion script (a bare `FromStr` parser
+/// would complete file names); the chosen one is then parsed by `T::from_str`.
+pub fn choices<T>(values: impl Into<PossibleValuesParser>) -> impl TypedValueParser<Value = T>
+where
+    T: FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    values.into().try_map(|v| v.parse::<T>())
 }
 
-fn parse_prefer(s: &str) -> Result<crate::engine::replica::Prefer, String> {
-    s.parse()
+/// `--policy`'s values (engine/policy.rs's names), with what each keeps.
+fn policy_values() -> impl TypedValueParser<Value = Policy> {
+    let help = |p: Policy| match p {
+        Policy::PerSegment => "every segment's valid prefix",
+        Policy::PointInTime => "stop at the first damage or gap",
+        Policy::Strict => "repair nothing; damaged segments fail (EIO)",
+        Policy::Salvage => "per-segment, plus the runs of intact records after mid-segment damage",
+    };
+    choices(
+        Policy::ALL
+            .into_iter()
+            .map(|p| PossibleValue::new(p.as_str()).help(help(p)))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// `--prefer`'s values.
+fn prefer_values() -> impl TypedValueParser<Value = crate::engine::replica::Prefer> {
+    choices([
+        PossibleValue::new("primary").help("the primary's (DATA_DIR's) record"),
+        PossibleValue::new("replica").help("a replica's wherever the primary is not in a majority"),
+        PossibleValue::new("majority").help("the majority's, with three copies or more"),
+    ])
 }
 
 impl Cli {
@@ -220,6 +277,7 @@ impl Cli {
             Command::Completions(a) => docs::completions(a),
             Command::Man => docs::man(),
             Command::Synth(a) => synth::run(a),
+            Command::Umount(a) => umount_answer(a),
         }
     }
 }

@@ -5,7 +5,8 @@ use crate::cli::sys::{
     block_signals, detach_stdio, is_mount_point, is_root, lazy_unmount, pipe, wait_signal, which,
 };
 use crate::cli::writable::{self, Layers};
-use crate::cli::{EngineArgs, EXIT_ERROR};
+use crate::cli::{choices, EngineArgs, EXIT_ERROR};
+use crate::engine::layout::{discover_target, Target, TargetError};
 use crate::engine::policy::Policy;
 use crate::engine::replica::{Prefer, Replicas};
 use crate::engine::scan::ScanOptions;
@@ -14,6 +15,7 @@ use crate::view::fuse::session::{raise_readahead, start_session, SessionOptions}
 use crate::view::fuse::Owner;
 use crate::view::verify::Verify;
 use crate::view::{View, ViewConfig};
+use clap::builder::PossibleValue;
 use clap::{ArgAction, Args};
 use fuser::MountOption;
 use std::fs;
@@ -44,6 +46,15 @@ pub struct MountArgs {
     /// Let other users read the view (needs user_allow_other in /etc/fuse.conf unless root).
     #[arg(long)]
     pub allow_other: bool,
+    /// Let root read the view besides the user who mounted it (also -o allow_root);
+    /// nobody else. Needs user_allow_other in /etc/fuse.conf unless root.
+    #[arg(long, conflicts_with = "allow_other")]
+    pub allow_root: bool,
+    /// Mount even when DATA_DIR holds no Takhin log yet (a broker's directory
+    /// before its first partition; also -o allow_empty). Without it such a
+    /// directory is refused like `check` and `repair` refuse it: most likely a mistyped path.
+    #[arg(long)]
+    pub allow_empty: bool,
     /// FUSE worker threads (0: one per core; at least 2).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: usize,
@@ -51,10 +62,11 @@ pub struct MountArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CACHE_MB)]
     pub cache_mb: u64,
     /// Mount options, comma-separated: policy=P, cache_mb=N, threads=N, allow_other,
-    /// allow_root, uid=N, gid=N, umask=OOO, max_record_bytes=N, log_file=F, fsname=S,
+    /// allow_root, allow_empty, uid=N, gid=N, umask=OOO, max_record_bytes=N, log_file=F, fsname=S,
     /// subtype=S, nometa, passthrough=auto|off, verify=lazy|background, noexec, noatime; ro, nodev, nosuid and
-    /// default_permissions are always in effect; defaults, auto, noauto, user, nofail,
-    /// _netdev and x-* are mount(8)'s and fstab's. Anything else (rw, dev, suid, sync,
+    /// default_permissions are always in effect; rw (which mount(8) passes unless ro is
+    /// given) is accepted and the view is still read-only; defaults, auto, noauto, user,
+    /// nouser, users, owner, group, nofail, _netdev and x-* are mount(8)'s and fstab's. Anything else (dev, suid, sync,
     /// context=, comment=, ...) is refused.
     #[arg(short = 'o', value_name = "OPTS", action = ArgAction::Append)]
     pub options: Vec<String>,
@@ -69,7 +81,7 @@ pub struct MountArgs {
     /// .recoverfs/raw/): auto uses it where the kernel permits, off never does. With it
     /// the kernel also keeps a sealed segment's name for up to a second (dropped when the
     /// source watcher sees the file change); off makes every path walk ask the daemon.
-    #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = parse_passthrough, action = ArgAction::Set)]
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = passthrough_values(), action = ArgAction::Set)]
     pub passthrough: bool,
     /// Writable for a broker (root): the view is mounted privately at UPPER_DIR/view and
     /// overlayfs at MOUNTPOINT, every write kept in UPPER_DIR/upper, the source untouched.
@@ -78,8 +90,27 @@ pub struct MountArgs {
     pub writable: Option<PathBuf>,
     /// When segments are validated: lazy (on first use) or background (also all
     /// of them, in one idle-priority thread, once the mount is live; also -o verify=).
-    #[arg(long, value_name = "lazy|background", default_value = "lazy")]
+    #[arg(long, value_name = "WHEN", default_value = "lazy", value_parser = verify_values())]
     pub verify: Verify,
+}
+
+/// `--passthrough`'s values, offered to --help and every shell's completion.
+fn passthrough_values() -> impl clap::builder::TypedValueParser<Value = bool> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new([
+        PossibleValue::new("auto").help("wherever the kernel permits it"),
+        PossibleValue::new("off").help("never: every read and path walk asks the daemon"),
+    ])
+    .map(|v| v == "auto")
+}
+
+/// `--verify`'s values, offered to --help and every shell's completion.
+fn verify_values() -> impl clap::builder::TypedValueParser<Value = Verify> {
+    choices([
+        PossibleValue::new("lazy").help("each segment when one of its files is first looked up"),
+        PossibleValue::new("background")
+            .help("also all of them, in one idle-priority thread, once the mount is live"),
+    ])
 }
 
 /// `auto` (true) or `off` (false).
@@ -103,6 +134,8 @@ struct Settings {
     allow_other: bool,
     /// Root (and the mount's owner) only: `allow_root`.
     allow_root: bool,
+    /// Mount a tree that holds no Takhin log (`--allow-empty`).
+    allow_empty: bool,
     /// `uid=`, `gid=`, `umask=`: the owner, group and mode bits the view shows.
     owner: Owner,
     log_file: Option<PathBuf>,
@@ -132,7 +165,8 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
         cache_mb: a.cache_mb,
         threads: a.threads,
         allow_other: a.allow_other,
-        allow_root: false,
+        allow_root: a.allow_root,
+        allow_empty: a.allow_empty,
         owner: Owner::default(),
         log_file: a.log_file.clone(),
         fsname: None,
@@ -182,24 +216,31 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
                 ))
             }
             Some((k, _)) if k.starts_with("x-") => {}
+            // A non-root user's mount of a `user` fstab line: mount(8) names them.
+            Some(("user", _)) => {}
             Some(_) => return Err(format!("-o {o}: unknown mount option")),
             None => match o {
                 "" => {}
                 "allow_other" => s.allow_other = true,
                 "allow_root" => s.allow_root = true,
+                "allow_empty" => s.allow_empty = true,
                 "nometa" => s.no_meta = true,
                 "noexec" => s.extra.push(MountOption::NoExec),
                 "noatime" => s.extra.push(MountOption::NoAtime),
-                "rw" | "dev" | "suid" | "sync" | "dirsync" | "mand" => {
+                "dev" | "suid" | "sync" | "dirsync" | "mand" => {
                     return Err(format!(
                         "-o {o}: not supported; the view is always ro, nodev, nosuid, async"
                     ))
                 }
                 // Always in effect: ro, nodev, nosuid, default_permissions, async.
                 "ro" | "nodev" | "nosuid" | "default_permissions" | "async" => {}
+                // mount(8) passes rw whenever ro is not given (fstab's `defaults`
+                // included): refusing it would make `mount -t recoverfs` fail. A
+                // FUSE view is read-only whatever it is asked, as /proc/mounts shows.
+                "rw" => tracing::debug!("-o rw: the view is read-only all the same"),
                 // mount(8)'s and fstab's own business, done before we are called.
                 "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "owner"
-                | "nofail" | "_netdev" | "silent" | "loud" => {}
+                | "group" | "nofail" | "_netdev" | "silent" | "loud" => {}
                 // The kernel defaults, kept as asked.
                 "exec" | "atime" | "relatime" => {}
                 "norelatime" | "strictatime" | "lazytime" => {
@@ -306,6 +347,24 @@ fn precheck(s: &mut Settings) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses a source holding no Takhin log, as `check` and `repair` do: an
+/// empty view over a mistyped path would look like a recovered log that lost everything.
+fn refuse_empty(source: &std::path::Path) -> Result<(), String> {
+    let target = Target {
+        root: source.to_path_buf(),
+        only_segment: None,
+    };
+    match discover_target(&target) {
+        Err(e @ TargetError::NoLog { .. }) => Err(format!(
+            "source {}; --allow-empty (-o allow_empty) mounts it anyway, e.g. a broker's \
+             directory before its first partition",
+            crate::engine::layout::display_name(&e.to_string())
+        )),
+        // Anything else is for the mount itself to meet and report.
+        _ => Ok(()),
+    }
+}
+
 /// Where the mount logs: `--log-file`, else stderr in the foreground, else syslog.
 fn init_logging(s: &Settings, daemon_child: bool) -> Result<(), String> {
     let v = log::verbosity();
@@ -313,7 +372,10 @@ fn init_logging(s: &Settings, daemon_child: bool) -> Result<(), String> {
         Some(p) => log::init(v, Sink::File(p.clone())),
         None if daemon_child => log::init(v, Sink::Syslog).or_else(|e| {
             // Told to the parent, which prints it: the daemon's stderr is about to go.
-            println!("recoverfs mount: warning: {e}; logging nowhere (use --log-file)");
+            // A warning: -q (errors only) and -qq (nothing) silence it.
+            if v >= 0 {
+                println!("recoverfs mount: warning: {e}; logging nowhere (use --log-file)");
+            }
             Ok(())
         }),
         None => log::init(v, Sink::Stderr),
@@ -362,6 +424,12 @@ pub fn run(a: &MountArgs) -> ExitCode {
         return fail(e);
     }
     let child = std::env::var_os(CHILD_ENV).is_some();
+    // The parent has looked already: the daemon it starts need not walk the tree again.
+    if !child && !s.allow_empty {
+        if let Err(e) = refuse_empty(&s.source) {
+            return fail(e);
+        }
+    }
     if !a.foreground && !child {
         return match spawn_daemon() {
             Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! `repair`: writes the repaired view out, to a new directory or in place after a backup.
 
+use crate::cli::check::log_report;
 use crate::cli::progress::Progress;
 use crate::cli::{EngineArgs, EXIT_CLEAN, EXIT_DAMAGE};
 use crate::engine::integrity::{tree_hashes, write_new};
@@ -59,6 +60,7 @@ pub fn run(a: &RepairArgs) -> ExitCode {
         },
         None => None,
     };
+    let started = std::time::Instant::now();
     // --output reads every .log once to analyse it, then writes the whole tree.
     let bar = Progress::new(
         &a.data_dir,
@@ -81,6 +83,7 @@ pub fn run(a: &RepairArgs) -> ExitCode {
             bar.sink(),
         )
         .map(|s| {
+            log_report(&s.report, started.elapsed());
             if a.json {
                 s.report.to_json() + "\n"
             } else {
@@ -97,6 +100,7 @@ pub fn run(a: &RepairArgs) -> ExitCode {
             bar.sink(),
         )
         .map(|s| {
+            log_report(&s.report, started.elapsed());
             pending = s.dry_run && !s.entries.is_empty();
             if a.json {
                 s.report.to_json() + "\n"
