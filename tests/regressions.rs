@@ -2002,3 +2002,62 @@ fn a_source_watch_that_lost_events_drops_every_cached_name_and_attribute() {
     cut.extend_from_slice(b"plain");
     v.watch_events(&w, &cut);
 }
+
+/// Bug (issue 19, item 7): a record offset past `i64::MAX` was accepted as clean
+/// (`next offset 9223372036854775809`): the scanner compared `base + index` in u64,
+/// and salvage chained offsets with wrapping adds. Takhin offsets are signed 64-bit:
+/// fixed in engine/scan.rs (`check_offset`, shared with salvage): a record whose
+/// `base + index` is past 9223372036854775807 (or overflows) is offset-mismatch
+/// damage, and salvage never takes such an offset for a resync or a run.
+#[test]
+fn record_offsets_past_i64_max_are_damage_not_clean() {
+    use recoverfs::engine::format::takhin::SegmentWriter;
+    const MAX: u64 = i64::MAX as u64;
+    let records = |base: u64, n: u64| {
+        let mut w = SegmentWriter::new(base);
+        for i in 0..n {
+            w.append(1_700_000_000_000 + i as i64, b"k", &[b'v'; 40]);
+        }
+        w
+    };
+    // Five records from MAX - 2: the fourth would hold MAX + 1.
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("t/partition-0");
+    fs::create_dir_all(&dir).unwrap();
+    records(MAX - 2, 5).write_to(&dir).unwrap();
+    let (code, j) = check_json(t.path(), &[]);
+    assert_eq!(code, Some(1), "{j}");
+    let seg = &j["logs"][0]["segments"][0];
+    assert_eq!(seg["status"], "truncated", "{seg}");
+    assert_eq!(seg["records"], 3);
+    assert_eq!(seg["last_offset"], MAX);
+    assert_eq!(seg["damage"]["kind"], "offset-mismatch");
+    assert_eq!(seg["damage"]["record"], 3);
+    let detail = seg["damage"]["detail"].as_str().unwrap();
+    assert!(detail.contains("past 9223372036854775807"), "{detail}");
+    // dump says the same, and exits 1.
+    let o = dump(&log_path(&dir, MAX - 2), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("offset-mismatch"), "{}", stdout(&o));
+    // A base past MAX (20 digits can spell it): no record of it is valid.
+    let t2 = tempfile::tempdir().unwrap();
+    records(MAX + 1, 2).write_to(t2.path()).unwrap();
+    let (code, j) = check_json(t2.path(), &[]);
+    assert_eq!(code, Some(1), "{j}");
+    let seg = &j["logs"][0]["segments"][0];
+    assert_eq!(seg["records"], 0, "{seg}");
+    assert_eq!(seg["damage"]["kind"], "offset-mismatch");
+    // Salvage after mid-segment damage stops its run at MAX and takes nothing past it.
+    let t3 = tempfile::tempdir().unwrap();
+    let w = records(MAX - 8, 12);
+    w.write_to(t3.path()).unwrap();
+    let log = log_path(t3.path(), MAX - 8);
+    overwrite(&log, positions(&w)[2], &[0xff; 4]);
+    let (code, j) = check_json(t3.path(), &["--policy", "salvage"]);
+    assert_eq!(code, Some(1), "{j}");
+    let runs = j["logs"][0]["segments"][0]["salvaged"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["first_offset"], MAX - 5);
+    assert_eq!(runs[0]["last_offset"], MAX);
+    assert_eq!(runs[0]["records"], 6);
+}
