@@ -2144,3 +2144,47 @@ fn dump_checks_a_scrambled_index_against_its_log_by_default() {
         stdout(&o)
     );
 }
+
+/// Bug (issue 19, item 6): errors named the wrong problem: `dump DIR` said the name
+/// was not `<20 digits>.log`, `repair --output FILE` said "not empty",
+/// `repair --output SRC` said "inside the data directory". Fixed in cli/dump.rs (a
+/// directory is dumped, or named as one holding no segment file) and repair (a file
+/// and the source itself are named as such, `--backup SRC` too).
+#[test]
+fn errors_name_a_directory_a_file_and_the_source_itself() {
+    let t = tempfile::tempdir().unwrap();
+    let empty = t.path().join("partition-9");
+    fs::create_dir(&empty).unwrap();
+    let o = dump(&empty, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("a directory holding no segment file") && !stderr(&o).contains("named"),
+        "{}",
+        stderr(&o)
+    );
+    let src = damaged();
+    let file = t.path().join("hostname");
+    fs::write(&file, b"box\n").unwrap();
+    let o = repair_output(src.path(), &file, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("is a file, not a directory") && !stderr(&o).contains("not empty"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(fs::read(&file).unwrap(), b"box\n");
+    let o = repair_output(src.path(), src.path(), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("is the data directory itself") && !stderr(&o).contains("inside"),
+        "{}",
+        stderr(&o)
+    );
+    let o = repair_in_place(src.path(), src.path(), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("is the data directory itself") && !stderr(&o).contains("inside"),
+        "{}",
+        stderr(&o)
+    );
+}
