@@ -47,13 +47,15 @@ fn html_escape(s: &str) -> String {
 }
 
 // Paths: whole on one line in a table cell (a cell that may break anywhere is
-// squeezed to a few characters a line), broken only where they must elsewhere;
-// a table wider than the page scrolls inside its own box.
+// squeezed to a few characters a line); in a sentence, moved whole to the next
+// line, broken only when longer than a line; a table wider than the page scrolls
+// inside its own box.
 const CSS: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\
 h1{font-size:1.4em;overflow-wrap:anywhere}h2{font-size:1.1em;margin-top:2em;overflow-wrap:anywhere}\
 div.wide{overflow-x:auto}\
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}\
-td.n{text-align:right;font-variant-numeric:tabular-nums}code{overflow-wrap:anywhere}td code,td.nowrap{white-space:nowrap}\
+td.n{text-align:right;font-variant-numeric:tabular-nums}\
+code{display:inline-block;max-width:100%;overflow-wrap:anywhere}td code,td.nowrap{white-space:nowrap}\
 svg.map{width:100%;height:auto;border:1px solid #999;background:#fff}\
 .kept{fill:#2e8b57}.cut{fill:#e0a800}.hidden{fill:#bbb}.refused{fill:#8e44ad}.unreadable{fill:#c0392b}\
 .gap{stroke:#c0392b;stroke-width:4}.seg rect{stroke:#fff;stroke-width:.5}\

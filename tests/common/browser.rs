@@ -51,7 +51,7 @@ pub fn run_chromium(browser: &Path, scratch: &Path, extra: &[&str], url: &str) -
 pub struct Rendered {
     /// `document.body.innerText`: the text a reader sees, line breaks as rendered.
     pub text: String,
-    /// Each `<code>`'s text and the number of line boxes it is laid out in.
+    /// Each `<code>`'s text and the number of lines its text is laid out on.
     pub code_lines: Vec<(String, u64)>,
     /// The rendered width in CSS pixels of each `rect.cut` of the damage maps.
     pub cut_px: Vec<f64>,
@@ -62,7 +62,8 @@ pub struct Rendered {
 pub fn render(browser: &Path, page: &Path, scratch: &Path) -> Rendered {
     const PROBE: &str = "<script>\
 const r={text:document.body.innerText,\
-code_lines:[...document.querySelectorAll('code')].map(c=>[c.textContent,c.getClientRects().length]),\
+code_lines:[...document.querySelectorAll('code')].map(c=>{const g=document.createRange();\
+g.selectNodeContents(c);return [c.textContent,g.getClientRects().length];}),\
 cut_px:[...document.querySelectorAll('rect.cut')].map(e=>e.getBoundingClientRect().width)};\
 const p=document.createElement('pre');p.id='probe';p.textContent=JSON.stringify(r);\
 document.body.appendChild(p);</script>";
