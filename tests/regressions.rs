@@ -2247,6 +2247,23 @@ fn the_html_report_reads_like_the_text_report() {
         .unwrap();
     // At least engine::page::MIN_DAMAGE_W (4) of the bar's 1000 units; it was 0.5.
     assert!(w >= 4.0, "cut {w} units wide");
+    // A replica that matches nothing, and a log only it holds: named on the page too.
+    let r = tempfile::tempdir().unwrap();
+    write_segment(&r.path().join("other/partition-0"), 0, 3, 10);
+    let html2 = out.path().join("replica.html");
+    let o = check_cli(
+        t.path(),
+        &[
+            "--replica",
+            r.path().to_str().unwrap(),
+            "--html",
+            html2.to_str().unwrap(),
+        ],
+    );
+    assert!(stdout(&o).contains("NO MATCH"), "{}", stdout(&o));
+    let page2 = fs::read_to_string(&html2).unwrap();
+    assert!(page2.contains("<p class=\"mid\">NO MATCH: "), "no NO MATCH");
+    assert!(page2.contains("<p>Not in the primary: <code>other/partition-0</code>"));
     // As a reader sees it.
     let Some(browser) = common::browser::chromium() else {
         return;

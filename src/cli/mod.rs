@@ -56,7 +56,7 @@ pub enum Command {
 gaps included; with --replica, a range healed or a divergence between copies), 2 when PATH could not be checked.\n\nExamples:\n  recoverfs check /var/lib/takhin\n  recoverfs check /var/lib/takhin/orders/partition-0 --policy point-in-time\n  recoverfs check /var/lib/takhin --json | jq .summary"
     )]
     Check(check::CheckArgs),
-    /// Print segment files entry by entry (a .log's records, an index's entries), then where and why each valid prefix ends.
+    /// Print segment files entry by entry (a .log's records, an index's entries checked against its .log; a directory's segment files), then where and why each valid prefix ends.
     #[command(
         after_help = "An .index or .timeindex is checked entry by entry against the .log beside it \
 (as kafka-dump-log --index-sanity-check); --no-verify-index prints its entries alone. \

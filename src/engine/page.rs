@@ -85,6 +85,7 @@ pub fn render_html(report: &Report) -> String {
         report.schema
     );
     summary(&mut o, report);
+    replicas(&mut o, report);
     legend(&mut o);
     for (i, log) in report.logs.iter().enumerate() {
         log_section(&mut o, report, i, log);
@@ -141,6 +142,43 @@ fn summary(o: &mut String, r: &Report) {
             escape(&p.path),
             escape(&p.error)
         );
+    }
+}
+
+/// Each replica, and what the text says of it: a replica that matched none of the
+/// primary's logs, the logs only it holds, its directories that could not be listed.
+fn replicas(o: &mut String, r: &Report) {
+    let Some(reps) = &r.replicas else { return };
+    o.push_str("<h2>Replicas</h2>\n");
+    for rep in reps {
+        let _ = writeln!(
+            o,
+            "<p>Replica {} <code>{}</code>: {} of the primary's logs matched.</p>",
+            rep.index,
+            escape(&rep.path),
+            rep.logs_matched
+        );
+        if rep.logs_matched == 0 {
+            let _ = writeln!(
+                o,
+                "<p class=\"mid\">NO MATCH: it holds none of the primary's logs (logs match by their path relative to each directory: give the replica's directory that corresponds to the one checked)</p>"
+            );
+        }
+        for l in &rep.logs_not_in_primary {
+            let _ = writeln!(
+                o,
+                "<p>Not in the primary: <code>{}</code>, a log only this replica holds; not added to the view</p>",
+                escape(l)
+            );
+        }
+        for p in &rep.problems {
+            let _ = writeln!(
+                o,
+                "<p class=\"mid\">UNREADABLE directory <code>{}/</code>: {}</p>",
+                escape(&p.path),
+                escape(&p.error)
+            );
+        }
     }
 }
 
