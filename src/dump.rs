@@ -1,4 +1,4 @@
-//! `dump`: segment files entry by entry, like `kafka-dump-log.sh`: a `.log`'s records, or an `.index`/`.timeindex`'s entries checked against their `.log`; then where and why the valid prefix ends.
+//! `dump`: segment files entry by entry, like `kafka-dump-log.sh`: a `.log`'s records, or an `.index`/`.timeindex`'s entries checked against their `.log` (by default); then where and why the valid prefix ends.
 
 use crate::engine::format::takhin::{
     be_i64, be_u64, classify_name, FileKind, NameMatch, ENTRY_FIRST_AT, ENTRY_SECOND_AT,
@@ -49,8 +49,14 @@ pub struct DumpOptions {
     pub max_bytes: usize,
     /// The base offset of a file not named by it (a carved `.log`).
     pub base_offset: Option<u64>,
-    /// Compare the indexes with the ones rebuilt from the `.log`, entry by entry.
+    /// Compare the indexes with the ones rebuilt from the `.log`, entry by entry: a
+    /// `.log`'s indexes beside it, or an index file with its `.log` (which must be there).
     pub verify_index: bool,
+    /// Check an index file's entries against its `.log` even unasked (the default, as
+    /// `kafka-dump-log --index-sanity-check`); a missing `.log` leaves it unchecked, not clean.
+    pub check_index_files: bool,
+    /// Print only what the index check finds wrong, not every record or entry.
+    pub only_differences: bool,
     /// Name the file on every JSON line (several files in one call).
     pub name_file: bool,
     /// After the damage, also the runs salvage finds (each run's records).
@@ -68,6 +74,8 @@ impl Default for DumpOptions {
             max_bytes: PREVIEW_BYTES,
             base_offset: None,
             verify_index: false,
+            check_index_files: true,
+            only_differences: false,
             name_file: false,
             salvage: false,
         }
@@ -189,6 +197,34 @@ fn open_in_dir(path: &Path) -> io::Result<(Source, PathBuf)> {
     Ok((Source::open(dir).map_err(located)?, name))
 }
 
+/// The segment files of the directory `dir` (not below it), as paths to dump:
+/// by base offset, each segment's `.log` first, then its `.index` and `.timeindex`.
+/// Other entries are left out; a directory holding none is an error naming it.
+pub fn segment_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let located = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", dir.display()));
+    let source = Source::open(dir).map_err(located)?;
+    let mut found: Vec<(u64, FileKind, PathBuf)> = source
+        .read_dir(Path::new(""))
+        .map_err(located)?
+        .into_iter()
+        .filter_map(|(n, ft)| match classify_name(n.as_bytes()) {
+            NameMatch::Segment(b, k) if ft.is_file() => Some((b, k, dir.join(&n))),
+            _ => None,
+        })
+        .collect();
+    if found.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: a directory holding no segment file (<20 digits>.log|.index|.timeindex); give a partition directory or segment files",
+                dir.display()
+            ),
+        ));
+    }
+    found.sort();
+    Ok(found.into_iter().map(|(_, _, p)| p).collect())
+}
+
 /// `name` with its extension replaced by `ext`.
 fn sibling(name: &Path, ext: &str) -> PathBuf {
     name.with_extension(ext)
@@ -223,20 +259,21 @@ fn dump_log(path: &Path, base: u64, opts: &DumpOptions, out: &mut Out) -> io::Re
     let file_label = path.display().to_string();
     let label = opts.name_file.then_some(file_label.as_str());
     // --verify-index: the original indexes beside it, compared as the records stream by.
-    let originals: Vec<(IndexKind, Option<(File, u64)>)> = if opts.verify_index {
-        [(IndexKind::Offset, "index"), (IndexKind::Time, "timeindex")]
-            .into_iter()
-            .map(|(k, ext)| {
-                let f = source
-                    .file(&sibling(&name, ext))
-                    .ok()
-                    .and_then(|f| f.metadata().ok().map(|m| (f, m.len())));
-                (k, f)
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let originals: Vec<(IndexKind, Option<(File, u64)>)> =
+        if opts.verify_index || opts.only_differences {
+            [(IndexKind::Offset, "index"), (IndexKind::Time, "timeindex")]
+                .into_iter()
+                .map(|(k, ext)| {
+                    let f = source
+                        .file(&sibling(&name, ext))
+                        .ok()
+                        .and_then(|f| f.metadata().ok().map(|m| (f, m.len())));
+                    (k, f)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
     let mut comparers: Vec<(IndexKind, Option<IndexComparer<File>>)> = originals
         .iter()
         .map(|(k, f)| (*k, f.as_ref().map(|(f, l)| IndexComparer::new(*k, f, *l))))
@@ -258,7 +295,8 @@ fn dump_log(path: &Path, base: u64, opts: &DumpOptions, out: &mut Out) -> io::Re
                     c.push(m);
                 }
             }
-            let wanted = opts.from_offset.is_none_or(|f| m.offset >= f)
+            let wanted = !opts.only_differences
+                && opts.from_offset.is_none_or(|f| m.offset >= f)
                 && opts.limit.is_none_or(|l| shown < l);
             // Past --limit or a closed pipe: examined, not printed.
             if wanted && !out.closed {
@@ -309,10 +347,13 @@ fn dump_log(path: &Path, base: u64, opts: &DumpOptions, out: &mut Out) -> io::Re
         writeln!(out, "{}", serde_json::to_string(&end).expect("serializes"))?;
     } else {
         match &w.damage {
+            // `base + records` passed `check_offset` for every record; an empty
+            // file's base may be anything a name or `--base-offset` spells.
             None => writeln!(
                 out,
                 "end: clean; {records} record(s), {len} bytes, next offset {}",
-                base + records
+                base.checked_add(records)
+                    .map_or_else(|| "past the largest offset".to_string(), |n| n.to_string())
             )?,
             Some(d) => writeln!(
                 out,
@@ -320,7 +361,7 @@ fn dump_log(path: &Path, base: u64, opts: &DumpOptions, out: &mut Out) -> io::Re
                 d.position,
                 d.kind(),
                 d.cause,
-                len - d.position
+                len.saturating_sub(d.position)
             )?,
         }
         for (k, v) in &verdicts {
@@ -441,25 +482,40 @@ fn dump_index(
     let len = file.metadata()?.len();
     let file_label = path.display().to_string();
     let label = opts.name_file.then_some(file_label.as_str());
-    // --verify-index: the .log beside it (same stem), scanned once, rebuilt entries read in chunks.
-    let rebuilt = if opts.verify_index {
+    // Checked against the .log beside it (same stem), by default as when asked:
+    // scanned once, rebuilt entries read in chunks. Unasked, a missing .log leaves
+    // the index unchecked (and so not clean); asked (--verify-index), it is an error.
+    let asked = opts.verify_index || opts.only_differences;
+    let mut unchecked: Option<String> = None;
+    let rebuilt = if asked || opts.check_index_files {
         let log_name = sibling(&name, "log");
-        let log = source.file(&log_name).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "{}: --verify-index needs its .log ({}): {e}",
-                    path.display(),
+        match source.file(&log_name) {
+            Ok(log) => {
+                let log_len = log.metadata()?.len();
+                let mut cmp = IndexComparer::new(kind, &file, len);
+                let scan = scan_segment(&log, log_len, base, &opts.scan, |m| cmp.push(m))
+                    .map_err(located)?;
+                let verdict = cmp.finish(scan.records);
+                Some((log, scan, verdict))
+            }
+            Err(e) if asked => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{}: --verify-index needs its .log ({}): {e}",
+                        path.display(),
+                        log_name.display()
+                    ),
+                ))
+            }
+            Err(e) => {
+                unchecked = Some(format!(
+                    "its .log ({}) could not be opened: {e}",
                     log_name.display()
-                ),
-            )
-        })?;
-        let log_len = log.metadata()?.len();
-        let mut cmp = IndexComparer::new(kind, &file, len);
-        let scan =
-            scan_segment(&log, log_len, base, &opts.scan, |m| cmp.push(m)).map_err(located)?;
-        let verdict = cmp.finish(scan.records);
-        Some((log, scan, verdict))
+                ));
+                None
+            }
+        }
     } else {
         None
     };
@@ -480,7 +536,7 @@ fn dump_index(
             }
         }
         if out.closed || opts.limit.is_some_and(|l| shown >= l) {
-            if rebuilt.is_none() {
+            if rebuilt.is_none() || opts.only_differences {
                 break; // nothing left to examine
             }
             continue;
@@ -495,7 +551,6 @@ fn dump_index(
         if opts.from_offset.is_some_and(|f| offset_of < f) {
             continue;
         }
-        shown += 1;
         let check = rebuilt
             .as_ref()
             .map(|_| match want.get(at..at + INDEX_ENTRY_LEN as usize) {
@@ -503,6 +558,10 @@ fn dump_index(
                 Some(w) => format!("DIFFERS: should be {}", describe_entry(kind, w).0),
                 None => "EXTRA: past the rebuilt index".to_string(),
             });
+        if opts.only_differences && check.as_deref().is_none_or(|c| c == "ok") {
+            continue;
+        }
+        shown += 1;
         if opts.json {
             let m = json.as_object_mut().expect("an object");
             let mut line = serde_json::Map::new();
@@ -520,8 +579,16 @@ fn dump_index(
             writeln!(out, "entry {i} @{}: {text}{c}", i * INDEX_ENTRY_LEN)?;
         }
     }
-    let verdict = rebuilt.as_ref().map(|(_, _, v)| v.describe(kind));
-    let ok = partial == 0 && rebuilt.as_ref().is_none_or(|(_, _, v)| v.is_match());
+    let verdict = match (&rebuilt, &unchecked) {
+        (Some((_, _, v)), _) => Some(v.describe(kind)),
+        (None, Some(why)) => Some(format!(
+            "not checked: {why} (--no-verify-index prints the entries alone)"
+        )),
+        (None, None) => None,
+    };
+    let ok = partial == 0
+        && unchecked.is_none()
+        && rebuilt.as_ref().is_none_or(|(_, _, v)| v.is_match());
     if opts.json {
         let end = serde_json::json!({
             "end": if ok { "clean" } else { "damage" },

@@ -226,11 +226,7 @@ fn png_size(b: &[u8]) -> (u32, u32) {
 
 #[test]
 fn html_page_renders_in_a_headless_browser() {
-    let Some(browser) = ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find_map(|b| recoverfs::cli::sys::which(b))
-    else {
-        eprintln!("skipped: no chromium installed (apt-get install chromium)");
+    let Some(browser) = common::browser::chromium() else {
         return;
     };
     let (t, _) = tree();
@@ -238,34 +234,37 @@ fn html_page_renders_in_a_headless_browser() {
     let (html, _) = page(t.path(), out.path());
     let (_, _, segs) = bytes_of(t.path());
     let url = format!("file://{}", html.display());
-    let chrome = |extra: &[&str]| {
-        let o = Command::new(&browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--window-size=1200,800",
-            ])
-            .arg(format!(
-                "--user-data-dir={}",
-                out.path().join("profile").display()
-            ))
-            .args(extra)
-            .arg(&url)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{browser:?}: {}", stderr(&o));
-        o
-    };
+    let chrome = |extra: &[&str]| common::browser::run_chromium(&browser, out.path(), extra, &url);
     let shot = out.path().join("shot.png");
     chrome(&[&format!("--screenshot={}", shot.display())]);
     assert_eq!(png_size(&fs::read(&shot).unwrap()), (1200, 800));
-    let dom = stdout(&chrome(&["--dump-dom"]));
+    let dom = chrome(&["--dump-dom"]);
     assert_eq!(dom.matches("data-seg=").count(), segs, "{dom}");
     assert_eq!(dom.matches("<rect class=\"cut\"").count(), 1);
     // The parsed page holds no element the name could have injected.
     assert!(!dom.contains("<img"), "injected markup in the DOM");
     assert!(dom.contains("onerror=alert(1)&gt;"));
+    // What a reader sees: every line `check` prints, as it prints it (the hostile
+    // name as text, line breaks as breaks), each path on one line, the cut drawn.
+    let seen = common::browser::render(&browser, &html, out.path());
+    let text = stdout(&check_cli(t.path(), &[]));
+    assert!(!seen.text.contains("\\x0a"), "{}", seen.text);
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            seen.text.contains(line.trim_end()),
+            "not on the rendered page: {line:?}\n{}",
+            seen.text
+        );
+    }
+    assert!(seen.text.contains(HOSTILE), "{}", seen.text);
+    for (code, lines) in &seen.code_lines {
+        assert_eq!(*lines, 1, "{code:?} wraps over {lines} lines");
+    }
+    assert!(
+        seen.cut_px.len() == 1 && seen.cut_px[0] >= 2.0,
+        "{:?}",
+        seen.cut_px
+    );
 }
 
 /// `check --map` run on a pseudo-terminal (util-linux `script`), `NO_COLOR` as given.

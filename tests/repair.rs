@@ -216,7 +216,7 @@ fn output_refusals() {
     let o = repair_output(src.path(), &inside, &[]);
     assert_refused(&o, &inside, "is inside the data directory");
     let o = repair_output(src.path(), src.path(), &[]);
-    assert_refused(&o, src.path(), "is inside the data directory");
+    assert_refused(&o, src.path(), "is the data directory itself");
 
     let data = src.path().join("orders");
     let o = repair_output(&data, src.path(), &[]);

@@ -5,9 +5,9 @@ mod tree;
 
 use libfuzzer_sys::fuzz_target;
 use recoverfs::engine::analysis::{check_path, AnalyzeOptions};
-use recoverfs::engine::scan::ScanOptions;
+use recoverfs::engine::scan::{ScanOptions, MAX_OFFSET};
 
-/// Steering bytes: the second segment's base (8), the policy (1), the max record
+/// Steering bytes: the segments' bases (8, see `tree::bases`), the policy (1), the max record
 /// size in 16-byte units (2, 0: the default), the lengths of the first five files (4 each).
 const HEAD: usize = 8 + 1 + 2 + 5 * 4;
 
@@ -15,14 +15,14 @@ fuzz_target!(|data: &[u8]| {
     let Some((head, rest)) = data.split_at_checked(HEAD) else {
         return;
     };
-    let base2 = tree::second_base(head);
+    let bases = tree::bases(head);
     let policy = tree::policy(head[8]);
     let max = match u16::from_le_bytes([head[9], head[10]]) as u64 * 16 {
         0 => ScanOptions::default().max_record_bytes,
         m => m,
     };
     let t = tempfile::tempdir().unwrap();
-    tree::write_tree(t.path(), base2, &tree::cut_files(&head[11..], rest));
+    tree::write_tree(t.path(), bases, &tree::cut_files(&head[11..], rest));
     let opts = AnalyzeOptions {
         scan: ScanOptions {
             max_record_bytes: max,
@@ -31,6 +31,13 @@ fuzz_target!(|data: &[u8]| {
         threads: 1,
     };
     let (_, report) = check_path(t.path(), &opts, &|_| {}).expect("a directory we made");
+    // Takhin offsets are signed 64-bit: no record served, salvaged or not, is past the limit.
+    for (_, seg) in report.segments() {
+        assert!(seg.last_offset.is_none_or(|o| o <= MAX_OFFSET));
+        for r in seg.salvaged.iter().flatten() {
+            assert!(r.last_offset <= MAX_OFFSET);
+        }
+    }
     let _ = report.render_human();
     let _ = report.to_json();
     let _ = recoverfs::engine::map::render_text(&report, 80, true);

@@ -9,7 +9,7 @@ use recoverfs::engine::replica::{check_with_replicas, Prefer};
 use recoverfs::engine::scan::ScanOptions;
 use std::path::PathBuf;
 
-/// Steering bytes: the second segment's base (8), the policy (1), `--prefer` and
+/// Steering bytes: the segments' bases (8, see `tree::bases`), the policy (1), `--prefer` and
 /// the replica count (1), the lengths of the first five files (4 each), the number
 /// of edits (1); then the edits (6 each), then the six files' bytes.
 const HEAD: usize = 8 + 1 + 1 + 5 * 4 + 1;
@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((head, rest)) = data.split_at_checked(HEAD) else {
         return;
     };
-    let base2 = tree::second_base(head);
+    let bases = tree::bases(head);
     let policy = tree::policy(head[8]);
     let prefer = [Prefer::Primary, Prefer::Replica, Prefer::Majority][(head[9] & 3) as usize % 3];
     let two = head[9] & 4 != 0;
@@ -53,11 +53,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let primary = tempfile::tempdir().unwrap();
-    tree::write_tree(primary.path(), base2, &files);
+    tree::write_tree(primary.path(), bases, &files);
     let copies = if two { 2 } else { 1 };
     let dirs: Vec<tempfile::TempDir> = (0..copies).map(|_| tempfile::tempdir().unwrap()).collect();
     for (d, r) in dirs.iter().zip(&replicas) {
-        tree::write_tree(d.path(), base2, r);
+        tree::write_tree(d.path(), bases, r);
     }
     let paths: Vec<PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
     let opts = AnalyzeOptions {

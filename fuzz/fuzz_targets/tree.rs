@@ -1,4 +1,4 @@
-//! What the `check` and `replica` fuzz targets share: the policy a byte picks, the six files five lengths cut from the bytes, and the two-segment tree written from them.
+//! What the `check` and `replica` fuzz targets share: the policy a byte picks, the two bases (near 0 or the offset limits), the six files five lengths cut from the bytes, and the two-segment tree written from them.
 
 use recoverfs::engine::format::takhin::{segment_file_name, FileKind};
 use recoverfs::engine::policy::Policy;
@@ -14,10 +14,25 @@ pub fn policy(b: u8) -> Policy {
     ][b as usize % 4]
 }
 
-/// The second segment's base from 8 steering bytes (kept below a million, so that
-/// the two segments are often near each other).
-pub fn second_base(b: &[u8]) -> u64 {
-    u64::from_le_bytes(b[..8].try_into().unwrap()) % 1_000_000
+/// The two segments' bases from 8 steering bytes. The top two bits pick where the
+/// log lives: from 0 as Takhin starts; just below 9223372036854775807, the largest
+/// Takhin offset (`i64::MAX`), so records cross it; just past it (a base no record
+/// can have); just below `u64::MAX`, which 20 digits can still spell. Bits 40-61 say
+/// how far below (under 4096), the low bits how far on the second base is (under a
+/// million, so the two segments are often near each other).
+pub fn bases(b: &[u8]) -> (u64, u64) {
+    let v = u64::from_le_bytes(b[..8].try_into().unwrap());
+    let limit = i64::MAX as u64;
+    let below = (v >> 40) % 4096;
+    let first = match v >> 62 {
+        0 => 0,
+        1 => limit - below,
+        2 => limit + 1 + below,
+        _ => u64::MAX - below,
+    };
+    let apart = (v & 0xff_ffff_ffff) % 1_000_000;
+    // Near u64::MAX the second segment goes below the first: two names, never one.
+    (first, first.checked_add(apart).unwrap_or(first - apart))
 }
 
 /// Segment 0's `.log`, `.index`, `.timeindex`, then the second segment's: five
@@ -35,14 +50,14 @@ pub fn cut_files<'a>(lengths: &[u8], mut rest: &'a [u8]) -> Vec<&'a [u8]> {
     files
 }
 
-/// Writes `files` (as [`cut_files`] orders them) into `root/topic-0`, the second
-/// segment at `base2`.
-pub fn write_tree(root: &Path, base2: u64, files: &[impl AsRef<[u8]>]) {
+/// Writes `files` (as [`cut_files`] orders them) into `root/topic-0`, the segments
+/// at `bases` (from [`bases`]).
+pub fn write_tree(root: &Path, (base1, base2): (u64, u64), files: &[impl AsRef<[u8]>]) {
     let dir = root.join("topic-0");
     std::fs::create_dir_all(&dir).unwrap();
     let kinds = [FileKind::Log, FileKind::Index, FileKind::TimeIndex];
     for (i, bytes) in files.iter().enumerate() {
-        let base = if i < 3 { 0 } else { base2 };
+        let base = if i < 3 { base1 } else { base2 };
         std::fs::write(dir.join(segment_file_name(base, kinds[i % 3])), bytes).unwrap();
     }
 }

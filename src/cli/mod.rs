@@ -58,13 +58,19 @@ pub enum Command {
 gaps included; with --replica, a range healed or a divergence between copies), 2 when PATH could not be checked.\n\nExamples:\n  recoverfs check /var/lib/takhin\n  recoverfs check /var/lib/takhin/orders/partition-0 --policy point-in-time\n  recoverfs check /var/lib/takhin --json | jq .summary"
     )]
     Check(check::CheckArgs),
-    /// Print segment files entry by entry (a .log's records, an index's entries), then where and why each valid prefix ends.
+    /// Print segment files entry by entry (a .log's records, an index's entries checked against its .log; a directory's segment files), then where and why each valid prefix ends.
     #[command(
-        after_help = "Exit status: 0 every file clean (examined to its end even past --limit or a closed pipe), \
-1 damage in one (or an index that disagrees, with --verify-index), 2 a file could not be read.\n\nExamples:\n  \
+        after_help = "An .index or .timeindex is checked entry by entry against the .log beside it \
+(as kafka-dump-log --index-sanity-check); --no-verify-index prints its entries alone. \
+kafka-dump-log's --files a,b,c, --verify-index-only, --index-sanity-check, --print-data-log and \
+--deep-iteration are accepted.\n\n\
+Exit status: 0 every file clean (examined to its end even past --limit or a closed pipe), \
+1 damage in one (or an index that disagrees with its .log, or has no .log to be checked against), \
+2 a file could not be read.\n\nExamples:\n  \
 recoverfs dump 00000000000000000000.log --limit 10\n  \
 recoverfs dump 00000000000000000375.log --from-offset 700 --json --values full\n  \
-recoverfs dump 00000000000000000375.index 00000000000000000375.timeindex --verify-index\n  \
+recoverfs dump 00000000000000000375.index 00000000000000000375.timeindex\n  \
+recoverfs dump /var/lib/takhin/orders/partition-0 --verify-index-only   every segment file, only what disagrees\n  \
 recoverfs dump carved.bin --base-offset 375"
     )]
     Dump(dump::DumpArgs),

@@ -143,25 +143,9 @@ impl Report {
                 if let Some(e) = &seg.error {
                     let _ = writeln!(o, "  UNREADABLE  {path}: {e}");
                 }
-                if seg.status != SegmentStatus::Unreadable {
-                    let stem = path.strip_suffix(".log").unwrap_or(&path);
-                    let fate = match seg.view {
-                        ViewAction::Hidden => "the segment is hidden",
-                        ViewAction::Eio => "not served: the segment answers EIO",
-                        _ => "rebuilt in the view",
-                    };
-                    for (ext, v, kind) in [
-                        (INDEX_EXT, &seg.index, IndexKind::Offset),
-                        (TIMEINDEX_EXT, &seg.timeindex, IndexKind::Time),
-                    ] {
-                        if !v.is_match() {
-                            let _ = writeln!(
-                                o,
-                                "  INDEX       {stem}.{ext}: {} ({fate})",
-                                v.describe(kind)
-                            );
-                        }
-                    }
+                let stem = path.strip_suffix(".log").unwrap_or(&path);
+                for (ext, finding) in index_findings(seg) {
+                    let _ = writeln!(o, "  INDEX       {stem}.{ext}: {finding}");
                 }
                 match seg.view {
                     ViewAction::Hidden => {
@@ -366,6 +350,28 @@ impl Report {
         );
         n
     }
+}
+
+/// Each of a segment's original indexes that is not what its `.log` gives, by
+/// extension: what is wrong with it and what the view does about it, in the words
+/// the text report and the HTML page share. None for an unreadable segment.
+pub fn index_findings(seg: &SegmentReport) -> Vec<(&'static str, String)> {
+    if seg.status == SegmentStatus::Unreadable {
+        return Vec::new();
+    }
+    let fate = match seg.view {
+        ViewAction::Hidden => "the segment is hidden",
+        ViewAction::Eio => "not served: the segment answers EIO",
+        _ => "rebuilt in the view",
+    };
+    [
+        (INDEX_EXT, &seg.index, IndexKind::Offset),
+        (TIMEINDEX_EXT, &seg.timeindex, IndexKind::Time),
+    ]
+    .into_iter()
+    .filter(|(_, v, _)| !v.is_match())
+    .map(|(ext, v, kind)| (ext, format!("{} ({fate})", v.describe(kind))))
+    .collect()
 }
 
 /// When a truncated segment's lost records begin, in the words the text report and

@@ -9,8 +9,9 @@
 //! - A **resync point** is a position `q > c` where a complete, well-formed record
 //!   starts (`28 <= size <= --max-record-bytes`, the record fits in the file,
 //!   `28 + key_len + value_len == size`) whose offset `o` is **plausible**:
-//!   `e <= o <= e + (q - c) / 32`. No more records can have been destroyed than fit in
-//!   the damaged bytes, since the smallest record is 32 bytes.
+//!   `e <= o <= e + (q - c) / 32` and `o <= i64::MAX` (the largest Takhin offset).
+//!   No more records can have been destroyed than fit in the damaged bytes, since
+//!   the smallest record is 32 bytes.
 //! - The **run** from `q` is the chain of records with contiguous offsets `o, o+1, ...`,
 //!   to the next damage (checked in the order of the "Damage kinds" table) or the end of the file.
 //! - A run is **accepted** when the original `.index` confirms it (its entry for `o`
@@ -88,8 +89,8 @@ use crate::engine::format::takhin::{
     RECORD_OVERHEAD, SIZE_FIELD_LEN, TIMESTAMP_AT, VALUE_LEN_FIELD_LEN,
 };
 use crate::engine::scan::{
-    Damage, DamageKind, ReadAt, ScanOptions, SegmentDamage, SegmentScan, Window, CHECKPOINT_EVERY,
-    WINDOW_BYTES,
+    check_offset, Damage, DamageKind, ReadAt, ScanOptions, SegmentDamage, SegmentScan, Window,
+    CHECKPOINT_EVERY, MAX_OFFSET, WINDOW_BYTES,
 };
 use std::io;
 
@@ -178,7 +179,9 @@ impl SalvagedRun {
         self.end - self.position
     }
     pub fn last_offset(&self) -> u64 {
-        self.first_offset + self.records - 1
+        // A run holds at least one record, each checked against MAX_OFFSET.
+        self.first_offset
+            .saturating_add(self.records.saturating_sub(1))
     }
     /// The run's `.log` bytes as a source of their own.
     pub fn view<'a, S: ReadAt + ?Sized>(&self, src: &'a S) -> Shifted<'a, S> {
@@ -315,8 +318,8 @@ impl<'a, S: ReadAt + ?Sized> Log<'a, S> {
     }
 
     /// The record at `p` checked as the scanner checks it (same kinds, same order),
-    /// reading forward through `near`; `expected` is the offset it must hold.
-    fn check(&mut self, p: u64, expected: u64, index: u64) -> io::Result<Result<Frame, Damage>> {
+    /// reading forward through `near`; it must hold offset `base + index`.
+    fn check(&mut self, p: u64, base: u64, index: u64) -> io::Result<Result<Frame, Damage>> {
         let remain = self.len - p;
         if remain < SIZE_FIELD_LEN {
             return Ok(Err(Damage::FewBytesLeft { remain }));
@@ -364,13 +367,8 @@ impl<'a, S: ReadAt + ?Sized> Log<'a, S> {
                 size,
             }));
         }
-        if offset != expected {
-            return Ok(Err(Damage::OffsetMismatch {
-                found: offset,
-                expected,
-                base: expected.wrapping_sub(index),
-                index,
-            }));
+        if let Err(d) = check_offset(offset, base, index) {
+            return Ok(Err(d));
         }
         Ok(Ok(Frame {
             offset,
@@ -428,10 +426,10 @@ fn entry_at(w: &mut Window<'_, dyn ReadAt + '_>, k: u64) -> io::Result<(u64, u64
     Ok((be_u64(e, 0), be_u64(e, 8)))
 }
 
-/// `e <= o <= e + (q - c) / 32`, for `q > c`.
+/// `e <= o <= e + (q - c) / 32`, for `q > c`, and `o` an offset Takhin can write.
 #[inline]
 fn plausible(o: u64, q: u64, c: u64, e: u64) -> bool {
-    o >= e && o - e <= (q - c) / MIN_RECORD_BYTES
+    o >= e && o <= MAX_OFFSET && o - e <= (q - c) / MIN_RECORD_BYTES
 }
 
 impl<'a> Index<'a> {
@@ -659,7 +657,8 @@ impl<S: ReadAt + ?Sized> Search<'_, '_, S> {
                 None => false,
             };
             let accepted = confirmed || f.end == len || {
-                let next = f.offset.wrapping_add(1);
+                // `plausible` bounds `f.offset` by MAX_OFFSET: no overflow.
+                let next = f.offset.saturating_add(1);
                 match self.log.frame(f.end, Via::Anywhere, |o| o == next)? {
                     Some(g) => Self::fits_before(h, f.end, g.end, g.offset),
                     None => false,
@@ -683,8 +682,7 @@ impl<S: ReadAt + ?Sized> Search<'_, '_, S> {
             if p >= len {
                 break RunEnd::EndOfFile;
             }
-            let expected = o.wrapping_add(n);
-            let f = match self.log.check(p, expected, n)? {
+            let f = match self.log.check(p, o, n)? {
                 Ok(f) => f,
                 Err(cause) => {
                     break RunEnd::Damage(SegmentDamage {
@@ -743,7 +741,8 @@ impl<S: ReadAt + ?Sized> Search<'_, '_, S> {
         Ok(if stop {
             Step::Stop
         } else {
-            Step::Run(p, o.wrapping_add(n))
+            // Every record of the run passed `check_offset`: `o + n - 1 <= MAX_OFFSET`.
+            Step::Run(p, o.saturating_add(n))
         })
     }
 }

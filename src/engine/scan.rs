@@ -21,6 +21,10 @@ use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+/// The largest offset a Takhin record can hold: offsets are signed 64-bit, so a
+/// record (or a segment base) beyond it is damage, never a valid offset.
+pub const MAX_OFFSET: u64 = i64::MAX as u64;
+
 /// Records between two entries of the sparse position table.
 pub const CHECKPOINT_EVERY: u64 = 1024;
 /// Bytes read from the source at a time: few syscalls, and the copy lands in L2
@@ -159,7 +163,8 @@ pub enum DamageKind {
     BadSize,
     /// `28 + key_len + value_len != size`.
     BadLengths,
-    /// The record's offset is not the base offset plus the records before it.
+    /// The record's offset is not the base offset plus the records before it
+    /// (or that sum is past [`MAX_OFFSET`]).
     OffsetMismatch,
     /// The record overlaps bytes whose CRC-32C differs from the integrity baseline's.
     ChangedSinceBaseline,
@@ -220,6 +225,8 @@ pub enum Damage {
     },
     /// The record overlaps bytes changed since the integrity baseline.
     ChangedSinceBaseline(Change),
+    /// `base + index` is past [`MAX_OFFSET`]: no Takhin record can hold it.
+    OffsetOutOfRange { found: u64, base: u64, index: u64 },
 }
 
 impl Damage {
@@ -230,7 +237,9 @@ impl Damage {
             Damage::ZeroFill { .. } => DamageKind::ZeroFill,
             Damage::SizeTooSmall { .. } | Damage::SizeTooLarge { .. } => DamageKind::BadSize,
             Damage::KeyTooLong { .. } | Damage::LengthsDisagree { .. } => DamageKind::BadLengths,
-            Damage::OffsetMismatch { .. } => DamageKind::OffsetMismatch,
+            Damage::OffsetMismatch { .. } | Damage::OffsetOutOfRange { .. } => {
+                DamageKind::OffsetMismatch
+            }
             Damage::ChangedSinceBaseline(_) => DamageKind::ChangedSinceBaseline,
         }
     }
@@ -286,6 +295,10 @@ impl fmt::Display for Damage {
                 "record holds offset {found}, expected {expected} (base {base} + {index} records before it)"
             ),
             Damage::ChangedSinceBaseline(c) => write!(f, "the record overlaps {c}"),
+            Damage::OffsetOutOfRange { found, base, index } => write!(
+                f,
+                "record holds offset {found}, but base {base} + {index} records before it is past {MAX_OFFSET}, the largest offset (Takhin offsets are signed 64-bit)"
+            ),
         }
     }
 }
@@ -362,7 +375,8 @@ impl SegmentScan {
         (self.records > 0).then_some(self.base_offset)
     }
     pub fn last_offset(&self) -> Option<u64> {
-        (self.records > 0).then(|| self.base_offset + self.records - 1)
+        // Every record passed `check_offset`, so this cannot overflow; checked all the same.
+        (self.records > 0).then(|| self.base_offset.saturating_add(self.records - 1))
     }
     /// The offset the next segment should start at.
     pub fn next_offset(&self) -> u64 {
@@ -370,10 +384,10 @@ impl SegmentScan {
     }
     /// Bytes of each rebuilt index file.
     pub fn index_bytes(&self) -> u64 {
-        self.records * INDEX_ENTRY_LEN
+        self.records.saturating_mul(INDEX_ENTRY_LEN)
     }
     pub fn bytes_cut(&self) -> u64 {
-        self.original_bytes - self.valid_bytes
+        self.original_bytes.saturating_sub(self.valid_bytes)
     }
 }
 
@@ -569,14 +583,8 @@ fn check_record<S: ReadAt + ?Sized>(
             size,
         }));
     }
-    let expected = base.wrapping_add(i);
-    if offset != expected {
-        return Ok(Err(Damage::OffsetMismatch {
-            found: offset,
-            expected,
-            base,
-            index: i,
-        }));
+    if let Err(d) = check_offset(offset, base, i) {
+        return Ok(Err(d));
     }
     Ok(Ok(RecordMeta {
         index: i,
@@ -586,6 +594,22 @@ fn check_record<S: ReadAt + ?Sized>(
         key_len: key_len as u32,
         value_len: value_len as u32,
     }))
+}
+
+/// Whether a record holds the offset it must: `base + index`, a sum that must
+/// neither overflow nor pass [`MAX_OFFSET`] (the scanner and salvage share it).
+#[inline(always)]
+pub(crate) fn check_offset(found: u64, base: u64, index: u64) -> Result<(), Damage> {
+    match base.checked_add(index).filter(|&e| e <= MAX_OFFSET) {
+        None => Err(Damage::OffsetOutOfRange { found, base, index }),
+        Some(expected) if expected != found => Err(Damage::OffsetMismatch {
+            found,
+            expected,
+            base,
+            index,
+        }),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Walks records of a segment with base offset `base` from `start`, up to byte
@@ -735,6 +759,22 @@ mod tests {
             w.append(1000 + i as i64, b"k", &vec![i as u8; (i % 7) as usize]);
         }
         w
+    }
+
+    #[test]
+    fn offsets_end_at_i64_max() {
+        const MAX: u64 = i64::MAX as u64;
+        assert_eq!(check_offset(MAX, MAX - 2, 2), Ok(()));
+        for (found, base, index) in [(MAX + 1, MAX - 2, 3), (0, MAX + 1, 0), (0, u64::MAX, 1)] {
+            assert_eq!(
+                check_offset(found, base, index),
+                Err(Damage::OffsetOutOfRange { found, base, index })
+            );
+        }
+        assert!(matches!(
+            check_offset(7, MAX - 2, 1),
+            Err(Damage::OffsetMismatch { expected, .. }) if expected == MAX - 1
+        ));
     }
 
     #[test]

@@ -63,12 +63,18 @@ pub enum RepairError {
     NotADirectory(PathBuf),
     #[error("{}: already exists and is not empty; give a new or empty directory", .0.display())]
     OutputNotEmpty(PathBuf),
+    #[error("{}: is {what}, not a directory; give a new or empty directory for the repaired tree", path.display())]
+    OutputNotADirectory { path: PathBuf, what: &'static str },
+    #[error("{}: is the data directory itself; --output writes a new tree beside it (give a new or empty directory), --in-place --backup DIR changes it", .0.display())]
+    OutputIsData(PathBuf),
     #[error("{}: is inside the data directory {}; write the repaired tree elsewhere", output.display(), data.display())]
     OutputInsideData { output: PathBuf, data: PathBuf },
     #[error("{}: the data directory is inside the output directory {}", data.display(), output.display())]
     DataInsideOutput { data: PathBuf, output: PathBuf },
     #[error("{}: --in-place needs --backup BACKUP_DIR: every original it changes or removes is copied there first", .0.display())]
     NoBackup(PathBuf),
+    #[error("{}: is the data directory itself; the backup holds copies of its originals, so it must be a new or empty directory outside it", .0.display())]
+    BackupIsData(PathBuf),
     #[error("{}: is inside the data directory {}; keep the backup outside it", backup.display(), data.display())]
     BackupInsideData { backup: PathBuf, data: PathBuf },
     #[error("{}: holds a different backup ({why}); give a new or empty directory", path.display())]

@@ -56,6 +56,9 @@ pub fn repair_to_with(
 ) -> Result<OutputSummary> {
     let data_abs = check_data_dir(data)?;
     let out_abs = resolve(output)?;
+    if out_abs == data_abs {
+        return Err(RepairError::OutputIsData(output.to_path_buf()));
+    }
     if out_abs.starts_with(&data_abs) {
         return Err(RepairError::OutputInsideData {
             output: output.to_path_buf(),
@@ -76,6 +79,20 @@ pub fn repair_to_with(
                 replica: r.clone(),
             });
         }
+    }
+    // What stands there, named: a file is not "a directory that is not empty".
+    match fs::metadata(output) {
+        Ok(m) if !m.is_dir() => {
+            return Err(RepairError::OutputNotADirectory {
+                path: output.to_path_buf(),
+                what: if m.is_file() {
+                    "a file"
+                } else {
+                    "a special file"
+                },
+            })
+        }
+        _ => {}
     }
     if !is_empty_or_missing(output)? {
         return Err(RepairError::OutputNotEmpty(output.to_path_buf()));

@@ -1,9 +1,11 @@
 //! Shared test helpers: fixture paths, temporary copies, and snapshots proving a source tree
 //! was not touched (here); the CLI runner and one helper per repeated invocation (`cli`);
 //! the engine's verdicts (`engine`); segment writers (`segments`); damaged trees and tree
-//! comparisons (`trees`); the guarded FUSE mount (`mount`, used by name).
+//! comparisons (`trees`); the guarded FUSE mount (`mount`, used by name); a headless
+//! browser's reading of an HTML page (`browser`, used by name).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cli;
 pub mod engine;
 pub mod mount;

@@ -56,6 +56,9 @@ pub fn repair_in_place(
         return Err(RepairError::NoBackup(data.to_path_buf()));
     };
     let backup_abs = resolve(backup)?;
+    if backup_abs == data_abs {
+        return Err(RepairError::BackupIsData(backup.to_path_buf()));
+    }
     if backup_abs.starts_with(&data_abs) {
         return Err(RepairError::BackupInsideData {
             backup: backup.to_path_buf(),
