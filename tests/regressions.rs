@@ -2002,3 +2002,91 @@ fn a_source_watch_that_lost_events_drops_every_cached_name_and_attribute() {
     cut.extend_from_slice(b"plain");
     v.watch_events(&w, &cut);
 }
+
+/// Bug (issue 19, item 9): `check --html F` opened F with O_CREAT|O_TRUNC and `mount
+/// --log-file F` with O_APPEND, both following a symlink planted at F: where another user
+/// controls the directory, root truncated or appended to whatever file the link named
+/// (`--metrics` replaced the link, silently). Fixed with this test: the report outputs
+/// refuse a symlink or non-regular file at F (then write through a temporary file renamed
+/// into place), and the log file is opened O_NOFOLLOW and must be a regular file with
+/// one name. The victim is unchanged; the error names F.
+#[test]
+fn output_files_never_follow_a_planted_symlink() {
+    use recoverfs::cli::sys::{is_mount_point, lazy_unmount};
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    fs::create_dir(&data).unwrap();
+    write_log(&data, 0, 5);
+    let victim = t.path().join("victim");
+    fs::write(&victim, b"precious\n").unwrap();
+    let before = fs::read(&victim).unwrap();
+    let planted = |name: &str| {
+        let f = t.path().join(name);
+        std::os::unix::fs::symlink(&victim, &f).unwrap();
+        f
+    };
+    for flag in ["--html", "--metrics"] {
+        let f = planted(&format!("report{flag}"));
+        let o = run(argv(&[&"check", &data, &flag, &f]));
+        assert_eq!(o.status.code(), Some(2), "{flag}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&f.display().to_string()) && stderr(&o).contains("symbolic link"),
+            "{flag}: the error names F: {}",
+            stderr(&o)
+        );
+        assert_eq!(fs::read(&victim).unwrap(), before, "{flag}: victim changed");
+        assert!(
+            fs::symlink_metadata(&f).unwrap().file_type().is_symlink(),
+            "{flag}: the link itself is left alone"
+        );
+    }
+    // A directory at F is refused by name too, and a regular file is replaced as before.
+    let o = run(argv(&[&"check", &data, &"--html", &t.path()]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+    let page = t.path().join("page.html");
+    fs::write(&page, b"old").unwrap();
+    assert_eq!(
+        run(argv(&[&"check", &data, &"--html", &page]))
+            .status
+            .code(),
+        Some(0)
+    );
+    assert!(fs::read_to_string(&page).unwrap().contains("<html"));
+
+    // The mount's log file: a link there is refused before anything is mounted. (Before
+    // the fix the mount succeeded and logged into the victim; the guard unmounts it.)
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            if is_mount_point(&self.0) {
+                let _ = lazy_unmount(&self.0);
+            }
+        }
+    }
+    let mp = t.path().join("mnt");
+    fs::create_dir(&mp).unwrap();
+    let _guard = Unmount(mp.clone());
+    let log = planted("mount.log");
+    let o = run(argv(&[&"mount", &data, &mp, &"--log-file", &log]));
+    assert!(!is_mount_point(&mp), "mounted with a planted log file");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&log.display().to_string()) && stderr(&o).contains("symbolic link"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        fs::read(&victim).unwrap(),
+        before,
+        "the log went to the victim"
+    );
+    // A hard link to the victim is refused too (appending would write into it).
+    let hard = t.path().join("hard.log");
+    fs::hard_link(&victim, &hard).unwrap();
+    let o = run(argv(&[&"mount", &data, &mp, &"--log-file", &hard]));
+    assert!(!is_mount_point(&mp));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("hard links"), "{}", stderr(&o));
+    assert_eq!(fs::read(&victim).unwrap(), before);
+}

@@ -8,7 +8,6 @@ use crate::engine::map::render_text;
 use crate::engine::page::render_html;
 use crate::engine::replica::check_with_replicas;
 use clap::Args;
-use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -90,9 +89,9 @@ pub fn run(a: &CheckArgs) -> ExitCode {
         text.push_str(&render_text(&report, width, colour_stdout()));
     }
     if let Some(p) = &a.html {
-        if let Err(e) = fs::write(p, render_html(&report)) {
+        if let Err(e) = write_atomic(p, render_html(&report).as_bytes()) {
             eprintln!(
-                "recoverfs check: writing {}: {e}",
+                "recoverfs check: --html {}: {e}",
                 crate::engine::layout::display_name(&p.display().to_string())
             );
             return ExitCode::from(EXIT_ERROR);
@@ -109,14 +108,18 @@ pub fn run(a: &CheckArgs) -> ExitCode {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory,
-/// renamed over it: a reader (the textfile collector) never sees half a file.
+/// renamed over it: a reader (the textfile collector) never sees half a file, and
+/// nothing is written through whatever stands at `path`. A symlink or anything but a
+/// regular file there is refused: where another user controls the directory, a link
+/// planted at `path` must not make us replace (or, opened, truncate) the file it names.
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    crate::cli::sys::refuse_unsafe_output(path)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let mut tmp = tempfile::Builder::new()
-        .prefix(".recoverfs-metrics")
+        .prefix(".recoverfs-")
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
