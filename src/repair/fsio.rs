@@ -718,6 +718,94 @@ mod tests {
         );
     }
 
+    /// Zeros added to a CRC-32 by combining blocks hash exactly like zeros read, at
+    /// every size around the block and its powers (and after other bytes).
+    #[test]
+    fn zeros_combine_into_the_crc_of_zeros() {
+        let b = 64 << 10;
+        for n in [
+            0,
+            1,
+            100,
+            b - 1,
+            b,
+            b + 1,
+            2 * b,
+            3 * b + 7,
+            5 * b,
+            17 * b - 3,
+        ] {
+            let mut h = crc32fast::Hasher::new();
+            h.update(b"before");
+            crc_zeros(&mut h, n as u64);
+            let mut want = b"before".to_vec();
+            want.resize(6 + n, 0);
+            assert_eq!(h.finalize(), crc32fast::hash(&want), "{n} zeros");
+        }
+    }
+
+    /// A sparse source is copied extent by extent: the copy has the same bytes, its
+    /// holes stay holes (by the kernel's copy, by hand, and for a range), and the hash
+    /// covers the holes as zeros.
+    #[test]
+    fn holes_stay_holes_in_every_copy() {
+        let t = tempfile::tempdir().unwrap();
+        let src_path = t.path().join("sparse");
+        let len: u64 = 64 << 20;
+        let f = File::create(&src_path).unwrap();
+        f.set_len(len).unwrap();
+        for at in [4096, 20 << 20, len - 8192] {
+            f.write_all_at(&[0x5a; 8192], at).unwrap();
+        }
+        drop(f);
+        let bytes = fs::read(&src_path).unwrap();
+        let src = File::open(&src_path).unwrap();
+        let small = |p: &Path| fs::metadata(p).unwrap().blocks() * 512 < 1 << 20;
+        assert!(
+            small(&src_path),
+            "the filesystem under the test keeps holes"
+        );
+        for kernel in [true, false] {
+            let dst_path = t.path().join(format!("prefix-{kernel}"));
+            let dst = create_new(&dst_path).unwrap();
+            copy_prefix(
+                &src,
+                &src_path,
+                &dst,
+                &dst_path,
+                len - 100,
+                &CopyStats::default(),
+                kernel,
+            )
+            .unwrap();
+            assert_eq!(fs::read(&dst_path).unwrap(), bytes[..(len - 100) as usize]);
+            assert!(small(&dst_path), "kernel {kernel}");
+        }
+        let dst_path = t.path().join("whole");
+        let dst = create_new(&dst_path).unwrap();
+        let (all, parts) = copy_with_crc(
+            &src,
+            &src_path,
+            &dst,
+            &dst_path,
+            len,
+            &[(0, 4096), (1000, 10 << 20)],
+        )
+        .unwrap();
+        assert_eq!(fs::read(&dst_path).unwrap(), bytes);
+        assert!(small(&dst_path));
+        assert_eq!(all, crc32fast::hash(&bytes));
+        assert_eq!(parts[0], crc32fast::hash(&bytes[..4096]));
+        assert_eq!(parts[1], crc32fast::hash(&bytes[1000..1000 + (10 << 20)]));
+        let range_path = t.path().join("range");
+        let out = create_new(&range_path).unwrap();
+        let crc = copy_range_with_crc(&src, &src_path, 8192, 30 << 20, &out, &range_path).unwrap();
+        let want = &bytes[8192..8192 + (30 << 20)];
+        assert_eq!(fs::read(&range_path).unwrap(), want);
+        assert_eq!(crc, crc32fast::hash(want));
+        assert!(small(&range_path));
+    }
+
     /// A source shorter than the analysis said is a located error, not a short copy.
     #[test]
     fn a_shrunken_source_is_refused() {
