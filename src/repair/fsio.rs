@@ -343,6 +343,36 @@ fn copy_sparse(
     finish_sparse(src, src_path, dst, dst_path, len, end)
 }
 
+/// The size and CRC-32 of a whole open file, its data extents read and its holes
+/// hashed as zeros without reading them (a sparse terabyte is checked in moments).
+pub(super) fn crc_of_file(f: &File, path: &Path) -> Result<(u64, u32)> {
+    let len = f.metadata().map_err(io_at(path, "could not stat"))?.len();
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; BUF_BYTES.min(len as usize).max(1)];
+    let mut at = 0;
+    loop {
+        let next = next_data(f, path, at, len)?;
+        let data_from = next.map_or(len, |(from, _)| from);
+        crc_zeros(&mut h, data_from - at);
+        let Some((from, to)) = next else { break };
+        let mut done = from;
+        while done < to {
+            let want = buf.len().min((to - done) as usize);
+            match f.read_at(&mut buf[..want], done) {
+                Ok(0) => return Err(shrank(path, done, len)),
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    done += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_at(path, "could not read")(e)),
+            }
+        }
+        at = to;
+    }
+    Ok((len, h.finalize()))
+}
+
 /// Adds `n` zero bytes to a CRC-32 without hashing them one by one (a hole can be a
 /// terabyte): blocks of zeros are combined by doubling, in O(log n) steps.
 fn crc_zeros(h: &mut crc32fast::Hasher, n: u64) {

@@ -6,8 +6,8 @@ use crate::engine::salvage::Shifted;
 use crate::engine::scan::{scan_segment, ScanOptions};
 use crate::engine::source::{advise_sequential, Source};
 use crate::repair::fsio::{
-    copy_range_with_crc, create_new, fsync, fsync_dir, rebuild_from, stat_source, tmp_beside,
-    write_copy, Attrs, CopyStats, BUF_BYTES,
+    copy_range_with_crc, crc_of_file, create_new, fsync, fsync_dir, rebuild_from, stat_source,
+    tmp_beside, write_copy, Attrs, CopyStats, BUF_BYTES,
 };
 use crate::repair::manifest::{
     write_manifest, Action, Manifest, ManifestEntry, ManifestState, Original, OriginalKind,
@@ -132,21 +132,8 @@ pub(super) fn found_at(source: &Source, rel: &Path) -> Result<Found> {
     }
     let f = source.file(rel).map_err(io_at(path, "could not open"))?;
     advise_sequential(&f);
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; BUF_BYTES.min(m.len() as usize).max(1)];
-    let mut at = 0u64;
-    loop {
-        match f.read_at(&mut buf, at) {
-            Ok(0) => break,
-            Ok(n) => {
-                h.update(&buf[..n]);
-                at += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_at(path, "could not read")(e)),
-        }
-    }
-    Ok(Found::File(at, h.finalize()))
+    let (len, crc) = crc_of_file(&f, path)?;
+    Ok(Found::File(len, crc))
 }
 
 pub(super) fn found_original(o: &Option<Original>) -> Found {
