@@ -25,7 +25,8 @@ pub struct CheckArgs {
     /// The map's width in columns (default: the terminal's, or 80 when stdout is not a terminal).
     #[arg(long, value_name = "N", requires = "map", value_parser = clap::value_parser!(u16).range(10..))]
     pub map_width: Option<u16>,
-    /// Also write the report as one self-contained HTML page (map, summary, a row per segment).
+    /// Also write the report as one self-contained HTML page (map, summary, a row per segment),
+    /// through a temporary file renamed over FILE (a symlink at FILE is refused).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
     /// Also write the figures in the Prometheus text format to FILE (atomically:
