@@ -139,6 +139,9 @@ fn on_signals(sigs: &nix::sys::signal::SigSet) {
             StopWhen::AtNextSafePoint => {
                 eprintln!("recoverfs repair: {sig}: stopping at the next safe point (again to stop at once)")
             }
+            StopWhen::Finishing => {
+                eprintln!("recoverfs repair: {sig}: the repair is already committed; finishing")
+            }
             StopWhen::AlreadyAsked => now(
                 "stopped at once: what this run left half-written, the same command clears or finishes",
             ),

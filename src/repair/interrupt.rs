@@ -15,6 +15,8 @@ const READING: u8 = 0;
 const WRITING: u8 = 1;
 /// A stop was asked for.
 const STOP: u8 = 2;
+/// The repair's work is committed: what is left (syncing, the summary) takes moments.
+const DONE: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(READING);
 
@@ -28,6 +30,8 @@ pub enum StopWhen {
     AtNextSafePoint,
     /// A stop was already asked for.
     AlreadyAsked,
+    /// The repair is committed and about to report it: nothing to stop.
+    Finishing,
 }
 
 /// Asks the repair running in this process to stop (the front end's signal thread calls this).
@@ -37,9 +41,11 @@ pub fn request_stop() -> StopWhen {
         Err(WRITING) => {
             match STATE.compare_exchange(WRITING, STOP, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => StopWhen::AtNextSafePoint,
+                Err(DONE) => StopWhen::Finishing,
                 Err(_) => StopWhen::AlreadyAsked,
             }
         }
+        Err(DONE) => StopWhen::Finishing,
         Err(_) => StopWhen::AlreadyAsked,
     }
 }
@@ -47,10 +53,28 @@ pub fn request_stop() -> StopWhen {
 /// Called before a repair's first write: from here on a stop waits for a safe point.
 /// Refused when a stop was asked for already.
 pub(super) fn start_writing() -> Result<()> {
-    match STATE.compare_exchange(READING, WRITING, Ordering::SeqCst, Ordering::SeqCst) {
-        Ok(_) | Err(WRITING) => Ok(()),
-        Err(_) => Err(stopped()),
+    loop {
+        match STATE.load(Ordering::SeqCst) {
+            STOP => return Err(stopped()),
+            WRITING => return Ok(()),
+            // READING, or DONE after an earlier repair in this process (a library caller's).
+            s => {
+                if STATE
+                    .compare_exchange(s, WRITING, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+            }
+        }
     }
+}
+
+/// Called once a repair's work is committed (the tree renamed into place, the manifest
+/// marked applied): a signal from here on lets it finish and report.
+pub(super) fn finish_writing() {
+    // Only from WRITING: a stop asked for before this point has been, or will be, obeyed.
+    let _ = STATE.compare_exchange(WRITING, DONE, Ordering::SeqCst, Ordering::SeqCst);
 }
 
 /// A safe point: `Err(Interrupted)` when a stop was asked for.

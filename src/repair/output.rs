@@ -5,7 +5,7 @@ use super::fsio::{
     lock_dir, open_checked, resolve, run_jobs, set_link_times, start_writeback, tmp_beside,
     write_copy, Attrs, CopyStats, Progress,
 };
-use super::interrupt::start_writing;
+use super::interrupt::{finish_writing, start_writing};
 use super::steps::{pause_at, Steps};
 use super::tree::{analyze_with, build_plan, Content, Entry, TreePlan};
 use super::{interrupted_with, io_at, RepairError, Result};
@@ -133,6 +133,7 @@ pub fn repair_to_with(
         io_at(output, "could not rename the finished tree into place")(e)
     })?;
     // Done: an interrupt from here on no longer stops it.
+    finish_writing();
     steps.mark("tree renamed into place, parent not yet synced");
     fsync_dir(&parent)?;
     Ok(OutputSummary {

@@ -4,7 +4,7 @@ use super::fsio::{
     check_data_dir, copy_with_crc, create_new, fsync, fsync_dir, lock_dir, open_checked, resolve,
     tmp_beside, Attrs, Progress,
 };
-use super::interrupt::start_writing;
+use super::interrupt::{finish_writing, start_writing};
 use super::manifest::{
     backup_is_blank, read_manifest, write_manifest, Action, Manifest, ManifestEntry, ManifestState,
     OriginalKind, MANIFEST,
@@ -143,6 +143,7 @@ pub fn repair_in_place(
             start_writing().map_err(|e| interrupted_with(e, &partly))?;
             apply(&layout.source, data, backup, m.clone(), &mut steps)
                 .map_err(|e| interrupted_with(e, &partly))?;
+            finish_writing();
         }
         return Ok(InPlaceSummary {
             report,
@@ -218,6 +219,7 @@ pub fn repair_in_place(
     write_manifest(backup, &manifest, &mut steps).map_err(|e| interrupted_with(e, &unchanged))?;
     apply(&layout.source, data, backup, manifest.clone(), &mut steps)
         .map_err(|e| interrupted_with(e, &partly))?;
+    finish_writing();
     summary.entries = manifest.entries;
     Ok(summary)
 }
@@ -353,7 +355,11 @@ fn back_up(
             let ranges: Vec<(u64, u64)> = std::iter::once((0, prefix))
                 .chain(runs.iter().map(|r| (r.1, r.2)))
                 .collect();
-            let (all, parts) = copy_with_crc(&f, &src, &out, &tmp, orig.bytes, &ranges)?;
+            let (all, parts) = copy_with_crc(&f, &src, &out, &tmp, orig.bytes, &ranges)
+                .inspect_err(|_| {
+                    // Half a copy (an interrupt mid-file) is not left in the backup.
+                    let _ = fs::remove_file(&tmp);
+                })?;
             let m = f.metadata().map_err(io_at(&src, "could not stat"))?;
             Attrs::of(&m).apply(&out, &tmp, false)?;
             fsync(&out, &tmp)?;
