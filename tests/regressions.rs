@@ -2693,3 +2693,357 @@ fn the_html_report_reads_like_the_text_report() {
         seen.cut_px
     );
 }
+
+/// Bug (issue 19, item 9): `check --html F` opened F with O_CREAT|O_TRUNC and `mount
+/// --log-file F` with O_APPEND, both following a symlink planted at F: where another user
+/// controls the directory, root truncated or appended to whatever file the link named
+/// (`--metrics` replaced the link, silently). Fixed with this test: the report outputs
+/// refuse a symlink or non-regular file at F (then write through a temporary file renamed
+/// into place), and the log file is opened O_NOFOLLOW and must be a regular file with
+/// one name. The victim is unchanged; the error names F.
+#[test]
+fn output_files_never_follow_a_planted_symlink() {
+    use recoverfs::cli::sys::{is_mount_point, lazy_unmount};
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    fs::create_dir(&data).unwrap();
+    write_log(&data, 0, 5);
+    let victim = t.path().join("victim");
+    fs::write(&victim, b"precious\n").unwrap();
+    let before = fs::read(&victim).unwrap();
+    let planted = |name: &str| {
+        let f = t.path().join(name);
+        std::os::unix::fs::symlink(&victim, &f).unwrap();
+        f
+    };
+    for flag in ["--html", "--metrics"] {
+        let f = planted(&format!("report{flag}"));
+        let o = run(argv(&[&"check", &data, &flag, &f]));
+        assert_eq!(o.status.code(), Some(2), "{flag}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&f.display().to_string()) && stderr(&o).contains("symbolic link"),
+            "{flag}: the error names F: {}",
+            stderr(&o)
+        );
+        assert_eq!(fs::read(&victim).unwrap(), before, "{flag}: victim changed");
+        assert!(
+            fs::symlink_metadata(&f).unwrap().file_type().is_symlink(),
+            "{flag}: the link itself is left alone"
+        );
+    }
+    // A directory at F is refused by name too, and a regular file is replaced as before.
+    let o = run(argv(&[&"check", &data, &"--html", &t.path()]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+    let page = t.path().join("page.html");
+    fs::write(&page, b"old").unwrap();
+    assert_eq!(
+        run(argv(&[&"check", &data, &"--html", &page]))
+            .status
+            .code(),
+        Some(0)
+    );
+    assert!(fs::read_to_string(&page).unwrap().contains("<html"));
+
+    // The mount's log file: a link there is refused before anything is mounted. (Before
+    // the fix the mount succeeded and logged into the victim; the guard unmounts it.)
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            if is_mount_point(&self.0) {
+                let _ = lazy_unmount(&self.0);
+            }
+        }
+    }
+    let mp = t.path().join("mnt");
+    fs::create_dir(&mp).unwrap();
+    let _guard = Unmount(mp.clone());
+    let log = planted("mount.log");
+    let o = run(argv(&[&"mount", &data, &mp, &"--log-file", &log]));
+    assert!(!is_mount_point(&mp), "mounted with a planted log file");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&log.display().to_string()) && stderr(&o).contains("symbolic link"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        fs::read(&victim).unwrap(),
+        before,
+        "the log went to the victim"
+    );
+    // A hard link to the victim is refused too (appending would write into it).
+    let hard = t.path().join("hard.log");
+    fs::hard_link(&victim, &hard).unwrap();
+    let o = run(argv(&[&"mount", &data, &mp, &"--log-file", &hard]));
+    assert!(!is_mount_point(&mp));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("hard links"), "{}", stderr(&o));
+    assert_eq!(fs::read(&victim).unwrap(), before);
+}
+
+/// The bytes on disk of a file (st_blocks), and the CRC-32 of its whole logical
+/// content read in 1 MiB pieces (a hole reads as zeros).
+fn disk_bytes_and_crc(p: &std::path::Path) -> (u64, u64, u32) {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(p).unwrap();
+    let mut f = fs::File::open(p).unwrap();
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    (m.blocks() * 512, m.len(), h.finalize())
+}
+
+/// Bug (issue 19, item 8): `repair` turned holes into real zeros: a 1 GiB sparse file
+/// (a few KiB on disk) took 1 GiB in `--output` (copy_file_range and the read/write
+/// fallback both read a hole as zeros and wrote them), and `--in-place` backed up a sparse
+/// preallocated segment at its full size. Fixed with this test: every copy (whole files,
+/// prefixes, salvaged or healed ranges, backups) walks the source's data extents
+/// (SEEK_DATA/SEEK_HOLE) and leaves holes as holes; the manifest's CRC-32s still cover
+/// the whole logical content (holes hashed as zeros, without reading them).
+#[test]
+fn repair_keeps_holes_in_outputs_and_backups() {
+    use std::os::unix::fs::FileExt;
+    const GIB: u64 = 1 << 30;
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let part = data.join("topic/partition-0");
+    fs::create_dir_all(&part).unwrap();
+    write_log(&part, 0, 20);
+    // A preallocated segment: its records, then a sparse tail up to 256 MiB (as a broker
+    // preallocating segments leaves it).
+    let last = write_log(&part, 20, 20);
+    let seg = log_path(&part, 20);
+    set_len(&seg, 256 << 20);
+    // An unrecognized 1 GiB sparse file with data at its start, middle and end: served
+    // unchanged, so copied whole.
+    let big = data.join("topic/big.bin");
+    let f = fs::File::create(&big).unwrap();
+    f.set_len(GIB).unwrap();
+    for at in [0, GIB / 2 + 12345, GIB - 4096] {
+        f.write_all_at(&[0xa5; 4096], at).unwrap();
+    }
+    drop(f);
+    let (big_disk, _, big_crc) = disk_bytes_and_crc(&big);
+    assert!(
+        big_disk < 1 << 20,
+        "the source is sparse: {big_disk} bytes on disk"
+    );
+    let (seg_disk, seg_len, seg_crc) = disk_bytes_and_crc(&seg);
+    assert!(seg_disk < 1 << 20, "{seg_disk}");
+
+    let new = t.path().join("new");
+    let o = repair_output(&data, &new, &[]);
+    assert_ok(&o, "repair --output");
+    // The summary accounts for the bytes it did not copy.
+    assert!(stdout(&o).contains(" left as holes)"), "{}", stdout(&o));
+    let (disk, len, crc) = disk_bytes_and_crc(&new.join("topic/big.bin"));
+    assert_eq!(
+        (len, crc),
+        (GIB, big_crc),
+        "the output holds the same bytes"
+    );
+    assert!(
+        disk < 1 << 20,
+        "the output's copy takes {disk} bytes on disk"
+    );
+    // The preallocated segment is cut at its records, as before.
+    assert_eq!(
+        fs::read(new.join("topic/partition-0/00000000000000000020.log")).unwrap(),
+        last.log
+    );
+
+    let backup = t.path().join("backup");
+    assert_ok(&repair_in_place(&data, &backup, &[]), "repair --in-place");
+    let copy = backup.join("topic/partition-0/00000000000000000020.log");
+    let (disk, len, crc) = disk_bytes_and_crc(&copy);
+    assert_eq!(
+        (len, crc),
+        (seg_len, seg_crc),
+        "the backup holds the original"
+    );
+    assert!(disk < 1 << 20, "the backup copy takes {disk} bytes on disk");
+    // The manifest's CRC-32 covers the whole logical original, its hole included.
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(backup.join("recoverfs-backup.json")).unwrap()).unwrap();
+    let entry = m["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("00000000000000000020.log"))
+        })
+        .expect("the preallocated segment is in the manifest");
+    assert_eq!(
+        entry["original"]["crc32"].as_u64(),
+        Some(seg_crc as u64),
+        "{entry}"
+    );
+    assert_eq!(
+        fs::read(&seg).unwrap(),
+        last.log,
+        "cut in place at its records"
+    );
+    // The untouched sparse file stays as it was.
+    assert_eq!(disk_bytes_and_crc(&big), (big_disk, GIB, big_crc));
+}
+
+/// Starts `recoverfs ARGS` paused at repair step `step` (the `fault-injection` feature's
+/// `RECOVERFS_TEST_PAUSE_AT`), waits until it says so on stderr, sends it `sig`, and
+/// returns its exit code and whole stderr.
+fn interrupt_at_step(args: &[std::ffi::OsString], step: u32, sig: i32) -> (Option<i32>, String) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(bin())
+        .args(args)
+        .env_remove("RECOVERFS_TEST_FAIL_AT")
+        .env("RECOVERFS_TEST_PAUSE_AT", step.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(err).lines() {
+            let line = line.unwrap();
+            if line.contains(&format!("paused at step {step}")) {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let paused = rx.recv_timeout(std::time::Duration::from_secs(120));
+    if paused.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("never paused at step {step}: {}", reader.join().unwrap());
+    }
+    // SAFETY: kill(2) on our own child's pid, which it still is (not yet waited for).
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+    let st = child.wait().unwrap();
+    (st.code(), reader.join().unwrap())
+}
+
+/// Bug (issue 19, item 14): Ctrl-C during `repair` exited 130 without a word, leaving a
+/// hidden `.NAME.recoverfs-tmp` tree beside `--output` (hundreds of MB) or an `--in-place`
+/// manifest half-way. Fixed with this test: the front end takes SIGINT/SIGTERM; before
+/// anything is written it ends at once, afterwards the repair stops at its next safe
+/// point (between files, or chunks of a copy); either way it says "interrupted; nothing
+/// is lost; run the same command again to finish" and what it left, and exits 130.
+/// `--output` removes its temporary tree; `--in-place` leaves its manifest, and the rerun
+/// finishes. Real signals to the real binary, paused at a step by the fault-injection hook.
+#[test]
+fn an_interrupted_repair_says_so_cleans_up_and_a_rerun_finishes() {
+    const SAID: &str = "interrupted; nothing is lost; run the same command again to finish";
+    let src = damaged();
+    let t = tempfile::tempdir().unwrap();
+    let reference = t.path().join("reference");
+    assert_ok(
+        &repair_output(src.path(), &reference, &[]),
+        "reference repair",
+    );
+
+    // --output, stopped while writing (files copied, indexes not yet rebuilt).
+    let new = t.path().join("new");
+    let tmp = t.path().join(".new.recoverfs-tmp");
+    let args = output_args(src.path(), &new, &[]);
+    let (code, err) = interrupt_at_step(&args, 1, libc::SIGINT);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains(SAID), "{err}");
+    assert!(
+        err.contains(&format!("the partial tree {} was removed", tmp.display())),
+        "{err}"
+    );
+    assert!(!tmp.exists() && !new.exists(), "nothing left behind: {err}");
+    // ... and before anything is written (SIGTERM while it reads).
+    let (code, err) = interrupt_at_step(&args, 0, libc::SIGTERM);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        err.contains(SAID) && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert!(!tmp.exists() && !new.exists());
+    assert_ok(&run(&args), "rerun of --output");
+    assert_trees_eq(
+        &items(&new),
+        &items(&reference),
+        "--output after an interrupt",
+    );
+
+    // --in-place, stopped in the middle of its apply phase: the manifest's steps are
+    // counted from an uninterrupted run on a copy.
+    let probe = clone_tree(src.path());
+    let probe_backup = t.path().join("probe-backup");
+    assert_ok(&repair_in_place(probe.path(), &probe_backup, &[]), "probe");
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(probe_backup.join("recoverfs-backup.json")).unwrap())
+            .unwrap();
+    let copies = m["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["original"].is_object())
+        .count() as u32;
+    // Two manifest writes and every copy, then the second change's first step.
+    let apply_step = 2 + 2 * copies + 2 + 3;
+    let backup = t.path().join("backup");
+    let args = in_place_args(src.path(), &backup, &[]);
+    let (code, err) = interrupt_at_step(&args, apply_step, libc::SIGINT);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        err.contains(SAID) && err.contains("is partly repaired"),
+        "{err}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(backup.join("recoverfs-backup.json")).unwrap()).unwrap();
+    assert_eq!(
+        m["state"], "backed-up",
+        "the manifest a rerun finishes from"
+    );
+    assert_ok(&run(&args), "rerun of --in-place");
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(backup.join("recoverfs-backup.json")).unwrap()).unwrap();
+    assert_eq!(m["state"], "applied");
+    assert_trees_eq(
+        &files_only(items(src.path())),
+        &files_only(items(&reference)),
+        "in place after an interrupt",
+    );
+    // Stopped during the backup phase instead: nothing of the data directory changed yet.
+    let again = damaged();
+    let reference2 = t.path().join("reference2");
+    assert_ok(
+        &repair_output(again.path(), &reference2, &[]),
+        "reference repair",
+    );
+    let before = snapshot_all(again.path());
+    let backup2 = t.path().join("backup2");
+    let args = in_place_args(again.path(), &backup2, &[]);
+    let (code, err) = interrupt_at_step(&args, 3, libc::SIGTERM);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        err.contains(SAID) && err.contains("was not changed"),
+        "{err}"
+    );
+    assert_unchanged(&before, &snapshot_all(again.path()));
+    assert_ok(&run(&args), "rerun after an interrupted backup");
+    assert_trees_eq(
+        &files_only(items(again.path())),
+        &files_only(items(&reference2)),
+        "in place, second run",
+    );
+}

@@ -14,7 +14,6 @@ use crate::engine::page::render_html;
 use crate::engine::replica::check_with_replicas;
 use crate::engine::report::Report;
 use clap::Args;
-use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,7 +32,8 @@ pub struct CheckArgs {
     /// The map's width in columns (default: the terminal's, or 80 when stdout is not a terminal).
     #[arg(long, value_name = "N", requires = "map", value_parser = clap::value_parser!(u16).range(10..))]
     pub map_width: Option<u16>,
-    /// Also write the report as one self-contained HTML page (map, summary, a row per segment).
+    /// Also write the report as one self-contained HTML page (map, summary, a row per segment),
+    /// through a temporary file renamed over FILE (a symlink at FILE is refused).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
     /// Also write the figures in the Prometheus text format to FILE (atomically:
@@ -170,9 +170,9 @@ pub fn run(a: &CheckArgs) -> ExitCode {
         text.push_str(&render_text(&report, width, colour_stdout()));
     }
     if let Some(p) = &a.html {
-        if let Err(e) = fs::write(p, render_html(&report)) {
+        if let Err(e) = write_atomic(p, render_html(&report).as_bytes()) {
             eprintln!(
-                "recoverfs check: writing {}: {e}",
+                "recoverfs check: --html {}: {e}",
                 crate::engine::layout::display_name(&p.display().to_string())
             );
             return ExitCode::from(EXIT_ERROR);
@@ -190,14 +190,18 @@ pub fn run(a: &CheckArgs) -> ExitCode {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory,
-/// renamed over it: a reader (the textfile collector) never sees half a file.
+/// renamed over it: a reader (the textfile collector) never sees half a file, and
+/// nothing is written through whatever stands at `path`. A symlink or anything but a
+/// regular file there is refused: where another user controls the directory, a link
+/// planted at `path` must not make us replace (or, opened, truncate) the file it names.
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    crate::cli::sys::refuse_unsafe_output(path)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let mut tmp = tempfile::Builder::new()
-        .prefix(".recoverfs-metrics")
+        .prefix(".recoverfs-")
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;

@@ -17,7 +17,7 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
     ("check", "0 the policy's view equals the source; 1 it differs (bytes cut, segments hidden, an index rebuilt because the original is missing or differs, an orphan left out, a file unreadable; under strict any anomaly, gaps included; with --replica, a range healed or a divergence between copies); 2 could not check (missing path, no Takhin log there, a replica refused, usage error)."),
     ("dump", "0 every file given is clean (every record was examined, even past --limit or a closed pipe); 1 damage in at least one (or an index that disagrees with its .log, or has no .log to be checked against); 2 a file could not be read, or usage error."),
     ("mount", "0 the mount is live (background) or was unmounted cleanly (foreground); 2 the mount failed or was refused (DATA_DIR holds no Takhin log and --allow-empty was not given, a bad option, an unusable mountpoint). mount.recoverfs (mount -t recoverfs) exits 32 when the mount failed and 1 on a usage error, as mount(8) expects."),
-    ("repair", "0 the repaired tree was written, or nothing needed repair (with --dry-run: nothing would change); 1 --policy strict refused, or --dry-run found changes pending; 2 any other refusal or error."),
+    ("repair", "0 the repaired tree was written, or nothing needed repair (with --dry-run: nothing would change); 1 --policy strict refused, or --dry-run found changes pending; 2 any other refusal or error; 130 interrupted (Ctrl-C, SIGTERM): stopped at a safe point, run the same command again to finish."),
     ("demo, completions, man", "0 done; 2 error."),
 ];
 

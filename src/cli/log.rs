@@ -1,6 +1,5 @@
 //! Logging for every subcommand: our lines at info and fuser's at warn by default, `-v`/`-q`, `RUST_LOG`; stderr, a file, or syslog.
 
-use std::fs;
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -55,10 +54,7 @@ pub fn init(verbosity: i8, sink: Sink) -> Result<(), String> {
     let _ = match sink {
         Sink::Stderr => b.with_writer(io::stderr).try_init(),
         Sink::File(p) => {
-            let f = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&p)
+            let f = crate::cli::sys::open_log_file(&p)
                 .map_err(|e| format!("log file {}: {e}", p.display()))?;
             b.with_writer(std::sync::Mutex::new(f)).try_init()
         }

@@ -102,7 +102,8 @@ backup copy of the .log it was found in, before that .log is truncated; a run wh
 is refused, never overwritten. With --replica, the offset ranges DATA_DIR lacks are written as new segments (action heal in the manifest) from the replicas' bytes, read through their doors and checked against the planned size and CRC-32 before each is renamed into place; a healed range named like a segment of DATA_DIR that holds no record replaces it after it is backed up. The replicas are never written, and a rerun must give the same --replica list. With --prefer replica|majority, a record served from a replica instead of DATA_DIR's own is written the same way (action heal), DATA_DIR's records before it in its segment are kept by truncating that segment at the record's boundary (or, when it is the segment's first record, the segment is replaced by it after it is backed up), and those after it become a new segment made from the backup copy (action salvage), so the result is byte for byte what --output writes. Stop the broker first: a file that changes under repair is refused, not followed.",
         after_help = "Exit status: 0 when the repaired tree was written (or nothing needed repair; with --dry-run: \
 nothing would change), 1 when --policy strict refused because the view differs from the source, or --dry-run \
-found changes pending, 2 on any other refusal or error.\n\n\
+found changes pending, 2 on any other refusal or error, 130 when interrupted (Ctrl-C, SIGTERM: it stops at \
+a safe point, --output removes its temporary tree; run the same command again to finish).\n\n\
 Examples:\n  recoverfs check  /var/lib/takhin                                 inspect first\n  \
 recoverfs repair /var/lib/takhin --output /var/lib/takhin.repaired\n  \
 recoverfs check  /var/lib/takhin.repaired                        verify: exits 0\n  \

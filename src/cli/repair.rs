@@ -2,8 +2,10 @@
 
 use crate::cli::check::log_report;
 use crate::cli::progress::Progress;
+use crate::cli::sys::{block_signals, wait_signal};
 use crate::cli::{EngineArgs, EXIT_CLEAN, EXIT_DAMAGE};
 use crate::engine::integrity::{tree_hashes, write_new};
+use crate::repair::interrupt::{request_stop, StopWhen};
 use crate::repair::{render_in_place, render_output, repair_in_place, repair_to_with};
 use clap::Args;
 use std::io::{self, Write};
@@ -42,6 +44,15 @@ pub struct RepairArgs {
 
 /// The `repair` front end: runs one mode, prints its summary (or the report), maps errors to exit codes.
 pub fn run(a: &RepairArgs) -> ExitCode {
+    // Before any thread starts (the progress bar's, the copies'), so that one thread takes them.
+    let sigs = block_signals();
+    if let Err(e) = std::thread::Builder::new()
+        .name("recoverfs-signals".into())
+        .spawn(move || on_signals(&sigs))
+    {
+        eprintln!("recoverfs repair: starting the signal thread: {e}");
+        return ExitCode::from(crate::cli::EXIT_ERROR);
+    }
     let opts = match a.engine.analyze_options() {
         Ok(o) => o,
         Err(e) => {
@@ -137,11 +148,47 @@ pub fn run(a: &RepairArgs) -> ExitCode {
             ExitCode::from(if pending { EXIT_DAMAGE } else { EXIT_CLEAN })
         }
         Err(e) => {
+            // Never two messages: the signal thread, saying it ends the process, holds this.
+            let _say = SAY.lock();
             eprintln!(
                 "recoverfs repair: {}",
                 crate::engine::layout::display_name(&e.to_string())
             );
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Held by whoever prints the last word of the run (the signal thread never lets go).
+static SAY: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+/// Exit status after an interrupt, as a shell reports a process killed by SIGINT.
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// Takes SIGINT, SIGTERM and SIGHUP for the whole run: before anything is written the
+/// process ends at once; while writing, the repair stops at its next safe point (and says
+/// what it left); a second signal then ends it at once, which a rerun also recovers from.
+fn on_signals(sigs: &nix::sys::signal::SigSet) {
+    loop {
+        let sig = wait_signal(sigs);
+        let now = |what: &str| -> ! {
+            let _say = SAY.lock();
+            eprintln!(
+                "recoverfs repair: {sig}: interrupted; nothing is lost; run the same command again to finish ({what})"
+            );
+            std::process::exit(EXIT_INTERRUPTED)
+        };
+        match request_stop() {
+            StopWhen::Now => now("nothing was written"),
+            StopWhen::AtNextSafePoint => {
+                eprintln!("recoverfs repair: {sig}: stopping at the next safe point (again to stop at once)")
+            }
+            StopWhen::Finishing => {
+                eprintln!("recoverfs repair: {sig}: the repair is already committed; finishing")
+            }
+            StopWhen::AlreadyAsked => now(
+                "stopped at once: what this run left half-written, the same command clears or finishes",
+            ),
         }
     }
 }

@@ -115,6 +115,74 @@ pub fn colour_stdout() -> bool {
     io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// What a file that is not a regular one is, for an error refusing it as an output.
+fn kind_of(ft: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    match () {
+        _ if ft.is_symlink() => "a symbolic link",
+        _ if ft.is_dir() => "a directory",
+        _ if ft.is_fifo() => "a FIFO",
+        _ if ft.is_socket() => "a socket",
+        _ if ft.is_char_device() || ft.is_block_device() => "a device",
+        _ => "not a regular file",
+    }
+}
+
+/// Refuses an output path (`--html`, `--metrics`) at which something other than a
+/// regular file stands: a symlink planted there by whoever controls the directory
+/// must not make us write to (or replace) the file it names. A missing path is fine.
+pub fn refuse_unsafe_output(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(io::Error::other(
+            "is a symbolic link; nothing written through it (remove it, or name the file itself)",
+        )),
+        Ok(m) if !m.is_file() => Err(io::Error::other(format!(
+            "is {}; nothing written (name a regular file)",
+            kind_of(m.file_type())
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Opens a log file for appending (created if missing) without following a
+/// symlink at `path`, and refuses anything but a regular file with one name: root
+/// appending through a link (or a hard link) planted by another user would write
+/// into any file. A FIFO is refused without blocking on its open.
+pub fn open_log_file(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            // O_NOFOLLOW's answer for a symlink at the last component.
+            Some(libc::ELOOP) => io::Error::other(
+                "is a symbolic link; not followed (remove it, or name the file itself)",
+            ),
+            // O_NONBLOCK's answer for a FIFO nobody reads.
+            Some(libc::ENXIO) => io::Error::other("is a FIFO; name a regular file"),
+            _ => e,
+        })?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(io::Error::other(format!(
+            "is {}; name a regular file",
+            kind_of(m.file_type())
+        )));
+    }
+    if m.nlink() > 1 {
+        return Err(io::Error::other(format!(
+            "has {} hard links; not appended to (another name shares this file: give the log a file of its own)",
+            m.nlink()
+        )));
+    }
+    // Back to blocking writes (a regular file never blocks, but say what we mean).
+    let flags = rustix::fs::fcntl_getfl(&f)?;
+    rustix::fs::fcntl_setfl(&f, flags - rustix::fs::OFlags::NONBLOCK)?;
+    Ok(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! The filesystem side of a repair: attributes, copies, fsync, locks, and path helpers.
 
+use super::interrupt::interrupted;
 use super::{io_at, RepairError, Result};
 use crate::engine::index::rebuild_indexes;
 use crate::engine::scan::{scan_segment, ScanOptions};
@@ -127,8 +128,59 @@ fn try_reflink(src: &File, dst: &File) -> bool {
     false
 }
 
-/// Copies the first `len` bytes of `src` to the start of `dst` (empty), with
-/// `copy_file_range` where the kernel offers it (and `kernel` is set), else with reads and writes.
+/// The next data extent of `f` at or after `at` and before `end`, as `[start, stop)`;
+/// `None` when only a hole is left. Asked of the filesystem (`SEEK_DATA`/`SEEK_HOLE`),
+/// so that a sparse file's holes are never read as zeros and written out as real ones;
+/// a filesystem that cannot tell says the whole file is data, and is copied whole.
+fn next_data(f: &File, path: &Path, at: u64, end: u64) -> Result<Option<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom};
+    if at >= end {
+        return Ok(None);
+    }
+    let start = match seek(f, SeekFrom::Data(at)) {
+        Ok(o) => o,
+        // No data from `at` to the end of the file.
+        Err(Errno::NXIO) => return Ok(None),
+        Err(Errno::INVAL | Errno::OPNOTSUPP | Errno::NOSYS) => return Ok(Some((at, end))),
+        Err(e) => return Err(io_at(path, "could not find its data")(e.into())),
+    };
+    if start >= end {
+        return Ok(None);
+    }
+    let stop = match seek(f, SeekFrom::Hole(start)) {
+        Ok(o) => o.clamp(start + 1, end),
+        Err(Errno::NXIO) => end,
+        Err(Errno::INVAL | Errno::OPNOTSUPP | Errno::NOSYS) => end,
+        Err(e) => return Err(io_at(path, "could not find its holes")(e.into())),
+    };
+    Ok(Some((start, stop)))
+}
+
+/// Ends a sparse copy of `len` bytes: `dst` is `len` long (a hole at its end is made by
+/// the size alone), and `src` still holds the `end` bytes read from it (a file cut short
+/// under the copy reads as a hole past its end, and must not pass for one).
+fn finish_sparse(
+    src: &File,
+    src_path: &Path,
+    dst: &File,
+    dst_path: &Path,
+    len: u64,
+    end: u64,
+) -> Result<()> {
+    let now = src
+        .metadata()
+        .map_err(io_at(src_path, "could not stat"))?
+        .len();
+    if now < end {
+        return Err(shrank(src_path, now, end));
+    }
+    dst.set_len(len)
+        .map_err(io_at(dst_path, "could not set the size"))
+}
+
+/// Copies the first `len` bytes of `src` to the start of `dst` (empty), its data extents
+/// only (holes stay holes), with `copy_file_range` where the kernel offers it (and
+/// `kernel` is set), else with reads and writes.
 fn copy_prefix(
     src: &File,
     src_path: &Path,
@@ -138,11 +190,34 @@ fn copy_prefix(
     stats: &CopyStats,
     mut kernel: bool,
 ) -> Result<()> {
-    let mut done: u64 = 0;
-    while done < len {
+    let mut at = 0;
+    while let Some((from, to)) = next_data(src, src_path, at, len)? {
+        kernel = copy_extent(src, src_path, dst, dst_path, from, to, stats, kernel)?;
+        at = to;
+    }
+    finish_sparse(src, src_path, dst, dst_path, len, len)
+}
+
+/// Copies bytes `[from, to)` of `src` to the same positions of `dst`; returns whether
+/// the kernel still copies for us (false once it declined, so later extents do not ask).
+#[allow(clippy::too_many_arguments)]
+fn copy_extent(
+    src: &File,
+    src_path: &Path,
+    dst: &File,
+    dst_path: &Path,
+    from: u64,
+    to: u64,
+    stats: &CopyStats,
+    mut kernel: bool,
+) -> Result<bool> {
+    let mut done = from;
+    while done < to {
+        interrupted()?;
         if kernel {
             let (mut off_in, mut off_out) = (done, done);
-            let want = (len - done).min(1 << 30) as usize;
+            // Bounded, so that an interrupt is seen within a fraction of a second.
+            let want = (to - done).min(64 << 20) as usize;
             let e = match rustix::fs::copy_file_range(
                 src,
                 Some(&mut off_in),
@@ -150,7 +225,7 @@ fn copy_prefix(
                 Some(&mut off_out),
                 want,
             ) {
-                Ok(0) => return Err(shrank(src_path, done, len)),
+                Ok(0) => return Err(shrank(src_path, done, to)),
                 Ok(n) => {
                     done += n as u64;
                     CopyStats::add(&stats.kernel_copied, n as u64);
@@ -175,40 +250,153 @@ fn copy_prefix(
                 _ => return Err(io_at(src_path, "could not copy")(e)),
             }
         }
-        return copy_chunks(src, src_path, dst, dst_path, done, len, |chunk, _| {
-            CopyStats::add(&stats.plain_copied, chunk.len() as u64)
-        });
+        copy_chunks(
+            src,
+            src_path,
+            dst,
+            dst_path,
+            done,
+            to,
+            0,
+            &mut |chunk, _| CopyStats::add(&stats.plain_copied, chunk.len() as u64),
+        )?;
+        break;
     }
-    Ok(())
+    Ok(kernel)
 }
 
-/// Copies bytes `[from, len)` of `src` to the same positions of `dst` with
-/// reads and writes, showing each chunk and its position to `seen` first.
+/// Copies bytes `[from, to)` of `src` to `dst`, `shift` bytes earlier, with reads and
+/// writes, showing each chunk and its position in `src` to `seen` first.
+#[allow(clippy::too_many_arguments)]
 fn copy_chunks(
     src: &File,
     src_path: &Path,
     dst: &File,
     dst_path: &Path,
     from: u64,
-    len: u64,
-    mut seen: impl FnMut(&[u8], u64),
+    to: u64,
+    shift: u64,
+    seen: &mut dyn FnMut(&[u8], u64),
 ) -> Result<()> {
-    let mut buf = vec![0u8; BUF_BYTES.min(len.saturating_sub(from) as usize).max(1)];
+    let mut buf = vec![0u8; BUF_BYTES.min(to.saturating_sub(from) as usize).max(1)];
     let mut done = from;
-    while done < len {
-        let want = buf.len().min((len - done) as usize);
+    while done < to {
+        interrupted()?;
+        let want = buf.len().min((to - done) as usize);
         let n = match src.read_at(&mut buf[..want], done) {
-            Ok(0) => return Err(shrank(src_path, done, len)),
+            Ok(0) => return Err(shrank(src_path, done, to)),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(io_at(src_path, "could not read")(e)),
         };
         seen(&buf[..n], done);
-        dst.write_all_at(&buf[..n], done)
+        dst.write_all_at(&buf[..n], done - shift)
             .map_err(io_at(dst_path, "could not write"))?;
         done += n as u64;
     }
     Ok(())
+}
+
+/// What a sparse copy shows of each part of the source, at its position there.
+enum Piece<'a> {
+    /// Bytes read (and written).
+    Data(&'a [u8]),
+    /// A hole this long: zeros, never read nor written.
+    Zeros(u64),
+}
+
+/// Copies bytes `[start, start + len)` of `src` to the start of `dst` (empty) with
+/// reads and writes of its data extents only, showing every part to `seen` in order
+/// (holes as [`Piece::Zeros`]), so that a hash still covers the whole logical content.
+fn copy_sparse(
+    src: &File,
+    src_path: &Path,
+    dst: &File,
+    dst_path: &Path,
+    start: u64,
+    len: u64,
+    mut seen: impl FnMut(Piece, u64),
+) -> Result<()> {
+    let end = start
+        .checked_add(len)
+        .ok_or_else(|| shrank(src_path, start, u64::MAX))?;
+    let mut at = start;
+    loop {
+        let next = next_data(src, src_path, at, end)?;
+        let data_from = next.map_or(end, |(from, _)| from);
+        if data_from > at {
+            seen(Piece::Zeros(data_from - at), at);
+        }
+        let Some((from, to)) = next else { break };
+        copy_chunks(
+            src,
+            src_path,
+            dst,
+            dst_path,
+            from,
+            to,
+            start,
+            &mut |c, p| seen(Piece::Data(c), p),
+        )?;
+        at = to;
+    }
+    finish_sparse(src, src_path, dst, dst_path, len, end)
+}
+
+/// The size and CRC-32 of a whole open file, its data extents read and its holes
+/// hashed as zeros without reading them (a sparse terabyte is checked in moments).
+pub(super) fn crc_of_file(f: &File, path: &Path) -> Result<(u64, u32)> {
+    let len = f.metadata().map_err(io_at(path, "could not stat"))?.len();
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; BUF_BYTES.min(len as usize).max(1)];
+    let mut at = 0;
+    loop {
+        let next = next_data(f, path, at, len)?;
+        let data_from = next.map_or(len, |(from, _)| from);
+        crc_zeros(&mut h, data_from - at);
+        let Some((from, to)) = next else { break };
+        let mut done = from;
+        while done < to {
+            let want = buf.len().min((to - done) as usize);
+            match f.read_at(&mut buf[..want], done) {
+                Ok(0) => return Err(shrank(path, done, len)),
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    done += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_at(path, "could not read")(e)),
+            }
+        }
+        at = to;
+    }
+    Ok((len, h.finalize()))
+}
+
+/// Adds `n` zero bytes to a CRC-32 without hashing them one by one (a hole can be a
+/// terabyte): blocks of zeros are combined by doubling, in O(log n) steps.
+fn crc_zeros(h: &mut crc32fast::Hasher, n: u64) {
+    const BLOCK: usize = 64 << 10;
+    static ZEROS: [u8; BLOCK] = [0; BLOCK];
+    let (mut blocks, rest) = (n / BLOCK as u64, (n % BLOCK as u64) as usize);
+    if blocks > 0 {
+        // Zeros are zeros in any order: the blocks combine into one run of their total length.
+        let mut pow = crc32fast::Hasher::new();
+        pow.update(&ZEROS);
+        let mut run = crc32fast::Hasher::new();
+        while blocks > 0 {
+            if blocks & 1 == 1 {
+                run.combine(&pow);
+            }
+            blocks >>= 1;
+            if blocks > 0 {
+                let p = pow.clone();
+                pow.combine(&p);
+            }
+        }
+        h.combine(&run);
+    }
+    h.update(&ZEROS[..rest]);
 }
 
 fn shrank(path: &Path, at: u64, len: u64) -> RepairError {
@@ -320,7 +508,8 @@ pub(super) fn run_jobs<T: Sync>(jobs: &[T], f: impl Fn(&T) -> Result<()> + Sync)
                 let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
                     break;
                 };
-                if let Err(e) = f(job) {
+                // Each job is a safe point for an interrupt, too.
+                if let Err(e) = interrupted().and_then(|()| f(job)) {
                     failed.lock().expect("no panics").get_or_insert(e);
                     break;
                 }
@@ -391,7 +580,7 @@ pub(super) fn set_link_times(path: &Path, attrs: &Attrs) -> Result<()> {
         .map_err(|e| io_at(path, "could not set the times")(e.into()))
 }
 
-/// Streams a file into a new one, returning the CRC-32 of all of it and of each byte
+/// Streams a file into a new one (holes kept), returning the CRC-32 of all of it and of each byte
 /// range `(start, len)` of `ranges` (sorted by start; a range past the end counts what
 /// is there). One pass: a truncated `.log`'s valid prefix and its salvaged runs are
 /// hashed while the original is copied into the backup.
@@ -408,9 +597,16 @@ pub(super) fn copy_with_crc(
     // Ranges wholly before the current chunk are done: skipped from here on, so the
     // pass stays linear however many runs a segment has.
     let mut first = 0;
-    copy_chunks(src, src_path, dst, dst_path, 0, len, |chunk, at| {
-        all.update(chunk);
-        let end = at + chunk.len() as u64;
+    copy_sparse(src, src_path, dst, dst_path, 0, len, |piece, at| {
+        let n = match piece {
+            Piece::Data(chunk) => chunk.len() as u64,
+            Piece::Zeros(n) => n,
+        };
+        let end = at + n;
+        match piece {
+            Piece::Data(chunk) => all.update(chunk),
+            Piece::Zeros(n) => crc_zeros(&mut all, n),
+        }
         while first < ranges.len() && ranges[first].0.saturating_add(ranges[first].1) <= at {
             first += 1;
         }
@@ -420,7 +616,12 @@ pub(super) fn copy_with_crc(
             }
             let (from, to) = (start.max(at), start.saturating_add(n).min(end));
             if from < to {
-                parts[i].update(&chunk[(from - at) as usize..(to - at) as usize]);
+                match piece {
+                    Piece::Data(chunk) => {
+                        parts[i].update(&chunk[(from - at) as usize..(to - at) as usize])
+                    }
+                    Piece::Zeros(_) => crc_zeros(&mut parts[i], to - from),
+                }
             }
         }
     })?;
@@ -430,8 +631,9 @@ pub(super) fn copy_with_crc(
     ))
 }
 
-/// Copies bytes `[start, start + len)` of `src` to the start of `dst` (empty), returning
-/// their CRC-32: a salvaged run's `.log`, out of the backup copy of its original.
+/// Copies bytes `[start, start + len)` of `src` to the start of `dst` (empty), holes kept,
+/// returning their CRC-32: a salvaged run's `.log`, out of the backup copy of its
+/// original, or a range of a replica's.
 pub(super) fn copy_range_with_crc(
     src: &File,
     src_path: &Path,
@@ -441,24 +643,18 @@ pub(super) fn copy_range_with_crc(
     dst_path: &Path,
 ) -> Result<u32> {
     let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; BUF_BYTES.min(len as usize).max(1)];
-    let mut done = 0u64;
-    while done < len {
-        let want = buf.len().min((len - done) as usize);
-        let at = start
-            .checked_add(done)
-            .ok_or_else(|| shrank(src_path, done, len))?;
-        let n = match src.read_at(&mut buf[..want], at) {
-            Ok(0) => return Err(shrank(src_path, at, start.saturating_add(len))),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_at(src_path, "could not read")(e)),
-        };
-        h.update(&buf[..n]);
-        dst.write_all_at(&buf[..n], done)
-            .map_err(io_at(dst_path, "could not write"))?;
-        done += n as u64;
-    }
+    copy_sparse(
+        src,
+        src_path,
+        dst,
+        dst_path,
+        start,
+        len,
+        |piece, _| match piece {
+            Piece::Data(chunk) => h.update(chunk),
+            Piece::Zeros(n) => crc_zeros(&mut h, n),
+        },
+    )?;
     Ok(h.finalize())
 }
 
@@ -550,6 +746,94 @@ mod tests {
             matches!(e, RepairError::SourceChanged { ref path, .. } if *path == src_path),
             "{e}"
         );
+    }
+
+    /// Zeros added to a CRC-32 by combining blocks hash exactly like zeros read, at
+    /// every size around the block and its powers (and after other bytes).
+    #[test]
+    fn zeros_combine_into_the_crc_of_zeros() {
+        let b = 64 << 10;
+        for n in [
+            0,
+            1,
+            100,
+            b - 1,
+            b,
+            b + 1,
+            2 * b,
+            3 * b + 7,
+            5 * b,
+            17 * b - 3,
+        ] {
+            let mut h = crc32fast::Hasher::new();
+            h.update(b"before");
+            crc_zeros(&mut h, n as u64);
+            let mut want = b"before".to_vec();
+            want.resize(6 + n, 0);
+            assert_eq!(h.finalize(), crc32fast::hash(&want), "{n} zeros");
+        }
+    }
+
+    /// A sparse source is copied extent by extent: the copy has the same bytes, its
+    /// holes stay holes (by the kernel's copy, by hand, and for a range), and the hash
+    /// covers the holes as zeros.
+    #[test]
+    fn holes_stay_holes_in_every_copy() {
+        let t = tempfile::tempdir().unwrap();
+        let src_path = t.path().join("sparse");
+        let len: u64 = 64 << 20;
+        let f = File::create(&src_path).unwrap();
+        f.set_len(len).unwrap();
+        for at in [4096, 20 << 20, len - 8192] {
+            f.write_all_at(&[0x5a; 8192], at).unwrap();
+        }
+        drop(f);
+        let bytes = fs::read(&src_path).unwrap();
+        let src = File::open(&src_path).unwrap();
+        let small = |p: &Path| fs::metadata(p).unwrap().blocks() * 512 < 1 << 20;
+        assert!(
+            small(&src_path),
+            "the filesystem under the test keeps holes"
+        );
+        for kernel in [true, false] {
+            let dst_path = t.path().join(format!("prefix-{kernel}"));
+            let dst = create_new(&dst_path).unwrap();
+            copy_prefix(
+                &src,
+                &src_path,
+                &dst,
+                &dst_path,
+                len - 100,
+                &CopyStats::default(),
+                kernel,
+            )
+            .unwrap();
+            assert_eq!(fs::read(&dst_path).unwrap(), bytes[..(len - 100) as usize]);
+            assert!(small(&dst_path), "kernel {kernel}");
+        }
+        let dst_path = t.path().join("whole");
+        let dst = create_new(&dst_path).unwrap();
+        let (all, parts) = copy_with_crc(
+            &src,
+            &src_path,
+            &dst,
+            &dst_path,
+            len,
+            &[(0, 4096), (1000, 10 << 20)],
+        )
+        .unwrap();
+        assert_eq!(fs::read(&dst_path).unwrap(), bytes);
+        assert!(small(&dst_path));
+        assert_eq!(all, crc32fast::hash(&bytes));
+        assert_eq!(parts[0], crc32fast::hash(&bytes[..4096]));
+        assert_eq!(parts[1], crc32fast::hash(&bytes[1000..1000 + (10 << 20)]));
+        let range_path = t.path().join("range");
+        let out = create_new(&range_path).unwrap();
+        let crc = copy_range_with_crc(&src, &src_path, 8192, 30 << 20, &out, &range_path).unwrap();
+        let want = &bytes[8192..8192 + (30 << 20)];
+        assert_eq!(fs::read(&range_path).unwrap(), want);
+        assert_eq!(crc, crc32fast::hash(want));
+        assert!(small(&range_path));
     }
 
     /// A source shorter than the analysis said is a located error, not a short copy.

@@ -349,9 +349,14 @@ pub(super) fn write_manifest(backup: &Path, m: &Manifest, steps: &mut Steps) -> 
     f.write_all(text.as_bytes())
         .map_err(io_at(&tmp, "could not write"))?;
     fsync(&f, &tmp)?;
-    steps.step("manifest written, not yet renamed");
+    steps.step("manifest written, not yet renamed")?;
     fs::rename(&tmp, &path).map_err(io_at(&path, "could not rename into place"))?;
-    steps.step("manifest renamed, directory not yet synced");
+    // Once `applied` is recorded the repair is done: an interrupt no longer stops it.
+    if m.state == ManifestState::Applied {
+        steps.mark("manifest renamed, directory not yet synced");
+    } else {
+        steps.step("manifest renamed, directory not yet synced")?;
+    }
     fsync_dir(backup)
 }
 

@@ -26,10 +26,12 @@
 //! (`--in-place`: planning, backup, apply) → `manifest` (the typed on-disk
 //! backup manifest) and `tree` (the tree to write) → `fsio` (attributes,
 //! copies, fsync, locks, paths) and `steps` (numbered steps, and the
-//! `fault-injection` feature's stop at one of them, for tests).
+//! `fault-injection` feature's stop or pause at one of them, for tests) → `interrupt`
+//! (Ctrl-C: the safe points where a repair stops).
 
 mod fsio;
 mod in_place;
+pub mod interrupt;
 mod manifest;
 mod output;
 mod render;
@@ -45,7 +47,7 @@ pub use manifest::{
 pub use output::{repair_to, repair_to_with, OutputSummary};
 pub use render::{render_in_place, render_output};
 #[cfg(feature = "fault-injection")]
-pub use steps::{EXIT_INJECTED, FAIL_AT_ENV};
+pub use steps::{EXIT_INJECTED, FAIL_AT_ENV, PAUSE_AT_ENV};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -107,15 +109,19 @@ pub enum RepairError {
     OutputAndReplica { output: PathBuf, replica: PathBuf },
     #[error("{}: is inside the replica {}, or holds it; keep the backup elsewhere (a replica is never written to)", backup.display(), replica.display())]
     BackupAndReplica { backup: PathBuf, replica: PathBuf },
+    #[error("interrupted; nothing is lost; run the same command again to finish{}", if what.is_empty() { String::new() } else { format!(" ({what})") })]
+    Interrupted { what: String },
     #[error("{}: in place, each replica is named in the backup manifest as text (a rerun reopens it from there), and this path is not UTF-8; nothing changed: bind-mount it at a UTF-8 path, or write the healed view with --output NEW_DIR", crate::engine::layout::escape_path(.0))]
     ReplicaPathNotText(PathBuf),
 }
 
 impl RepairError {
-    /// Exit status: 1 for the policy's refusal (damage found under strict), 2 otherwise.
+    /// Exit status: 1 for the policy's refusal (damage found under strict), 130 (as a
+    /// shell reports SIGINT) for an interrupt, 2 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             RepairError::StrictRefuses { .. } => 1,
+            RepairError::Interrupted { .. } => 130,
             _ => 2,
         }
     }
@@ -128,5 +134,15 @@ fn io_at<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> Re
         path: path.to_path_buf(),
         what,
         source,
+    }
+}
+
+/// An [`RepairError::Interrupted`] told what the interrupted run left (`what`); any other error as it is.
+fn interrupted_with(e: RepairError, what: &str) -> RepairError {
+    match e {
+        RepairError::Interrupted { .. } => RepairError::Interrupted {
+            what: what.to_string(),
+        },
+        other => other,
     }
 }

@@ -1,13 +1,14 @@
 //! `repair --output NEW_DIR`: the whole tree written beside NEW_DIR, fsynced, renamed into place.
 
 use super::fsio::{
-    check_data_dir, create_new, fsync, fsync_dir, is_empty_or_missing, lock_dir, open_checked,
-    resolve, run_jobs, set_link_times, start_writeback, tmp_beside, write_copy, Attrs, CopyStats,
-    Progress,
+    check_data_dir, copy_range_with_crc, create_new, fsync, fsync_dir, is_empty_or_missing,
+    lock_dir, open_checked, resolve, run_jobs, set_link_times, start_writeback, tmp_beside,
+    write_copy, Attrs, CopyStats, Progress,
 };
-use super::steps::Steps;
+use super::interrupt::{finish_writing, start_writing};
+use super::steps::{pause_at, Steps};
 use super::tree::{analyze_with, build_plan, Content, Entry, TreePlan};
-use super::{io_at, RepairError, Result};
+use super::{interrupted_with, io_at, RepairError, Result};
 use crate::engine::analysis::AnalyzeOptions;
 use crate::engine::format::takhin::FileKind;
 use crate::engine::index::rebuild_indexes;
@@ -97,12 +98,15 @@ pub fn repair_to_with(
     if !is_empty_or_missing(output)? {
         return Err(RepairError::OutputNotEmpty(output.to_path_buf()));
     }
+    pause_at(0);
     let (layout, report) = analyze_with(data, opts, replicas, prefer, progress.as_ref())?;
     let plan = build_plan(data, &layout, &report)?;
     let parent = match (out_abs.parent(), out_abs.file_name()) {
         (Some(p), Some(_)) => p.to_path_buf(),
         _ => return Err(RepairError::OutputNotEmpty(output.to_path_buf())),
     };
+    // From here an interrupt waits for a safe point, where the partial tree is removed.
+    start_writing().map_err(|e| interrupted_with(e, "nothing was written"))?;
     fs::create_dir_all(&parent).map_err(io_at(&parent, "could not create"))?;
     // Two runs writing to the same parent would share the temporary sibling.
     let _lock = lock_dir(&parent)?;
@@ -117,18 +121,37 @@ pub fn repair_to_with(
         ..Default::default()
     };
     let mut steps = Steps::new();
-    let written = write_tree(&layout.source, &tmp, &plan, &stats, &mut steps);
+    let written = write_tree(&layout.source, &tmp, &plan, &stats, &mut steps)
+        // An empty NEW_DIR is replaced atomically; a missing one appears whole.
+        .and_then(|()| steps.step("tree written and fsynced, not yet renamed into place"));
     if let Err(e) = written {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
+        let removed = fs::remove_dir_all(&tmp);
+        return Err(match removed {
+            Ok(()) => interrupted_with(
+                e,
+                &format!(
+                    "the partial tree {} was removed; {} was not changed",
+                    tmp.display(),
+                    data.display()
+                ),
+            ),
+            Err(why) => interrupted_with(
+                e,
+                &format!(
+                    "the partial tree {} is left ({why}): the next run clears it; {} was not changed",
+                    tmp.display(),
+                    data.display()
+                ),
+            ),
+        });
     }
-    // An empty NEW_DIR is replaced atomically; a missing one appears whole.
-    steps.step("tree written and fsynced, not yet renamed into place");
     fs::rename(&tmp, &out_abs).map_err(|e| {
         let _ = fs::remove_dir_all(&tmp);
         io_at(output, "could not rename the finished tree into place")(e)
     })?;
-    steps.step("tree renamed into place, parent not yet synced");
+    // Done: an interrupt from here on no longer stops it.
+    finish_writing();
+    steps.mark("tree renamed into place, parent not yet synced");
     fsync_dir(&parent)?;
     Ok(OutputSummary {
         report,
@@ -168,17 +191,9 @@ fn write_run_file(source: &Source, dst: &Path, content: &Content, stats: &CopySt
     let mut f = create_new(dst)?;
     match content {
         Content::Range { len, .. } => {
-            let mut buf = vec![0u8; 1 << 20];
-            let mut done = 0u64;
-            while done < *len {
-                let n = ((*len - done) as usize).min(buf.len());
-                std::os::unix::fs::FileExt::read_exact_at(&src, &mut buf[..n], start + done)
-                    .map_err(io_at(&source.display_path(log), "could not read"))?;
-                f.write_all(&buf[..n])
-                    .map_err(io_at(dst, "could not write"))?;
-                done += n as u64;
-                stats.add_bytes(n as u64);
-            }
+            // Holes stay holes (the CRC-32 is not needed here).
+            copy_range_with_crc(&src, &source.display_path(log), start, *len, &f, dst)?;
+            stats.add_bytes(*len);
             CopyStats::add(&stats.plain_copied, *len);
         }
         Content::RunIndex { kind, scan, .. } => {
@@ -293,7 +308,7 @@ fn write_tree(
         CopyStats::add(&stats.files, 1);
         Ok(())
     })?;
-    steps.step("files copied, indexes not yet rebuilt");
+    steps.step("files copied, indexes not yet rebuilt")?;
     run_jobs(&rebuilt, |(log, scan, outs)| {
         let log_path = source.display_path(log);
         let src = open_checked(source, log, scan.original_bytes)?;

@@ -21,9 +21,13 @@ pub fn render_output(data: &Path, output: &Path, s: &OutputSummary) -> String {
         s.report.policy
     );
     o.push_str(&s.report.render_human_body());
+    // Holes are neither read nor written: what no other count covers was left a hole.
+    let holes = s
+        .bytes
+        .saturating_sub(s.reflinked + s.kernel_copied + s.plain_copied + s.generated);
     let _ = writeln!(
         o,
-        "Wrote {}: {} file(s), {} bytes ({} reflinked, {} by copy_file_range, {} by read/write, {} of rebuilt indexes); {} source entr(ies) left out.",
+        "Wrote {}: {} file(s), {} bytes ({} reflinked, {} by copy_file_range, {} by read/write, {} of rebuilt indexes{}); {} source entr(ies) left out.",
         shown(output),
         s.files,
         s.bytes,
@@ -31,6 +35,10 @@ pub fn render_output(data: &Path, output: &Path, s: &OutputSummary) -> String {
         s.kernel_copied,
         s.plain_copied,
         s.generated,
+        match holes {
+            0 => String::new(),
+            n => format!(", {n} left as holes"),
+        },
         s.left_out
     );
     let _ = writeln!(

@@ -6,8 +6,8 @@ use crate::engine::salvage::Shifted;
 use crate::engine::scan::{scan_segment, ScanOptions};
 use crate::engine::source::{advise_sequential, Source};
 use crate::repair::fsio::{
-    copy_range_with_crc, create_new, fsync, fsync_dir, rebuild_from, stat_source, tmp_beside,
-    write_copy, Attrs, CopyStats, BUF_BYTES,
+    copy_range_with_crc, crc_of_file, create_new, fsync, fsync_dir, rebuild_from, stat_source,
+    tmp_beside, write_copy, Attrs, CopyStats, BUF_BYTES,
 };
 use crate::repair::manifest::{
     write_manifest, Action, Manifest, ManifestEntry, ManifestState, Original, OriginalKind,
@@ -132,21 +132,8 @@ pub(super) fn found_at(source: &Source, rel: &Path) -> Result<Found> {
     }
     let f = source.file(rel).map_err(io_at(path, "could not open"))?;
     advise_sequential(&f);
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; BUF_BYTES.min(m.len() as usize).max(1)];
-    let mut at = 0u64;
-    loop {
-        match f.read_at(&mut buf, at) {
-            Ok(0) => break,
-            Ok(n) => {
-                h.update(&buf[..n]);
-                at += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_at(path, "could not read")(e)),
-        }
-    }
-    Ok(Found::File(at, h.finalize()))
+    let (len, crc) = crc_of_file(&f, path)?;
+    Ok(Found::File(len, crc))
 }
 
 pub(super) fn found_original(o: &Option<Original>) -> Found {
@@ -238,91 +225,102 @@ pub(super) fn apply(
         }
         if e.action == Action::Remove {
             fs::remove_file(&path).map_err(io_at(&path, "could not remove"))?;
-            steps.step("original removed, directory not yet synced");
+            steps.step("original removed, directory not yet synced")?;
             fsync_dir(dir)?;
             continue;
         }
         let new = e.new.as_ref().expect("a replacement for every non-removal");
         let tmp = tmp_beside(&path);
         let _ = fs::remove_file(&tmp);
-        let out = match (e.action, &e.salvaged_from, &copies) {
-            (Action::Truncate, _, _) => {
-                let stats = CopyStats::default();
-                let orig_len = e.original.as_ref().map_or(0, |o| o.bytes);
-                let f = write_copy(source, &rel, &tmp, new.bytes, orig_len, &stats)?;
-                let m = stat_source(source, &rel)?;
-                Attrs::of(&m).apply(&f, &tmp, true)?;
-                f
-            }
-            (Action::Salvage, Some(from), Some(copies)) => {
-                let base = segment_base(&rel, backup, e)?;
-                let f = write_salvaged(copies, from, &rel, base, new, &tmp, &opts)?;
-                // A run's files take the original `.log`'s mode, owner and times, as
-                // with --output (a truncated original keeps them).
-                let m = stat_source(source, &from.rel())?;
-                Attrs::of(&m).apply(&f, &tmp, true)?;
-                f
-            }
-            (Action::Heal, ..) => {
-                let Some(from) = &e.healed_from else {
+        // Whatever stops the writing (an interrupt mid-copy) leaves nothing beside the path.
+        let written = (|| -> Result<fs::File> {
+            Ok(match (e.action, &e.salvaged_from, &copies) {
+                (Action::Truncate, _, _) => {
+                    let stats = CopyStats::default();
+                    let orig_len = e.original.as_ref().map_or(0, |o| o.bytes);
+                    let f = write_copy(source, &rel, &tmp, new.bytes, orig_len, &stats)?;
+                    let m = stat_source(source, &rel)?;
+                    Attrs::of(&m).apply(&f, &tmp, true)?;
+                    f
+                }
+                (Action::Salvage, Some(from), Some(copies)) => {
+                    let base = segment_base(&rel, backup, e)?;
+                    let f = write_salvaged(copies, from, &rel, base, new, &tmp, &opts)?;
+                    // A run's files take the original `.log`'s mode, owner and times, as
+                    // with --output (a truncated original keeps them).
+                    let m = stat_source(source, &from.rel())?;
+                    Attrs::of(&m).apply(&f, &tmp, true)?;
+                    f
+                }
+                (Action::Heal, ..) => {
+                    let Some(from) = &e.healed_from else {
+                        return Err(RepairError::BadManifest {
+                            path: backup.join(MANIFEST),
+                            what: format!("{}: a healed range's file with no healed_from", e.path),
+                        });
+                    };
+                    let door = doors.get(&from.replica)?;
+                    let base = segment_base(&rel, backup, e)?;
+                    let changed = |path: PathBuf, what: String| RepairError::SourceChanged {
+                        path,
+                        what: format!("{what} (the replica changed since it was checked)"),
+                    };
+                    let f = write_range(door, &from.range, &rel, base, new, &tmp, &opts, &changed)?;
+                    // A healed range's files take the replica `.log`'s mode, owner and times,
+                    // as with --output.
+                    let m = stat_source(door, &from.range.rel())?;
+                    Attrs::of(&m).apply(&f, &tmp, true)?;
+                    f
+                }
+                (Action::Salvage, ..) => {
                     return Err(RepairError::BadManifest {
                         path: backup.join(MANIFEST),
-                        what: format!("{}: a healed range's file with no healed_from", e.path),
-                    });
-                };
-                let door = doors.get(&from.replica)?;
-                let base = segment_base(&rel, backup, e)?;
-                let changed = |path: PathBuf, what: String| RepairError::SourceChanged {
-                    path,
-                    what: format!("{what} (the replica changed since it was checked)"),
-                };
-                let f = write_range(door, &from.range, &rel, base, new, &tmp, &opts, &changed)?;
-                // A healed range's files take the replica `.log`'s mode, owner and times,
-                // as with --output.
-                let m = stat_source(door, &from.range.rel())?;
-                Attrs::of(&m).apply(&f, &tmp, true)?;
-                f
-            }
-            (Action::Salvage, ..) => {
-                return Err(RepairError::BadManifest {
-                    path: backup.join(MANIFEST),
-                    what: format!("{}: a salvaged run's file with no salvaged_from", e.path),
-                })
-            }
-            _ => {
-                let log_name = rel.with_extension(FileKind::Log.ext());
-                let log_path = data.join(&log_name);
-                let base = segment_base(&rel, backup, e)?;
-                // Rebuilt from the bytes the .log keeps, cut or not yet: its valid prefix
-                // for a cut at damage, its records before a preferred one for a split.
-                let (i, t) = rebuild_from(source, &log_name, base, cuts.get(&log_name), &opts)?;
-                let bytes = if rel.extension() == Some(OsStr::new(FileKind::Index.ext())) {
-                    i
-                } else {
-                    t
-                };
-                if bytes.len() as u64 != new.bytes || Some(crc32fast::hash(&bytes)) != new.crc32 {
-                    return Err(RepairError::SourceChanged {
-                        path: log_path,
-                        what: "no longer yields the index planned from it".into(),
-                    });
+                        what: format!("{}: a salvaged run's file with no salvaged_from", e.path),
+                    })
                 }
-                let mut f = create_new(&tmp)?;
-                f.write_all(&bytes)
-                    .map_err(io_at(&tmp, "could not write"))?;
-                let m = match source.metadata(&rel) {
-                    Ok(m) if m.is_file() => m,
-                    _ => stat_source(source, &log_name)?,
-                };
-                Attrs::of(&m).apply(&f, &tmp, true)?;
-                f
+                _ => {
+                    let log_name = rel.with_extension(FileKind::Log.ext());
+                    let log_path = data.join(&log_name);
+                    let base = segment_base(&rel, backup, e)?;
+                    // Rebuilt from the bytes the .log keeps, cut or not yet: its valid prefix
+                    // for a cut at damage, its records before a preferred one for a split.
+                    let (i, t) = rebuild_from(source, &log_name, base, cuts.get(&log_name), &opts)?;
+                    let bytes = if rel.extension() == Some(OsStr::new(FileKind::Index.ext())) {
+                        i
+                    } else {
+                        t
+                    };
+                    if bytes.len() as u64 != new.bytes || Some(crc32fast::hash(&bytes)) != new.crc32
+                    {
+                        return Err(RepairError::SourceChanged {
+                            path: log_path,
+                            what: "no longer yields the index planned from it".into(),
+                        });
+                    }
+                    let mut f = create_new(&tmp)?;
+                    f.write_all(&bytes)
+                        .map_err(io_at(&tmp, "could not write"))?;
+                    let m = match source.metadata(&rel) {
+                        Ok(m) if m.is_file() => m,
+                        _ => stat_source(source, &log_name)?,
+                    };
+                    Attrs::of(&m).apply(&f, &tmp, true)?;
+                    f
+                }
+            })
+        })();
+        let out = match written {
+            Ok(out) => out,
+            Err(err) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(err);
             }
         };
         fsync(&out, &tmp)?;
         drop(out);
-        steps.step("replacement written, not yet renamed over the original");
+        steps.step("replacement written, not yet renamed over the original")?;
         fs::rename(&tmp, &path).map_err(io_at(&path, "could not rename over the original"))?;
-        steps.step("replacement renamed, directory not yet synced");
+        steps.step("replacement renamed, directory not yet synced")?;
         fsync_dir(dir)?;
     }
     manifest.state = ManifestState::Applied;

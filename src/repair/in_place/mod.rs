@@ -4,13 +4,14 @@ use super::fsio::{
     check_data_dir, copy_with_crc, create_new, fsync, fsync_dir, lock_dir, open_checked, resolve,
     tmp_beside, Attrs, Progress,
 };
+use super::interrupt::{finish_writing, start_writing};
 use super::manifest::{
     backup_is_blank, read_manifest, write_manifest, Action, Manifest, ManifestEntry, ManifestState,
     OriginalKind, MANIFEST,
 };
-use super::steps::Steps;
+use super::steps::{pause_at, Steps};
 use super::tree::{analyze_with, build_plan};
-use super::{io_at, RepairError, Result};
+use super::{interrupted_with, io_at, RepairError, Result};
 use crate::engine::analysis::AnalyzeOptions;
 use crate::engine::replica::Prefer;
 use crate::engine::report::Report;
@@ -120,6 +121,18 @@ pub fn repair_in_place(
         }
     }
     let mut steps = Steps::new();
+    pause_at(0);
+    // What an interrupt in each phase leaves, for its message.
+    let unchanged = format!(
+        "{} was not changed; {} is this repair's backup, from which the same command carries on",
+        data.display(),
+        backup.display()
+    );
+    let partly = format!(
+        "{} is partly repaired; every original changed so far is in {}, whose manifest the same command finishes from",
+        data.display(),
+        backup.display()
+    );
     // An interrupted apply phase resumes from the manifest, not from a new analysis.
     if let Some(m) = existing
         .clone()
@@ -130,7 +143,10 @@ pub fn repair_in_place(
         // Once an original is replaced its copy is all there is: every copy is checked first.
         verify_backup(backup, &m)?;
         if !dry_run {
-            apply(&layout.source, data, backup, m.clone(), &mut steps)?;
+            start_writing().map_err(|e| interrupted_with(e, &partly))?;
+            apply(&layout.source, data, backup, m.clone(), &mut steps)
+                .map_err(|e| interrupted_with(e, &partly))?;
+            finish_writing();
         }
         return Ok(InPlaceSummary {
             report,
@@ -194,15 +210,19 @@ pub fn repair_in_place(
         entries: summary.entries.clone(),
         replicas: replica_names,
     };
+    start_writing().map_err(|e| interrupted_with(e, "nothing was written"))?;
     fs::create_dir_all(backup).map_err(io_at(backup, "could not create"))?;
     if let Some(parent) = backup_abs.parent() {
         fsync_dir(parent)?;
     }
-    write_manifest(backup, &manifest, &mut steps)?;
-    back_up(&layout.source, backup, &mut manifest, &mut steps)?;
+    write_manifest(backup, &manifest, &mut steps)
+        .and_then(|()| back_up(&layout.source, backup, &mut manifest, &mut steps))
+        .map_err(|e| interrupted_with(e, &unchanged))?;
     manifest.state = ManifestState::BackedUp;
-    write_manifest(backup, &manifest, &mut steps)?;
-    apply(&layout.source, data, backup, manifest.clone(), &mut steps)?;
+    write_manifest(backup, &manifest, &mut steps).map_err(|e| interrupted_with(e, &unchanged))?;
+    apply(&layout.source, data, backup, manifest.clone(), &mut steps)
+        .map_err(|e| interrupted_with(e, &partly))?;
+    finish_writing();
     summary.entries = manifest.entries;
     Ok(summary)
 }
@@ -338,7 +358,11 @@ fn back_up(
             let ranges: Vec<(u64, u64)> = std::iter::once((0, prefix))
                 .chain(runs.iter().map(|r| (r.1, r.2)))
                 .collect();
-            let (all, parts) = copy_with_crc(&f, &src, &out, &tmp, orig.bytes, &ranges)?;
+            let (all, parts) = copy_with_crc(&f, &src, &out, &tmp, orig.bytes, &ranges)
+                .inspect_err(|_| {
+                    // Half a copy (an interrupt mid-file) is not left in the backup.
+                    let _ = fs::remove_file(&tmp);
+                })?;
             let m = f.metadata().map_err(io_at(&src, "could not stat"))?;
             Attrs::of(&m).apply(&out, &tmp, false)?;
             fsync(&out, &tmp)?;
@@ -350,9 +374,9 @@ fn back_up(
             }
             run_crcs.extend(runs.iter().zip(&parts[1..]).map(|(r, c)| (r.0, *c)));
         }
-        steps.step("original copied, not yet renamed into the backup");
+        steps.step("original copied, not yet renamed into the backup")?;
         fs::rename(&tmp, &dst).map_err(io_at(&dst, "could not rename into place"))?;
-        steps.step("original renamed into the backup");
+        steps.step("original renamed into the backup")?;
         fsync_dir(dir)?;
     }
     for (i, crc) in run_crcs {
