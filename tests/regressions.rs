@@ -2002,3 +2002,94 @@ fn a_source_watch_that_lost_events_drops_every_cached_name_and_attribute() {
     cut.extend_from_slice(b"plain");
     v.watch_events(&w, &cut);
 }
+
+/// `lgetxattr` of `p` as text (None when the call fails).
+fn xattr_text(p: &std::path::Path, name: &str) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let cp = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let cn = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: both names are NUL-terminated; `buf` is writable for its length.
+    let n =
+        unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (n >= 0).then(|| String::from_utf8_lossy(&buf[..n as usize]).into_owned())
+}
+
+/// Bug (issue 19, item 5): under `--policy strict` a segment the view refuses (0 bytes
+/// in `ls -l`, reads fail with EIO, "refused (EIO)" in `check`) had xattrs saying
+/// `status="truncated"`, `valid_bytes` and `records` of a prefix nobody is served, and
+/// `damage="none"` when only its index differed; the totals said nothing of refusals.
+/// Fixed: a refused segment's files say `status="refused"`, `valid_bytes`/`records`
+/// 0, and why in `damage`; the report's summary counts `refused` under strict and
+/// `check`'s totals line says "N refused (EIO)".
+#[test]
+fn a_segment_refused_under_strict_says_refused_in_xattrs_report_and_check() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("t/partition-0");
+    write_segment(&p, 0, 10, 20);
+    write_segment(&p, 10, 10, 20);
+    write_segment(&p, 20, 10, 20);
+    cut_tail(&log_path(&p, 0), 7); // damaged: a valid prefix of 9 records
+    fs::remove_file(seg_path(&p, 10, "index")).unwrap(); // clean .log, index missing
+    let (code, json) = check_json(t.path(), &["--policy", "strict"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(json["summary"]["refused"], 2, "{}", json["summary"]);
+    let text = stdout(&check_cli(t.path(), &["--policy", "strict"]));
+    assert!(text.contains(", 2 refused (EIO)\n"), "{text}");
+    // Other policies' reports are unchanged: no `refused` count.
+    let (_, json) = check_json(t.path(), &[]);
+    assert!(
+        json["summary"].get("refused").is_none(),
+        "{}",
+        json["summary"]
+    );
+
+    let m = Mounted::new(t.path(), &["--policy", "strict"]);
+    let dir = m.path().join("t/partition-0");
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(m.path().join(".recoverfs/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["summary"]["refused"], 2);
+    let x = |base: u64, ext: &str, name: &str| {
+        xattr_text(
+            &seg_path(&dir, base, ext),
+            &format!("user.recoverfs.{name}"),
+        )
+        .unwrap_or_else(|| panic!("{base}.{ext}: no {name}"))
+    };
+    for (base, why) in [(0, "incomplete-record"), (10, "missing")] {
+        for ext in ["log", "index", "timeindex"] {
+            let f = seg_path(&dir, base, ext);
+            assert_eq!(fs::metadata(&f).unwrap().len(), 0, "{}", f.display());
+            assert_eq!(
+                fs::read(&f).unwrap_err().raw_os_error(),
+                Some(libc::EIO),
+                "{}",
+                f.display()
+            );
+            assert_eq!(x(base, ext, "status"), "refused", "{base}.{ext}");
+            assert_eq!(x(base, ext, "valid_bytes"), "0", "{base}.{ext}");
+            assert_eq!(x(base, ext, "records"), "0", "{base}.{ext}");
+            let damage = x(base, ext, "damage");
+            assert!(
+                damage.starts_with("refused under strict (reads fail with EIO): "),
+                "{base}.{ext}: {damage}"
+            );
+        }
+        assert!(x(base, "log", "damage").contains(why), "{base}");
+    }
+    assert_eq!(
+        x(0, "log", "original_bytes"),
+        fs::metadata(log_path(&p, 0)).unwrap().len().to_string()
+    );
+    assert_eq!(x(10, "index", "original_bytes"), "missing");
+    // The segment the view serves keeps its own.
+    assert_eq!(x(20, "log", "status"), "clean");
+    assert_eq!(
+        x(20, "log", "valid_bytes"),
+        fs::metadata(seg_path(&dir, 20, "log"))
+            .unwrap()
+            .len()
+            .to_string()
+    );
+}

@@ -231,9 +231,11 @@ impl Report {
         }
         let _ = writeln!(
             o,
-            "{} log(s), {} segment(s): {} clean, {} truncated, {} unreadable; {} record(s); {} bytes kept, {} bytes cut; {} gap(s), {} overlap(s), {} orphan(s), {} index set(s) rebuilt, {} hidden",
+            "{} log(s), {} segment(s): {} clean, {} truncated, {} unreadable; {} record(s); {} bytes kept, {} bytes cut; {} gap(s), {} overlap(s), {} orphan(s), {} index set(s) rebuilt, {} hidden{}",
             s.logs, s.segments, s.clean, s.truncated, s.unreadable, s.records, s.bytes_kept, s.bytes_cut,
-            s.gaps, s.overlaps, s.orphans, s.indexes_rebuilt, s.hidden
+            s.gaps, s.overlaps, s.orphans, s.indexes_rebuilt, s.hidden,
+            // Under strict, the segments the view refuses (their EIO lines).
+            s.refused.map_or(String::new(), |n| format!(", {n} refused (EIO)"))
         );
         if let (Some(runs), Some(records)) = (s.salvaged_runs, s.salvaged_records) {
             let _ = writeln!(

@@ -375,6 +375,10 @@ pub struct Summary {
     /// `.log` bytes the view leaves out: damaged tails, and hidden segments whole.
     pub bytes_cut: u64,
     pub hidden: u64,
+    /// Segments the view lists but refuses with EIO although they could be read
+    /// (strict only: present under strict alone, so the other policies' JSON is unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<u64>,
     pub indexes_rebuilt: u64,
     pub gaps: u64,
     pub overlaps: u64,
@@ -478,6 +482,9 @@ impl Report {
                         s.hidden += 1;
                         s.bytes_cut += seg.original_bytes;
                     }
+                    ViewAction::Eio if seg.status != SegmentStatus::Unreadable => {
+                        *s.refused.get_or_insert(0) += 1;
+                    }
                     ViewAction::Eio => {}
                 }
                 if policy.salvages() {
@@ -490,6 +497,9 @@ impl Report {
                     }
                 }
             }
+        }
+        if policy == Policy::Strict {
+            s.refused.get_or_insert(0);
         }
         if policy.salvages() {
             s.salvaged_runs.get_or_insert(0);
@@ -520,6 +530,7 @@ impl Report {
         s.view_differs = s.truncated > 0
             || s.unreadable > 0
             || s.hidden > 0
+            || s.refused.is_some_and(|n| n > 0)
             || s.indexes_rebuilt > 0
             || s.orphans > 0
             || !problems.is_empty()
