@@ -2093,3 +2093,63 @@ fn a_segment_refused_under_strict_says_refused_in_xattrs_report_and_check() {
             .to_string()
     );
 }
+
+/// Bug (issue 19, item 10): with `--allow-other`, any user read `.recoverfs/report.json`
+/// and `metrics.prom` (mode 0444): the names inside a 0700 directory, and bytes of a
+/// 0600 file's content (a damage detail such as `size 1414484051` is four of its bytes).
+/// Fixed: both are the source root's owner's alone (0400); a file's `user.recoverfs.*`
+/// xattrs stay readable by whoever may read the file, and by no one else.
+#[test]
+fn other_users_learn_nothing_from_the_report_of_logs_they_cannot_read() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let src = tempfile::tempdir().unwrap();
+    fs::set_permissions(src.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let public = src.path().join("public/partition-0");
+    write_segment(&public, 0, 5, 20);
+    let private = src.path().join("private-topic/partition-0");
+    write_segment(&private, 0, 5, 20);
+    cut_tail(&log_path(&private, 0), 3);
+    fs::set_permissions(
+        src.path().join("private-topic"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    // A root-only segment in a directory anyone may enter.
+    let secret = src.path().join("public/partition-1");
+    write_segment(&secret, 0, 5, 20);
+    cut_tail(&log_path(&secret, 0), 3);
+    fs::set_permissions(log_path(&secret, 0), fs::Permissions::from_mode(0o600)).unwrap();
+
+    let m = Mounted::new(src.path(), &["--allow-other"]);
+    let mp = m.path().display().to_string();
+    // The tools work for nobody where nobody may read (so a refusal below is the mode's).
+    assert!(as_nobody(&format!(
+        "cat {mp}/public/partition-0/00000000000000000000.log"
+    )));
+    assert!(as_nobody(&format!(
+        "getfattr -n user.recoverfs.status {mp}/public/partition-0/00000000000000000000.log"
+    )));
+    for meta in ["report.json", "metrics.prom"] {
+        let p = m.path().join(".recoverfs").join(meta);
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(
+            text.contains(if meta == "report.json" {
+                "private-topic"
+            } else {
+                "recoverfs_"
+            }),
+            "{meta}: root reads it"
+        );
+        let st = fs::metadata(&p).unwrap();
+        assert_eq!(st.mode() & 0o777, 0o400, "{meta}");
+        assert_eq!(st.uid(), fs::metadata(src.path()).unwrap().uid(), "{meta}");
+        assert!(
+            !as_nobody(&format!("cat {mp}/.recoverfs/{meta}")),
+            "nobody read {meta}"
+        );
+    }
+    assert!(!as_nobody(&format!(
+        "getfattr -n user.recoverfs.damage {mp}/public/partition-1/00000000000000000000.log"
+    )));
+    assert!(!as_nobody(&format!("ls {mp}/private-topic")));
+}

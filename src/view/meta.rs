@@ -95,6 +95,17 @@ impl MetaNode {
     }
 }
 
+/// `report.json` and `metrics.prom` (given the source root's attributes) made readable
+/// by the source root's owner alone (0400, as a 0600 file in a read-only view). They name
+/// and describe every file of the tree, those in directories other users cannot enter
+/// and of files they cannot read included (a damage detail can quote a file's bytes):
+/// whoever cannot read a log must learn nothing of it from `.recoverfs/`, and the
+/// kernel (`default_permissions`) enforces the mode for every caller.
+fn owner_only(mut a: Attr) -> Attr {
+    a.perm &= 0o400;
+    a
+}
+
 /// Replica `n`'s source (1-based), through its own door.
 fn replica_source(v: &Verdicts, n: usize) -> Result<&crate::engine::source::Source> {
     v.replicas()
@@ -304,10 +315,7 @@ impl Meta {
                 if len == 0 {
                     len = self.refresh_report(v).len() as u64;
                 }
-                let mut a = Attr::from_meta(ino, EntryType::File, len, &m);
-                // Readable by whoever may read the source's root (it names what is in it).
-                a.perm &= 0o444;
-                Ok(a)
+                Ok(owner_only(Attr::from_meta(ino, EntryType::File, len, &m)))
             }
             MetaNode::Metrics => {
                 let m = v.lstat(Path::new(""))?;
@@ -315,9 +323,7 @@ impl Meta {
                 if len == 0 {
                     len = self.metrics(v).len() as u64;
                 }
-                let mut a = Attr::from_meta(ino, EntryType::File, len, &m);
-                a.perm &= 0o444;
-                Ok(a)
+                Ok(owner_only(Attr::from_meta(ino, EntryType::File, len, &m)))
             }
             MetaNode::Raw { rel, kind } => original_attr(ino, *kind, &v.lstat(rel)?),
             MetaNode::Tails { rel } => {
