@@ -378,7 +378,7 @@ fn recoverfs_dir_holds_the_report_the_raw_originals_and_the_cut_tails() {
     );
     // report.json: the whole tree, read-only, generated per open.
     let report = v.lookup(meta.ino, OsStr::new(REPORT_NAME)).unwrap();
-    assert_eq!((report.kind, report.perm), (EntryType::File, 0o444));
+    assert_eq!((report.kind, report.perm), (EntryType::File, 0o400)); // the source root's owner alone
     let o = v.open(report.ino, false).unwrap();
     assert!(o.direct_io && !o.keep_cache);
     v.release(o.fh);
