@@ -2153,3 +2153,121 @@ fn other_users_learn_nothing_from_the_report_of_logs_they_cannot_read() {
     )));
     assert!(!as_nobody(&format!("ls {mp}/private-topic")));
 }
+
+/// A tmpfs mounted at a path for the life of the guard (lazily unmounted on drop, even on panic).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path) -> Tmpfs {
+        fs::create_dir_all(at).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount(8) runs");
+        assert!(st.success(), "mount -t tmpfs {}", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = recoverfs::cli::sys::lazy_unmount(&self.0);
+    }
+}
+
+/// Bug (issue 19, item 11): `check`, `mount` and `repair` crossed into filesystems
+/// mounted inside the source (`check /` walked `/proc`), and the mount served a
+/// submount as it was when it started. Fixed: by default no front end crosses a mount
+/// point (like `find -xdev`): the source is a non-recursive clone, every open refuses
+/// to cross one (`RESOLVE_NO_XDEV`, and the live tree asked), each one left out is
+/// named (`NOT CROSSED`, the report's `not_crossed`); `--cross-mounts` opts in.
+#[test]
+fn no_front_end_crosses_a_mount_point_inside_the_source_unless_asked() {
+    use recoverfs::engine::source::{Mounts, Source};
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("data");
+    write_segment(&src.join("t/partition-0"), 0, 5, 20);
+    let _tmpfs = Tmpfs::mount(&src.join("mnt"));
+    let inner = src.join("mnt/u/partition-0");
+    write_segment(&inner, 0, 5, 20);
+    cut_tail(&log_path(&inner, 0), 3); // damage only the submount holds
+    for no_clone in [false, true] {
+        let env = |c: &mut std::process::Command| {
+            if no_clone {
+                c.env("RECOVERFS_TEST_NO_CLONE", "1");
+            }
+        };
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("check").arg(&src).arg("--json");
+        env(&mut cmd);
+        let o = cmd.output().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(o.status.code(), Some(0), "no_clone {no_clone}: {json}");
+        assert_eq!(json["not_crossed"], serde_json::json!(["mnt"]), "{json}");
+        assert_eq!(json["summary"]["logs"], 1, "{json}");
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("check")
+            .arg(&src)
+            .arg("--cross-mounts")
+            .arg("--json");
+        env(&mut cmd);
+        let o = cmd.output().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(o.status.code(), Some(1), "no_clone {no_clone}: {json}");
+        assert!(json.get("not_crossed").is_none(), "{json}");
+        assert_eq!(json["logs"][0]["path"], "mnt/u/partition-0", "{json}");
+    }
+    let text = stdout(&check_cli(&src, &[]));
+    assert!(
+        text.contains("  NOT CROSSED mnt/: another filesystem is mounted there; left out (--cross-mounts to include it)\n"),
+        "{text}"
+    );
+
+    // The mount: the mount point is not listed, not reachable, and reported.
+    {
+        let m = Mounted::new(&src, &[]);
+        let names: Vec<_> = fs::read_dir(m.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(!names.iter().any(|n| n == "mnt"), "{names:?}");
+        assert!(fs::metadata(m.path().join("mnt")).is_err());
+        assert!(fs::metadata(m.path().join("mnt/u/partition-0")).is_err());
+        let report: serde_json::Value =
+            serde_json::from_slice(&fs::read(m.path().join(".recoverfs/report.json")).unwrap())
+                .unwrap();
+        assert_eq!(report["not_crossed"], serde_json::json!(["mnt"]));
+        // A filesystem mounted after the view started is not crossed either.
+        let _later = Tmpfs::mount(&src.join("t/later"));
+        write_segment(&src.join("t/later/v/partition-0"), 0, 5, 20);
+        assert!(fs::metadata(m.path().join("t/later/v")).is_err());
+    }
+    {
+        let m = Mounted::new(&src, &["--cross-mounts"]);
+        assert!(fs::metadata(m.path().join("mnt/u/partition-0")).is_ok());
+    }
+    let _ = recoverfs::cli::sys::lazy_unmount(&src.join("t/later"));
+
+    // repair --output copies the source's own filesystem only, and says what it left out.
+    let out = t.path().join("out");
+    let o = repair_output(&src, &out, &[]);
+    assert_ok(&o, "repair --output");
+    assert!(out.join("t/partition-0").is_dir() && !out.join("mnt").exists());
+    assert!(stdout(&o).contains("NOT CROSSED mnt/"), "{}", stdout(&o));
+    let out2 = t.path().join("out2");
+    assert_ok(
+        &repair_output(&src, &out2, &["--cross-mounts"]),
+        "repair --cross-mounts",
+    );
+    assert!(out2.join("mnt/u/partition-0").is_dir());
+
+    // `check /` does not walk /proc: the root's listing leaves it out and names it.
+    let root = Source::open_with(std::path::Path::new("/"), Mounts::Stay).unwrap();
+    let names: Vec<_> = root.read_dir(std::path::Path::new("")).unwrap();
+    assert!(!names.iter().any(|(n, _)| n == "proc"), "{names:?}");
+    assert!(root
+        .not_crossed()
+        .contains(&std::path::PathBuf::from("proc")));
+    assert!(root.read_dir(std::path::Path::new("proc/self")).is_err());
+}

@@ -39,7 +39,7 @@ pub struct CheckArgs {
 
 pub fn run(a: &CheckArgs) -> ExitCode {
     let opts = a.engine.analyze_options();
-    let bar = Progress::new(&a.path, "checking", false);
+    let bar = Progress::new(&a.path, "checking", false, a.engine.mounts());
     let progress = |n: u64| bar.inc(n);
     let result = if a.engine.replicas.is_empty() {
         check_path(&a.path, &opts, &progress).map_err(|e| e.to_string())

@@ -157,6 +157,11 @@ pub struct EngineArgs {
     /// three copies or more (majority). Needs --replica, and --policy per-segment or salvage.
     #[arg(long, value_name = "WHICH", default_value = "primary", requires = "replicas", value_parser = parse_prefer)]
     pub prefer: crate::engine::replica::Prefer,
+    /// Also walk the filesystems mounted inside DATA_DIR (as they are when the command
+    /// starts). By default, like `find -xdev`, each directory another filesystem is
+    /// mounted on is left out and named in the report (NOT CROSSED).
+    #[arg(long)]
+    pub cross_mounts: bool,
 }
 
 impl EngineArgs {
@@ -165,6 +170,15 @@ impl EngineArgs {
             scan: self.scan.options(),
             policy: self.policy,
             threads: 0,
+            mounts: self.mounts(),
+        }
+    }
+
+    /// Whether the walks cross mount points (`--cross-mounts`).
+    pub fn mounts(&self) -> crate::engine::source::Mounts {
+        match self.cross_mounts {
+            true => crate::engine::source::Mounts::Cross,
+            false => crate::engine::source::Mounts::Stay,
         }
     }
 }

@@ -3,7 +3,7 @@
 use crate::engine::format::takhin::{
     classify_name, segment_file_name, FileKind, NameMatch, LOG_EXT,
 };
-use crate::engine::source::{Entries, EntryType, Source};
+use crate::engine::source::{Entries, EntryType, Mounts, Source};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -18,7 +18,7 @@ use std::sync::Arc;
 /// `tails/` in a mount). A source entry of that name at the root is left out
 /// of every view, so a mounted view checked or repaired again does not take its
 /// `raw/` originals for logs of its own.
-pub const META_DIR: &str = ".recoverfs";
+pub const META_DIR: &str = crate::engine::source::VIEW_META_DIR;
 
 /// True when `name`, found in the directory `rel` (relative to the data
 /// directory), is the root entry reserved for recoverfs: never a log, never
@@ -304,12 +304,12 @@ pub fn total_log_bytes(layout: &Layout, only: Option<u64>) -> u64 {
 /// The layout a target covers: the whole tree, or for one `.log` only its own
 /// directory (not searched below). A tree with no log at all is an error: the
 /// operator most likely pointed at the wrong directory.
-pub fn discover_target(target: &Target) -> Result<Layout, TargetError> {
+pub fn discover_target(target: &Target, mounts: Mounts) -> Result<Layout, TargetError> {
     let io_err = |source| TargetError::Io {
         path: target.root.clone(),
         source,
     };
-    let source = Arc::new(Source::open(&target.root).map_err(io_err)?);
+    let source = Arc::new(Source::open_with(&target.root, mounts).map_err(io_err)?);
     let layout = match target.only_segment {
         None => discover(&source),
         Some(_) => {

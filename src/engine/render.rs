@@ -31,6 +31,13 @@ impl Report {
         for p in &self.problems {
             let _ = writeln!(o, "  UNREADABLE  {}/: {}", shown(&p.path), p.error);
         }
+        for p in &self.not_crossed {
+            let _ = writeln!(
+                o,
+                "  NOT CROSSED {}/: another filesystem is mounted there; left out (--cross-mounts to include it)",
+                shown(p)
+            );
+        }
         for log in &self.logs {
             let count =
                 |f: &dyn Fn(&SegmentReport) -> bool| log.segments.iter().filter(|x| f(x)).count();

@@ -424,6 +424,10 @@ pub struct Report {
     pub logs: Vec<LogReport>,
     /// Directories that could not be listed.
     pub problems: Vec<Problem>,
+    /// Directories another filesystem is mounted on, left out (not crossed without
+    /// `--cross-mounts`); absent when there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_crossed: Vec<String>,
     /// The replicas given with `--replica` (absent without).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Vec<ReplicaReport>>,
@@ -545,8 +549,19 @@ impl Report {
             summary: s,
             logs,
             problems,
+            not_crossed: Vec::new(),
             replicas: None,
         }
+    }
+
+    /// The report naming the mount points `source` left out so far (each once, sorted).
+    pub fn with_not_crossed(mut self, source: &crate::engine::source::Source) -> Self {
+        self.not_crossed = source
+            .not_crossed()
+            .iter()
+            .map(|p| escape_path(p))
+            .collect();
+        self
     }
 
     /// The report with the replicas it was made with (the summary counts them).

@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// The whole-tree report inside [`META_DIR`](crate::view::META_DIR).
 pub const REPORT_NAME: &str = "report.json";
 /// The untouched originals inside [`META_DIR`](crate::view::META_DIR).
-pub const RAW_DIR: &str = "raw";
+pub const RAW_DIR: &str = crate::engine::source::VIEW_RAW_DIR;
 /// The bytes cut from truncated segments inside [`META_DIR`](crate::view::META_DIR).
 pub const TAILS_DIR: &str = "tails";
 /// Suffix appended to a segment's `.log` name in `tails/`.
@@ -190,7 +190,8 @@ impl Meta {
             v.source().access(),
             logs,
             layout.problems.clone(),
-        );
+        )
+        .with_not_crossed(v.source());
         // Healed ranges are in the logs; the replicas are described (no verification: `check` does that).
         let report = match v.replicas() {
             Some(r) => report.with_replicas(r.reports(&layout.logs)),

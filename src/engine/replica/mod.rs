@@ -1007,7 +1007,7 @@ pub fn check_with_replicas(
     if target.only_segment.is_some() {
         return Err(ReplicaError::SingleSegment.into());
     }
-    let layout = discover_target(&target)?;
+    let layout = discover_target(&target, opts.mounts)?;
     Replicas::check_prefer(prefer, opts.policy).map_err(ReplicaError::Prefer)?;
     let replicas = Arc::new(Replicas::open(&target.root, dirs, opts.scan)?.with_prefer(prefer));
     let t0 = std::time::Instant::now();
@@ -1126,6 +1126,7 @@ pub fn check_with_replicas(
         report.logs,
         report.problems,
     )
+    .with_not_crossed(&layout.source)
     .with_replicas(replicas_report);
     Ok((layout, report, replicas))
 }
