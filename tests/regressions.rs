@@ -2271,3 +2271,120 @@ fn no_front_end_crosses_a_mount_point_inside_the_source_unless_asked() {
         .contains(&std::path::PathBuf::from("proc")));
     assert!(root.read_dir(std::path::Path::new("proc/self")).is_err());
 }
+
+/// Bug (issue 19, item 12): a live recoverfs view mounted inside the source
+/// (`sub/.recoverfs/raw/...`) was walked, its `raw/` originals counted as damaged logs
+/// of the source (only a `.recoverfs` at the root was skipped). Fixed: by default the
+/// mount point is not crossed (named in `not_crossed`); with `--cross-mounts`, a
+/// `.recoverfs/` on a FUSE filesystem holding `raw/` is never walked, wherever it is.
+#[test]
+fn a_live_view_inside_the_source_is_never_counted_as_a_damaged_log() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("data");
+    write_segment(&src.join("t/partition-0"), 0, 5, 20);
+    let other = t.path().join("other");
+    let p = other.join("u/partition-0");
+    write_segment(&p, 0, 5, 20);
+    cut_tail(&log_path(&p, 0), 3); // the view's raw/ holds a damaged original
+    let m = Mounted::new(&other, &[]);
+    // The live view, bind-mounted inside the source (unmounted by the guard first).
+    fs::create_dir(src.join("sub")).unwrap();
+    let st = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(m.path())
+        .arg(src.join("sub"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount --bind");
+    struct Unbind(std::path::PathBuf);
+    impl Drop for Unbind {
+        fn drop(&mut self) {
+            let _ = recoverfs::cli::sys::lazy_unmount(&self.0);
+        }
+    }
+    let _bind = Unbind(src.join("sub"));
+    assert!(src.join("sub/.recoverfs/raw/u/partition-0").is_dir());
+
+    let (code, json) = check_json(&src, &[]);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["not_crossed"], serde_json::json!(["sub"]), "{json}");
+    assert_eq!(json["summary"]["logs"], 1, "{json}");
+
+    let (code, json) = check_json(&src, &["--cross-mounts"]);
+    let paths: Vec<&str> = json["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["sub/u/partition-0", "t/partition-0"], "{json}");
+    assert_eq!(code, Some(0), "the view's own logs are repaired: {json}");
+}
+
+/// Bug (issue 19, item 12): `check`'s totals line said "0 unreadable" under the
+/// UNREADABLE lines of directories it could not list. Fixed: the totals count them
+/// ("N unreadable director(ies)").
+#[test]
+fn the_totals_line_counts_the_directories_it_could_not_list() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    write_segment(&t.path().join("t/partition-0"), 0, 5, 20);
+    fs::create_dir(t.path().join("private")).unwrap();
+    fs::set_permissions(t.path().join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin())
+        .arg("check")
+        .arg(t.path())
+        .output()
+        .expect("setpriv runs");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("  UNREADABLE  private/: "), "{text}");
+    let totals = text
+        .lines()
+        .find(|l| l.contains(" log(s), "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        totals.contains("0 unreadable, 1 unreadable director(ies);"),
+        "{totals}"
+    );
+}
+
+/// Bug (issue 19, item 12): the JSON report wrote a backslash in a name doubled
+/// (`back\\slash`), so its paths did not decode to the names on disk. Fixed: a UTF-8
+/// name is written as it is (a name that is not UTF-8 keeps its `\xNN` escapes).
+#[test]
+fn json_paths_decode_to_the_exact_names_backslashes_included() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("back\\slash/partition-0");
+    write_segment(&p, 0, 5, 20);
+    cut_tail(&log_path(&p, 0), 3);
+    let (_, json) = check_json(t.path(), &[]);
+    assert_eq!(json["logs"][0]["path"], "back\\slash/partition-0", "{json}");
+    let seg = json["logs"][0]["segments"][0]["path"].as_str().unwrap();
+    assert!(t.path().join(seg).is_file(), "{seg}");
+}
+
+/// Bug (issue 19, item 12): every clean `umount MOUNTPOINT` left
+/// "WARN fuser::session: Failed to umount filesystem: Invalid argument" in the
+/// daemon's log (fuser 0.18 unmounts again when its session ends, taking the closed
+/// connection for a live one). Fixed: the view takes the mount from the session as it
+/// ends, and an unmount that finds nothing mounted (EINVAL) is the clean case.
+#[test]
+fn a_clean_unmount_logs_no_failed_umount() {
+    let t = tempfile::tempdir().unwrap();
+    write_segment(&t.path().join("t/partition-0"), 0, 5, 20);
+    let mut m = Mounted::new(t.path(), &[]);
+    assert!(fs::read_dir(m.path()).unwrap().count() > 0);
+    let st = m.unmount();
+    assert!(st.success(), "{st}");
+    let log = m.log();
+    assert!(log.contains("unmounted"), "{log}");
+    assert!(
+        !log.contains("Failed to umount")
+            && !log.contains("Unmount failed")
+            && !log.contains("WARN"),
+        "{log}"
+    );
+}

@@ -238,8 +238,14 @@ impl Report {
         }
         let _ = writeln!(
             o,
-            "{} log(s), {} segment(s): {} clean, {} truncated, {} unreadable; {} record(s); {} bytes kept, {} bytes cut; {} gap(s), {} overlap(s), {} orphan(s), {} index set(s) rebuilt, {} hidden{}",
-            s.logs, s.segments, s.clean, s.truncated, s.unreadable, s.records, s.bytes_kept, s.bytes_cut,
+            "{} log(s), {} segment(s): {} clean, {} truncated, {} unreadable{}; {} record(s); {} bytes kept, {} bytes cut; {} gap(s), {} overlap(s), {} orphan(s), {} index set(s) rebuilt, {} hidden{}",
+            s.logs, s.segments, s.clean, s.truncated, s.unreadable,
+            // The directories that could not be listed (their UNREADABLE lines above).
+            match self.problems.len() {
+                0 => String::new(),
+                n => format!(", {n} unreadable director(ies)"),
+            },
+            s.records, s.bytes_kept, s.bytes_cut,
             s.gaps, s.overlaps, s.orphans, s.indexes_rebuilt, s.hidden,
             // Under strict, the segments the view refuses (their EIO lines).
             s.refused.map_or(String::new(), |n| format!(", {n} refused (EIO)"))
