@@ -518,10 +518,11 @@ fn per_segment_keeps_what_follows_damage_and_strict_lists_but_refuses_it() {
         assert!(matches!(e, ViewError::Refused { .. }));
         assert_eq!(e.errno(), libc::EIO);
     }
+    // Its xattrs say what the view does with it: refused (issue 19, item 5).
     let f = v.lookup(ROOT_INO, &seg(5, FileKind::Log)).unwrap();
     assert_eq!(
         v.getxattr(f.ino, OsStr::new(XATTRS[0])).unwrap(),
-        b"truncated"
+        b"refused"
     );
     // The cut bytes stay readable in tails/ under every policy.
     let tail = walk(
