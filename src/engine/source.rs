@@ -129,9 +129,6 @@ pub enum Mounts {
 pub const VIEW_META_DIR: &str = ".recoverfs";
 pub const VIEW_RAW_DIR: &str = "raw";
 
-/// `statfs` magic of a FUSE filesystem (linux/magic.h).
-const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
-
 /// The source tree, opened once; every access goes through it.
 #[derive(Debug)]
 pub struct Source {
@@ -264,7 +261,7 @@ impl Source {
             return false;
         };
         let fuse = nix::sys::statfs::fstatfs(&fd)
-            .is_ok_and(|st| st.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC);
+            .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC);
         fuse && self
             .metadata(&rel.join(VIEW_RAW_DIR))
             .is_ok_and(|m| m.is_dir())
