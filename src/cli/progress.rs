@@ -1,6 +1,6 @@
 //! A progress bar on stderr for long checks and repairs (only on a terminal).
 
-use crate::engine::layout::{discover_target, resolve_target, total_log_bytes};
+use crate::engine::layout::{discover_target_with, resolve_target, total_log_bytes};
 use crate::engine::source::{Mounts, Source};
 use std::io;
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ impl Progress {
         if std::io::IsTerminal::is_terminal(&io::stderr()) && crate::cli::log::verbosity() >= 0 {
             if let Some((t, l)) = resolve_target(path)
                 .ok()
-                .and_then(|t| discover_target(&t, mounts).ok().map(|l| (t, l)))
+                .and_then(|t| discover_target_with(&t, mounts).ok().map(|l| (t, l)))
             {
                 let logs = total_log_bytes(&l, t.only_segment);
                 let total = logs + if and_copy { tree_bytes(&l.source) } else { 0 };

@@ -2,7 +2,7 @@
 
 use crate::engine::format::takhin::{segment_file_name, FileKind};
 use crate::engine::layout::{
-    discover_target, escape_path, resolve_target, Layout, LogLayout, SegmentEntry, Target,
+    discover_target_with, escape_path, resolve_target, Layout, LogLayout, SegmentEntry, Target,
     TargetError,
 };
 use crate::engine::policy::{point_in_time, visibility, OffsetRange, Policy, ViewAction};
@@ -421,7 +421,7 @@ pub fn check_path(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Layout, Report), TargetError> {
     let target = resolve_target(path)?;
-    let layout = discover_target(&target, opts.mounts)?;
+    let layout = discover_target_with(&target, opts.mounts)?;
     let report = analyze(
         &layout,
         &target,

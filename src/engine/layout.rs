@@ -305,7 +305,12 @@ pub fn total_log_bytes(layout: &Layout, only: Option<u64>) -> u64 {
 /// The layout a target covers: the whole tree, or for one `.log` only its own
 /// directory (not searched below). A tree with no log at all is an error: the
 /// operator most likely pointed at the wrong directory.
-pub fn discover_target(target: &Target, mounts: Mounts) -> Result<Layout, TargetError> {
+pub fn discover_target(target: &Target) -> Result<Layout, TargetError> {
+    discover_target_with(target, Mounts::Stay)
+}
+
+/// [`discover_target`], crossing mount points inside the target or not (`--cross-mounts`).
+pub fn discover_target_with(target: &Target, mounts: Mounts) -> Result<Layout, TargetError> {
     let io_err = |source| TargetError::Io {
         path: target.root.clone(),
         source,
