@@ -127,7 +127,15 @@ fn assert_view_matches_plan(src: &Path, mp: &Path, policy: Policy) {
                 assert!(fs::read(shown.with_extension("index")).unwrap() == i);
                 assert!(fs::read(shown.with_extension("timeindex")).unwrap() == t);
             }
-            if seg.view != ViewAction::Hidden {
+            let refused = seg.view == ViewAction::Eio && seg.status != SegmentStatus::Unreadable;
+            if refused {
+                // A segment refused under strict says so: nothing served, and why.
+                let x = |n: &str| String::from_utf8(getxattr(&shown, n).unwrap()).unwrap();
+                assert_eq!(x("user.recoverfs.status"), "refused");
+                assert_eq!(x("user.recoverfs.valid_bytes"), "0");
+                assert_eq!(x("user.recoverfs.records"), "0");
+                assert!(x("user.recoverfs.damage").starts_with("refused under strict"));
+            } else if seg.view != ViewAction::Hidden {
                 // xattrs tell the verdict.
                 let x = |n: &str| String::from_utf8(getxattr(&shown, n).unwrap()).unwrap();
                 let status = serde_json::json!(seg.status).as_str().unwrap().to_string();

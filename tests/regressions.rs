@@ -3047,3 +3047,389 @@ fn an_interrupted_repair_says_so_cleans_up_and_a_rerun_finishes() {
         "in place, second run",
     );
 }
+
+/// `lgetxattr` of `p` as text (None when the call fails).
+fn xattr_text(p: &std::path::Path, name: &str) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let cp = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let cn = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: both names are NUL-terminated; `buf` is writable for its length.
+    let n =
+        unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (n >= 0).then(|| String::from_utf8_lossy(&buf[..n as usize]).into_owned())
+}
+
+/// Bug (issue 19, item 5): under `--policy strict` a segment the view refuses (0 bytes
+/// in `ls -l`, reads fail with EIO, "refused (EIO)" in `check`) had xattrs saying
+/// `status="truncated"`, `valid_bytes` and `records` of a prefix nobody is served, and
+/// `damage="none"` when only its index differed; the totals said nothing of refusals.
+/// Fixed: a refused segment's files say `status="refused"`, `valid_bytes`/`records`
+/// 0, and why in `damage`; the report's summary counts `refused` under strict and
+/// `check`'s totals line says "N refused (EIO)".
+#[test]
+fn a_segment_refused_under_strict_says_refused_in_xattrs_report_and_check() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("t/partition-0");
+    write_segment(&p, 0, 10, 20);
+    write_segment(&p, 10, 10, 20);
+    write_segment(&p, 20, 10, 20);
+    cut_tail(&log_path(&p, 0), 7); // damaged: a valid prefix of 9 records
+    fs::remove_file(seg_path(&p, 10, "index")).unwrap(); // clean .log, index missing
+    let (code, json) = check_json(t.path(), &["--policy", "strict"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(json["summary"]["refused"], 2, "{}", json["summary"]);
+    let text = stdout(&check_cli(t.path(), &["--policy", "strict"]));
+    assert!(text.contains(", 2 refused (EIO)\n"), "{text}");
+    // Other policies' reports are unchanged: no `refused` count.
+    let (_, json) = check_json(t.path(), &[]);
+    assert!(
+        json["summary"].get("refused").is_none(),
+        "{}",
+        json["summary"]
+    );
+
+    let m = Mounted::new(t.path(), &["--policy", "strict"]);
+    let dir = m.path().join("t/partition-0");
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(m.path().join(".recoverfs/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["summary"]["refused"], 2);
+    let x = |base: u64, ext: &str, name: &str| {
+        xattr_text(
+            &seg_path(&dir, base, ext),
+            &format!("user.recoverfs.{name}"),
+        )
+        .unwrap_or_else(|| panic!("{base}.{ext}: no {name}"))
+    };
+    for (base, why) in [(0, "incomplete-record"), (10, "missing")] {
+        for ext in ["log", "index", "timeindex"] {
+            let f = seg_path(&dir, base, ext);
+            assert_eq!(fs::metadata(&f).unwrap().len(), 0, "{}", f.display());
+            assert_eq!(
+                fs::read(&f).unwrap_err().raw_os_error(),
+                Some(libc::EIO),
+                "{}",
+                f.display()
+            );
+            assert_eq!(x(base, ext, "status"), "refused", "{base}.{ext}");
+            assert_eq!(x(base, ext, "valid_bytes"), "0", "{base}.{ext}");
+            assert_eq!(x(base, ext, "records"), "0", "{base}.{ext}");
+            let damage = x(base, ext, "damage");
+            assert!(
+                damage.starts_with("refused under strict (reads fail with EIO): "),
+                "{base}.{ext}: {damage}"
+            );
+        }
+        assert!(x(base, "log", "damage").contains(why), "{base}");
+    }
+    assert_eq!(
+        x(0, "log", "original_bytes"),
+        fs::metadata(log_path(&p, 0)).unwrap().len().to_string()
+    );
+    assert_eq!(x(10, "index", "original_bytes"), "missing");
+    // The segment the view serves keeps its own.
+    assert_eq!(x(20, "log", "status"), "clean");
+    assert_eq!(
+        x(20, "log", "valid_bytes"),
+        fs::metadata(seg_path(&dir, 20, "log"))
+            .unwrap()
+            .len()
+            .to_string()
+    );
+}
+
+/// Bug (issue 19, item 10): with `--allow-other`, any user read `.recoverfs/report.json`
+/// and `metrics.prom` (mode 0444): the names inside a 0700 directory, and bytes of a
+/// 0600 file's content (a damage detail such as `size 1414484051` is four of its bytes).
+/// Fixed: both are the source root's owner's alone (0400); a file's `user.recoverfs.*`
+/// xattrs stay readable by whoever may read the file, and by no one else.
+#[test]
+fn other_users_learn_nothing_from_the_report_of_logs_they_cannot_read() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let src = tempfile::tempdir().unwrap();
+    fs::set_permissions(src.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let public = src.path().join("public/partition-0");
+    write_segment(&public, 0, 5, 20);
+    let private = src.path().join("private-topic/partition-0");
+    write_segment(&private, 0, 5, 20);
+    cut_tail(&log_path(&private, 0), 3);
+    fs::set_permissions(
+        src.path().join("private-topic"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    // A root-only segment in a directory anyone may enter.
+    let secret = src.path().join("public/partition-1");
+    write_segment(&secret, 0, 5, 20);
+    cut_tail(&log_path(&secret, 0), 3);
+    fs::set_permissions(log_path(&secret, 0), fs::Permissions::from_mode(0o600)).unwrap();
+
+    let m = Mounted::new(src.path(), &["--allow-other"]);
+    let mp = m.path().display().to_string();
+    // The tools work for nobody where nobody may read (so a refusal below is the mode's).
+    assert!(as_nobody(&format!(
+        "cat {mp}/public/partition-0/00000000000000000000.log"
+    )));
+    assert!(as_nobody(&format!(
+        "getfattr -n user.recoverfs.status {mp}/public/partition-0/00000000000000000000.log"
+    )));
+    for meta in ["report.json", "metrics.prom"] {
+        let p = m.path().join(".recoverfs").join(meta);
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(
+            text.contains(if meta == "report.json" {
+                "private-topic"
+            } else {
+                "recoverfs_"
+            }),
+            "{meta}: root reads it"
+        );
+        let st = fs::metadata(&p).unwrap();
+        assert_eq!(st.mode() & 0o777, 0o400, "{meta}");
+        assert_eq!(st.uid(), fs::metadata(src.path()).unwrap().uid(), "{meta}");
+        assert!(
+            !as_nobody(&format!("cat {mp}/.recoverfs/{meta}")),
+            "nobody read {meta}"
+        );
+    }
+    assert!(!as_nobody(&format!(
+        "getfattr -n user.recoverfs.damage {mp}/public/partition-1/00000000000000000000.log"
+    )));
+    assert!(!as_nobody(&format!("ls {mp}/private-topic")));
+}
+
+/// A tmpfs mounted at a path for the life of the guard (lazily unmounted on drop, even on panic).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path) -> Tmpfs {
+        fs::create_dir_all(at).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount(8) runs");
+        assert!(st.success(), "mount -t tmpfs {}", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = recoverfs::cli::sys::lazy_unmount(&self.0);
+    }
+}
+
+/// Bug (issue 19, item 11): `check`, `mount` and `repair` crossed into filesystems
+/// mounted inside the source (`check /` walked `/proc`), and the mount served a
+/// submount as it was when it started. Fixed: by default no front end crosses a mount
+/// point (like `find -xdev`): the source is a non-recursive clone, every open refuses
+/// to cross one (`RESOLVE_NO_XDEV`, and the live tree asked), each one left out is
+/// named (`NOT CROSSED`, the report's `not_crossed`); `--cross-mounts` opts in.
+#[test]
+fn no_front_end_crosses_a_mount_point_inside_the_source_unless_asked() {
+    use recoverfs::engine::source::{Mounts, Source};
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("data");
+    write_segment(&src.join("t/partition-0"), 0, 5, 20);
+    let _tmpfs = Tmpfs::mount(&src.join("mnt"));
+    let inner = src.join("mnt/u/partition-0");
+    write_segment(&inner, 0, 5, 20);
+    cut_tail(&log_path(&inner, 0), 3); // damage only the submount holds
+    for no_clone in [false, true] {
+        let env = |c: &mut std::process::Command| {
+            if no_clone {
+                c.env("RECOVERFS_TEST_NO_CLONE", "1");
+            }
+        };
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("check").arg(&src).arg("--json");
+        env(&mut cmd);
+        let o = cmd.output().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(o.status.code(), Some(0), "no_clone {no_clone}: {json}");
+        assert_eq!(json["not_crossed"], serde_json::json!(["mnt"]), "{json}");
+        assert_eq!(json["summary"]["logs"], 1, "{json}");
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("check")
+            .arg(&src)
+            .arg("--cross-mounts")
+            .arg("--json");
+        env(&mut cmd);
+        let o = cmd.output().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(o.status.code(), Some(1), "no_clone {no_clone}: {json}");
+        assert!(json.get("not_crossed").is_none(), "{json}");
+        assert_eq!(json["logs"][0]["path"], "mnt/u/partition-0", "{json}");
+    }
+    let text = stdout(&check_cli(&src, &[]));
+    assert!(
+        text.contains("  NOT CROSSED mnt/: another filesystem is mounted there; left out (--cross-mounts to include it)\n"),
+        "{text}"
+    );
+
+    // The mount: the mount point is not listed, not reachable, and reported.
+    {
+        let m = Mounted::new(&src, &[]);
+        let names: Vec<_> = fs::read_dir(m.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(!names.iter().any(|n| n == "mnt"), "{names:?}");
+        assert!(fs::metadata(m.path().join("mnt")).is_err());
+        assert!(fs::metadata(m.path().join("mnt/u/partition-0")).is_err());
+        let report: serde_json::Value =
+            serde_json::from_slice(&fs::read(m.path().join(".recoverfs/report.json")).unwrap())
+                .unwrap();
+        assert_eq!(report["not_crossed"], serde_json::json!(["mnt"]));
+        // A filesystem mounted after the view started is not crossed either.
+        let _later = Tmpfs::mount(&src.join("t/later"));
+        write_segment(&src.join("t/later/v/partition-0"), 0, 5, 20);
+        assert!(fs::metadata(m.path().join("t/later/v")).is_err());
+    }
+    {
+        let m = Mounted::new(&src, &["--cross-mounts"]);
+        assert!(fs::metadata(m.path().join("mnt/u/partition-0")).is_ok());
+    }
+    let _ = recoverfs::cli::sys::lazy_unmount(&src.join("t/later"));
+
+    // repair --output copies the source's own filesystem only, and says what it left out.
+    let out = t.path().join("out");
+    let o = repair_output(&src, &out, &[]);
+    assert_ok(&o, "repair --output");
+    assert!(out.join("t/partition-0").is_dir() && !out.join("mnt").exists());
+    assert!(stdout(&o).contains("NOT CROSSED mnt/"), "{}", stdout(&o));
+    let out2 = t.path().join("out2");
+    assert_ok(
+        &repair_output(&src, &out2, &["--cross-mounts"]),
+        "repair --cross-mounts",
+    );
+    assert!(out2.join("mnt/u/partition-0").is_dir());
+
+    // `check /` does not walk /proc: the root's listing leaves it out and names it.
+    let root = Source::open_with(std::path::Path::new("/"), Mounts::Stay).unwrap();
+    let names: Vec<_> = root.read_dir(std::path::Path::new("")).unwrap();
+    assert!(!names.iter().any(|(n, _)| n == "proc"), "{names:?}");
+    assert!(root
+        .not_crossed()
+        .contains(&std::path::PathBuf::from("proc")));
+    assert!(root.read_dir(std::path::Path::new("proc/self")).is_err());
+}
+
+/// Bug (issue 19, item 12): a live recoverfs view mounted inside the source
+/// (`sub/.recoverfs/raw/...`) was walked, its `raw/` originals counted as damaged logs
+/// of the source (only a `.recoverfs` at the root was skipped). Fixed: by default the
+/// mount point is not crossed (named in `not_crossed`); with `--cross-mounts`, a
+/// `.recoverfs/` on a FUSE filesystem holding `raw/` is never walked, wherever it is.
+#[test]
+fn a_live_view_inside_the_source_is_never_counted_as_a_damaged_log() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("data");
+    write_segment(&src.join("t/partition-0"), 0, 5, 20);
+    let other = t.path().join("other");
+    let p = other.join("u/partition-0");
+    write_segment(&p, 0, 5, 20);
+    cut_tail(&log_path(&p, 0), 3); // the view's raw/ holds a damaged original
+    let m = Mounted::new(&other, &[]);
+    // The live view, bind-mounted inside the source (unmounted by the guard first).
+    fs::create_dir(src.join("sub")).unwrap();
+    let st = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(m.path())
+        .arg(src.join("sub"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount --bind");
+    struct Unbind(std::path::PathBuf);
+    impl Drop for Unbind {
+        fn drop(&mut self) {
+            let _ = recoverfs::cli::sys::lazy_unmount(&self.0);
+        }
+    }
+    let _bind = Unbind(src.join("sub"));
+    assert!(src.join("sub/.recoverfs/raw/u/partition-0").is_dir());
+
+    let (code, json) = check_json(&src, &[]);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["not_crossed"], serde_json::json!(["sub"]), "{json}");
+    assert_eq!(json["summary"]["logs"], 1, "{json}");
+
+    let (code, json) = check_json(&src, &["--cross-mounts"]);
+    let paths: Vec<&str> = json["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["sub/u/partition-0", "t/partition-0"], "{json}");
+    assert_eq!(code, Some(0), "the view's own logs are repaired: {json}");
+}
+
+/// Bug (issue 19, item 12): `check`'s totals line said "0 unreadable" under the
+/// UNREADABLE lines of directories it could not list. Fixed: the totals count them
+/// ("N unreadable director(ies)").
+#[test]
+fn the_totals_line_counts_the_directories_it_could_not_list() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    write_segment(&t.path().join("t/partition-0"), 0, 5, 20);
+    fs::create_dir(t.path().join("private")).unwrap();
+    fs::set_permissions(t.path().join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin())
+        .arg("check")
+        .arg(t.path())
+        .output()
+        .expect("setpriv runs");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("  UNREADABLE  private/: "), "{text}");
+    let totals = text
+        .lines()
+        .find(|l| l.contains(" log(s), "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        totals.contains("0 unreadable, 1 unreadable director(ies);"),
+        "{totals}"
+    );
+}
+
+/// Bug (issue 19, item 12): the JSON report wrote a backslash in a name doubled
+/// (`back\\slash`), so its paths did not decode to the names on disk. Fixed: a UTF-8
+/// name is written as it is (a name that is not UTF-8 keeps its `\xNN` escapes).
+#[test]
+fn json_paths_decode_to_the_exact_names_backslashes_included() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("back\\slash/partition-0");
+    write_segment(&p, 0, 5, 20);
+    cut_tail(&log_path(&p, 0), 3);
+    let (_, json) = check_json(t.path(), &[]);
+    assert_eq!(json["logs"][0]["path"], "back\\slash/partition-0", "{json}");
+    let seg = json["logs"][0]["segments"][0]["path"].as_str().unwrap();
+    assert!(t.path().join(seg).is_file(), "{seg}");
+}
+
+/// Bug (issue 19, item 12): every clean `umount MOUNTPOINT` left
+/// "WARN fuser::session: Failed to umount filesystem: Invalid argument" in the
+/// daemon's log (fuser 0.18 unmounts again when its session ends, taking the closed
+/// connection for a live one). Fixed: the view takes the mount from the session as it
+/// ends, and an unmount that finds nothing mounted (EINVAL) is the clean case.
+#[test]
+fn a_clean_unmount_logs_no_failed_umount() {
+    let t = tempfile::tempdir().unwrap();
+    write_segment(&t.path().join("t/partition-0"), 0, 5, 20);
+    let mut m = Mounted::new(t.path(), &[]);
+    assert!(fs::read_dir(m.path()).unwrap().count() > 0);
+    let st = m.unmount();
+    assert!(st.success(), "{st}");
+    let log = m.log();
+    assert!(log.contains("unmounted"), "{log}");
+    assert!(
+        !log.contains("Failed to umount")
+            && !log.contains("Unmount failed")
+            && !log.contains("WARN"),
+        "{log}"
+    );
+}

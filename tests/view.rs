@@ -378,7 +378,7 @@ fn recoverfs_dir_holds_the_report_the_raw_originals_and_the_cut_tails() {
     );
     // report.json: the whole tree, read-only, generated per open.
     let report = v.lookup(meta.ino, OsStr::new(REPORT_NAME)).unwrap();
-    assert_eq!((report.kind, report.perm), (EntryType::File, 0o444));
+    assert_eq!((report.kind, report.perm), (EntryType::File, 0o400)); // the source root's owner alone
     let o = v.open(report.ino, false).unwrap();
     assert!(o.direct_io && !o.keep_cache);
     v.release(o.fh);
@@ -518,10 +518,11 @@ fn per_segment_keeps_what_follows_damage_and_strict_lists_but_refuses_it() {
         assert!(matches!(e, ViewError::Refused { .. }));
         assert_eq!(e.errno(), libc::EIO);
     }
+    // Its xattrs say what the view does with it: refused (issue 19, item 5).
     let f = v.lookup(ROOT_INO, &seg(5, FileKind::Log)).unwrap();
     assert_eq!(
         v.getxattr(f.ino, OsStr::new(XATTRS[0])).unwrap(),
-        b"truncated"
+        b"refused"
     );
     // The cut bytes stay readable in tails/ under every policy.
     let tail = walk(

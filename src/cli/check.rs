@@ -105,7 +105,7 @@ pub fn run(a: &CheckArgs) -> ExitCode {
     };
     opts.scan.sum_blocks = a.save_baseline.is_some();
     let started = Instant::now();
-    let bar = Progress::new(&a.path, "checking", false);
+    let bar = Progress::new(&a.path, "checking", false, a.engine.mounts());
     let progress = |n: u64| bar.inc(n);
     let result = if a.engine.replicas.is_empty() {
         check_path(&a.path, &opts, &progress).map_err(|e| e.to_string())

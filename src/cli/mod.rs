@@ -198,6 +198,11 @@ pub struct EngineArgs {
     /// appended since are new data. Files it lists that are gone or shorter are reported.
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<std::path::PathBuf>,
+    /// Also walk the filesystems mounted inside DATA_DIR (as they are when the command
+    /// starts). By default, like `find -xdev`, each directory another filesystem is
+    /// mounted on is left out and named in the report (NOT CROSSED).
+    #[arg(long)]
+    pub cross_mounts: bool,
 }
 
 impl EngineArgs {
@@ -209,6 +214,7 @@ impl EngineArgs {
             scan: self.scan_options()?,
             policy: self.policy,
             threads: 0,
+            mounts: self.mounts(),
         })
     }
 
@@ -221,6 +227,14 @@ impl EngineArgs {
             ));
         }
         Ok(o)
+    }
+
+    /// Whether the walks cross mount points (`--cross-mounts`).
+    pub fn mounts(&self) -> crate::engine::source::Mounts {
+        match self.cross_mounts {
+            true => crate::engine::source::Mounts::Cross,
+            false => crate::engine::source::Mounts::Stay,
+        }
     }
 }
 

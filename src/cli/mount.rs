@@ -10,7 +10,7 @@ use crate::engine::layout::{discover_target, Target, TargetError};
 use crate::engine::policy::Policy;
 use crate::engine::replica::{Prefer, Replicas};
 use crate::engine::scan::ScanOptions;
-use crate::engine::source::Source;
+use crate::engine::source::{Mounts, Source};
 use crate::view::fuse::session::{raise_readahead, start_session, SessionOptions};
 use crate::view::fuse::Owner;
 use crate::view::verify::Verify;
@@ -129,6 +129,8 @@ struct Settings {
     mountpoint: PathBuf,
     policy: Policy,
     scan: ScanOptions,
+    /// `--cross-mounts`: whether the view walks into filesystems mounted inside the source.
+    mounts: Mounts,
     cache_mb: u64,
     threads: usize,
     allow_other: bool,
@@ -162,6 +164,7 @@ fn settings(a: &MountArgs) -> Result<Settings, String> {
             .engine
             .scan_options()
             .map_err(|e| format!("--baseline {e}"))?,
+        mounts: a.engine.mounts(),
         cache_mb: a.cache_mb,
         threads: a.threads,
         allow_other: a.allow_other,
@@ -514,8 +517,8 @@ fn serve(s: &Settings, daemon_child: bool) -> Result<(), String> {
     }
     .max(2);
     // Opened before the mount exists: the clone never holds our own view.
-    let source =
-        Source::open(&s.source).map_err(|e| format!("source {}: {e}", s.source.display()))?;
+    let source = Source::open_with(&s.source, s.mounts)
+        .map_err(|e| format!("source {}: {e}", s.source.display()))?;
     let view = View::new(ViewConfig {
         source: Arc::new(source),
         source_label: s.source.display().to_string(),

@@ -1,7 +1,7 @@
 //! A progress bar on stderr for long checks and repairs (only on a terminal).
 
-use crate::engine::layout::{discover_target, resolve_target, total_log_bytes};
-use crate::engine::source::Source;
+use crate::engine::layout::{discover_target_with, resolve_target, total_log_bytes};
+use crate::engine::source::{Mounts, Source};
 use std::io;
 use std::path::PathBuf;
 
@@ -17,13 +17,13 @@ pub struct Progress {
 impl Progress {
     /// Sized by the `.log` bytes under `path` (read once by the analysis) plus,
     /// with `and_copy`, every regular file's bytes (written once by a repair).
-    pub fn new(path: &std::path::Path, verb: &str, and_copy: bool) -> Self {
+    pub fn new(path: &std::path::Path, verb: &str, and_copy: bool, mounts: Mounts) -> Self {
         let bar = indicatif::ProgressBar::hidden();
         // -q: nothing on stderr but errors.
         if std::io::IsTerminal::is_terminal(&io::stderr()) && crate::cli::log::verbosity() >= 0 {
             if let Some((t, l)) = resolve_target(path)
                 .ok()
-                .and_then(|t| discover_target(&t).ok().map(|l| (t, l)))
+                .and_then(|t| discover_target_with(&t, mounts).ok().map(|l| (t, l)))
             {
                 let logs = total_log_bytes(&l, t.only_segment);
                 let total = logs + if and_copy { tree_bytes(&l.source) } else { 0 };

@@ -81,6 +81,7 @@ pub fn run(a: &RepairArgs) -> ExitCode {
             "checking"
         },
         a.output.is_some(),
+        a.engine.mounts(),
     );
     // A dry run with changes planned exits 1: a script can tell "changes pending".
     let mut pending = false;

@@ -2,7 +2,7 @@
 
 use crate::engine::format::takhin::{segment_file_name, FileKind};
 use crate::engine::layout::{
-    discover_target, escape_path, resolve_target, Layout, LogLayout, SegmentEntry, Target,
+    discover_target_with, escape_path, resolve_target, Layout, LogLayout, SegmentEntry, Target,
     TargetError,
 };
 use crate::engine::policy::{point_in_time, visibility, OffsetRange, Policy, ViewAction};
@@ -11,6 +11,7 @@ use crate::engine::report::{
 };
 use crate::engine::scan::ScanOptions;
 use crate::engine::segment::{analyze_segment_tapped, ReadTap, SegmentAnalysis};
+use crate::engine::source::Mounts;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -289,6 +290,8 @@ pub struct AnalyzeOptions {
     pub policy: Policy,
     /// Worker threads; 0 means one per core.
     pub threads: usize,
+    /// Whether the walk crosses into filesystems mounted inside the source (`--cross-mounts`).
+    pub mounts: Mounts,
 }
 
 /// Analyses every segment of a layout (in parallel) and builds the report.
@@ -408,6 +411,7 @@ pub fn assemble(
         logs,
         layout.problems.clone(),
     )
+    .with_not_crossed(&layout.source)
 }
 
 /// Discovers and analyses PATH in one call: what `check` and `repair` run.
@@ -417,7 +421,7 @@ pub fn check_path(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Layout, Report), TargetError> {
     let target = resolve_target(path)?;
-    let layout = discover_target(&target)?;
+    let layout = discover_target_with(&target, opts.mounts)?;
     let report = analyze(
         &layout,
         &target,

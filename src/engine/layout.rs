@@ -3,7 +3,7 @@
 use crate::engine::format::takhin::{
     classify_name, segment_file_name, FileKind, NameMatch, LOG_EXT,
 };
-use crate::engine::source::{Entries, EntryType, Source};
+use crate::engine::source::{Entries, EntryType, Mounts, Source};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -18,7 +18,7 @@ use std::sync::Arc;
 /// `tails/` in a mount). A source entry of that name at the root is left out
 /// of every view, so a mounted view checked or repaired again does not take its
 /// `raw/` originals for logs of its own.
-pub const META_DIR: &str = ".recoverfs";
+pub const META_DIR: &str = crate::engine::source::VIEW_META_DIR;
 
 /// True when `name`, found in the directory `rel` (relative to the data
 /// directory), is the root entry reserved for recoverfs: never a log, never
@@ -27,12 +27,13 @@ pub fn is_reserved(rel: &Path, name: &OsStr) -> bool {
     rel.as_os_str().is_empty() && name == META_DIR
 }
 
-/// A path as report text: UTF-8 as is, any other byte as `\xNN` (and a backslash as `\\`),
-/// so non-UTF-8 names stay distinct and readable.
+/// A path as report text: a UTF-8 name exactly as it is (the JSON report decodes to the
+/// name itself, backslashes included); a name that is not UTF-8 with each byte that is
+/// not as `\xNN` and each backslash as `\\`, so it stays distinct and readable.
 pub fn escape_path(p: &Path) -> String {
     let bytes = p.as_os_str().as_bytes();
     match std::str::from_utf8(bytes) {
-        Ok(s) if !s.contains('\\') => s.to_string(),
+        Ok(s) => s.to_string(),
         _ => {
             let mut out = String::new();
             for chunk in bytes.utf8_chunks() {
@@ -49,8 +50,8 @@ pub fn escape_path(p: &Path) -> String {
 /// Report text (a path from [`escape_path`], a message naming one) made safe for a
 /// terminal: every control character (C0, DEL, C1) becomes `\xNN` per byte of its
 /// UTF-8 form, so a name can neither forge a line of output nor send an escape
-/// sequence. [`escape_path`] already wrote any backslash as `\\`, so `\x` stays
-/// unambiguous. The JSON report does not need it: JSON escapes control characters itself.
+/// sequence. The JSON report does not need it: JSON escapes control characters itself
+/// (and its paths are the names themselves; this text is for eyes).
 pub fn display_name(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.chars().any(char::is_control) {
         return s.into();
@@ -305,11 +306,16 @@ pub fn total_log_bytes(layout: &Layout, only: Option<u64>) -> u64 {
 /// directory (not searched below). A tree with no log at all is an error: the
 /// operator most likely pointed at the wrong directory.
 pub fn discover_target(target: &Target) -> Result<Layout, TargetError> {
+    discover_target_with(target, Mounts::Stay)
+}
+
+/// [`discover_target`], crossing mount points inside the target or not (`--cross-mounts`).
+pub fn discover_target_with(target: &Target, mounts: Mounts) -> Result<Layout, TargetError> {
     let io_err = |source| TargetError::Io {
         path: target.root.clone(),
         source,
     };
-    let source = Arc::new(Source::open(&target.root).map_err(io_err)?);
+    let source = Arc::new(Source::open_with(&target.root, mounts).map_err(io_err)?);
     let layout = match target.only_segment {
         None => discover(&source),
         Some(_) => {

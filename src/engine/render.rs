@@ -31,6 +31,13 @@ impl Report {
         for p in &self.problems {
             let _ = writeln!(o, "  UNREADABLE  {}/: {}", shown(&p.path), p.error);
         }
+        for p in &self.not_crossed {
+            let _ = writeln!(
+                o,
+                "  NOT CROSSED {}/: another filesystem is mounted there; left out (--cross-mounts to include it)",
+                shown(p)
+            );
+        }
         for log in &self.logs {
             let count =
                 |f: &dyn Fn(&SegmentReport) -> bool| log.segments.iter().filter(|x| f(x)).count();
@@ -215,9 +222,17 @@ impl Report {
         }
         let _ = writeln!(
             o,
-            "{} log(s), {} segment(s): {} clean, {} truncated, {} unreadable; {} record(s); {} bytes kept, {} bytes cut; {} gap(s), {} overlap(s), {} orphan(s), {} index set(s) rebuilt, {} hidden",
-            s.logs, s.segments, s.clean, s.truncated, s.unreadable, s.records, s.bytes_kept, s.bytes_cut,
-            s.gaps, s.overlaps, s.orphans, s.indexes_rebuilt, s.hidden
+            "{} log(s), {} segment(s): {} clean, {} truncated, {} unreadable{}; {} record(s); {} bytes kept, {} bytes cut; {} gap(s), {} overlap(s), {} orphan(s), {} index set(s) rebuilt, {} hidden{}",
+            s.logs, s.segments, s.clean, s.truncated, s.unreadable,
+            // The directories that could not be listed (their UNREADABLE lines above).
+            match self.problems.len() {
+                0 => String::new(),
+                n => format!(", {n} unreadable director(ies)"),
+            },
+            s.records, s.bytes_kept, s.bytes_cut,
+            s.gaps, s.overlaps, s.orphans, s.indexes_rebuilt, s.hidden,
+            // Under strict, the segments the view refuses (their EIO lines).
+            s.refused.map_or(String::new(), |n| format!(", {n} refused (EIO)"))
         );
         if let (Some(runs), Some(records)) = (s.salvaged_runs, s.salvaged_records) {
             let _ = writeln!(

@@ -384,6 +384,10 @@ pub struct Summary {
     /// `.log` bytes the view leaves out: damaged tails, and hidden segments whole.
     pub bytes_cut: u64,
     pub hidden: u64,
+    /// Segments the view lists but refuses with EIO although they could be read
+    /// (strict only: present under strict alone, so the other policies' JSON is unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<u64>,
     pub indexes_rebuilt: u64,
     pub gaps: u64,
     pub overlaps: u64,
@@ -429,6 +433,10 @@ pub struct Report {
     pub logs: Vec<LogReport>,
     /// Directories that could not be listed.
     pub problems: Vec<Problem>,
+    /// Directories another filesystem is mounted on, left out (not crossed without
+    /// `--cross-mounts`); absent when there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_crossed: Vec<String>,
     /// The replicas given with `--replica` (absent without).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Vec<ReplicaReport>>,
@@ -490,6 +498,9 @@ impl Report {
                         s.hidden += 1;
                         s.bytes_cut += seg.original_bytes;
                     }
+                    ViewAction::Eio if seg.status != SegmentStatus::Unreadable => {
+                        *s.refused.get_or_insert(0) += 1;
+                    }
                     ViewAction::Eio => {}
                 }
                 if policy.salvages() {
@@ -502,6 +513,9 @@ impl Report {
                     }
                 }
             }
+        }
+        if policy == Policy::Strict {
+            s.refused.get_or_insert(0);
         }
         if policy.salvages() {
             s.salvaged_runs.get_or_insert(0);
@@ -532,6 +546,7 @@ impl Report {
         s.view_differs = s.truncated > 0
             || s.unreadable > 0
             || s.hidden > 0
+            || s.refused.is_some_and(|n| n > 0)
             || s.indexes_rebuilt > 0
             || s.orphans > 0
             || !problems.is_empty()
@@ -546,9 +561,20 @@ impl Report {
             summary: s,
             logs,
             problems,
+            not_crossed: Vec::new(),
             replicas: None,
             baseline: None,
         }
+    }
+
+    /// The report naming the mount points `source` left out so far (each once, sorted).
+    pub fn with_not_crossed(mut self, source: &crate::engine::source::Source) -> Self {
+        self.not_crossed = source
+            .not_crossed()
+            .iter()
+            .map(|p| escape_path(p))
+            .collect();
+        self
     }
 
     /// The report with the replicas it was made with (the summary counts them).

@@ -8,8 +8,9 @@
 //! `O_NONBLOCK` and checked with `fstat` before any read, so a FIFO or device
 //! swapped in for a segment never blocks a reader.
 //!
-//! Where the kernel permits it (root, Linux ≥ 5.12), the root fd is a detached,
-//! recursive clone of the tree (`open_tree(OPEN_TREE_CLONE)`) made read-only and
+//! Where the kernel permits it (root, Linux ≥ 5.12), the root fd is a detached
+//! clone of the tree (`open_tree(OPEN_TREE_CLONE)`, recursive only with
+//! `--cross-mounts`: by default no walk crosses a mount point, [`Mounts`]) made read-only and
 //! noatime with `mount_setattr`: a kernel-enforced write blocker (any write from
 //! this process fails with `EROFS`, whatever our code does) that also keeps every
 //! atime still, of files, directories and symlinks alike. The clone has no
@@ -111,14 +112,37 @@ mod uapi {
     }
 }
 
+/// Whether the source's walks cross into filesystems mounted inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mounts {
+    /// Like `find -xdev`: a directory another filesystem is mounted on is left out
+    /// (listed nowhere, reached by no path) and recorded as not crossed.
+    #[default]
+    Stay,
+    /// `--cross-mounts`: the filesystems mounted inside the source are part of it, as
+    /// they were when it was opened (the clone holds them, recursively).
+    Cross,
+}
+
+/// The root directory where a recoverfs view keeps its own metadata (`layout::META_DIR`),
+/// and its `raw/` (the originals): how a live view mounted inside a source is known.
+pub const VIEW_META_DIR: &str = ".recoverfs";
+pub const VIEW_RAW_DIR: &str = "raw";
+
 /// The source tree, opened once; every access goes through it.
 #[derive(Debug)]
 pub struct Source {
     /// The data directory (or its clone's root): the base of every open.
     root: OwnedFd,
+    /// The data directory itself (not a clone), where mount points are looked for
+    /// (`Mounts::Stay` with a clone only: a non-recursive clone holds none).
+    live: Option<OwnedFd>,
     /// The path it was opened from, for messages.
     path: PathBuf,
     access: SourceAccess,
+    mounts: Mounts,
+    /// The mount points left out so far (`Mounts::Stay`), relative to the root.
+    not_crossed: parking_lot::Mutex<std::collections::BTreeSet<PathBuf>>,
 }
 
 /// Read-only flags for every open; `O_NOATIME` is added where it is needed and permitted.
@@ -133,6 +157,11 @@ fn resolve() -> ResolveFlag {
         | ResolveFlag::RESOLVE_NO_MAGICLINKS
 }
 
+/// [`resolve`], and no mount point crossed (`EXDEV` where a path would cross one).
+fn resolve_no_xdev() -> ResolveFlag {
+    resolve() | ResolveFlag::RESOLVE_NO_XDEV
+}
+
 impl Source {
     /// Opens the data directory at `path`, through a read-only noatime clone
     /// where the kernel permits one, else directly.
@@ -141,32 +170,101 @@ impl Source {
     /// in the environment refuses the clone, so the tests can run every front
     /// end on the fallback; a default or release build has no such switch.
     pub fn open(path: &Path) -> io::Result<Source> {
+        Self::open_with(path, Mounts::Stay)
+    }
+
+    /// [`Source::open`], crossing into the filesystems mounted inside the source or not.
+    /// Not crossing, the clone is of the source's own mount alone; crossing, of every
+    /// mount below it too (as they are now: the clone does not see later ones).
+    pub fn open_with(path: &Path, mounts: Mounts) -> io::Result<Source> {
         #[cfg(feature = "fault-injection")]
         if std::env::var_os("RECOVERFS_TEST_NO_CLONE").is_some() {
-            return Self::open_without_clone(path);
+            return Self::open_without_clone_with(path, mounts);
         }
-        match clone_tree(path) {
-            Ok(root) => Ok(Source {
-                root,
-                path: path.to_path_buf(),
-                access: SourceAccess::ReadOnlyClone,
-            }),
-            Err(_) => Self::open_without_clone(path),
+        match clone_tree(path, mounts == Mounts::Cross) {
+            Ok(root) => {
+                let live = match mounts {
+                    Mounts::Stay => Some(live_root(path)?),
+                    Mounts::Cross => None,
+                };
+                Ok(Source {
+                    root,
+                    live,
+                    path: path.to_path_buf(),
+                    access: SourceAccess::ReadOnlyClone,
+                    mounts,
+                    not_crossed: Default::default(),
+                })
+            }
+            Err(_) => Self::open_without_clone_with(path, mounts),
         }
     }
 
     /// Opens the data directory with plain opens (no clone): the fallback,
     /// also for callers that must not depend on the clone.
     pub fn open_without_clone(path: &Path) -> io::Result<Source> {
+        Self::open_without_clone_with(path, Mounts::Stay)
+    }
+
+    fn open_without_clone_with(path: &Path, mounts: Mounts) -> io::Result<Source> {
         let root = File::open(path)?;
         if !root.metadata()?.is_dir() {
             return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
         }
         Ok(Source {
             root: root.into(),
+            live: None,
             path: path.to_path_buf(),
             access: SourceAccess::NoatimeOpens,
+            mounts,
+            not_crossed: Default::default(),
         })
+    }
+
+    /// Whether walks cross mount points.
+    pub fn mounts(&self) -> Mounts {
+        self.mounts
+    }
+
+    /// The mount points left out so far (`Mounts::Stay`), relative to the root, sorted.
+    pub fn not_crossed(&self) -> Vec<PathBuf> {
+        self.not_crossed.lock().iter().cloned().collect()
+    }
+
+    /// True when `rel` is a mount point, or below one, in the data directory as it is
+    /// now, and the source does not cross them: such a path is not part of the source.
+    /// Asked of the live tree (a non-recursive clone holds no mount point), by path
+    /// beneath its root through no symlink, so nothing is followed out of it.
+    pub fn crosses_a_mount(&self, rel: &Path) -> bool {
+        if self.mounts == Mounts::Cross || rel.as_os_str().is_empty() {
+            return false;
+        }
+        let Ok(rel) = checked_rel(rel) else {
+            return false;
+        };
+        let base = self.live.as_ref().unwrap_or(&self.root);
+        let r = openat2(
+            base.as_fd(),
+            rel.as_os_str(),
+            OpenHow::new()
+                .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+                .resolve(resolve_no_xdev()),
+        );
+        matches!(r, Err(Errno::EXDEV))
+    }
+
+    /// True when the directory `rel` is the `.recoverfs/` of a live recoverfs view (a
+    /// FUSE filesystem whose `.recoverfs/` holds `raw/`): a view of another tree, mounted
+    /// inside this one, never one of its logs.
+    fn is_live_view_meta(&self, rel: &Path) -> bool {
+        let Ok(fd) = self.dir_fd(rel) else {
+            return false;
+        };
+        let fuse = nix::sys::statfs::fstatfs(&fd)
+            .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC);
+        fuse && self
+            .metadata(&rel.join(VIEW_RAW_DIR))
+            .is_ok_and(|m| m.is_dir())
     }
 
     pub fn path(&self) -> &Path {
@@ -187,11 +285,17 @@ impl Source {
     /// refuses it (EPERM: not our file and no CAP_FOWNER).
     fn openat(&self, rel: &Path, flags: OFlag) -> io::Result<OwnedFd> {
         let rel = checked_rel(rel)?;
+        // Not crossing: no path leads into a filesystem mounted inside the source,
+        // whatever the root is (a mount point's own path answers EXDEV, taken as absent).
+        let how = match self.mounts {
+            Mounts::Stay => resolve_no_xdev(),
+            Mounts::Cross => resolve(),
+        };
         let open = |flags: OFlag| {
             openat2(
                 self.root.as_fd(),
                 rel.as_os_str(),
-                OpenHow::new().flags(flags).resolve(resolve()),
+                OpenHow::new().flags(flags).resolve(how),
             )
         };
         let noatime = self.access == SourceAccess::NoatimeOpens && !flags.contains(OFlag::O_PATH);
@@ -204,9 +308,14 @@ impl Source {
             open(flags)
         };
         match r {
+            Ok(fd) if self.live.is_some() && self.crosses_a_mount(rel) => {
+                drop(fd);
+                Err(Errno::ENOENT.into())
+            }
             Ok(fd) => Ok(fd),
             // Kernels without openat2 (< 5.6): walk one component at a time.
             Err(Errno::ENOSYS) => self.walk_open(rel, flags | OFlag::O_NOFOLLOW),
+            Err(Errno::EXDEV) => Err(Errno::ENOENT.into()),
             Err(e) => Err(e.into()),
         }
     }
@@ -299,9 +408,33 @@ impl Source {
             };
             out.push((OsString::from_vec(name.to_vec()), ty));
         }
+        // Left out of every walk: the directories another filesystem is mounted on
+        // (recorded, for the report), unless crossing; and the `.recoverfs/` of a live
+        // recoverfs view mounted in the tree (its `raw/` would pass for damaged logs).
+        out.retain(|(name, ty)| {
+            if !ty.is_dir() {
+                return true;
+            }
+            let child = rel.join(name);
+            if self.crosses_a_mount(&child) {
+                self.not_crossed.lock().insert(child);
+                return false;
+            }
+            !(name == VIEW_META_DIR && self.is_live_view_meta(&child))
+        });
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
+}
+
+/// An `O_PATH` fd of the data directory itself, where mount points are seen as they are now.
+fn live_root(path: &Path) -> io::Result<OwnedFd> {
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    Ok(fd)
 }
 
 /// The type of `name` in the directory `dir`, without following it.
@@ -325,10 +458,10 @@ fn checked_rel(rel: &Path) -> io::Result<&Path> {
     Ok(rel)
 }
 
-/// A detached, recursive, read-only, noatime (also nosuid, nodev, noexec) clone of
-/// the tree at `path`: the write blocker. Fails where not permitted (not root,
+/// A detached, read-only, noatime (also nosuid, nodev, noexec) clone of the tree at
+/// `path` (with the mounts below it when `recursive`): the write blocker. Fails where not permitted (not root,
 /// an old kernel, a filesystem that refuses), and the caller falls back.
-fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
+fn clone_tree(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
     // SAFETY: open_tree reads the NUL-terminated path `c` and returns a new fd or -1.
     let fd = unsafe {
@@ -336,7 +469,9 @@ fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
             libc::SYS_open_tree,
             libc::AT_FDCWD,
             c.as_ptr(),
-            uapi::OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | uapi::AT_RECURSIVE,
+            uapi::OPEN_TREE_CLONE
+                | libc::O_CLOEXEC as libc::c_uint
+                | if recursive { uapi::AT_RECURSIVE } else { 0 },
         )
     };
     if fd < 0 {

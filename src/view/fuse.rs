@@ -86,6 +86,9 @@ pub struct RecoverFs {
     passthrough: Arc<Passthrough>,
     /// The view's live counters (reads, bytes, opens, EIO), bumped here.
     counters: Arc<Counters>,
+    /// The session's unmounter, once the session exists: [`Filesystem::destroy`] takes
+    /// the mount from the session with it (see there).
+    unmounter: Arc<parking_lot::Mutex<Option<fuser::SessionUnmounter>>>,
 }
 
 impl RecoverFs {
@@ -96,7 +99,13 @@ impl RecoverFs {
             passthrough,
             counters: view.counters().clone(),
             view,
+            unmounter: Arc::default(),
         }
+    }
+
+    /// Where the session's unmounter goes once the session exists.
+    pub fn unmounter_slot(&self) -> Arc<parking_lot::Mutex<Option<fuser::SessionUnmounter>>> {
+        self.unmounter.clone()
     }
 
     /// Shows `owner`'s ids and mode mask instead of the originals'.
@@ -198,6 +207,21 @@ impl Filesystem for RecoverFs {
             self.counters.daemon_reads.load(Ordering::Relaxed),
             self.passthrough.opens()
         );
+        // Called as the session ends, before fuser drops the mount. After `umount
+        // MOUNTPOINT` the mount is gone, but fuser 0.18 would unmount it again on drop
+        // (its check of the FUSE device takes a closed connection for a live one) and log
+        // "Failed to umount filesystem: Invalid argument" on every clean unmount. Taken
+        // here, the mount's last unmount answers to us: EINVAL (nothing mounted there any
+        // more) is the clean case, anything else is said.
+        if let Some(mut u) = self.unmounter.lock().take() {
+            match u.unmount() {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::debug!("the mount was already gone: {e}")
+                }
+                Err(e) => tracing::warn!("unmounting: {e}"),
+            }
+        }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

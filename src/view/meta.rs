@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// The whole-tree report inside [`META_DIR`](crate::view::META_DIR).
 pub const REPORT_NAME: &str = "report.json";
 /// The untouched originals inside [`META_DIR`](crate::view::META_DIR).
-pub const RAW_DIR: &str = "raw";
+pub const RAW_DIR: &str = crate::engine::source::VIEW_RAW_DIR;
 /// The bytes cut from truncated segments inside [`META_DIR`](crate::view::META_DIR).
 pub const TAILS_DIR: &str = "tails";
 /// Suffix appended to a segment's `.log` name in `tails/`.
@@ -93,6 +93,17 @@ impl MetaNode {
             _ => None,
         }
     }
+}
+
+/// `report.json` and `metrics.prom` (given the source root's attributes) made readable
+/// by the source root's owner alone (0400, as a 0600 file in a read-only view). They name
+/// and describe every file of the tree, those in directories other users cannot enter
+/// and of files they cannot read included (a damage detail can quote a file's bytes):
+/// whoever cannot read a log must learn nothing of it from `.recoverfs/`, and the
+/// kernel (`default_permissions`) enforces the mode for every caller.
+fn owner_only(mut a: Attr) -> Attr {
+    a.perm &= 0o400;
+    a
 }
 
 /// Replica `n`'s source (1-based), through its own door.
@@ -179,7 +190,8 @@ impl Meta {
             v.source().access(),
             logs,
             layout.problems.clone(),
-        );
+        )
+        .with_not_crossed(v.source());
         // Healed ranges are in the logs; the replicas are described (no verification: `check` does that).
         let report = match v.replicas() {
             Some(r) => report.with_replicas(r.reports(&layout.logs)),
@@ -304,10 +316,7 @@ impl Meta {
                 if len == 0 {
                     len = self.refresh_report(v).len() as u64;
                 }
-                let mut a = Attr::from_meta(ino, EntryType::File, len, &m);
-                // Readable by whoever may read the source's root (it names what is in it).
-                a.perm &= 0o444;
-                Ok(a)
+                Ok(owner_only(Attr::from_meta(ino, EntryType::File, len, &m)))
             }
             MetaNode::Metrics => {
                 let m = v.lstat(Path::new(""))?;
@@ -315,9 +324,7 @@ impl Meta {
                 if len == 0 {
                     len = self.metrics(v).len() as u64;
                 }
-                let mut a = Attr::from_meta(ino, EntryType::File, len, &m);
-                a.perm &= 0o444;
-                Ok(a)
+                Ok(owner_only(Attr::from_meta(ino, EntryType::File, len, &m)))
             }
             MetaNode::Raw { rel, kind } => original_attr(ino, *kind, &v.lstat(rel)?),
             MetaNode::Tails { rel } => {

@@ -1,7 +1,8 @@
 //! Extended attributes of segment files (`user.recoverfs.*`): their names, values, and sizing for a caller's buffer.
 
 use crate::engine::format::takhin::FileKind;
-use crate::engine::index::IndexKind;
+use crate::engine::index::{IndexKind, IndexVerdict};
+use crate::engine::policy::ViewAction;
 use crate::engine::report::SegmentReport;
 use crate::engine::segment::SegmentStatus;
 use crate::view::error::{Result, ViewError};
@@ -58,9 +59,59 @@ pub(crate) fn names() -> Vec<u8> {
     out
 }
 
+/// True when the view lists the segment but refuses its reads (`strict`) although it
+/// could be read: its files are 0 bytes and fail with EIO, as `check` says ("refused
+/// (EIO)") and the report's `view` ("eio"), so its xattrs must not say `truncated`.
+fn refused(r: &SegmentReport) -> bool {
+    r.view == ViewAction::Eio && r.status != SegmentStatus::Unreadable
+}
+
+/// The xattrs of a refused segment's files (`verdict` the file's own index verdict,
+/// the `.index`'s for the `.log`; `original_bytes` the file's original size):
+/// status `refused`; nothing served (`valid_bytes` and `records` 0, as `ls -l` shows);
+/// `damage` why it was refused: the damage found, or the index that differs.
+fn refused_value(
+    r: &SegmentReport,
+    verdict: &IndexVerdict,
+    ik: IndexKind,
+    original_bytes: String,
+    name: &OsStr,
+) -> Result<Vec<u8>> {
+    let why = match &r.damage {
+        Some(d) => format!(
+            "{} ({}) at byte {}, record {}: {}",
+            d.kind(),
+            d.class.as_str(),
+            d.position,
+            d.record,
+            d.cause
+        ),
+        None if !verdict.is_match() => verdict.describe(ik),
+        None if !r.index.is_match() => format!("index: {}", r.index.describe(IndexKind::Offset)),
+        None => format!("timeindex: {}", r.timeindex.describe(IndexKind::Time)),
+    };
+    let value = match name.to_str() {
+        Some(XATTR_STATUS) => "refused".to_string(),
+        Some(XATTR_VALID_BYTES) | Some(XATTR_RECORDS) => "0".to_string(),
+        Some(XATTR_ORIGINAL_BYTES) => original_bytes,
+        Some(XATTR_DAMAGE) => format!("refused under strict (reads fail with EIO): {why}"),
+        _ => return Err(ViewError::NoAttr),
+    };
+    Ok(value.into_bytes())
+}
+
 /// The value of the xattr `name` of the segment whose `.log` is `log_rel`.
 pub(crate) fn value(sv: &SegView, log_rel: &Path, name: &OsStr) -> Result<Vec<u8>> {
     let r = SegmentReport::from_analysis(log_rel, &sv.analysis, sv.action, sv.is_last);
+    if refused(&r) {
+        return refused_value(
+            &r,
+            &r.index,
+            IndexKind::Offset,
+            r.original_bytes.to_string(),
+            name,
+        );
+    }
     let value = match name.to_str() {
         Some(XATTR_STATUS) => r.status.as_str().to_string(),
         Some(XATTR_VALID_BYTES) => r.valid_bytes.to_string(),
@@ -100,6 +151,10 @@ pub(crate) fn index_value(
         FileKind::TimeIndex => (&r.timeindex, IndexKind::Time),
         _ => (&r.index, IndexKind::Offset),
     };
+    if refused(&r) {
+        let original = original.map_or("missing".into(), |b| b.to_string());
+        return refused_value(&r, verdict, ik, original, name);
+    }
     let unreadable = r.status == SegmentStatus::Unreadable;
     let value = match name.to_str() {
         Some(XATTR_STATUS) if unreadable => "unreadable".to_string(),

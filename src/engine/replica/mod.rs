@@ -36,7 +36,7 @@
 use crate::engine::analysis::{analyze_segments_tapped, assemble, taken_names, AnalyzeOptions};
 use crate::engine::format::takhin::{segment_file_name, FileKind};
 use crate::engine::layout::{
-    classify_dir, discover, discover_target, escape_path, resolve_target, Layout, LogLayout,
+    classify_dir, discover, discover_target_with, escape_path, resolve_target, Layout, LogLayout,
     SegmentEntry, TargetError,
 };
 use crate::engine::policy::Policy;
@@ -1007,7 +1007,7 @@ pub fn check_with_replicas(
     if target.only_segment.is_some() {
         return Err(ReplicaError::SingleSegment.into());
     }
-    let layout = discover_target(&target)?;
+    let layout = discover_target_with(&target, opts.mounts)?;
     Replicas::check_prefer(prefer, opts.policy).map_err(ReplicaError::Prefer)?;
     let replicas =
         Arc::new(Replicas::open(&target.root, dirs, opts.scan.for_replicas())?.with_prefer(prefer));
@@ -1127,6 +1127,7 @@ pub fn check_with_replicas(
         report.logs,
         report.problems,
     )
+    .with_not_crossed(&layout.source)
     .with_replicas(replicas_report);
     Ok((layout, report, replicas))
 }

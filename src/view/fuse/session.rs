@@ -81,7 +81,9 @@ pub fn start_session(
         opts.passthrough && access == SourceAccess::ReadOnlyClone,
     ));
     let fs = RecoverFs::new(view.clone(), MAX_READ, passthrough.clone()).with_owner(opts.owner);
-    let session = Session::new(fs, mountpoint, &cfg)?;
+    let slot = fs.unmounter_slot();
+    let mut session = Session::new(fs, mountpoint, &cfg)?;
+    *slot.lock() = Some(session.unmount_callable());
     // Invalidations go through their own thread: sent from inside a request
     // handler they could wait on a page lock held by the very read being served.
     let notifier = session.notifier();
