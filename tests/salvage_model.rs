@@ -530,6 +530,64 @@ proptest! {
     }
 }
 
+/// What follows the last run's records (or replaces part of the last record).
+#[derive(Debug, Clone)]
+enum Tail {
+    /// The file cut inside (or at the start of) the last record.
+    Cut(prop::sample::Index),
+    /// A bit of the last record's header flipped.
+    Flip(prop::sample::Index, u8),
+    /// Appended: a size too small for a record, then `n` zeros.
+    SmallSize(u8, usize),
+    /// Appended bytes (zeros, 0xFF, anything).
+    Bytes(Vec<u8>),
+}
+
+fn tail() -> impl Strategy<Value = Tail> {
+    prop_oneof![
+        any::<prop::sample::Index>().prop_map(Tail::Cut),
+        (any::<prop::sample::Index>(), 0u8..8).prop_map(|(i, b)| Tail::Flip(i, b)),
+        (0u8..28, 0usize..40).prop_map(|(s, n)| Tail::SmallSize(s, n)),
+        prop::collection::vec(prop_oneof![Just(0u8), Just(0xFF), any::<u8>()], 1..40)
+            .prop_map(Tail::Bytes),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// The first record's size destroyed, so the rest is salvaged as a run; the run's
+    /// end (every kind of damage, and the end of the file) is the scanner's.
+    #[test]
+    fn a_runs_end_agrees_with_the_scanner(
+        recs in records(),
+        pad in any::<[u8; 4]>(),
+        t in tail(),
+        small_max in any::<bool>(),
+    ) {
+        let w = segment_of(0, pad, &recs);
+        let mut b = w.log.clone();
+        b[..4].copy_from_slice(&[0xFF; 4]);
+        let last = u64_at(&w.index, (recs.len() - 1) * 16 + 8) as usize;
+        match &t {
+            Tail::Cut(i) => b.truncate(last + i.index(b.len() - last)),
+            Tail::Flip(i, bit) => {
+                let at = last + i.index((b.len() - last).min(28));
+                b[at] ^= 1 << bit;
+            }
+            Tail::SmallSize(size, n) => {
+                b.extend_from_slice(&[0, 0, 0, *size]);
+                b.extend(std::iter::repeat_n(0, *n));
+            }
+            Tail::Bytes(v) => b.extend_from_slice(v),
+        }
+        let max = if small_max { 150 } else { 64 << 20 };
+        let (_, v) = engine(&b, 0, max, None, None);
+        prop_assert_eq!(as_model(&v), model(&b, 0, max, None, None));
+        check_run_ends(&b, &v, max);
+    }
+}
+
 // ---------------------------------------------------------------- fixed cases
 
 /// `n` records from `base`, keys `k<i>`, values of 40..140 bytes.
