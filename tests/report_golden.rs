@@ -2,8 +2,15 @@
 //! every kind of finding, under every policy, equals the report stored in `tests/golden/`.
 //!
 //! The stored reports were written by the code before the report's fields became
-//! typed; a change to any field's name, order or text shows here. After an
-//! intended schema change, regenerate with `RECOVERFS_WRITE_GOLDEN=1`.
+//! typed; a change to any field's name, order or text shows here. The comparison
+//! never writes them. After an intended schema change, regenerate them as a separate,
+//! deliberate command (an ignored test that does nothing without the variable):
+//!
+//! ```sh
+//! RECOVERFS_WRITE_GOLDEN=1 cargo test --release --test report_golden -- --ignored write_the_stored_reports
+//! ```
+//!
+//! then run the comparison on its own, and say in the commit what changed and why it is right.
 
 use crate::common;
 
@@ -65,31 +72,59 @@ fn golden(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{name}"))
 }
 
-#[test]
-fn check_json_equals_the_stored_schema_1_reports() {
+/// Every stored report's path and what `check` prints now for it (the tree's root shown as `DATA`).
+fn reports_now() -> Vec<(PathBuf, String)> {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("data");
     build(&root);
+    let mut out = Vec::new();
     for policy in ["per-segment", "point-in-time", "strict", "salvage"] {
         for (form, ext) in [(Some("--json"), "json"), (None, "txt")] {
             let mut args = vec!["check", "--policy", policy];
             args.extend(form);
-            let out = common::cli::run(
+            let o = common::cli::run(
                 args.iter()
                     .map(std::ffi::OsStr::new)
                     .chain([root.as_os_str()]),
             );
-            assert_eq!(out.status.code(), Some(1), "{policy}");
-            let got = String::from_utf8(out.stdout)
+            assert_eq!(o.status.code(), Some(1), "{policy}");
+            let got = String::from_utf8(o.stdout)
                 .unwrap()
                 .replace(&root.display().to_string(), "DATA");
-            let path = golden(&format!("report-{policy}.{ext}"));
-            if std::env::var_os("RECOVERFS_WRITE_GOLDEN").is_some() {
-                fs::create_dir_all(path.parent().unwrap()).unwrap();
-                fs::write(&path, &got).unwrap();
-            }
-            let want = fs::read_to_string(&path).unwrap();
-            assert!(got == want, "{policy} {ext}: the report changed:\n{got}");
+            out.push((golden(&format!("report-{policy}.{ext}")), got));
+        }
+    }
+    out
+}
+
+#[test]
+fn check_json_equals_the_stored_schema_1_reports() {
+    for (path, got) in reports_now() {
+        let want = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (see this file's header)", path.display()));
+        assert!(
+            got == want,
+            "{}: the report changed:\n{got}",
+            path.display()
+        );
+    }
+}
+
+/// Not a check: rewrites the stored reports from what `check` prints now, when run on
+/// purpose (`--ignored`, with `RECOVERFS_WRITE_GOLDEN=1`; see this file's header), and
+/// lists the files it changed.
+#[test]
+#[ignore = "rewrites tests/golden: run on purpose with RECOVERFS_WRITE_GOLDEN=1"]
+fn write_the_stored_reports() {
+    if std::env::var_os("RECOVERFS_WRITE_GOLDEN").is_none() {
+        eprintln!("RECOVERFS_WRITE_GOLDEN is not set: nothing written");
+        return;
+    }
+    for (path, got) in reports_now() {
+        if fs::read_to_string(&path).ok().as_deref() != Some(got.as_str()) {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, &got).unwrap();
+            eprintln!("rewrote {}", path.display());
         }
     }
 }

@@ -11,10 +11,12 @@ use recoverfs::engine::index::rebuild_indexes;
 use recoverfs::engine::layout::discover;
 use recoverfs::engine::salvage::{salvage, RunEnd, Salvage};
 use recoverfs::engine::scan::{
-    scan_segment, visit_records, DamageKind, ReadAt, ScanOptions, SegmentScan,
+    scan_segment, visit_records, walk, Damage, DamageKind, ReadAt, ScanOptions, SegmentScan,
+    WalkStart,
 };
 use std::collections::BTreeMap;
 use std::fs;
+use std::ops::ControlFlow;
 
 // ---------------------------------------------------------------- the model
 
@@ -250,6 +252,37 @@ fn check_run_views(b: &[u8], v: &Salvage) {
     }
 }
 
+/// Every run ends where, and as, the scanner would end the same records: salvage's own
+/// copy of the framing rule (`Log::check`) must give the scanner's damage, kind, cause
+/// and numbers, for the run's records walked as a segment based at its first offset.
+fn check_run_ends(b: &[u8], v: &Salvage, max: u64) {
+    let opts = ScanOptions::with_max(max);
+    for r in &v.runs {
+        let start = WalkStart {
+            position: r.position,
+            index: 0,
+        };
+        let w = walk(b, b.len() as u64, r.first_offset, start, &opts, |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        match &r.ends_in {
+            RunEnd::Damage(d) => {
+                assert_eq!(w.damage.as_ref(), Some(d), "run at {}", r.position);
+                assert_eq!((w.end, w.visited), (r.end, r.records));
+            }
+            RunEnd::EndOfFile => {
+                assert_eq!(w.damage, None, "run at {}", r.position);
+                assert_eq!((w.end, w.visited), (b.len() as u64, r.records));
+            }
+            // Stopped before a record the scanner takes (rule improvements 2 and 3).
+            RunEnd::ConfirmedRecord { .. } | RunEnd::NextSegment => {
+                assert!(w.visited > r.records, "run at {}: {w:?}", r.position)
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- proptest
 
 #[derive(Debug, Clone)]
@@ -418,6 +451,7 @@ proptest! {
         prop_assert_eq!(&as_model(&v), &want);
         prop_assert!(v.stopped_at.is_none());
         check_run_views(&b, &v);
+        check_run_ends(&b, &v, max);
         for r in &v.runs {
             prop_assert!(r.position >= s.valid_bytes && r.end <= b.len() as u64);
             prop_assert!(r.first_offset >= base + s.records);
@@ -484,6 +518,65 @@ proptest! {
     ) {
         let (_, v) = engine(&b, base, max, ix.as_ref(), next_base);
         prop_assert_eq!(as_model(&v), model(&b, base, max, ix.as_deref(), next_base));
+        check_run_ends(&b, &v, max);
+    }
+}
+
+/// What follows the last run's records (or replaces part of the last record).
+#[derive(Debug, Clone)]
+enum Tail {
+    /// The file cut inside (or at the start of) the last record.
+    Cut(prop::sample::Index),
+    /// A bit of the last record's header flipped.
+    Flip(prop::sample::Index, u8),
+    /// Appended: a size too small for a record, then `n` zeros.
+    SmallSize(u8, usize),
+    /// Appended bytes (zeros, 0xFF, anything).
+    Bytes(Vec<u8>),
+}
+
+fn tail() -> impl Strategy<Value = Tail> {
+    prop_oneof![
+        any::<prop::sample::Index>().prop_map(Tail::Cut),
+        (any::<prop::sample::Index>(), 0u8..8).prop_map(|(i, b)| Tail::Flip(i, b)),
+        (0u8..28, 0usize..40).prop_map(|(s, n)| Tail::SmallSize(s, n)),
+        prop::collection::vec(prop_oneof![Just(0u8), Just(0xFF), any::<u8>()], 1..40)
+            .prop_map(Tail::Bytes),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// The first record's size destroyed, so the rest is salvaged as a run; the run's
+    /// end (every kind of damage, and the end of the file) is the scanner's.
+    #[test]
+    fn a_runs_end_agrees_with_the_scanner(
+        recs in records(),
+        pad in any::<[u8; 4]>(),
+        t in tail(),
+        small_max in any::<bool>(),
+    ) {
+        let w = segment_of(0, pad, &recs);
+        let mut b = w.log.clone();
+        b[..4].copy_from_slice(&[0xFF; 4]);
+        let last = u64_at(&w.index, (recs.len() - 1) * 16 + 8) as usize;
+        match &t {
+            Tail::Cut(i) => b.truncate(last + i.index(b.len() - last)),
+            Tail::Flip(i, bit) => {
+                let at = last + i.index((b.len() - last).min(28));
+                b[at] ^= 1 << bit;
+            }
+            Tail::SmallSize(size, n) => {
+                b.extend_from_slice(&[0, 0, 0, *size]);
+                b.extend(std::iter::repeat_n(0, *n));
+            }
+            Tail::Bytes(v) => b.extend_from_slice(v),
+        }
+        let max = if small_max { 150 } else { 64 << 20 };
+        let (_, v) = engine(&b, 0, max, None, None);
+        prop_assert_eq!(as_model(&v), model(&b, 0, max, None, None));
+        check_run_ends(&b, &v, max);
     }
 }
 
@@ -589,6 +682,103 @@ fn two_damaged_ranges_in_one_segment() {
             }
             other => panic!("{other:?}"),
         }
+    }
+}
+
+/// A salvaged run ends at each kind of damage exactly as the scanner would end there
+/// (salvage checks a run's records with its own copy of the framing rule): each tail
+/// below follows a run, after damage that ended the segment's valid prefix.
+#[test]
+fn a_run_ends_at_each_damage_as_the_scanner_does() {
+    let w = seg(0, 10);
+    let mut b = w.log.clone();
+    overwrite(&mut b, pos(&w, 2), &[0xFF; 8]);
+    let run_end = b.len() as u64;
+    let next = |offset: u64| encoded(offset, b"after");
+    let rec = next(10);
+    let with = |at: usize, bytes: &[u8]| {
+        let mut r = rec.clone();
+        overwrite(&mut r, at, bytes);
+        r
+    };
+    let cases: Vec<(&str, Vec<u8>, Damage)> = vec![
+        ("3 bytes", vec![0, 0, 1], Damage::FewBytesLeft { remain: 3 }),
+        ("zeros", vec![0; 40], Damage::ZeroFill { bytes: 40 }),
+        (
+            "a small size, then zeros",
+            [&[0, 0, 0, 5][..], &[0; 36]].concat(),
+            Damage::SizeTooSmall { size: 5 },
+        ),
+        (
+            "a small size, the end",
+            vec![0, 0, 0, 27],
+            Damage::SizeTooSmall { size: 27 },
+        ),
+        (
+            "zeros, then a byte",
+            [&[0; 30][..], &[1]].concat(),
+            Damage::SizeTooSmall { size: 0 },
+        ),
+        (
+            "a size above the maximum",
+            with(0, &(1u32 << 30).to_be_bytes()),
+            Damage::SizeTooLarge {
+                size: 1 << 30,
+                max: 64 << 20,
+            },
+        ),
+        (
+            "a torn record",
+            rec[..rec.len() - 1].to_vec(),
+            Damage::Torn {
+                total: rec.len() as u64,
+                end: run_end + rec.len() as u64,
+                file_len: run_end + rec.len() as u64 - 1,
+            },
+        ),
+        (
+            "a key longer than the record",
+            with(20, &1000u32.to_be_bytes()),
+            Damage::KeyTooLong {
+                key_len: 1000,
+                size: rec.len() as u64 - 4,
+            },
+        ),
+        (
+            "lengths that disagree",
+            with(28, &6u32.to_be_bytes()),
+            Damage::LengthsDisagree {
+                key_len: 4,
+                value_len: 6,
+                size: rec.len() as u64 - 4,
+            },
+        ),
+        (
+            "the wrong offset",
+            next(11),
+            Damage::OffsetMismatch {
+                found: 11,
+                expected: 10,
+                base: 3,
+                index: 7,
+            },
+        ),
+    ];
+    for (what, tail, want) in cases {
+        let mut b = b.clone();
+        b.extend_from_slice(&tail);
+        let v = runs_of(&b, 0, None, None);
+        check_run_ends(&b, &v, 64 << 20);
+        assert_eq!(shape(&v), [(3, 7, pos(&w, 3) as u64)], "{what}");
+        assert_eq!(
+            v.runs[0].ends_in,
+            RunEnd::Damage(recoverfs::engine::scan::SegmentDamage {
+                position: run_end,
+                record: 7,
+                cause: want,
+            }),
+            "{what}"
+        );
     }
 }
 

@@ -56,6 +56,9 @@ enum Mutation {
     Splice(prop::sample::Index, Vec<u8>),
     ZeroTail(usize),
     Overwrite(prop::sample::Index, Vec<u8>),
+    /// After the last record: a size field too small for a record (1..=27) followed by
+    /// `n` zeros. Not a zero-filled tail (the size is not zero): bad-size.
+    SmallSizeThenZeros(u8, usize),
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -74,10 +77,17 @@ fn mutation() -> impl Strategy<Value = Mutation> {
             prop::collection::vec(prop_oneof![Just(0u8), Just(0xFF), any::<u8>()], 1..12)
         )
             .prop_map(|(i, v)| Mutation::Overwrite(i, v)),
+        (1u8..28, 0usize..64).prop_map(|(size, n)| Mutation::SmallSizeThenZeros(size, n)),
     ]
 }
 
 fn apply(mut b: Vec<u8>, m: &Mutation) -> Vec<u8> {
+    // Appended even to an empty segment: then the small size is its first field.
+    if let Mutation::SmallSizeThenZeros(size, n) = m {
+        b.extend_from_slice(&[0, 0, 0, *size]);
+        b.extend(std::iter::repeat_n(0, *n));
+        return b;
+    }
     if b.is_empty() {
         return b;
     }
@@ -93,6 +103,7 @@ fn apply(mut b: Vec<u8>, m: &Mutation) -> Vec<u8> {
             b.splice(at..at, v.iter().copied());
         }
         Mutation::ZeroTail(n) => b.extend(std::iter::repeat_n(0, *n)),
+        Mutation::SmallSizeThenZeros(..) => unreachable!("applied above"),
         Mutation::Overwrite(i, v) => {
             let at = i.index(b.len());
             for (k, x) in v.iter().enumerate() {

@@ -4,6 +4,7 @@ use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 static VERBOSITY: std::sync::atomic::AtomicI8 = std::sync::atomic::AtomicI8::new(0);
@@ -60,14 +61,25 @@ pub fn init(verbosity: i8, sink: Sink) -> Result<(), String> {
         }
         Sink::Syslog => {
             let w = Syslog::connect().map_err(|e| format!("syslog: {e}"))?;
-            b.without_time()
-                .with_target(false)
-                .with_level(false)
-                .with_writer(w)
+            syslog_subscriber(w, filter(verbosity))
                 .try_init()
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         }
     };
     Ok(())
+}
+
+/// The subscriber that sends lines to syslog: no time (syslog adds it), no level in the
+/// text (it is the line's severity), no target.
+fn syslog_subscriber(w: Syslog, filter: EnvFilter) -> impl tracing::Subscriber + Send + Sync {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .with_level(false)
+        .with_writer(w)
+        .finish()
 }
 
 /// Sends each log line as one datagram to syslog (RFC 3164 framing, facility daemon).
@@ -136,17 +148,21 @@ impl<'a> MakeWriter<'a> for Syslog {
         }
     }
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
-        let severity = match *meta.level() {
-            tracing::Level::ERROR => 3,
-            tracing::Level::WARN => 4,
-            tracing::Level::INFO => 6,
-            _ => 7,
-        };
         SyslogLine {
             to: self,
-            severity,
+            severity: severity(meta.level()),
             buf: Vec::new(),
         }
+    }
+}
+
+/// The syslog severity (RFC 5424) of a level: err, warning, info, debug (trace too).
+fn severity(level: &tracing::Level) -> u8 {
+    match *level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        _ => 7,
     }
 }
 
@@ -154,6 +170,9 @@ impl<'a> MakeWriter<'a> for Syslog {
 mod tests {
     use super::*;
 
+    /// Each level's line goes through the subscriber `--log syslog` installs, one datagram
+    /// per event, framed `<PRI>recoverfs[PID]: MSG` with facility daemon (3) and the
+    /// level's own severity: the test sets none itself.
     #[test]
     fn syslog_lines_are_framed_with_their_severity() {
         let dir = tempfile::tempdir().unwrap();
@@ -162,13 +181,30 @@ mod tests {
         let sock = UnixDatagram::unbound().unwrap();
         sock.connect(&path).unwrap();
         let s = Syslog { sock, pid: 7 };
-        let meta = tracing::Level::WARN;
-        let mut w = s.make_writer();
-        w.severity = if meta == tracing::Level::WARN { 4 } else { 6 };
-        w.write_all(b"mounted x on y\n").unwrap();
-        drop(w);
+        let sub = syslog_subscriber(s, EnvFilter::new("trace"));
+        tracing::subscriber::with_default(sub, || {
+            tracing::error!("e {}", 1);
+            tracing::warn!("mounted x on y");
+            tracing::info!("i");
+            tracing::debug!("d");
+            tracing::trace!("t");
+        });
+        server.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
         let mut buf = [0u8; 256];
-        let n = server.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"<28>recoverfs[7]: mounted x on y");
+        while let Ok(n) = server.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        // daemon (3) * 8 + severity: err 3, warning 4, info 6, debug 7 (trace too).
+        assert_eq!(
+            got,
+            [
+                "<27>recoverfs[7]: e 1",
+                "<28>recoverfs[7]: mounted x on y",
+                "<30>recoverfs[7]: i",
+                "<31>recoverfs[7]: d",
+                "<31>recoverfs[7]: t",
+            ]
+        );
     }
 }

@@ -10,7 +10,7 @@ use crate::engine::format::takhin::{
     INDEX_ENTRY_LEN,
 };
 use crate::engine::scan::{visit_records, ReadAt, RecordMeta, SegmentScan, Window};
-use std::io;
+use std::io::{self, Write};
 
 /// Which rebuilt index file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,7 +53,8 @@ pub fn read_rebuilt_index<S: ReadAt + ?Sized>(
     Ok(out)
 }
 
-/// Both rebuilt index files whole (for repair and tests; the mount reads ranges).
+/// Both rebuilt index files whole, in memory (for tests; repair streams them with
+/// [`stream_rebuilt_indexes`], the mount reads ranges).
 pub fn rebuild_indexes<S: ReadAt + ?Sized>(
     src: &S,
     scan: &SegmentScan,
@@ -61,11 +62,126 @@ pub fn rebuild_indexes<S: ReadAt + ?Sized>(
     let n = scan.index_bytes() as usize;
     let mut index = Vec::with_capacity(n);
     let mut timeindex = Vec::with_capacity(n);
-    visit_records(src, scan, 0, scan.records, |m| {
-        index.extend_from_slice(&entry_for(IndexKind::Offset, m));
-        timeindex.extend_from_slice(&entry_for(IndexKind::Time, m));
-    })?;
+    stream_rebuilt_indexes(src, scan, &mut index, &mut timeindex).map_err(StreamError::into_io)?;
     Ok((index, timeindex))
+}
+
+/// The size and CRC-32 of one rebuilt index file, taken as it streamed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexDigest {
+    pub bytes: u64,
+    pub crc32: u32,
+}
+
+/// What streaming the rebuilt indexes failed on: the `.log` read, or one index's writer.
+#[derive(Debug)]
+pub enum StreamError {
+    /// Reading the `.log`, or it no longer holds the records its scan found.
+    Read(io::Error),
+    /// Writing the rebuilt index of this kind.
+    Write(IndexKind, io::Error),
+}
+
+impl StreamError {
+    /// The underlying error, whichever side it came from.
+    pub fn into_io(self) -> io::Error {
+        match self {
+            StreamError::Read(e) | StreamError::Write(_, e) => e,
+        }
+    }
+}
+
+/// Bytes of rebuilt entries gathered before they are hashed and handed to a writer:
+/// a segment's indexes stream through this much memory each, whatever their size.
+const STREAM_BYTES: usize = 4096 * INDEX_ENTRY_LEN as usize;
+
+/// One rebuilt index on its way to its writer: a fixed block of entries, the
+/// CRC-32 and size of what was handed on, and the writer's first error (the walk
+/// cannot be stopped from its visitor; what follows an error is dropped).
+struct IndexStream<'w> {
+    kind: IndexKind,
+    out: &'w mut dyn Write,
+    block: Vec<u8>,
+    crc: crc32fast::Hasher,
+    bytes: u64,
+    failed: Option<io::Error>,
+}
+
+impl<'w> IndexStream<'w> {
+    fn new(kind: IndexKind, out: &'w mut dyn Write) -> Self {
+        IndexStream {
+            kind,
+            out,
+            block: Vec::with_capacity(STREAM_BYTES),
+            crc: crc32fast::Hasher::new(),
+            bytes: 0,
+            failed: None,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, m: &RecordMeta) {
+        self.block.extend_from_slice(&entry_for(self.kind, m));
+        if self.block.len() >= STREAM_BYTES {
+            self.hand_on();
+        }
+    }
+
+    fn hand_on(&mut self) {
+        if self.failed.is_none() {
+            self.crc.update(&self.block);
+            self.bytes += self.block.len() as u64;
+            if let Err(e) = self.out.write_all(&self.block) {
+                self.failed = Some(e);
+            }
+        }
+        self.block.clear();
+    }
+
+    fn finish(mut self) -> Result<IndexDigest, StreamError> {
+        self.hand_on();
+        if self.failed.is_none() {
+            if let Err(e) = self.out.flush() {
+                self.failed = Some(e);
+            }
+        }
+        match self.failed {
+            Some(e) => Err(StreamError::Write(self.kind, e)),
+            None => Ok(IndexDigest {
+                bytes: self.bytes,
+                crc32: self.crc.finalize(),
+            }),
+        }
+    }
+}
+
+/// Streams both rebuilt index files of `scan` to their writers in one walk of the
+/// records (give `io::sink()` for one not wanted: its digest is still taken), through
+/// one fixed block each, so memory does not grow with the segment. Returns each
+/// file's size and CRC-32 (`.index`, `.timeindex`).
+pub fn stream_rebuilt_indexes<S: ReadAt + ?Sized>(
+    src: &S,
+    scan: &SegmentScan,
+    index: &mut dyn Write,
+    timeindex: &mut dyn Write,
+) -> Result<(IndexDigest, IndexDigest), StreamError> {
+    let mut i = IndexStream::new(IndexKind::Offset, index);
+    let mut t = IndexStream::new(IndexKind::Time, timeindex);
+    visit_records(src, scan, 0, scan.records, |m| {
+        i.push(m);
+        t.push(m);
+    })
+    .map_err(StreamError::Read)?;
+    Ok((i.finish()?, t.finish()?))
+}
+
+/// The size and CRC-32 of both rebuilt index files, nothing of them kept.
+pub fn rebuilt_digests<S: ReadAt + ?Sized>(
+    src: &S,
+    scan: &SegmentScan,
+) -> io::Result<(IndexDigest, IndexDigest)> {
+    stream_rebuilt_indexes(src, scan, &mut io::sink(), &mut io::sink())
+        .map_err(StreamError::into_io)
 }
 
 /// How an original index file compares with the rebuilt one.
@@ -288,6 +404,83 @@ mod tests {
         assert_eq!(t, w.timeindex);
         let part = read_rebuilt_index(&w.log, &s, IndexKind::Offset, 16 * 1500 + 5, 40).unwrap();
         assert_eq!(part, w.index[16 * 1500 + 5..16 * 1500 + 45]);
+    }
+
+    /// A writer that takes `room` bytes, then fails like a full disk.
+    struct Full {
+        room: usize,
+        took: Vec<u8>,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.took.len() + b.len() > self.room {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.took.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Streamed through blocks (4096 entries), the indexes are the segment's own, whole,
+    /// around and across block boundaries; their digests are of exactly those bytes.
+    #[test]
+    fn streamed_indexes_are_whole_across_blocks() {
+        let block = STREAM_BYTES as u64 / INDEX_ENTRY_LEN;
+        for n in [0, 1, block - 1, block, block + 1, 2 * block + 3] {
+            let w = seg(n);
+            let s = scanned(&w);
+            let (mut i, mut t) = (Vec::new(), Vec::new());
+            let (di, dt) = stream_rebuilt_indexes(&w.log, &s, &mut i, &mut t).unwrap();
+            assert!(i == w.index && t == w.timeindex, "{n} records");
+            assert_eq!(
+                di,
+                IndexDigest {
+                    bytes: i.len() as u64,
+                    crc32: crc32fast::hash(&i)
+                }
+            );
+            assert_eq!(
+                dt,
+                IndexDigest {
+                    bytes: t.len() as u64,
+                    crc32: crc32fast::hash(&t)
+                }
+            );
+            assert_eq!(rebuilt_digests(&w.log, &s).unwrap(), (di, dt));
+        }
+    }
+
+    /// A writer's failure is reported as that index's, not as a read of the `.log`.
+    #[test]
+    fn a_failed_write_names_its_index() {
+        let w = seg(3 * STREAM_BYTES as u64 / INDEX_ENTRY_LEN);
+        let s = scanned(&w);
+        let mut full = Full {
+            room: STREAM_BYTES,
+            took: Vec::new(),
+        };
+        let e = stream_rebuilt_indexes(&w.log, &s, &mut io::sink(), &mut full).unwrap_err();
+        assert!(
+            matches!(&e, StreamError::Write(IndexKind::Time, e) if e.raw_os_error() == Some(libc::ENOSPC)),
+            "{e:?}"
+        );
+        assert!(
+            full.took == w.timeindex[..STREAM_BYTES],
+            "the first block, nothing after"
+        );
+        // A `.log` shorter than its scan says is a read error.
+        let e = stream_rebuilt_indexes(
+            &w.log[..w.log.len() / 2],
+            &s,
+            &mut io::sink(),
+            &mut io::sink(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, StreamError::Read(_)), "{e:?}");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 
 use super::interrupt::interrupted;
 use super::{io_at, RepairError, Result};
-use crate::engine::index::rebuild_indexes;
-use crate::engine::scan::{scan_segment, ScanOptions};
+use crate::engine::format::takhin::FileKind;
+use crate::engine::index::{stream_rebuilt_indexes, IndexDigest, IndexKind, StreamError};
+use crate::engine::scan::{scan_segment, ScanOptions, SegmentScan};
 use crate::engine::source::{advise_sequential, Source};
 use rustix::fs::{AtFlags, FlockOperation, Timespec, Timestamps, CWD};
 use rustix::io::Errno;
@@ -453,22 +454,74 @@ pub(super) fn write_copy(
     Ok(dst)
 }
 
-/// Scans a `.log` again and rebuilds both its indexes, for when no scan is at hand; with
-/// `limit`, only from its first `limit` bytes (what the repair keeps of it).
+/// Streams the rebuilt indexes of `scan` (whose records `src` holds: a `.log`, or a
+/// range of one) into new files, one per `outs` entry (`.index` or `.timeindex`; one
+/// not named is only walked), in one walk and through a fixed block per file: memory
+/// does not grow with the segment. Returns each file with its size and CRC-32, in
+/// `outs`' order. A failed read of `src` is reported by `read_err`; a file that could
+/// not be written, by its path.
+pub(super) fn write_rebuilt<S: crate::engine::scan::ReadAt + ?Sized>(
+    src: &S,
+    scan: &SegmentScan,
+    outs: &[(&Path, FileKind)],
+    read_err: &dyn Fn(io::Error) -> RepairError,
+) -> Result<Vec<(File, IndexDigest)>> {
+    let mut files = Vec::with_capacity(outs.len());
+    for (p, _) in outs {
+        files.push(create_new(p)?);
+    }
+    let at = |kind: FileKind| outs.iter().position(|(_, k)| *k == kind);
+    let (i, t) = (at(FileKind::Index), at(FileKind::TimeIndex));
+    let (mut sink_i, mut sink_t) = (io::sink(), io::sink());
+    let (mut fi, mut ft): (Option<&File>, Option<&File>) =
+        (i.map(|n| &files[n]), t.map(|n| &files[n]));
+    let wi: &mut dyn io::Write = match &mut fi {
+        Some(f) => f,
+        None => &mut sink_i,
+    };
+    let wt: &mut dyn io::Write = match &mut ft {
+        Some(f) => f,
+        None => &mut sink_t,
+    };
+    let (di, dt) = stream_rebuilt_indexes(src, scan, wi, wt).map_err(|e| match e {
+        StreamError::Read(e) => read_err(e),
+        StreamError::Write(kind, e) => {
+            let n = match kind {
+                IndexKind::Offset => i,
+                IndexKind::Time => t,
+            };
+            let path = n.map_or(Path::new(""), |n| outs[n].0);
+            io_at(path, "could not write")(e)
+        }
+    })?;
+    Ok(files
+        .into_iter()
+        .zip(outs)
+        .map(|(f, (_, kind))| (f, if *kind == FileKind::Index { di } else { dt }))
+        .collect())
+}
+
+/// Scans a `.log` again and streams its rebuilt `kind` index into a new file at `dst`,
+/// for when no scan is at hand; with `limit`, only from its first `limit` bytes (what
+/// the repair keeps of it). Returns the file, its size and CRC-32.
 pub(super) fn rebuild_from(
     source: &Source,
     rel: &Path,
     base: u64,
     limit: Option<&u64>,
     opts: &ScanOptions,
-) -> Result<(Vec<u8>, Vec<u8>)> {
+    dst: &Path,
+    kind: FileKind,
+) -> Result<(File, IndexDigest)> {
     let path = &source.display_path(rel);
     let f = source.file(rel).map_err(io_at(path, "could not open"))?;
     let len = f.metadata().map_err(io_at(path, "could not stat"))?.len();
     let len = limit.map_or(len, |l| len.min(*l));
     advise_sequential(&f);
     let scan = scan_segment(&f, len, base, opts, |_| {}).map_err(io_at(path, "could not read"))?;
-    rebuild_indexes(&f, &scan).map_err(io_at(path, "could not read"))
+    let read_err = |e| io_at(path, "could not read")(e);
+    let mut written = write_rebuilt(&f, &scan, &[(dst, kind)], &read_err)?;
+    Ok(written.remove(0))
 }
 
 /// Starts writing a file's dirty pages back without waiting, so that the fsync at the

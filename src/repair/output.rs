@@ -3,7 +3,7 @@
 use super::fsio::{
     check_data_dir, copy_range_with_crc, create_new, fsync, fsync_dir, is_empty_or_missing,
     lock_dir, open_checked, resolve, run_jobs, set_link_times, start_writeback, tmp_beside,
-    write_copy, Attrs, CopyStats, Progress,
+    write_copy, write_rebuilt, Attrs, CopyStats, Progress,
 };
 use super::interrupt::{finish_writing, start_writing};
 use super::steps::{pause_at, Steps};
@@ -11,14 +11,12 @@ use super::tree::{analyze_with, build_plan, Content, Entry, TreePlan};
 use super::{interrupted_with, io_at, RepairError, Result};
 use crate::engine::analysis::AnalyzeOptions;
 use crate::engine::format::takhin::FileKind;
-use crate::engine::index::rebuild_indexes;
 use crate::engine::replica::Prefer;
 use crate::engine::report::Report;
 use crate::engine::salvage::Shifted;
 use crate::engine::scan::SegmentScan;
 use crate::engine::source::Source;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -188,13 +186,14 @@ fn write_run_file(source: &Source, dst: &Path, content: &Content, stats: &CopySt
     // A healed range's bytes come from its replica, through the replica's own door.
     let source = replica.as_deref().unwrap_or(source);
     let src = open_checked(source, log, original_len)?;
-    let mut f = create_new(dst)?;
-    match content {
+    let f = match content {
         Content::Range { len, .. } => {
+            let f = create_new(dst)?;
             // Holes stay holes (the CRC-32 is not needed here).
             copy_range_with_crc(&src, &source.display_path(log), start, *len, &f, dst)?;
             stats.add_bytes(*len);
             CopyStats::add(&stats.plain_copied, *len);
+            f
         }
         Content::RunIndex { kind, scan, .. } => {
             let view = Shifted {
@@ -202,22 +201,17 @@ fn write_run_file(source: &Source, dst: &Path, content: &Content, stats: &CopySt
                 start,
                 len: scan.valid_bytes,
             };
-            let (index, timeindex) =
-                rebuild_indexes(&view, scan).map_err(|e| RepairError::SourceChanged {
-                    path: source.display_path(log),
-                    what: e.to_string(),
-                })?;
-            let bytes = if *kind == FileKind::Index {
-                index
-            } else {
-                timeindex
+            let changed = |e: std::io::Error| RepairError::SourceChanged {
+                path: source.display_path(log),
+                what: e.to_string(),
             };
-            f.write_all(&bytes).map_err(io_at(dst, "could not write"))?;
-            stats.add_bytes(bytes.len() as u64);
-            CopyStats::add(&stats.generated, bytes.len() as u64);
+            let (f, digest) = write_rebuilt(&view, scan, &[(dst, *kind)], &changed)?.remove(0);
+            stats.add_bytes(digest.bytes);
+            CopyStats::add(&stats.generated, digest.bytes);
+            f
         }
         _ => unreachable!("only salvaged runs' files are written here"),
-    }
+    };
     start_writeback(&f);
     CopyStats::add(&stats.files, 1);
     Ok(())
@@ -312,24 +306,20 @@ fn write_tree(
     run_jobs(&rebuilt, |(log, scan, outs)| {
         let log_path = source.display_path(log);
         let src = open_checked(source, log, scan.original_bytes)?;
-        let (index, timeindex) =
-            rebuild_indexes(&src, scan).map_err(|e| RepairError::SourceChanged {
-                path: log_path.clone(),
-                what: e.to_string(),
-            })?;
-        for (rel, kind) in outs {
-            let bytes = if *kind == FileKind::Index {
-                &index
-            } else {
-                &timeindex
-            };
-            let dst = root.join(rel);
-            let mut f = create_new(&dst)?;
-            f.write_all(bytes).map_err(io_at(&dst, "could not write"))?;
+        let dsts: Vec<(PathBuf, FileKind)> = outs
+            .iter()
+            .map(|(rel, kind)| (root.join(rel), *kind))
+            .collect();
+        let dsts: Vec<(&Path, FileKind)> = dsts.iter().map(|(p, k)| (p.as_path(), *k)).collect();
+        let changed = |e: std::io::Error| RepairError::SourceChanged {
+            path: log_path.clone(),
+            what: e.to_string(),
+        };
+        for (f, digest) in write_rebuilt(&src, scan, &dsts, &changed)? {
             start_writeback(&f);
             CopyStats::add(&stats.files, 1);
-            stats.add_bytes(bytes.len() as u64);
-            CopyStats::add(&stats.generated, bytes.len() as u64);
+            stats.add_bytes(digest.bytes);
+            CopyStats::add(&stats.generated, digest.bytes);
         }
         Ok(())
     })?;

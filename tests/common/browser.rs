@@ -12,11 +12,7 @@ pub fn chromium() -> Option<PathBuf> {
         .iter()
         .find_map(|b| recoverfs::cli::sys::which(b));
     if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "no chromium installed (apt-get install chromium), and CI=true"
-        );
-        eprintln!("skipped: no chromium installed (apt-get install chromium)");
+        super::cannot_test("no chromium installed (apt-get install chromium)");
     }
     found
 }

@@ -22,6 +22,22 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+/// True under CI (`CI` set to anything but empty, `0` or `false`, as CI services set it).
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// For a test that cannot run here (a tool, a permission or a kernel feature missing):
+/// says so on stderr, and the caller returns. Under CI it fails instead: CI installs
+/// everything the suite uses (`.ci/run`), so a skip there would hide an untested feature.
+pub fn cannot_test(why: &str) {
+    assert!(
+        !under_ci(),
+        "not tested under CI: {why} (CI must provide it; see .ci/run)"
+    );
+    eprintln!("not tested here: {why}");
+}
+
 /// `tests/fixtures/takhin`, the copy of the reference Takhin engine's logs.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/takhin")

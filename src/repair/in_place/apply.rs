@@ -1,13 +1,12 @@
 //! Applying an in-place repair's manifest: each entry found done or not, then done (written beside, checked, renamed, fsynced), the replicas' doors, and the CRC-32 of a range read from the backup or a replica.
 
 use crate::engine::format::takhin::FileKind;
-use crate::engine::index::rebuild_indexes;
 use crate::engine::salvage::Shifted;
 use crate::engine::scan::{scan_segment, ScanOptions};
 use crate::engine::source::{advise_sequential, Source};
 use crate::repair::fsio::{
     copy_range_with_crc, crc_of_file, create_new, fsync, fsync_dir, rebuild_from, stat_source,
-    tmp_beside, write_copy, Attrs, CopyStats, BUF_BYTES,
+    tmp_beside, write_copy, write_rebuilt, Attrs, CopyStats, BUF_BYTES,
 };
 use crate::repair::manifest::{
     write_manifest, Action, Manifest, ManifestEntry, ManifestState, Original, OriginalKind,
@@ -18,7 +17,7 @@ use crate::repair::{io_at, RepairError, Result};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -284,22 +283,22 @@ pub(super) fn apply(
                     let base = segment_base(&rel, backup, e)?;
                     // Rebuilt from the bytes the .log keeps, cut or not yet: its valid prefix
                     // for a cut at damage, its records before a preferred one for a split.
-                    let (i, t) = rebuild_from(source, &log_name, base, cuts.get(&log_name), &opts)?;
-                    let bytes = if rel.extension() == Some(OsStr::new(FileKind::Index.ext())) {
-                        i
+                    let kind = if rel.extension() == Some(OsStr::new(FileKind::Index.ext())) {
+                        FileKind::Index
                     } else {
-                        t
+                        FileKind::TimeIndex
                     };
-                    if bytes.len() as u64 != new.bytes || Some(crc32fast::hash(&bytes)) != new.crc32
-                    {
+                    let limit = cuts.get(&log_name);
+                    let (f, digest) =
+                        rebuild_from(source, &log_name, base, limit, &opts, &tmp, kind)?;
+                    if digest.bytes != new.bytes || Some(digest.crc32) != new.crc32 {
+                        // Not what was planned: nothing of it is left beside the path.
+                        let _ = fs::remove_file(&tmp);
                         return Err(RepairError::SourceChanged {
                             path: log_path,
                             what: "no longer yields the index planned from it".into(),
                         });
                     }
-                    let mut f = create_new(&tmp)?;
-                    f.write_all(&bytes)
-                        .map_err(io_at(&tmp, "could not write"))?;
                     let m = match source.metadata(&rel) {
                         Ok(m) if m.is_file() => m,
                         _ => stat_source(source, &log_name)?,
@@ -408,24 +407,26 @@ pub(super) fn write_range(
     };
     let read = |e: io::Error| io_at(&src_path, "could not read")(e);
     let scan = scan_segment(&view, from.bytes, base, opts, |_| {}).map_err(read)?;
-    let (i, t) = rebuild_indexes(&view, &scan).map_err(read)?;
-    let bytes = if rel.extension() == Some(OsStr::new(FileKind::Index.ext())) {
-        i
-    } else {
-        t
-    };
-    if scan.valid_bytes != from.bytes
-        || bytes.len() as u64 != new.bytes
-        || Some(crc32fast::hash(&bytes)) != new.crc32
-    {
-        return Err(damaged(format!(
+    let wrong_run = || {
+        damaged(format!(
             "no longer yields the salvaged run at bytes {}..{end}, nor the index planned from it",
             from.position
-        )));
+        ))
+    };
+    if scan.valid_bytes != from.bytes {
+        return Err(wrong_run());
     }
-    let mut out = create_new(tmp)?;
-    out.write_all(&bytes)
-        .map_err(io_at(tmp, "could not write"))?;
+    let kind = if rel.extension() == Some(OsStr::new(FileKind::Index.ext())) {
+        FileKind::Index
+    } else {
+        FileKind::TimeIndex
+    };
+    let (out, digest) = write_rebuilt(&view, &scan, &[(tmp, kind)], &read)?.remove(0);
+    if digest.bytes != new.bytes || Some(digest.crc32) != new.crc32 {
+        // Not the planned index: nothing of it is left beside the path.
+        let _ = fs::remove_file(tmp);
+        return Err(wrong_run());
+    }
     Ok(out)
 }
 

@@ -1,7 +1,7 @@
 //! The plan of an in-place repair: one manifest entry per change (truncate, remove, rebuild, salvage, heal), each with what the original holds and what replaces it.
 
 use crate::engine::format::takhin::{segment_file_name, FileKind};
-use crate::engine::index::{rebuild_indexes, IndexKind};
+use crate::engine::index::{rebuilt_digests, IndexDigest, IndexKind};
 use crate::engine::layout::{escape_path, Layout};
 use crate::engine::report::{HealedReport, HealedRole, Report, SalvagedReport, SegmentReport};
 use crate::engine::salvage::Shifted;
@@ -119,8 +119,8 @@ pub(super) fn damage_why(seg: Option<&SegmentReport>) -> String {
     }
 }
 
-/// A rebuilt `.index` and `.timeindex`.
-pub(super) type Indexes = (Vec<u8>, Vec<u8>);
+/// The size and CRC-32 of a rebuilt `.index` and `.timeindex` (streamed by, not kept).
+pub(super) type Indexes = (IndexDigest, IndexDigest);
 /// A salvaged run's rebuilt indexes, by the original `.log` and the run's position in it.
 pub(super) type RunIndexes = ((PathBuf, u64), Indexes);
 /// A healed range's rebuilt indexes, by the replica (`--replica` number), its `.log` and the range's position.
@@ -128,7 +128,7 @@ pub(super) type HealIndexes = ((usize, PathBuf, u64), Indexes);
 
 /// The planned replacement of a rebuilt `.index` (or `.timeindex`, by `kind`):
 /// its size and CRC-32. A `.log`'s (or a range's) two indexes come from one walk,
-/// so the last pair built is kept in `cache` under `key` for its sibling; `build`
+/// so the last pair's digests are kept in `cache` under `key` for its sibling; `build`
 /// walks again on a miss.
 pub(super) fn rebuilt_replacement<K: PartialEq>(
     cache: &mut Option<(K, Indexes)>,
@@ -140,14 +140,14 @@ pub(super) fn rebuilt_replacement<K: PartialEq>(
         Some((_, r)) => r,
         None => build()?,
     };
-    let bytes = if kind == FileKind::Index {
-        &indexes.0
+    let digest = if kind == FileKind::Index {
+        indexes.0
     } else {
-        &indexes.1
+        indexes.1
     };
     let new = Replacement {
-        bytes: bytes.len() as u64,
-        crc32: Some(crc32fast::hash(bytes)),
+        bytes: digest.bytes,
+        crc32: Some(digest.crc32),
     };
     *cache = Some((key, indexes));
     Ok(new)
@@ -261,7 +261,7 @@ pub(super) fn heal_entry(
                     start: h.position,
                     len: h.scan.valid_bytes,
                 };
-                rebuild_indexes(&view, &h.scan).map_err(|e| RepairError::SourceChanged {
+                rebuilt_digests(&view, &h.scan).map_err(|e| RepairError::SourceChanged {
                     path: rsrc.display_path(&h.file),
                     what: e.to_string(),
                 })
@@ -448,7 +448,7 @@ pub(super) fn in_place_entries(
                         start: *start,
                         len: scan.valid_bytes,
                     };
-                    rebuild_indexes(&view, scan).map_err(|e| RepairError::SourceChanged {
+                    rebuilt_digests(&view, scan).map_err(|e| RepairError::SourceChanged {
                         path: data.join(log),
                         what: e.to_string(),
                     })
@@ -477,7 +477,7 @@ pub(super) fn in_place_entries(
                 // Another segment's pair is dropped before this one is built.
                 let new = rebuilt_replacement(&mut rebuilt_cache, log.clone(), *kind, || {
                     let f = open_checked(source, log, scan.original_bytes)?;
-                    rebuild_indexes(&f, scan).map_err(|e| RepairError::SourceChanged {
+                    rebuilt_digests(&f, scan).map_err(|e| RepairError::SourceChanged {
                         path: data.join(log),
                         what: e.to_string(),
                     })
