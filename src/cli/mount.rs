@@ -6,7 +6,7 @@ use crate::cli::sys::{
 };
 use crate::cli::writable::{self, Layers};
 use crate::cli::{choices, EngineArgs, EXIT_ERROR};
-use crate::engine::layout::{discover_target, Target, TargetError};
+use crate::engine::layout::{discover_target_with, Target, TargetError};
 use crate::engine::policy::Policy;
 use crate::engine::replica::{Prefer, Replicas};
 use crate::engine::scan::ScanOptions;
@@ -352,12 +352,15 @@ fn precheck(s: &mut Settings) -> Result<(), String> {
 
 /// Refuses a source holding no Takhin log, as `check` and `repair` do: an
 /// empty view over a mistyped path would look like a recovered log that lost everything.
-fn refuse_empty(source: &std::path::Path) -> Result<(), String> {
+fn refuse_empty(
+    source: &std::path::Path,
+    mounts: crate::engine::source::Mounts,
+) -> Result<(), String> {
     let target = Target {
         root: source.to_path_buf(),
         only_segment: None,
     };
-    match discover_target(&target) {
+    match discover_target_with(&target, mounts) {
         Err(e @ TargetError::NoLog { .. }) => Err(format!(
             "source {}; --allow-empty (-o allow_empty) mounts it anyway, e.g. a broker's \
              directory before its first partition",
@@ -429,7 +432,7 @@ pub fn run(a: &MountArgs) -> ExitCode {
     let child = std::env::var_os(CHILD_ENV).is_some();
     // The parent has looked already: the daemon it starts need not walk the tree again.
     if !child && !s.allow_empty {
-        if let Err(e) = refuse_empty(&s.source) {
+        if let Err(e) = refuse_empty(&s.source, s.mounts) {
             return fail(e);
         }
     }
