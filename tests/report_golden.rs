@@ -7,7 +7,7 @@
 //! deliberate command (an ignored test that does nothing without the variable):
 //!
 //! ```sh
-//! RECOVERFS_WRITE_GOLDEN=1 cargo test --release --test report_golden -- --ignored write_the_stored_reports
+//! RECOVERFS_WRITE_GOLDEN=1 cargo test --release --test suite -- --ignored report_golden::write_the_stored_reports
 //! ```
 //!
 //! then run the comparison on its own, and say in the commit what changed and why it is right.

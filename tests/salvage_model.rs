@@ -1019,7 +1019,7 @@ fn hex(b: &[u8]) -> String {
 /// ```text
 /// recoverfs synth /var/tmp/rfs-salvage --partitions 1 --segment-mb 1024
 /// RECOVERFS_SALVAGE_LOG=/var/tmp/rfs-salvage/topic-0/partition-0/00000000000000000000.log \
-///   cargo test --release --test salvage_model -- --ignored --nocapture bench
+///   cargo test --release --test suite -- --ignored --nocapture salvage_model::bench
 /// ```
 #[test]
 #[ignore]
