@@ -578,7 +578,12 @@ mod tests {
         let p = t.path().join("b.jsonl");
         let e = FileEntry::new(
             Path::new("x/\u{e9}.log"),
-            sums(&[1u8; 70_000], None, 7),
+            {
+                // Saved baselines use BLOCK_BYTES, which the loader checks the lists against.
+                let mut b = BlockSums::new(BLOCK_BYTES);
+                b.feed(0, &[1u8; 70_000]);
+                b.finish(70_000).unwrap()
+            },
             3,
             4,
         );
