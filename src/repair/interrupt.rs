@@ -85,7 +85,8 @@ pub(super) fn interrupted() -> Result<()> {
     Ok(())
 }
 
-/// True once a stop was asked for.
+/// True once a stop was asked for (the test-only pause hook waits on it).
+#[cfg(feature = "fault-injection")]
 pub(super) fn stop_asked() -> bool {
     STATE.load(Ordering::Relaxed) == STOP
 }
