@@ -2002,3 +2002,58 @@ fn a_source_watch_that_lost_events_drops_every_cached_name_and_attribute() {
     cut.extend_from_slice(b"plain");
     v.watch_events(&w, &cut);
 }
+
+/// Bug: `repair --output NEW_DIR` and `repair --in-place --backup DIR` created the missing
+/// parents of NEW_DIR and of the backup (`create_dir_all`) without making their names
+/// durable: a power cut after a run that had reported success lost NEW_DIR whole, and in
+/// place lost the backup while the originals it held were already replaced (found by the
+/// power-loss filesystem of tests/power_loss.rs). Fixed by creating them through
+/// `fsio::create_dir_all_durable`, which fsyncs every directory that gained a name.
+#[test]
+fn a_new_parent_of_the_output_or_the_backup_survives_a_power_cut() {
+    use common::powerfs::PowerFs;
+    let backing = tempfile::tempdir().unwrap();
+    let master = small_damaged();
+    for d in ["a", "b"] {
+        let o = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(master.path())
+            .arg(backing.path().join(d))
+            .status()
+            .unwrap();
+        assert!(o.success());
+    }
+    let originals = items(master.path());
+    let mut pfs = PowerFs::mount(backing.path());
+    let new = pfs.path().join("out/deeper/new");
+    let backup = pfs.path().join("backups/deeper/b");
+    assert_ok(&repair_output(&pfs.path().join("a"), &new, &[]), "--output");
+    assert_ok(
+        &repair_in_place(&pfs.path().join("b"), &backup, &[]),
+        "--in-place",
+    );
+    let want_out = items(&new);
+    let want_in_place = items(&pfs.path().join("b"));
+    pfs.power_cut();
+    assert!(new.is_dir(), "NEW_DIR lost at a power cut after the run");
+    assert_trees_eq(&items(&new), &want_out, "NEW_DIR after a power cut");
+    assert_trees_eq(
+        &files_only(items(&pfs.path().join("b"))),
+        &files_only(want_in_place),
+        "in place, after a power cut",
+    );
+    // Every original the repair changed is whole in the backup.
+    let now = items(&pfs.path().join("b"));
+    for (rel, orig) in &originals {
+        if let Item::File { bytes, .. } = orig {
+            if now.get(rel) != Some(orig) {
+                let copy = fs::read(backup.join(rel)).ok();
+                assert!(
+                    copy.as_ref() == Some(bytes),
+                    "{}: replaced, and its backup lost at the power cut",
+                    rel.display()
+                );
+            }
+        }
+    }
+}

@@ -304,6 +304,36 @@ pub(super) fn fsync_dir(path: &Path) -> Result<()> {
     fsync(&d, path)
 }
 
+/// Creates `dir` and whichever of its ancestors are missing, and makes each new name
+/// durable: without the fsync of every directory that gained one, a power cut can take a
+/// new parent away with all that was written (and fsynced) below it.
+pub(super) fn create_dir_all_durable(dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut p = dir;
+    loop {
+        match fs::symlink_metadata(p) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                missing.push(p);
+                match p.parent() {
+                    Some(q) if !q.as_os_str().is_empty() => p = q,
+                    _ => break,
+                }
+            }
+            Err(e) => return Err(io_at(p, "could not stat")(e)),
+        }
+    }
+    fs::create_dir_all(dir).map_err(io_at(dir, "could not create"))?;
+    // Deepest first: each directory that gained a name, then the one above it.
+    for m in missing {
+        match m.parent() {
+            Some(q) if !q.as_os_str().is_empty() => fsync_dir(q)?,
+            _ => fsync_dir(Path::new("."))?,
+        }
+    }
+    Ok(())
+}
+
 /// Runs `f` over `jobs` on a few threads; the first error stops the rest.
 pub(super) fn run_jobs<T: Sync>(jobs: &[T], f: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
     let next = AtomicUsize::new(0);

@@ -1,9 +1,9 @@
 //! `repair --output NEW_DIR`: the whole tree written beside NEW_DIR, fsynced, renamed into place.
 
 use super::fsio::{
-    check_data_dir, create_new, fsync, fsync_dir, is_empty_or_missing, lock_dir, open_checked,
-    resolve, run_jobs, set_link_times, start_writeback, tmp_beside, write_copy, Attrs, CopyStats,
-    Progress,
+    check_data_dir, create_dir_all_durable, create_new, fsync, fsync_dir, is_empty_or_missing,
+    lock_dir, open_checked, resolve, run_jobs, set_link_times, start_writeback, tmp_beside,
+    write_copy, Attrs, CopyStats, Progress,
 };
 use super::steps::Steps;
 use super::tree::{analyze_with, build_plan, Content, Entry, TreePlan};
@@ -86,7 +86,7 @@ pub fn repair_to_with(
         (Some(p), Some(_)) => p.to_path_buf(),
         _ => return Err(RepairError::OutputNotEmpty(output.to_path_buf())),
     };
-    fs::create_dir_all(&parent).map_err(io_at(&parent, "could not create"))?;
+    create_dir_all_durable(&parent)?;
     // Two runs writing to the same parent would share the temporary sibling.
     let _lock = lock_dir(&parent)?;
     // A fixed sibling name: a run killed earlier left this, and it is ours to clear.

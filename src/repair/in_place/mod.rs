@@ -1,8 +1,8 @@
 //! `repair --in-place --backup DIR`: the plan of changes, then its three phases (back up, apply, done).
 
 use super::fsio::{
-    check_data_dir, copy_with_crc, create_new, fsync, fsync_dir, lock_dir, open_checked, resolve,
-    tmp_beside, Attrs, Progress,
+    check_data_dir, copy_with_crc, create_dir_all_durable, create_new, fsync, fsync_dir, lock_dir,
+    open_checked, resolve, tmp_beside, Attrs, Progress,
 };
 use super::manifest::{
     backup_is_blank, read_manifest, write_manifest, Action, Manifest, ManifestEntry, ManifestState,
@@ -191,7 +191,9 @@ pub fn repair_in_place(
         entries: summary.entries.clone(),
         replicas: replica_names,
     };
-    fs::create_dir_all(backup).map_err(io_at(backup, "could not create"))?;
+    // Its name, and any parent made for it, durable before an original is changed.
+    create_dir_all_durable(backup)?;
+    // A directory given empty may have been made just before: its name too.
     if let Some(parent) = backup_abs.parent() {
         fsync_dir(parent)?;
     }
