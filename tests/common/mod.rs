@@ -1,12 +1,14 @@
 //! Shared test helpers: fixture paths, temporary copies, and snapshots proving a source tree
 //! was not touched (here); the CLI runner and one helper per repeated invocation (`cli`);
 //! the engine's verdicts (`engine`); segment writers (`segments`); damaged trees and tree
-//! comparisons (`trees`); the guarded FUSE mount (`mount`, used by name).
+//! comparisons (`trees`); the guarded FUSE mount (`mount`, used by name); the filesystem that
+//! forgets what was not made durable at a simulated power cut (`powerfs`, used by name).
 #![allow(dead_code)]
 
 pub mod cli;
 pub mod engine;
 pub mod mount;
+pub mod powerfs;
 pub mod segments;
 pub mod trees;
 
