@@ -2057,3 +2057,38 @@ fn a_new_parent_of_the_output_or_the_backup_survives_a_power_cut() {
         }
     }
 }
+
+/// Bug: when the fsync that makes a new parent of NEW_DIR (or of the backup) durable
+/// failed (EIO), the rerun found that parent already there, synced nothing above NEW_DIR,
+/// and reported success; a power cut then lost NEW_DIR whole. Fixed in
+/// `fsio::create_dir_all_durable`, which now syncs every ancestor, made now or not.
+#[test]
+fn a_parent_left_unsynced_by_a_failed_run_is_synced_by_the_rerun() {
+    use common::powerfs::{Fault, Op, PowerFs};
+    let backing = tempfile::tempdir().unwrap();
+    let master = small_damaged();
+    let o = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(master.path())
+        .arg(backing.path().join("a"))
+        .status()
+        .unwrap();
+    assert!(o.success());
+    let mut pfs = PowerFs::mount(backing.path());
+    let new = pfs.path().join("out/new");
+    // The first fsync of the run is the one that makes `out` durable.
+    pfs.inject(Fault {
+        op: Op::Fsync,
+        nth: 1,
+        errno: libc::EIO,
+    });
+    let o = repair_output(&pfs.path().join("a"), &new, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(pfs.path().join("out").is_dir());
+    pfs.clear_faults();
+    assert_ok(&repair_output(&pfs.path().join("a"), &new, &[]), "the rerun");
+    let want = items(&new);
+    pfs.power_cut();
+    assert!(new.is_dir(), "NEW_DIR lost at a power cut after the rerun");
+    assert_trees_eq(&items(&new), &want, "NEW_DIR after a power cut");
+}

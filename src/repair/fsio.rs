@@ -304,32 +304,28 @@ pub(super) fn fsync_dir(path: &Path) -> Result<()> {
     fsync(&d, path)
 }
 
-/// Creates `dir` and whichever of its ancestors are missing, and makes each new name
-/// durable: without the fsync of every directory that gained one, a power cut can take a
-/// new parent away with all that was written (and fsynced) below it.
+/// Creates `dir` and whichever of its ancestors are missing, then makes every name on
+/// the way down to it durable (an fsync of each ancestor, up to the root): without that a
+/// power cut can take a new parent away with all that was written and fsynced below it.
+/// Those that existed are synced too, since an earlier run may have made one and failed
+/// to sync it, and nothing else tells them apart; an ancestor we may not open, or whose
+/// filesystem cannot sync a directory, was not made by a repair, and stops the walk.
 pub(super) fn create_dir_all_durable(dir: &Path) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut p = dir;
-    loop {
-        match fs::symlink_metadata(p) {
-            Ok(_) => break,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                missing.push(p);
-                match p.parent() {
-                    Some(q) if !q.as_os_str().is_empty() => p = q,
-                    _ => break,
-                }
-            }
-            Err(e) => return Err(io_at(p, "could not stat")(e)),
-        }
-    }
     fs::create_dir_all(dir).map_err(io_at(dir, "could not create"))?;
-    // Deepest first: each directory that gained a name, then the one above it.
-    for m in missing {
-        match m.parent() {
-            Some(q) if !q.as_os_str().is_empty() => fsync_dir(q)?,
-            _ => fsync_dir(Path::new("."))?,
+    let abs = std::path::absolute(dir).map_err(io_at(dir, "could not resolve"))?;
+    let mut p = abs.as_path();
+    while let Some(parent) = p.parent() {
+        let d = match File::open(parent) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => break,
+            Err(e) => return Err(io_at(parent, "could not open the directory")(e)),
+        };
+        match d.sync_all() {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EROFS)) => break,
+            Err(e) => return Err(io_at(parent, "could not fsync")(e)),
         }
+        p = parent;
     }
     Ok(())
 }

@@ -147,7 +147,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn of(&self, op: Op) -> u64 {
+    pub fn of(&self, op: Op) -> u64 {
         match op {
             Op::Fsync => self.fsyncs,
             Op::Rename => self.renames,

@@ -191,12 +191,8 @@ pub fn repair_in_place(
         entries: summary.entries.clone(),
         replicas: replica_names,
     };
-    // Its name, and any parent made for it, durable before an original is changed.
+    // Its name, and every name above it, durable before an original is changed.
     create_dir_all_durable(backup)?;
-    // A directory given empty may have been made just before: its name too.
-    if let Some(parent) = backup_abs.parent() {
-        fsync_dir(parent)?;
-    }
     write_manifest(backup, &manifest, &mut steps)?;
     back_up(&layout.source, backup, &mut manifest, &mut steps)?;
     manifest.state = ManifestState::BackedUp;
