@@ -2086,9 +2086,52 @@ fn a_parent_left_unsynced_by_a_failed_run_is_synced_by_the_rerun() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(pfs.path().join("out").is_dir());
     pfs.clear_faults();
-    assert_ok(&repair_output(&pfs.path().join("a"), &new, &[]), "the rerun");
+    assert_ok(
+        &repair_output(&pfs.path().join("a"), &new, &[]),
+        "the rerun",
+    );
     let want = items(&new);
     pfs.power_cut();
     assert!(new.is_dir(), "NEW_DIR lost at a power cut after the rerun");
     assert_trees_eq(&items(&new), &want, "NEW_DIR after a power cut");
+}
+
+/// Bug: when the last fsync of `repair --output` (NEW_DIR's parent, after the rename)
+/// failed, NEW_DIR stayed, whole but not known durable, with an error; the same command
+/// run again then refused it as "not empty" and never finished. Fixed in `output.rs`:
+/// NEW_DIR is taken back out (all or nothing) and the error says to run again.
+#[test]
+fn a_failed_last_fsync_of_output_leaves_no_new_dir_and_the_rerun_finishes() {
+    use common::powerfs::{Fault, Op, PowerFs};
+    let backing = tempfile::tempdir().unwrap();
+    let master = small_damaged();
+    let o = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(master.path())
+        .arg(backing.path().join("a"))
+        .status()
+        .unwrap();
+    assert!(o.success());
+    let pfs = PowerFs::mount(backing.path());
+    let src = pfs.path().join("a");
+    fs::create_dir(pfs.path().join("out")).unwrap();
+    assert_ok(
+        &repair_output(&src, &pfs.path().join("out/first"), &[]),
+        "--output",
+    );
+    let last = pfs.counts().fsyncs;
+    let want = items(&pfs.path().join("out/first"));
+    let new = pfs.path().join("out/new");
+    pfs.inject(Fault {
+        op: Op::Fsync,
+        nth: last,
+        errno: libc::EIO,
+    });
+    let o = repair_output(&src, &new, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("run the same command again"), "{}", stderr(&o));
+    assert!(!new.exists(), "NEW_DIR left, not known to be durable");
+    pfs.clear_faults();
+    assert_ok(&repair_output(&src, &new, &[]), "the rerun");
+    assert_trees_eq(&items(&new), &want, "the rerun");
 }

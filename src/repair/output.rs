@@ -112,7 +112,22 @@ pub fn repair_to_with(
         io_at(output, "could not rename the finished tree into place")(e)
     })?;
     steps.step("tree renamed into place, parent not yet synced");
-    fsync_dir(&parent)?;
+    if let Err(e) = fsync_dir(&parent) {
+        // NEW_DIR's name is not known to be durable: taken back out, so that --output stays
+        // all or nothing and the same command run again writes it anew (a rerun refuses a
+        // NEW_DIR that is not empty).
+        if fs::rename(&out_abs, &tmp).is_ok() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        return Err(match e {
+            RepairError::Io { path, source, .. } => RepairError::Io {
+                path,
+                what: "could not fsync, so the finished tree was taken back out of it (run the same command again)",
+                source,
+            },
+            other => other,
+        });
+    }
     Ok(OutputSummary {
         report,
         files: CopyStats::get(&stats.files),
