@@ -2129,9 +2129,61 @@ fn a_failed_last_fsync_of_output_leaves_no_new_dir_and_the_rerun_finishes() {
     });
     let o = repair_output(&src, &new, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("run the same command again"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("run the same command again"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!new.exists(), "NEW_DIR left, not known to be durable");
     pfs.clear_faults();
     assert_ok(&repair_output(&src, &new, &[]), "the rerun");
     assert_trees_eq(&items(&new), &want, "the rerun");
+}
+
+/// Bug: when the last fsync of `repair --in-place` (the backup directory, after the
+/// "applied" manifest was renamed into it) failed, the rerun read "applied", said
+/// "Nothing to repair" and synced nothing: a power cut then brought back the
+/// "backed-up" manifest, so a run that had reported success had to be run once more.
+/// Fixed in `in_place/mod.rs`: an applied manifest found is made durable before the
+/// rerun reports.
+#[test]
+fn an_applied_manifest_found_by_a_rerun_is_made_durable() {
+    use common::powerfs::{Fault, Op, PowerFs};
+    let backing = tempfile::tempdir().unwrap();
+    let master = small_damaged();
+    for d in ["a", "b"] {
+        let o = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(master.path())
+            .arg(backing.path().join(d))
+            .status()
+            .unwrap();
+        assert!(o.success());
+    }
+    let mut pfs = PowerFs::mount(backing.path());
+    fs::create_dir(pfs.path().join("backups")).unwrap();
+    let first = pfs.path().join("backups/first");
+    assert_ok(
+        &repair_in_place(&pfs.path().join("a"), &first, &[]),
+        "in place",
+    );
+    let last = pfs.counts().fsyncs;
+    let backup = pfs.path().join("backups/b");
+    let data = pfs.path().join("b");
+    pfs.inject(Fault {
+        op: Op::Fsync,
+        nth: last,
+        errno: libc::EIO,
+    });
+    let o = repair_in_place(&data, &backup, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    pfs.clear_faults();
+    assert_ok(&repair_in_place(&data, &backup, &[]), "the rerun");
+    pfs.power_cut();
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(backup.join("recoverfs-backup.json")).unwrap()).unwrap();
+    assert_eq!(
+        m["state"], "applied",
+        "after a power cut following the rerun"
+    );
 }

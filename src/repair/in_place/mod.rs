@@ -151,6 +151,14 @@ pub fn repair_in_place(
     match &existing {
         Some(m) if m.state == ManifestState::Applied => {
             if summary.entries.is_empty() {
+                // An earlier run may have renamed this manifest into place and failed to
+                // sync the directory: durable before this run reports the repair done.
+                if !dry_run {
+                    let f = fs::File::open(&manifest_path)
+                        .map_err(io_at(&manifest_path, "could not open"))?;
+                    fsync(&f, &manifest_path)?;
+                    fsync_dir(backup)?;
+                }
                 return Ok(summary);
             }
             return Err(RepairError::DifferentBackup {
