@@ -115,7 +115,8 @@ pub enum Op {
     Rename,
     /// A `write` (or a truncate).
     Write,
-    /// Any of the above, or a create, mkdir, unlink, rmdir, symlink or attribute change.
+    /// For a cut: any change (the above, or a create, mkdir, unlink, rmdir, symlink or
+    /// attribute change). For a fault: the latter only.
     Any,
 }
 
@@ -355,13 +356,11 @@ impl State {
         if self.dead {
             return Err(Errno::EIO);
         }
-        if op != Op::Any {
-            match op {
-                Op::Fsync => self.counts.fsyncs += 1,
-                Op::Rename => self.counts.renames += 1,
-                Op::Write => self.counts.writes += 1,
-                Op::Any => {}
-            }
+        match op {
+            Op::Fsync => self.counts.fsyncs += 1,
+            Op::Rename => self.counts.renames += 1,
+            Op::Write => self.counts.writes += 1,
+            Op::Any => {}
         }
         self.counts.any += 1;
         if let Some(cut) = self.cut {
@@ -1104,10 +1103,32 @@ impl PowerFs {
         // Session::new mounted it: requests wait for the session's thread from here on.
     }
 
-    fn stop(&mut self) {
-        if let Some(s) = self.session.take() {
-            s.umount_and_join().unwrap();
+    /// Unmounts and waits for the session to end. A child another test thread forks holds
+    /// a copy of every open fd until it execs, so the mount can be busy for a moment: the
+    /// unmount is tried again, and after 10 s done lazily (the mount point is free at once).
+    fn stop(&mut self) -> Result<(), String> {
+        use nix::mount::{umount2, MntFlags};
+        let Some(s) = self.session.take() else {
+            return Ok(());
+        };
+        for i in 0.. {
+            match umount2(&self.mp, MntFlags::empty()) {
+                Err(nix::errno::Errno::EBUSY) if i < 500 => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(nix::errno::Errno::EBUSY) => {
+                    umount2(&self.mp, MntFlags::MNT_DETACH)
+                        .map_err(|e| format!("{}: could not unmount: {e}", self.mp.display()))?;
+                    break;
+                }
+                Err(e) => return Err(format!("{}: could not unmount: {e}", self.mp.display())),
+                Ok(()) => break,
+            }
         }
+        // Unmounted here: fuser only ends its session. It may still see the connection up
+        // for a moment and try to unmount the (now free) mount point, which fails harmlessly.
+        let _ = s.umount_and_join();
+        Ok(())
     }
 
     /// The mount point.
@@ -1170,7 +1191,7 @@ impl PowerFs {
                 s.power_off(None);
             }
         }
-        self.stop();
+        self.stop().unwrap();
         {
             let mut s = self.st();
             s.reboot();
@@ -1183,8 +1204,8 @@ impl PowerFs {
 
 impl Drop for PowerFs {
     fn drop(&mut self) {
-        if let Some(s) = self.session.take() {
-            let _ = s.umount_and_join();
+        if let Err(e) = self.stop() {
+            eprintln!("{e}");
         }
     }
 }
