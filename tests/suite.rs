@@ -16,6 +16,7 @@ mod map;
 mod metrics;
 mod mount;
 mod passthrough;
+mod power_loss;
 mod regressions;
 mod repair;
 mod replica;

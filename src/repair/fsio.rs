@@ -545,6 +545,32 @@ pub(super) fn fsync_dir(path: &Path) -> Result<()> {
     fsync(&d, path)
 }
 
+/// Creates `dir` and whichever of its ancestors are missing, then makes every name on
+/// the way down to it durable (an fsync of each ancestor, up to the root): without that a
+/// power cut can take a new parent away with all that was written and fsynced below it.
+/// Those that existed are synced too, since an earlier run may have made one and failed
+/// to sync it, and nothing else tells them apart; an ancestor we may not open, or whose
+/// filesystem cannot sync a directory, was not made by a repair, and stops the walk.
+pub(super) fn create_dir_all_durable(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(io_at(dir, "could not create"))?;
+    let abs = std::path::absolute(dir).map_err(io_at(dir, "could not resolve"))?;
+    let mut p = abs.as_path();
+    while let Some(parent) = p.parent() {
+        let d = match File::open(parent) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => break,
+            Err(e) => return Err(io_at(parent, "could not open the directory")(e)),
+        };
+        match d.sync_all() {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EROFS)) => break,
+            Err(e) => return Err(io_at(parent, "could not fsync")(e)),
+        }
+        p = parent;
+    }
+    Ok(())
+}
+
 /// Runs `f` over `jobs` on a few threads; the first error stops the rest.
 pub(super) fn run_jobs<T: Sync>(jobs: &[T], f: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
     let next = AtomicUsize::new(0);

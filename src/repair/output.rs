@@ -1,9 +1,9 @@
 //! `repair --output NEW_DIR`: the whole tree written beside NEW_DIR, fsynced, renamed into place.
 
 use super::fsio::{
-    check_data_dir, copy_range_with_crc, create_new, fsync, fsync_dir, is_empty_or_missing,
-    lock_dir, open_checked, resolve, run_jobs, set_link_times, start_writeback, tmp_beside,
-    write_copy, write_rebuilt, Attrs, CopyStats, Progress,
+    check_data_dir, copy_range_with_crc, create_dir_all_durable, create_new, fsync, fsync_dir,
+    is_empty_or_missing, lock_dir, open_checked, resolve, run_jobs, set_link_times,
+    start_writeback, tmp_beside, write_copy, write_rebuilt, Attrs, CopyStats, Progress,
 };
 use super::interrupt::{finish_writing, start_writing};
 use super::steps::{pause_at, Steps};
@@ -105,7 +105,7 @@ pub fn repair_to_with(
     };
     // From here an interrupt waits for a safe point, where the partial tree is removed.
     start_writing().map_err(|e| interrupted_with(e, "nothing was written"))?;
-    fs::create_dir_all(&parent).map_err(io_at(&parent, "could not create"))?;
+    create_dir_all_durable(&parent)?;
     // Two runs writing to the same parent would share the temporary sibling.
     let _lock = lock_dir(&parent)?;
     // A fixed sibling name: a run killed earlier left this, and it is ours to clear.
@@ -150,7 +150,22 @@ pub fn repair_to_with(
     // Done: an interrupt from here on no longer stops it.
     finish_writing();
     steps.mark("tree renamed into place, parent not yet synced");
-    fsync_dir(&parent)?;
+    if let Err(e) = fsync_dir(&parent) {
+        // NEW_DIR's name is not known to be durable: taken back out, so that --output stays
+        // all or nothing and the same command run again writes it anew (a rerun refuses a
+        // NEW_DIR that is not empty).
+        if fs::rename(&out_abs, &tmp).is_ok() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        return Err(match e {
+            RepairError::Io { path, source, .. } => RepairError::Io {
+                path,
+                what: "could not fsync, so the finished tree was taken back out of it (run the same command again)",
+                source,
+            },
+            other => other,
+        });
+    }
     Ok(OutputSummary {
         report,
         files: CopyStats::get(&stats.files),

@@ -2,13 +2,15 @@
 //! was not touched (here); the CLI runner and one helper per repeated invocation (`cli`);
 //! the engine's verdicts (`engine`); segment writers (`segments`); damaged trees and tree
 //! comparisons (`trees`); the guarded FUSE mount (`mount`, used by name); a headless
-//! browser's reading of an HTML page (`browser`, used by name).
+//! browser's reading of an HTML page (`browser`, used by name); the filesystem that
+//! forgets what was not made durable at a simulated power cut (`powerfs`, used by name).
 #![allow(dead_code)]
 
 pub mod browser;
 pub mod cli;
 pub mod engine;
 pub mod mount;
+pub mod powerfs;
 pub mod segments;
 pub mod trees;
 

@@ -1,8 +1,8 @@
 //! `repair --in-place --backup DIR`: the plan of changes, then its three phases (back up, apply, done).
 
 use super::fsio::{
-    check_data_dir, copy_with_crc, create_new, fsync, fsync_dir, lock_dir, open_checked, resolve,
-    tmp_beside, Attrs, Progress,
+    check_data_dir, copy_with_crc, create_dir_all_durable, create_new, fsync, fsync_dir, lock_dir,
+    open_checked, resolve, tmp_beside, Attrs, Progress,
 };
 use super::interrupt::{finish_writing, start_writing};
 use super::manifest::{
@@ -170,6 +170,14 @@ pub fn repair_in_place(
     match &existing {
         Some(m) if m.state == ManifestState::Applied => {
             if summary.entries.is_empty() {
+                // An earlier run may have renamed this manifest into place and failed to
+                // sync the directory: durable before this run reports the repair done.
+                if !dry_run {
+                    let f = fs::File::open(&manifest_path)
+                        .map_err(io_at(&manifest_path, "could not open"))?;
+                    fsync(&f, &manifest_path)?;
+                    fsync_dir(backup)?;
+                }
                 return Ok(summary);
             }
             return Err(RepairError::DifferentBackup {
@@ -211,10 +219,8 @@ pub fn repair_in_place(
         replicas: replica_names,
     };
     start_writing().map_err(|e| interrupted_with(e, "nothing was written"))?;
-    fs::create_dir_all(backup).map_err(io_at(backup, "could not create"))?;
-    if let Some(parent) = backup_abs.parent() {
-        fsync_dir(parent)?;
-    }
+    // Its name, and every name above it, durable before an original is changed.
+    create_dir_all_durable(backup)?;
     write_manifest(backup, &manifest, &mut steps)
         .and_then(|()| back_up(&layout.source, backup, &mut manifest, &mut steps))
         .map_err(|e| interrupted_with(e, &unchanged))?;
