@@ -340,3 +340,39 @@ fn repair_writes_the_hashes_of_what_it_read_and_of_what_it_wrote_in_both_modes()
     // The repaired tree differs from the originals: the read list fails on it.
     assert!(sha256sum_check(src.path(), &list2).is_err());
 }
+
+#[test]
+fn with_a_replica_both_findings_appear_and_the_changed_records_are_healed() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    let w = two_segments(&a.join("t/partition-0"));
+    copy_tree(&a, &b);
+    let base = t.path().join("baseline.jsonl");
+    save(&a, &base);
+    let log = log_path(&a.join("t/partition-0"), 0);
+    let at = value_byte(&w, 150);
+    let mut bytes = fs::read(&log).unwrap();
+    bytes[at as usize] ^= 0x20;
+    fs::write(&log, &bytes).unwrap();
+    let (code, r) = check_json(
+        &a,
+        &[
+            "--baseline",
+            base.to_str().unwrap(),
+            "--replica",
+            b.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{r}");
+    let (cut, kept) = cut_for(&w, at);
+    let s = segment(&r, 0);
+    assert_eq!(s["damage"]["kind"], "changed-since-baseline", "{s}");
+    assert_eq!(s["valid_bytes"], cut);
+    // The records from the cut on come from the replica, which holds them unchanged.
+    let healed = r["logs"][0]["healed"].as_array().unwrap();
+    assert_eq!(healed.len(), 1, "{healed:?}");
+    assert_eq!(healed[0]["from_offset"], kept, "{healed:?}");
+    assert_eq!(healed[0]["to_offset"], 299, "{healed:?}");
+    assert_eq!(r["baseline"]["changed"].as_array().unwrap().len(), 1);
+    assert_eq!(r["logs"][0]["next_offset"], 310);
+}
