@@ -6,7 +6,7 @@ use crate::cli::{EngineArgs, EXIT_CLEAN, EXIT_DAMAGE, EXIT_ERROR};
 use crate::engine::analysis::check_path;
 use crate::engine::index::IndexKind;
 use crate::engine::integrity::{
-    baseline_entries, compare_tree, files_read, sha256_lines, write_new,
+    baseline_entries, compare_tree, files_read, sha256_lines, write_new, write_new_with,
 };
 use crate::engine::layout::display_name;
 use crate::engine::map::render_text;
@@ -223,8 +223,10 @@ fn write_integrity(
     if let Some(to) = &a.save_baseline {
         let entries =
             baseline_entries(layout, report).map_err(|e| format!("--save-baseline: {e}"))?;
-        crate::engine::baseline::save(to, &a.path, &entries)
-            .map_err(|e| format!("--save-baseline {}: {e}", to.display()))?;
+        write_new_with(to, ".recoverfs-baseline", |w| {
+            crate::engine::baseline::encode(w, &a.path, &entries)
+        })
+        .map_err(|e| format!("--save-baseline {}: {e}", to.display()))?;
         eprintln!(
             "Baseline of {} file(s) written to {}",
             entries.len(),

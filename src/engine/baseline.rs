@@ -261,41 +261,27 @@ fn trim(b: &[u8]) -> &[u8] {
     b
 }
 
-/// Writes a baseline: the header, then one line per file (in the order given),
-/// into a new temporary file beside `to`, synced and renamed over it: a reader
-/// sees the old file or the whole new one, and a symlink planted at `to` is
-/// replaced, never followed.
-pub fn save(to: &Path, source: &Path, entries: &[FileEntry]) -> io::Result<()> {
-    let dir = match to.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
+/// Writes a baseline to `w`: the header, then one line per file (in the order
+/// given). `integrity::write_new_with` puts it in place whole or not at all.
+pub fn encode(w: &mut dyn Write, source: &Path, entries: &[FileEntry]) -> io::Result<()> {
+    let mut w = io::BufWriter::new(w);
+    let header = Header {
+        format: FORMAT.into(),
+        version: VERSION,
+        block_bytes: BLOCK_BYTES,
+        checksum: "crc32c".into(),
+        source: source.display().to_string(),
+        created: chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string(),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".recoverfs-baseline")
-        .tempfile_in(dir)?;
-    {
-        let mut w = io::BufWriter::new(tmp.as_file_mut());
-        let header = Header {
-            format: FORMAT.into(),
-            version: VERSION,
-            block_bytes: BLOCK_BYTES,
-            checksum: "crc32c".into(),
-            source: source.display().to_string(),
-            created: chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
-                .format("%Y-%m-%dT%H:%M:%SZ")
-                .to_string(),
-        };
-        serde_json::to_writer(&mut w, &header)?;
+    serde_json::to_writer(&mut w, &header)?;
+    w.write_all(b"\n")?;
+    for e in entries {
+        serde_json::to_writer(&mut w, e)?;
         w.write_all(b"\n")?;
-        for e in entries {
-            serde_json::to_writer(&mut w, e)?;
-            w.write_all(b"\n")?;
-        }
-        w.flush()?;
     }
-    tmp.as_file().sync_all()?;
-    tmp.persist(to).map_err(|e| e.error)?;
-    Ok(())
+    w.flush()
 }
 
 /// The CRC-32C of each block of a file and of the whole, fed its bytes in order.
@@ -587,7 +573,9 @@ mod tests {
             3,
             4,
         );
-        save(&p, t.path(), std::slice::from_ref(&e)).unwrap();
+        let mut bytes = Vec::new();
+        encode(&mut bytes, t.path(), std::slice::from_ref(&e)).unwrap();
+        std::fs::write(&p, bytes).unwrap();
         let b = Baseline::load(&p).unwrap();
         assert_eq!(b.get(Path::new("x/\u{e9}.log")), Some(&e));
         let text = std::fs::read_to_string(&p).unwrap();

@@ -159,12 +159,22 @@ pub fn files_read(layout: &Layout) -> Vec<PathBuf> {
 /// Writes `text` to `to` through a new temporary file beside it, synced and
 /// renamed over it (a symlink planted at `to` is replaced, never followed).
 pub fn write_new(to: &Path, prefix: &str, text: &[u8]) -> io::Result<()> {
+    write_new_with(to, prefix, |w| w.write_all(text))
+}
+
+/// [`write_new`], the content written by `fill`: a reader sees the old file or
+/// the whole new one.
+pub fn write_new_with(
+    to: &Path,
+    prefix: &str,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = match to.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let mut tmp = tempfile::Builder::new().prefix(prefix).tempfile_in(dir)?;
-    tmp.write_all(text)?;
+    fill(tmp.as_file_mut())?;
     tmp.as_file().sync_all()?;
     tmp.persist(to).map_err(|e| e.error)?;
     Ok(())
