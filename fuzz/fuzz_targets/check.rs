@@ -24,11 +24,10 @@ fuzz_target!(|data: &[u8]| {
     let t = tempfile::tempdir().unwrap();
     tree::write_tree(t.path(), bases, &tree::cut_files(&head[11..], rest));
     let opts = AnalyzeOptions {
-        scan: ScanOptions {
-            max_record_bytes: max,
-        },
+        scan: ScanOptions::with_max(max),
         policy,
         threads: 1,
+        ..AnalyzeOptions::default()
     };
     let (_, report) = check_path(t.path(), &opts, &|_| {}).expect("a directory we made");
     // Takhin offsets are signed 64-bit: no record served, salvaged or not, is past the limit.

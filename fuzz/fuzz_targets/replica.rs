@@ -64,6 +64,7 @@ fuzz_target!(|data: &[u8]| {
         scan: ScanOptions::default(),
         policy,
         threads: 1,
+        ..AnalyzeOptions::default()
     };
     // Refusals (a --prefer the policy does not allow) are answers, not failures.
     if let Ok((_, report, _)) = check_with_replicas(primary.path(), &paths, prefer, &opts, &|_| {})

@@ -24,17 +24,14 @@ fuzz_target!(|data: &[u8]| {
     let max = u32::from_le_bytes(data[8..12].try_into().unwrap()) as u64;
     let log = &data[12..];
     let index = &log[log.len() / 2..];
-    let opts = ScanOptions {
-        max_record_bytes: max,
-    };
+    let opts = ScanOptions::with_max(max);
     let mut c = IndexComparer::new(IndexKind::Offset, index, index.len() as u64);
-    let s =
-        scan_segment(log, log.len() as u64, base, &opts, |m| {
-            // Takhin offsets are signed 64-bit: nothing past the limit is a valid record.
-            assert!(m.offset <= MAX_OFFSET && m.offset == base + m.index);
-            c.push(m)
-        })
-        .expect("slices never fail");
+    let s = scan_segment(log, log.len() as u64, base, &opts, |m| {
+        // Takhin offsets are signed 64-bit: nothing past the limit is a valid record.
+        assert!(m.offset <= MAX_OFFSET && m.offset == base + m.index);
+        c.push(m)
+    })
+    .expect("slices never fail");
     let _ = c.finish(s.records);
     assert!(s.valid_bytes <= log.len() as u64);
     assert_eq!(s.damage.is_none(), s.valid_bytes == log.len() as u64);
