@@ -14,8 +14,16 @@ fn main() {
     // A source tarball or a tree without git builds too: the commit is then "unknown".
     let described = match git(&["rev-parse", "--short=12", "HEAD"]) {
         Some(commit) if !commit.is_empty() => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
+            // --no-optional-locks: a plain `git status` refreshes .git/index, whose
+            // mtime is watched below, so every build would make the next one rerun this
+            // and rebuild the crate (`cargo fuzz run` rebuilt it before each target).
+            let dirty = git(&[
+                "--no-optional-locks",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+            ])
+            .is_some_and(|s| !s.is_empty());
             format!("git {commit}{}", if dirty { ", dirty" } else { "" })
         }
         _ => "git unknown".to_string(),
