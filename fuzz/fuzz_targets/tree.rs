@@ -32,7 +32,11 @@ pub fn bases(b: &[u8]) -> (u64, u64) {
     };
     let apart = (v & 0xff_ffff_ffff) % 1_000_000;
     // Near u64::MAX the second segment goes below the first: two names, never one.
-    (first, first.checked_add(apart).unwrap_or(first - apart))
+    // (`unwrap_or_else`: an eager `first - apart` underflowed for a first base of 0.)
+    (
+        first,
+        first.checked_add(apart).unwrap_or_else(|| first - apart),
+    )
 }
 
 /// Segment 0's `.log`, `.index`, `.timeindex`, then the second segment's: five
