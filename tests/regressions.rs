@@ -3713,3 +3713,27 @@ fn an_applied_manifest_found_by_a_rerun_is_made_durable() {
         "after a power cut following the rerun"
     );
 }
+
+/// Bug: `check --hashes` wrote each path with `to_string_lossy`, so a directory whose
+/// name is not UTF-8 came out with U+FFFD in place of its bytes, and `sha256sum -c`
+/// could not find the file. Fixed in the commit that adds this test: names are written
+/// as their bytes, as `sha256sum` itself writes them.
+#[test]
+fn hashes_name_a_non_utf8_directory_by_its_bytes() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("data");
+    let dir = src
+        .join(std::ffi::OsStr::from_bytes(b"t\xff"))
+        .join("partition-0");
+    write_segment(&dir, 0, 5, 20);
+    let list = t.path().join("SUMS");
+    let o = check_cli(&src, &["--hashes", list.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = std::process::Command::new("sha256sum")
+        .args(["-c", "--strict", list.to_str().unwrap()])
+        .current_dir(&src)
+        .output()
+        .expect("sha256sum (coreutils)");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}

@@ -236,7 +236,7 @@ fn write_integrity(
     if let Some(to) = &a.hashes {
         let text = sha256_lines(&layout.source, &files_read(layout))
             .map_err(|e| format!("--hashes: {e}"))?;
-        write_new(to, ".recoverfs-hashes", text.as_bytes())
+        write_new(to, ".recoverfs-hashes", &text)
             .map_err(|e| format!("--hashes {}: {e}", to.display()))?;
     }
     Ok(())

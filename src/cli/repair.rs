@@ -130,11 +130,11 @@ pub fn run(a: &RepairArgs) -> ExitCode {
             if let (Some(to), Some(read)) = (&a.hashes, &read_hashes) {
                 let result = a.output.as_deref().unwrap_or(&a.data_dir);
                 let written = std::path::PathBuf::from(format!("{}.written", to.display()));
-                let done = write_new(to, ".recoverfs-hashes", read.as_bytes())
+                let done = write_new(to, ".recoverfs-hashes", read)
                     .map_err(|e| format!("{}: {e}", to.display()))
                     .and_then(|()| tree_hashes(result))
                     .and_then(|w| {
-                        write_new(&written, ".recoverfs-hashes", w.as_bytes())
+                        write_new(&written, ".recoverfs-hashes", &w)
                             .map_err(|e| format!("{}: {e}", written.display()))
                     });
                 if let Err(e) = done {

@@ -100,8 +100,8 @@ fn located(rel: &Path, e: io::Error) -> io::Error {
 /// relative to the data directory), so `cd DIR && sha256sum -c FILE` verifies it.
 /// Names that `sha256sum` would escape (a backslash or newline) are written its
 /// way: the line starts with `\` and the name has `\\` and `\n`.
-pub fn sha256_lines(source: &Source, rels: &[PathBuf]) -> io::Result<String> {
-    let mut text = String::new();
+pub fn sha256_lines(source: &Source, rels: &[PathBuf]) -> io::Result<Vec<u8>> {
+    let mut text = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     for rel in rels {
         let file = source.file(rel).map_err(|e| located(rel, e))?;
@@ -119,23 +119,33 @@ pub fn sha256_lines(source: &Source, rels: &[PathBuf]) -> io::Result<String> {
             h.update(&buf[..n]);
             at += n as u64;
         }
-        text += &sha256_line(&h.finalize(), rel);
+        text.extend_from_slice(&sha256_line(&h.finalize(), rel));
     }
     Ok(text)
 }
 
-/// One `sha256sum` line for a digest and a name.
-pub fn sha256_line(digest: &[u8], rel: &Path) -> String {
+/// One `sha256sum` line for a digest and a name, the name as its bytes (as
+/// `sha256sum` writes it: a name that is not UTF-8 must still be found by `-c`).
+pub fn sha256_line(digest: &[u8], rel: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let name = rel.to_string_lossy();
-    if name.contains('\\') || name.contains('\n') {
-        format!(
-            "\\{hex}  {}\n",
-            name.replace('\\', "\\\\").replace('\n', "\\n")
-        )
-    } else {
-        format!("{hex}  {name}\n")
+    let name = rel.as_os_str().as_bytes();
+    let mut line = Vec::with_capacity(hex.len() + name.len() + 4);
+    let escaped = name.iter().any(|&b| b == b'\\' || b == b'\n');
+    if escaped {
+        line.push(b'\\');
     }
+    line.extend_from_slice(hex.as_bytes());
+    line.extend_from_slice(b"  ");
+    for &b in name {
+        match b {
+            b'\\' => line.extend_from_slice(b"\\\\"),
+            b'\n' => line.extend_from_slice(b"\\n"),
+            _ => line.push(b),
+        }
+    }
+    line.push(b'\n');
+    line
 }
 
 /// Every file of the tree that `check` reads (each segment's `.log`, `.index` and
@@ -183,7 +193,7 @@ pub fn write_new_with(
 /// The `sha256sum` list of every segment file (`.log`, `.index`, `.timeindex`) under
 /// `dir`, relative to it, read through a door of its own: `repair --hashes` runs it
 /// on the originals before repairing and on the result after.
-pub fn tree_hashes(dir: &Path) -> Result<String, String> {
+pub fn tree_hashes(dir: &Path) -> Result<Vec<u8>, String> {
     let target = crate::engine::layout::resolve_target(dir).map_err(|e| e.to_string())?;
     let layout = crate::engine::layout::discover_target(&target).map_err(|e| e.to_string())?;
     sha256_lines(&layout.source, &files_read(&layout))
