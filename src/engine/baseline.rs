@@ -241,6 +241,16 @@ impl Baseline {
         self.files.get(rel)
     }
 
+    /// How many files it lists.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// True when it lists no file.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
     /// Every file listed, in path order.
     pub fn files(&self) -> Vec<&FileEntry> {
         let mut v: Vec<_> = self.files.values().collect();

@@ -45,7 +45,7 @@ pub fn compare_tree(baseline: &Baseline, report: &Report, source: &Source) -> Ba
         .collect();
     BaselineReport {
         file: baseline.path.display().to_string(),
-        files: baseline.files().len() as u64,
+        files: baseline.len() as u64,
         gone,
         shorter,
         changed,

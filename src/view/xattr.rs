@@ -3,7 +3,7 @@
 use crate::engine::format::takhin::FileKind;
 use crate::engine::index::{IndexKind, IndexVerdict};
 use crate::engine::policy::ViewAction;
-use crate::engine::report::SegmentReport;
+use crate::engine::report::{DamageReport, SegmentReport};
 use crate::engine::segment::SegmentStatus;
 use crate::view::error::{Result, ViewError};
 use crate::view::verdicts::SegView;
@@ -78,14 +78,7 @@ fn refused_value(
     name: &OsStr,
 ) -> Result<Vec<u8>> {
     let why = match &r.damage {
-        Some(d) => format!(
-            "{} ({}) at byte {}, record {}: {}",
-            d.kind(),
-            d.class.as_str(),
-            d.position,
-            d.record,
-            d.cause
-        ),
+        Some(d) => damage_text(d),
         None if !verdict.is_match() => verdict.describe(ik),
         None if !r.index.is_match() => format!("index: {}", r.index.describe(IndexKind::Offset)),
         None => format!("timeindex: {}", r.timeindex.describe(IndexKind::Time)),
@@ -98,6 +91,18 @@ fn refused_value(
         _ => return Err(ViewError::NoAttr),
     };
     Ok(value.into_bytes())
+}
+
+/// The `damage` xattr's text for a damage: kind, class, where, and what was found.
+fn damage_text(d: &DamageReport) -> String {
+    format!(
+        "{} ({}) at byte {}, record {}: {}",
+        d.kind(),
+        d.class.as_str(),
+        d.position,
+        d.record,
+        d.cause
+    )
 }
 
 /// The value of the xattr `name` of the segment whose `.log` is `log_rel`.
@@ -118,14 +123,7 @@ pub(crate) fn value(sv: &SegView, log_rel: &Path, name: &OsStr) -> Result<Vec<u8
         Some(XATTR_ORIGINAL_BYTES) => r.original_bytes.to_string(),
         Some(XATTR_RECORDS) => r.records.to_string(),
         Some(XATTR_DAMAGE) => match (&r.damage, &r.error) {
-            (Some(d), _) => format!(
-                "{} ({}) at byte {}, record {}: {}",
-                d.kind(),
-                d.class.as_str(),
-                d.position,
-                d.record,
-                d.cause
-            ),
+            (Some(d), _) => damage_text(d),
             (None, Some(e)) => format!("unreadable: {e}"),
             (None, None) => "none".into(),
         },
